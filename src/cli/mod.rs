@@ -1,0 +1,129 @@
+//! Command-line definition and dispatch. Each command is a thin sequence of
+//! library steps; `session` holds what they share, `report` draws progress.
+
+mod commands;
+mod report;
+mod session;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tstore::config::LinkMode;
+
+/// Many Python virtual environments for the disk price of one.
+///
+/// tstore locks each tier of a tiers.toml with uv (PEP 751 pylock files),
+/// downloads every wheel once into a content-addressed store (one file per
+/// distinct content), and builds each tier's venv by reflinking, hardlinking
+/// or copying from the store.
+///
+/// Without --config, ./tiers.toml is used, else the embedded default
+/// (Tekton's five tiers). The store is $TSTORE_HOME, else
+/// $XDG_DATA_HOME/tstore, else ~/.local/share/tstore.
+#[derive(Parser, Debug)]
+#[command(name = "tstore", version, max_term_width = 100)]
+pub struct Cli {
+    /// tiers.toml to use instead of ./tiers.toml or the embedded default.
+    #[arg(long, global = true, env = "TSTORE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print only errors and the final summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail (link method choices, retries, uv commands).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Resolve tiers with uv into pylock.<tier>.toml files.
+    ///
+    /// All tiers are resolved together first so that a package shared by
+    /// tiers gets the same version everywhere; tiers that cannot share are
+    /// locked alone and the differing packages are named. A lock whose
+    /// inputs (requirements, Python version, indexes) are unchanged is
+    /// reused. Locks go beside tiers.toml (for the embedded default: into the
+    /// store).
+    Lock {
+        /// Tiers to lock (default: all).
+        tiers: Vec<String>,
+        /// Resolve from uv's cache only, without network.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Download and ingest every distribution the tiers' locks need.
+    ///
+    /// Wheels already in the store (by sha256) are skipped; the rest are
+    /// downloaded in parallel, checked against the lock's size and sha256,
+    /// and unpacked into the store. Packages with only an sdist are built
+    /// once with uv.
+    Fetch {
+        /// Tiers to fetch (default: all).
+        tiers: Vec<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Build (or update) the tiers' venvs from the store.
+    ///
+    /// Locks and fetches first as needed. The venv is built beside its final
+    /// path and swapped in atomically; an unchanged tier is left alone.
+    Materialize {
+        /// Tiers to materialize.
+        #[arg(required = true)]
+        tiers: Vec<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+        /// How files get from the store into the venv [default: the
+        /// tiers.toml setting, else auto: reflink, else hardlink, else copy].
+        #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
+        link_mode: Option<LinkMode>,
+        /// Replace a venv at the tier's path even if tstore did not make it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the tiers: components, lock state, venv path and state.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a tier's venv path.
+    Path { tier: String },
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LockArgs {
+    /// Use only the store and existing locks; fail naming what is missing.
+    #[arg(long)]
+    pub offline: bool,
+    /// Use the existing locks as they are, without checking them against
+    /// tiers.toml (error if a lock is missing).
+    #[arg(long)]
+    pub frozen: bool,
+}
+
+fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
+    text.parse()
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let reporter = report::Reporter::new(cli.quiet, cli.verbose);
+    let session = session::Session::open(cli.config.as_deref(), &reporter)?;
+    match cli.command {
+        Command::Lock { tiers, offline } => commands::lock(&session, &tiers, offline),
+        Command::Fetch { tiers, lock } => commands::fetch(&session, &tiers, lock),
+        Command::Materialize {
+            tiers,
+            lock,
+            link_mode,
+            force,
+        } => commands::materialize(&session, &tiers, lock, link_mode, force),
+        Command::List { json } => commands::list(&session, json),
+        Command::Path { tier } => commands::path(&session, &tier),
+    }
+}

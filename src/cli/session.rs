@@ -1,0 +1,121 @@
+//! What the commands of one run share: configuration, store, uv and the
+//! interpreters found so far.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::bail;
+use tstore::config::{Config, Tier};
+use tstore::interpreter::Interpreter;
+use tstore::lock::pylock::Selected;
+use tstore::lock::{self, LockOptions, LockStatus, PyLock, TierLock};
+use tstore::progress::Progress;
+use tstore::store::Store;
+use tstore::uv::Uv;
+
+use super::LockArgs;
+use super::report::Reporter;
+
+pub struct Session<'a> {
+    pub config: Config,
+    pub store: Store,
+    pub reporter: &'a Reporter,
+    uv: OnceCell<Uv>,
+    interpreters: RefCell<HashMap<String, Rc<Interpreter>>>,
+}
+
+impl<'a> Session<'a> {
+    pub fn open(config: Option<&Path>, reporter: &'a Reporter) -> anyhow::Result<Self> {
+        let config = Config::discover(config)?;
+        let store = Store::open(&Store::default_home())?;
+        Ok(Self {
+            config,
+            store,
+            reporter,
+            uv: OnceCell::new(),
+            interpreters: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn uv(&self) -> anyhow::Result<&Uv> {
+        if let Some(uv) = self.uv.get() {
+            return Ok(uv);
+        }
+        let uv = Uv::locate(&self.store, self.reporter)?;
+        self.reporter
+            .detail(&format!("using uv at {}", uv.path.display()));
+        Ok(self.uv.get_or_init(|| uv))
+    }
+
+    pub fn interpreter(&self, python: &str) -> anyhow::Result<Rc<Interpreter>> {
+        if let Some(found) = self.interpreters.borrow().get(python) {
+            return Ok(found.clone());
+        }
+        let found = Rc::new(Interpreter::find(self.uv()?, &self.store, python)?);
+        self.reporter
+            .detail(&format!("Python {python}: {}", found.executable.display()));
+        self.interpreters
+            .borrow_mut()
+            .insert(python.to_string(), found.clone());
+        Ok(found)
+    }
+
+    pub fn lock_path(&self, tier: &str) -> PathBuf {
+        lock::lock_path(&self.config, &self.store, tier)
+    }
+
+    /// Makes sure each tier has a lock: locks with uv unless `--frozen` or
+    /// `--offline` say to use what exists.
+    pub fn ensure_locks(&self, tiers: &[&Tier], args: LockArgs) -> anyhow::Result<Vec<TierLock>> {
+        if args.frozen || args.offline {
+            let flag = if args.frozen { "--frozen" } else { "--offline" };
+            let mut out = Vec::new();
+            for tier in tiers {
+                let path = self.lock_path(&tier.name);
+                if !path.is_file() {
+                    bail!(
+                        "{flag}: tier `{}` has no lock at {}; run `tstore lock {}` first",
+                        tier.name,
+                        path.display(),
+                        tier.name
+                    );
+                }
+                if args.offline
+                    && !args.frozen
+                    && !lock::is_current(&self.config, &self.store, tier)
+                {
+                    self.reporter.notice(&format!(
+                        "the lock of `{}` does not match tiers.toml any more; --offline uses it as it is",
+                        tier.name
+                    ));
+                }
+                out.push(TierLock {
+                    tier: tier.name.clone(),
+                    path,
+                    status: LockStatus::Reused,
+                });
+            }
+            return Ok(out);
+        }
+        lock::lock_tiers(
+            &self.config,
+            &self.store,
+            self.uv()?,
+            tiers,
+            &LockOptions::default(),
+            self.reporter,
+        )
+    }
+
+    /// What to install for `tier` on its interpreter, from its lock.
+    pub fn select(&self, tier: &Tier) -> anyhow::Result<(Rc<Interpreter>, Vec<Selected>, PathBuf)> {
+        let interpreter = self.interpreter(&tier.python)?;
+        let path = self.lock_path(&tier.name);
+        let (lock, _) = PyLock::read(&path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let selected = lock.select(&interpreter, dir, &path)?;
+        Ok((interpreter, selected, path))
+    }
+}

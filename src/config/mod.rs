@@ -1,0 +1,551 @@
+//! `tiers.toml`: named requirement sets, tiers composed of them, and the
+//! settings every later step reads (Python version, venv location, indexes,
+//! link mode).
+//!
+//! The file is looked up as `--config FILE`, else `./tiers.toml`, else the
+//! copy of Tekton's tiers embedded in the binary. Every error names the file
+//! and line it comes from and says how to fix it.
+
+mod requirements;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use requirements::RequirementLine;
+
+/// The tiers.toml shipped inside the binary (Tekton's five tiers).
+pub const EMBEDDED_TIERS: &str = include_str!("../../tiers.toml");
+
+/// How files get from the store into a venv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    /// Reflink where the filesystem can, else hardlink, else copy.
+    #[default]
+    Auto,
+    Reflink,
+    Hardlink,
+    Copy,
+}
+
+impl FromStr for LinkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "reflink" => Ok(Self::Reflink),
+            "hardlink" => Ok(Self::Hardlink),
+            "copy" => Ok(Self::Copy),
+            other => Err(format!(
+                "unknown link mode `{other}`: use one of auto, reflink, hardlink, copy"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Reflink => "reflink",
+            Self::Hardlink => "hardlink",
+            Self::Copy => "copy",
+        })
+    }
+}
+
+/// Where the configuration came from; decides where locks are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Embedded => f.write_str("<embedded tiers.toml>"),
+        }
+    }
+}
+
+/// Package index settings handed to uv when locking.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexSettings {
+    pub index_url: Option<String>,
+    pub extra_index_urls: Vec<String>,
+    pub find_links: Vec<String>,
+    pub no_index: bool,
+}
+
+/// One tier: a venv built from the union of its sets and extra requirements.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    /// Python version request, handed to `uv python find` and to the resolver.
+    pub python: String,
+    pub venv: PathBuf,
+    /// Requirements in the order written, duplicates removed.
+    pub requirements: Vec<RequirementLine>,
+    /// Constraints from `-c` lines of requirement files.
+    pub constraints: Vec<RequirementLine>,
+    pub components: Vec<String>,
+}
+
+impl Tier {
+    /// Normalized names of the tier's direct requirements (for `REQUESTED`).
+    pub fn requested_names(&self) -> Vec<String> {
+        self.requirements.iter().map(|r| r.name.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub link_mode: LinkMode,
+    pub index: IndexSettings,
+    pub tiers: BTreeMap<String, Tier>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    #[error("unknown tier `{name}`; known tiers: {known}{hint}")]
+    UnknownTier {
+        name: String,
+        known: String,
+        hint: String,
+    },
+}
+
+impl Config {
+    /// Loads `explicit`, else `./tiers.toml`, else the embedded default.
+    pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = explicit {
+            return Self::from_file(path);
+        }
+        let local = Path::new("tiers.toml");
+        if local.is_file() {
+            return Self::from_file(local);
+        }
+        Self::parse(EMBEDDED_TIERS, ConfigSource::Embedded, Path::new("."))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs_err::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::parse(&text, ConfigSource::File(path), &dir)
+    }
+
+    /// Parses tiers.toml text; `dir` anchors relative paths in it.
+    pub fn parse(text: &str, source: ConfigSource, dir: &Path) -> Result<Self, ConfigError> {
+        let doc = Document {
+            text,
+            source: &source,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| doc.error_at(err.span(), err.message()))?;
+
+        let link_mode = match &raw.link_mode {
+            None => LinkMode::Auto,
+            Some(mode) => mode
+                .get_ref()
+                .parse::<LinkMode>()
+                .map_err(|message: String| doc.error_at(Some(mode.span()), &message))?,
+        };
+        let python = raw.python.clone().unwrap_or_else(|| "3.11".to_string());
+        let venv_root = match &raw.venv_root {
+            Some(root) => expand_path(root, dir),
+            None => expand_path("~/venvs", dir),
+        };
+
+        let sets = SetResolver {
+            doc: &doc,
+            raw: &raw.sets,
+            dir,
+        };
+        let mut tiers = BTreeMap::new();
+        for (name, raw_tier) in &raw.tiers {
+            let mut requirements = Vec::new();
+            let mut constraints = Vec::new();
+            for set in &raw_tier.sets {
+                sets.expand(set, &mut Vec::new(), &mut requirements, &mut constraints)?;
+            }
+            for req in &raw_tier.requirements {
+                requirements.push(RequirementLine::parse(
+                    req.get_ref(),
+                    doc.location(req.span().start),
+                )?);
+            }
+            dedup_by_text(&mut requirements);
+            dedup_by_text(&mut constraints);
+            if requirements.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: doc.location(0),
+                    message: format!(
+                        "tier `{name}` has no requirements: give it `sets = [...]` or `requirements = [...]`"
+                    ),
+                });
+            }
+            let venv = match &raw_tier.venv {
+                Some(path) => expand_path(path, dir),
+                None => venv_root.join(name),
+            };
+            tiers.insert(
+                name.clone(),
+                Tier {
+                    name: name.clone(),
+                    python: raw_tier.python.clone().unwrap_or_else(|| python.clone()),
+                    venv,
+                    requirements,
+                    constraints,
+                    components: raw_tier
+                        .components
+                        .iter()
+                        .map(|c| c.to_lowercase())
+                        .collect(),
+                },
+            );
+        }
+        if tiers.is_empty() {
+            return Err(ConfigError::Invalid {
+                location: doc.location(0),
+                message:
+                    "no tiers defined: add a `[tiers.NAME]` table with `sets` or `requirements`"
+                        .into(),
+            });
+        }
+
+        Ok(Config {
+            source,
+            link_mode,
+            index: IndexSettings {
+                index_url: raw.index_url,
+                extra_index_urls: raw.extra_index_urls,
+                find_links: raw
+                    .find_links
+                    .iter()
+                    .map(|link| resolve_find_links(link, dir))
+                    .collect(),
+                no_index: raw.no_index,
+            },
+            tiers,
+        })
+    }
+
+    /// Looks a tier up by name, or explains which names exist.
+    pub fn tier(&self, name: &str) -> Result<&Tier, ConfigError> {
+        self.tiers.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+            let hint = closest(name, &known)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            ConfigError::UnknownTier {
+                name: name.to_string(),
+                known: known.join(", "),
+                hint,
+            }
+        })
+    }
+
+    /// The named tiers, or every tier when `names` is empty.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Tier>, ConfigError> {
+        if names.is_empty() {
+            return Ok(self.tiers.values().collect());
+        }
+        names.iter().map(|n| self.tier(n)).collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    python: Option<String>,
+    venv_root: Option<String>,
+    link_mode: Option<Spanned<String>>,
+    index_url: Option<String>,
+    #[serde(default)]
+    extra_index_urls: Vec<String>,
+    #[serde(default)]
+    find_links: Vec<String>,
+    #[serde(default)]
+    no_index: bool,
+    #[serde(default)]
+    sets: BTreeMap<String, RawSet>,
+    #[serde(default)]
+    tiers: BTreeMap<String, RawTier>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSet {
+    #[serde(default)]
+    requirements: Vec<Spanned<String>>,
+    /// A pip-style requirement file, relative to tiers.toml.
+    file: Option<Spanned<String>>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTier {
+    #[serde(default)]
+    sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    requirements: Vec<Spanned<String>>,
+    #[serde(default)]
+    components: Vec<String>,
+    python: Option<String>,
+    venv: Option<String>,
+}
+
+/// The text being parsed, for turning byte offsets into `file:line:col`.
+struct Document<'a> {
+    text: &'a str,
+    source: &'a ConfigSource,
+}
+
+impl Document<'_> {
+    fn location(&self, offset: usize) -> String {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("{}:{line}:{col}", self.source)
+    }
+
+    fn error_at(&self, span: Option<std::ops::Range<usize>>, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            location: self.location(span.map_or(0, |s| s.start)),
+            message: message.trim().to_string(),
+        }
+    }
+}
+
+/// Expands `[sets.*]` with their includes and requirement files.
+struct SetResolver<'a> {
+    doc: &'a Document<'a>,
+    raw: &'a BTreeMap<String, RawSet>,
+    dir: &'a Path,
+}
+
+impl SetResolver<'_> {
+    fn expand(
+        &self,
+        name: &Spanned<String>,
+        stack: &mut Vec<String>,
+        requirements: &mut Vec<RequirementLine>,
+        constraints: &mut Vec<RequirementLine>,
+    ) -> Result<(), ConfigError> {
+        let key = name.get_ref();
+        let Some(set) = self.raw.get(key) else {
+            let known: Vec<&str> = self.raw.keys().map(String::as_str).collect();
+            let hint = closest(key, &known)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            return Err(self.doc.error_at(
+                Some(name.span()),
+                &format!(
+                    "unknown set `{key}`: {hint}define it as `[sets.{key}]` or use one of: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if stack.iter().any(|s| s == key) {
+            stack.push(key.clone());
+            return Err(self.doc.error_at(
+                Some(name.span()),
+                &format!(
+                    "sets include each other in a cycle ({}): remove one of these includes",
+                    stack.join(" -> ")
+                ),
+            ));
+        }
+        stack.push(key.clone());
+        for include in &set.include {
+            self.expand(include, stack, requirements, constraints)?;
+        }
+        if let Some(file) = &set.file {
+            let path = self.dir.join(file.get_ref());
+            if !path.is_file() {
+                return Err(self.doc.error_at(
+                    Some(file.span()),
+                    &format!(
+                        "requirement file {} does not exist (paths are relative to tiers.toml)",
+                        path.display()
+                    ),
+                ));
+            }
+            requirements::read_file(&path, &mut Vec::new(), requirements, constraints)?;
+        }
+        for req in &set.requirements {
+            requirements.push(RequirementLine::parse(
+                req.get_ref(),
+                self.doc.location(req.span().start),
+            )?);
+        }
+        stack.pop();
+        Ok(())
+    }
+}
+
+fn dedup_by_text(lines: &mut Vec<RequirementLine>) {
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|line| seen.insert(line.text.clone()));
+}
+
+/// `~` expands to `$HOME`; relative paths are relative to tiers.toml.
+pub fn expand_path(path: &str, base: &Path) -> PathBuf {
+    if let Some(rest) = path
+        .strip_prefix("~/")
+        .or(if path == "~" { Some("") } else { None })
+    {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        return home.join(rest);
+    }
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// find-links entries may be URLs or directories relative to tiers.toml.
+fn resolve_find_links(link: &str, base: &Path) -> String {
+    if link.contains("://") {
+        link.to_string()
+    } else {
+        expand_path(link, base).display().to_string()
+    }
+}
+
+/// The known name closest to `name`, if it is close enough to be a typo.
+pub fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            ConfigSource::File("tiers.toml".into()),
+            Path::new("/nonexistent"),
+        )
+    }
+
+    #[test]
+    fn embedded_default_has_tektons_five_tiers() {
+        let config = Config::parse(EMBEDDED_TIERS, ConfigSource::Embedded, Path::new(".")).unwrap();
+        let names: Vec<_> = config.tiers.keys().cloned().collect();
+        assert_eq!(
+            names,
+            [
+                "tekton-ai",
+                "tekton-core",
+                "tekton-data",
+                "tekton-dev",
+                "tekton-ml"
+            ]
+        );
+        let core = config.tier("tekton-core").unwrap();
+        // web includes base, plus the tier's own extra.
+        let texts: Vec<_> = core.requirements.iter().map(|r| r.text.as_str()).collect();
+        assert!(texts.contains(&"pydantic>=2.11.5"));
+        assert!(texts.contains(&"fastapi>=0.105.0"));
+        assert!(texts.contains(&"fastmcp"));
+        assert!(core.components.contains(&"apollo".to_string()));
+        assert!(core.venv.ends_with("venvs/tekton-core"));
+        let ml = config.tier("tekton-ml").unwrap();
+        assert!(ml.requirements.iter().any(|r| r.name == "torch"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let err = parse("python = \"3.11\"\n\n[tiers.a]\nrequirements = [\"x\"]\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tiers.toml:5:"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn unknown_set_suggests_the_closest() {
+        let err = parse("[sets.web]\nrequirements = [\"x\"]\n[tiers.a]\nsets = [\"wbe\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tiers.toml:4:"), "{err}");
+        assert!(err.contains("did you mean `web`"), "{err}");
+    }
+
+    #[test]
+    fn include_cycle_is_named() {
+        let text =
+            "[sets.a]\ninclude = [\"b\"]\n[sets.b]\ninclude = [\"a\"]\n[tiers.t]\nsets = [\"a\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("a -> b -> a"), "{err}");
+    }
+
+    #[test]
+    fn bad_requirement_and_link_mode_are_located() {
+        let err = parse("[tiers.t]\nrequirements = [\"ok\", \"bad req ===\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tiers.toml:2:"), "{err}");
+        let err = parse("link-mode = \"symlink\"\n[tiers.t]\nrequirements = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tiers.toml:1:") && err.contains("hardlink"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_tier_suggests() {
+        let config = Config::parse(EMBEDDED_TIERS, ConfigSource::Embedded, Path::new(".")).unwrap();
+        let err = config.tier("tekton-a").unwrap_err().to_string();
+        assert!(err.contains("did you mean `tekton-ai`"), "{err}");
+        assert!(err.contains("tekton-core"), "{err}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The base Python interpreter of a tier: where it is, its PEP 508 marker
+//! environment and the wheel tags it accepts.
+//!
+//! The interpreter is asked once (a small script printing JSON); the answer is
+//! cached in the store keyed by the interpreter's path, size and mtime. Tags
+//! come from `uv-platform-tags`, markers from `uv-pep508`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use uv_pep508::MarkerEnvironment;
+use uv_platform_tags::{Platform, Tags, TagsOptions};
+
+use crate::store::Store;
+use crate::uv::Uv;
+
+const QUERY: &str = r#"
+import json, os, platform, sys, sysconfig
+def fmt(v):
+    s = "%d.%d.%d" % (v.major, v.minor, v.micro)
+    if v.releaselevel != "final":
+        s += {"alpha": "a", "beta": "b", "candidate": "rc"}[v.releaselevel] + str(v.serial)
+    return s
+markers = {
+    "implementation_name": sys.implementation.name,
+    "implementation_version": fmt(sys.implementation.version),
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_python_implementation": platform.python_implementation(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": platform.python_version(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}
+osinfo = None
+if sys.platform.startswith("linux"):
+    libc = ""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, OSError, ValueError):
+        pass
+    if libc.startswith("glibc "):
+        major, minor = libc.split()[1].split(".")[:2]
+        osinfo = {"name": "manylinux", "major": int(major), "minor": int(minor)}
+    else:
+        import subprocess
+        try:
+            out = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stderr
+        except OSError:
+            out = ""
+        for line in out.splitlines():
+            if line.startswith("Version "):
+                major, minor = line.split()[1].split(".")[:2]
+                osinfo = {"name": "musllinux", "major": int(major), "minor": int(minor)}
+elif sys.platform == "darwin":
+    major, minor = (platform.mac_ver()[0].split(".") + ["0"])[:2]
+    osinfo = {"name": "macos", "major": int(major), "minor": int(minor)}
+elif sys.platform == "win32":
+    osinfo = {"name": "windows"}
+arch = platform.machine().lower()
+print(json.dumps({
+    "markers": markers,
+    "os": osinfo,
+    "arch": {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch),
+    "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+    "version": [sys.version_info[0], sys.version_info[1]],
+    "implementation_version": [sys.implementation.version[0], sys.implementation.version[1]],
+}))
+"#;
+
+/// What an interpreter says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct QueryAnswer {
+    markers: MarkerEnvironment,
+    os: Option<serde_json::Value>,
+    arch: String,
+    gil_disabled: bool,
+    version: (u8, u8),
+    implementation_version: (u8, u8),
+}
+
+/// A base interpreter with what it takes to pick wheels for it.
+pub struct Interpreter {
+    /// The executable `uv python find` returned.
+    pub executable: PathBuf,
+    pub markers: MarkerEnvironment,
+    pub tags: Tags,
+    pub version: (u8, u8),
+}
+
+impl Interpreter {
+    /// Finds the interpreter for `request` with uv and queries it.
+    pub fn find(uv: &Uv, store: &Store, request: &str) -> anyhow::Result<Self> {
+        let executable = uv.find_python(request)?;
+        Self::query(store, &executable)
+    }
+
+    pub fn query(store: &Store, executable: &Path) -> anyhow::Result<Self> {
+        let answer = cached_query(store, executable)?;
+        let platform: Platform = serde_json::from_value(serde_json::json!({
+            "os": answer.os.clone().unwrap_or(serde_json::Value::Null),
+            "arch": answer.arch,
+        }))
+        .with_context(|| {
+            format!(
+                "{} runs on a platform tstore cannot pick wheels for (os {:?}, arch {})",
+                executable.display(),
+                answer.os,
+                answer.arch
+            )
+        })?;
+        let tags = Tags::from_env(
+            platform,
+            answer.version,
+            answer.markers.implementation_name(),
+            answer.implementation_version,
+            TagsOptions {
+                manylinux_compatible: true,
+                gil_disabled: answer.gil_disabled,
+                ..TagsOptions::default()
+            },
+        )
+        .with_context(|| format!("cannot compute wheel tags for {}", executable.display()))?;
+        Ok(Self {
+            executable: executable.to_path_buf(),
+            markers: answer.markers,
+            tags,
+            version: answer.version,
+        })
+    }
+
+    /// `lib/pythonX.Y/site-packages`, relative to the venv root.
+    pub fn site_packages(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "lib/python{}.{}/site-packages",
+            self.version.0, self.version.1
+        ))
+    }
+}
+
+fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer> {
+    let meta = fs_err::metadata(executable)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = blake3::hash(format!("{}\0{}\0{mtime}", executable.display(), meta.len()).as_bytes());
+    let cache = store
+        .interpreters_dir()
+        .join(format!("{}.json", &key.to_hex()[..32]));
+    if let Ok(text) = fs_err::read_to_string(&cache)
+        && let Ok(answer) = serde_json::from_str(&text)
+    {
+        return Ok(answer);
+    }
+    let output = Command::new(executable)
+        .args(["-I", "-c", QUERY])
+        .output()
+        .with_context(|| format!("cannot run {}", executable.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed to describe itself ({}): {}",
+            executable.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let answer: QueryAnswer = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("unexpected answer from {}", executable.display()))?;
+    let temp = store.temp_path("interpreter");
+    fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+    fs_err::rename(&temp, &cache)?;
+    Ok(answer)
+}

@@ -1,0 +1,20 @@
+//! tstore: many Python virtual environments for the disk price of one.
+//!
+//! The data flow, one module per step:
+//!
+//! ```text
+//! config (tiers.toml) ─► lock (uv → pylock.<tier>.toml) ─► fetch (download, verify)
+//!        ─► store (ingest: wheel → blake3 objects + SQLite) ─► materialize (plan, link, swap)
+//! ```
+//!
+//! `uv` runs uv; `interpreter` describes the base Python (markers, tags);
+//! `progress` is how the library reports to whoever drives it.
+
+pub mod config;
+pub mod fetch;
+pub mod interpreter;
+pub mod lock;
+pub mod materialize;
+pub mod progress;
+pub mod store;
+pub mod uv;

@@ -1,0 +1,364 @@
+//! Locking tiers with uv into PEP 751 `pylock.<tier>.toml` files.
+//!
+//! Versions are aligned across tiers: the union of every tier (of one Python
+//! version) is resolved first and its pins constrain each tier, so a package
+//! shared by tiers is the same version everywhere and its files are stored
+//! once. When the union cannot be resolved, each tier is locked on its own
+//! and the packages whose versions then differ are reported.
+//!
+//! Locks are universal (`--universal`): one lock serves Linux, macOS and
+//! Windows; `fetch` picks the wheel for the actual interpreter. Each lock
+//! starts with a header holding the hash of its inputs; a lock whose hash
+//! matches is reused without running uv.
+
+pub mod pylock;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::config::{Config, ConfigSource, Tier};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::uv::Uv;
+
+pub use pylock::PyLock;
+
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// Resolve from uv's cache only.
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockStatus {
+    /// The existing lock's inputs are unchanged.
+    Reused,
+    /// Locked now; `aligned` is false when the tier had to be locked alone.
+    Written { aligned: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct TierLock {
+    pub tier: String,
+    pub path: PathBuf,
+    pub status: LockStatus,
+}
+
+/// `pylock.<tier>.toml` beside tiers.toml, or in the store for the embedded default.
+pub fn lock_path(config: &Config, store: &Store, tier: &str) -> PathBuf {
+    let dir = match &config.source {
+        ConfigSource::File(path) => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        ConfigSource::Embedded => store.default_locks_dir(),
+    };
+    dir.join(format!("pylock.{tier}.toml"))
+}
+
+/// Hash of everything that decides a tier's lock: its requirements and
+/// constraints, the Python version, the indexes, and (for alignment) the
+/// requirements of every tier sharing its Python version.
+pub fn input_hash(config: &Config, tier: &Tier) -> String {
+    let mut hasher = blake3::Hasher::new();
+    let mut feed = |label: &str, value: &str| {
+        hasher.update(label.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(value.as_bytes());
+        hasher.update(b"\n");
+    };
+    feed("format", "tstore-lock-1");
+    feed("python", &tier.python);
+    feed(
+        "index",
+        &serde_json::to_string(&config.index).unwrap_or_default(),
+    );
+    for req in &tier.requirements {
+        feed("requirement", &req.text);
+    }
+    for con in &tier.constraints {
+        feed("constraint", &con.text);
+    }
+    for other in config.tiers.values().filter(|t| t.python == tier.python) {
+        feed("aligned-with", &other.name);
+        for req in other.requirements.iter().chain(&other.constraints) {
+            feed("aligned-requirement", &req.text);
+        }
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Whether the tier's lock exists and was made from the current inputs.
+pub fn is_current(config: &Config, store: &Store, tier: &Tier) -> bool {
+    let Ok(text) = fs_err::read_to_string(lock_path(config, store, &tier.name)) else {
+        return false;
+    };
+    pylock::recorded_input_hash(&text) == Some(input_hash(config, tier).as_str())
+}
+
+/// Locks `tiers`, reusing every lock whose inputs are unchanged.
+pub fn lock_tiers(
+    config: &Config,
+    store: &Store,
+    uv: &Uv,
+    tiers: &[&Tier],
+    options: &LockOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<TierLock>> {
+    let stale: Vec<&Tier> = tiers
+        .iter()
+        .copied()
+        .filter(|t| !is_current(config, store, t))
+        .collect();
+    let mut written: BTreeMap<String, bool> = BTreeMap::new();
+    if !stale.is_empty() {
+        let uv_version = uv.version().unwrap_or_else(|_| "uv".into());
+        let work = tempfile::Builder::new()
+            .prefix("lock-")
+            .tempdir_in(store.tmp_dir())
+            .context("cannot create a work directory in the store")?;
+        let mut pythons: Vec<&str> = stale.iter().map(|t| t.python.as_str()).collect();
+        pythons.sort_unstable();
+        pythons.dedup();
+        for python in pythons {
+            let group: Vec<&Tier> = config
+                .tiers
+                .values()
+                .filter(|t| t.python == python)
+                .collect();
+            progress.start("resolving the union of all tiers", 0, 0);
+            let union = resolve_union(config, uv, &group, work.path(), options);
+            progress.finish();
+            let union = match union {
+                Ok(pins) => Some(pins),
+                Err(err) => {
+                    progress.notice(&format!(
+                        "the tiers cannot share one set of versions for Python {python}; locking each \
+                         tier on its own ({})",
+                        last_lines(&err.to_string(), 3)
+                    ));
+                    None
+                }
+            };
+            let to_lock: Vec<&Tier> = stale
+                .iter()
+                .copied()
+                .filter(|t| t.python == python)
+                .collect();
+            progress.start("locking", to_lock.len() as u64, 0);
+            for tier in to_lock {
+                let aligned = lock_tier(
+                    config,
+                    store,
+                    uv,
+                    tier,
+                    union.as_deref(),
+                    work.path(),
+                    options,
+                    &uv_version,
+                    progress,
+                )?;
+                written.insert(tier.name.clone(), aligned);
+                progress.item_done(&tier.name);
+            }
+            progress.finish();
+            if union.is_none() || written.values().any(|aligned| !aligned) {
+                report_version_differences(config, store, &group, progress);
+            }
+        }
+    }
+    Ok(tiers
+        .iter()
+        .map(|tier| TierLock {
+            tier: tier.name.clone(),
+            path: lock_path(config, store, &tier.name),
+            status: match written.get(&tier.name) {
+                Some(aligned) => LockStatus::Written { aligned: *aligned },
+                None => LockStatus::Reused,
+            },
+        })
+        .collect())
+}
+
+/// Resolves all tiers together; returns requirements.txt-style pins.
+fn resolve_union(
+    config: &Config,
+    uv: &Uv,
+    tiers: &[&Tier],
+    work: &Path,
+    options: &LockOptions,
+) -> anyhow::Result<String> {
+    let python = &tiers[0].python;
+    let requirements = work.join(format!("union-{python}.in"));
+    let constraints = work.join(format!("union-{python}.constraints.txt"));
+    let output = work.join(format!("union-{python}.txt"));
+    let lines = |select: fn(&Tier) -> &Vec<crate::config::RequirementLine>| {
+        let mut all: Vec<&str> = tiers
+            .iter()
+            .flat_map(|t| select(t).iter().map(|r| r.text.as_str()))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.join("\n") + "\n"
+    };
+    fs_err::write(&requirements, lines(|t| &t.requirements))?;
+    fs_err::write(&constraints, lines(|t| &t.constraints))?;
+    let mut cmd = compile_command(config, uv, python, options);
+    cmd.args(["--no-header", "--no-annotate", "-c"])
+        .arg(&constraints)
+        .arg(&requirements)
+        .arg("-o")
+        .arg(&output);
+    uv.run(&mut cmd)?;
+    Ok(fs_err::read_to_string(&output)?)
+}
+
+/// Locks one tier; returns whether the union's pins constrained it.
+#[allow(clippy::too_many_arguments)]
+fn lock_tier(
+    config: &Config,
+    store: &Store,
+    uv: &Uv,
+    tier: &Tier,
+    union: Option<&str>,
+    work: &Path,
+    options: &LockOptions,
+    uv_version: &str,
+    progress: &dyn Progress,
+) -> anyhow::Result<bool> {
+    let requirements = work.join(format!("{}.in", tier.name));
+    let own_constraints: String = tier
+        .constraints
+        .iter()
+        .map(|c| format!("{}\n", c.text))
+        .collect();
+    fs_err::write(
+        &requirements,
+        tier.requirements
+            .iter()
+            .map(|r| format!("{}\n", r.text))
+            .collect::<String>(),
+    )?;
+    let output = work.join(format!("pylock.{}.toml", tier.name));
+    let compile = |pins: Option<&str>| -> anyhow::Result<()> {
+        let constraints = work.join(format!("{}.constraints.txt", tier.name));
+        fs_err::write(
+            &constraints,
+            format!("{own_constraints}{}", pins.unwrap_or("")),
+        )?;
+        let mut cmd = compile_command(config, uv, &tier.python, options);
+        cmd.args(["--format", "pylock.toml", "--no-header", "-c"])
+            .arg(&constraints)
+            .arg(&requirements)
+            .arg("-o")
+            .arg(&output);
+        uv.run(&mut cmd)?;
+        Ok(())
+    };
+    let aligned = match union {
+        Some(pins) => match compile(Some(pins)) {
+            Ok(()) => true,
+            Err(err) => {
+                progress.notice(&format!(
+                    "tier `{}` cannot use the versions shared by all tiers; locking it on its own ({})",
+                    tier.name,
+                    last_lines(&err.to_string(), 3)
+                ));
+                compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
+                false
+            }
+        },
+        None => {
+            compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
+            false
+        }
+    };
+
+    let body = fs_err::read_to_string(&output)?;
+    let header = format!(
+        "# Written by tstore from tier `{}` of {} with {uv_version}. Re-create with `tstore lock {}`.\n{}{}\n",
+        tier.name,
+        config.source,
+        tier.name,
+        pylock::INPUT_HASH_PREFIX,
+        input_hash(config, tier),
+    );
+    let target = lock_path(config, store, &tier.name);
+    let temp = target.with_extension(format!("toml.tmp-{}", std::process::id()));
+    fs_err::write(&temp, format!("{header}{body}"))?;
+    fs_err::rename(&temp, &target)?;
+    Ok(aligned)
+}
+
+fn compile_command(config: &Config, uv: &Uv, python: &str, options: &LockOptions) -> Command {
+    let mut cmd = uv.command();
+    cmd.args([
+        "pip",
+        "compile",
+        "--universal",
+        "--quiet",
+        "--python-version",
+        python,
+    ]);
+    if let Some(url) = &config.index.index_url {
+        cmd.args(["--index-url", url]);
+    }
+    for url in &config.index.extra_index_urls {
+        cmd.args(["--extra-index-url", url]);
+    }
+    for link in &config.index.find_links {
+        cmd.args(["--find-links", link]);
+    }
+    if config.index.no_index {
+        cmd.arg("--no-index");
+    }
+    if options.offline {
+        cmd.arg("--offline");
+    }
+    cmd
+}
+
+/// After a fallback, names the packages whose versions differ between tiers.
+fn report_version_differences(
+    config: &Config,
+    store: &Store,
+    tiers: &[&Tier],
+    progress: &dyn Progress,
+) {
+    let mut versions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for tier in tiers {
+        let Ok((lock, _)) = PyLock::read(&lock_path(config, store, &tier.name)) else {
+            continue;
+        };
+        for package in lock.packages {
+            versions
+                .entry(package.name)
+                .or_default()
+                .entry(package.version.unwrap_or_default())
+                .or_default()
+                .push(tier.name.clone());
+        }
+    }
+    let differing: Vec<String> = versions
+        .iter()
+        .filter(|(_, by_version)| by_version.len() > 1)
+        .map(|(name, by_version)| {
+            let parts: Vec<String> = by_version
+                .iter()
+                .map(|(version, tiers)| format!("{version} in {}", tiers.join(", ")))
+                .collect();
+            format!("{name} ({})", parts.join("; "))
+        })
+        .collect();
+    if !differing.is_empty() {
+        progress.notice(&format!(
+            "these packages differ between tiers and are stored once per version: {}",
+            differing.join(", ")
+        ));
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}

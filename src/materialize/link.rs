@@ -1,0 +1,163 @@
+//! Getting a store object into a venv: reflink, else hardlink, else copy.
+//!
+//! What works is probed once per (store, target) pair with a scratch file,
+//! and reported once. A file that still cannot be linked the chosen way (too
+//! many links: EMLINK; another filesystem: EXDEV) is copied instead, and
+//! counted, so a fallback never fails a materialize half-way.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::bail;
+
+use crate::config::LinkMode;
+use crate::store::Store;
+
+/// How files actually got into a venv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMethod {
+    /// Shared extents, separate inodes: an edit in the venv stays private.
+    Reflink,
+    /// Shared inode: the file is the store object (read-only).
+    Hardlink,
+    /// A full private copy.
+    Copy,
+}
+
+impl std::fmt::Display for LinkMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reflink => "reflink",
+            Self::Hardlink => "hardlink",
+            Self::Copy => "copy",
+        })
+    }
+}
+
+pub struct Linker {
+    method: LinkMethod,
+    /// Files copied because the chosen method failed for them.
+    pub copied_instead: AtomicU64,
+}
+
+/// The outcome of probing, with why a weaker method was chosen.
+pub struct Probe {
+    pub linker: Linker,
+    pub fallback_reason: Option<String>,
+}
+
+impl Linker {
+    /// Finds the best method `mode` allows between the store and `target_dir`.
+    pub fn probe(mode: LinkMode, store: &Store, target_dir: &Path) -> anyhow::Result<Probe> {
+        let source = store.temp_path("probe");
+        fs_err::write(&source, b"tstore link probe")?;
+        let dest = target_dir.join(format!(".tstore-probe-{}", std::process::id()));
+        let try_method = |method: LinkMethod| -> io::Result<()> {
+            let _ = std::fs::remove_file(&dest);
+            let result = match method {
+                LinkMethod::Reflink => reflink_copy::reflink(&source, &dest),
+                LinkMethod::Hardlink => std::fs::hard_link(&source, &dest),
+                LinkMethod::Copy => std::fs::copy(&source, &dest).map(drop),
+            };
+            let _ = std::fs::remove_file(&dest);
+            result
+        };
+        let outcome = (|| {
+            let reflink = || try_method(LinkMethod::Reflink);
+            let hardlink = || try_method(LinkMethod::Hardlink);
+            Ok(match mode {
+                LinkMode::Copy => (LinkMethod::Copy, None),
+                LinkMode::Reflink => match reflink() {
+                    Ok(()) => (LinkMethod::Reflink, None),
+                    Err(e) => bail!(
+                        "--link-mode reflink: the filesystem of {} cannot reflink from the store ({e}); \
+                         reflinks need XFS or btrfs with store and venv on the same filesystem. \
+                         Use --link-mode auto",
+                        target_dir.display()
+                    ),
+                },
+                LinkMode::Hardlink => match hardlink() {
+                    Ok(()) => (LinkMethod::Hardlink, None),
+                    Err(e) => bail!(
+                        "--link-mode hardlink: cannot hardlink from the store into {} ({e}); hardlinks \
+                         need store and venv on the same filesystem. Use --link-mode auto or copy",
+                        target_dir.display()
+                    ),
+                },
+                LinkMode::Auto => match reflink() {
+                    Ok(()) => (LinkMethod::Reflink, None),
+                    Err(reflink_err) => match hardlink() {
+                        Ok(()) => (
+                            LinkMethod::Hardlink,
+                            Some(format!("no reflink support ({reflink_err})")),
+                        ),
+                        Err(hardlink_err) => (
+                            LinkMethod::Copy,
+                            Some(format!(
+                                "the store ({}) and {} cannot share files ({hardlink_err}); copying, \
+                                 which costs full disk space. Put the store (TSTORE_HOME) on the venv's \
+                                 filesystem to share",
+                                store.root().display(),
+                                target_dir.display()
+                            )),
+                        ),
+                    },
+                },
+            })
+        })();
+        let _ = std::fs::remove_file(&source);
+        let (method, fallback_reason) = outcome?;
+        Ok(Probe {
+            linker: Linker {
+                method,
+                copied_instead: AtomicU64::new(0),
+            },
+            fallback_reason,
+        })
+    }
+
+    pub fn method(&self) -> LinkMethod {
+        self.method
+    }
+
+    /// Puts `object` at `dest` (which must not exist).
+    pub fn link(&self, object: &Path, dest: &Path, executable: bool) -> io::Result<()> {
+        let result = match self.method {
+            LinkMethod::Hardlink => std::fs::hard_link(object, dest),
+            LinkMethod::Reflink => reflink_copy::reflink(object, dest)
+                .and_then(|()| set_private_mode(dest, executable)),
+            LinkMethod::Copy => return copy_private(object, dest, executable),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if is_fallback_error(&err) => {
+                self.copied_instead.fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::remove_file(dest);
+                copy_private(object, dest, executable)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Errors after which a copy still gives a correct venv.
+fn is_fallback_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMLINK | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL)
+    )
+}
+
+fn copy_private(object: &Path, dest: &Path, executable: bool) -> io::Result<()> {
+    std::fs::copy(object, dest)?;
+    set_private_mode(dest, executable)
+}
+
+/// Private (copied or reflinked) files are ordinary writable files.
+fn set_private_mode(dest: &Path, executable: bool) -> io::Result<()> {
+    let mode = if executable { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+}

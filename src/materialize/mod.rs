@@ -1,0 +1,246 @@
+//! Building a tier's venv from the store.
+//!
+//! 1. [`plan::build`] computes the manifest (every file, its source).
+//! 2. If the venv records the same plan hash and its site-packages holds the
+//!    same entries, nothing is done.
+//! 3. Otherwise a new venv is built beside the target: skeleton (`uv venv`),
+//!    directories (once, parents first), then files in parallel; objects are
+//!    linked by the method [`link::Linker`] probed, per-venv files written.
+//! 4. The finished venv is swapped in atomically; a failure or kill before
+//!    that leaves the previous venv as it was.
+
+pub mod link;
+pub mod plan;
+pub mod scripts;
+pub mod venv;
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use crate::config::{LinkMode, Tier};
+use crate::fetch::Fetched;
+use crate::interpreter::Interpreter;
+use crate::progress::Progress;
+use crate::store::db::TierRow;
+use crate::store::{FileLock, Store};
+use crate::uv::Uv;
+
+pub use link::LinkMethod;
+use plan::{FileSource, Plan};
+
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeOptions {
+    pub link_mode: LinkMode,
+    /// Replace a venv at the target that tstore did not make.
+    pub force: bool,
+}
+
+/// What one tier's materialize did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    UpToDate { venv: PathBuf },
+    Built(BuildReport),
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub venv: PathBuf,
+    pub method: LinkMethod,
+    pub files: usize,
+    pub distributions: usize,
+    /// Files copied because the chosen method failed for them (EMLINK…).
+    pub copied_instead: u64,
+}
+
+pub struct TierInput<'a> {
+    pub store: &'a Store,
+    pub uv: &'a Uv,
+    pub interpreter: &'a Interpreter,
+    pub tier: &'a Tier,
+    pub config_label: String,
+    pub lock_path: &'a Path,
+    pub fetched: &'a [Fetched],
+}
+
+pub fn materialize(
+    input: &TierInput<'_>,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<Outcome> {
+    let target = &input.tier.venv;
+    let requested = input.tier.requested_names();
+    let plan = plan::build(&plan::PlanInput {
+        store: input.store,
+        fetched: input.fetched,
+        requested: &requested,
+        venv: target,
+        site_packages: input.interpreter.site_packages(),
+        python_version: input.interpreter.version,
+        interpreter: &input.interpreter.executable,
+    })?;
+    if is_up_to_date(target, &plan) {
+        return Ok(Outcome::UpToDate {
+            venv: target.clone(),
+        });
+    }
+    for warning in &plan.warnings {
+        progress.notice(warning);
+    }
+
+    let parent = target
+        .parent()
+        .context("a venv path needs a parent directory")?;
+    fs_err::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let _guard = FileLock::acquire(
+        &input.store.lock_file(&target.display().to_string()),
+        || {
+            progress.notice(&format!(
+                "waiting for another tstore process that is materializing {}",
+                target.display()
+            ))
+        },
+    )?;
+    venv::check_replaceable(target, options.force)?;
+    venv::remove_stale_staging(target);
+
+    let staging = venv::staging_path(target)?;
+    let built = build_venv(input, &plan, &staging, options, progress);
+    let report = match built {
+        Ok(report) => report,
+        Err(err) => {
+            let _ = fs_err::remove_dir_all(&staging);
+            return Err(err.context(format!(
+                "materializing {} failed; the previous venv (if any) is untouched",
+                input.tier.name
+            )));
+        }
+    };
+    venv::swap_into_place(&staging, target)?;
+
+    let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+    input.store.db.record_tier(
+        &TierRow {
+            venv: target.display().to_string(),
+            name: input.tier.name.clone(),
+            config: input.config_label.clone(),
+            lock: input.lock_path.display().to_string(),
+            plan: plan.hash.clone(),
+            link_method: report.method.to_string(),
+            materialized_at: crate::store::db::unix_now(),
+        },
+        &dist_ids,
+    )?;
+    Ok(Outcome::Built(report))
+}
+
+/// Same plan recorded and the same top-level entries in site-packages.
+/// Content edits inside the venv are not looked for here.
+fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
+    if venv::recorded_plan(target).as_deref() != Some(plan.hash.as_str()) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(target.join(&plan.site_packages)) else {
+        return false;
+    };
+    let present: std::collections::BTreeSet<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "__pycache__")
+        .collect();
+    present == plan.site_packages_entries
+}
+
+fn build_venv(
+    input: &TierInput<'_>,
+    plan: &Plan,
+    staging: &Path,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<BuildReport> {
+    let target = &input.tier.venv;
+    venv::create_skeleton(
+        input.uv,
+        &input.interpreter.executable,
+        staging,
+        target,
+        &input.tier.name,
+    )?;
+    let probe = link::Linker::probe(options.link_mode, input.store, staging)?;
+    if let Some(reason) = &probe.fallback_reason {
+        if probe.linker.method() == LinkMethod::Copy {
+            progress.notice(reason);
+        } else {
+            progress.detail(&format!("using {}: {reason}", probe.linker.method()));
+        }
+    }
+    let linker = probe.linker;
+
+    for dir in &plan.dirs {
+        match std::fs::create_dir(staging.join(dir)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create {}", staging.join(dir).display()));
+            }
+        }
+    }
+
+    progress.start(
+        &format!("materializing {}", input.tier.name),
+        plan.files.len() as u64,
+        0,
+    );
+    plan.files
+        .par_iter()
+        .try_for_each(|file| -> anyhow::Result<()> {
+            let dest = staging.join(&file.dest);
+            match &file.source {
+                FileSource::Object(key) => linker
+                    .link(&input.store.object_path(key), &dest, key.executable)
+                    .with_context(|| {
+                        format!("cannot place {} ({})", file.dest.display(), file.dist)
+                    }),
+                FileSource::Empty => write_new(&dest, b"", 0o644),
+                FileSource::Content(bytes, mode) => write_new(&dest, bytes, *mode),
+            }?;
+            progress.item_done("");
+            Ok(())
+        })?;
+    progress.finish();
+    let copied_instead = linker.copied_instead.load(Ordering::Relaxed);
+    if copied_instead > 0 {
+        progress.notice(&format!(
+            "{copied_instead} file(s) could not be {}ed and were copied instead",
+            linker.method()
+        ));
+    }
+    venv::write_marker(staging, &plan.hash)?;
+    Ok(BuildReport {
+        venv: target.clone(),
+        method: linker.method(),
+        files: plan.files.len(),
+        distributions: input.fetched.len(),
+        copied_instead,
+    })
+}
+
+fn write_new(dest: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    // The umask may have masked bits off.
+    fs_err::set_permissions(dest, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! How the library reports progress and notices. Only the binary knows how
+//! they are drawn (indicatif); tests and quiet runs use [`Silent`].
+
+/// Receives progress from long operations. All methods have no-op defaults.
+pub trait Progress: Sync {
+    /// A phase starts with `items` units of work and `bytes` to move (0: unknown).
+    fn start(&self, _phase: &str, _items: u64, _bytes: u64) {}
+    /// `bytes` more were moved.
+    fn bytes(&self, _bytes: u64) {}
+    /// One unit of work finished.
+    fn item_done(&self, _name: &str) {}
+    /// The phase ended.
+    fn finish(&self) {}
+    /// Something the user should read once (a fallback, an install).
+    fn notice(&self, _message: &str) {}
+    /// Detail shown with `-v`.
+    fn detail(&self, _message: &str) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}

@@ -1,0 +1,335 @@
+//! The SQLite index of the store: schema, pragmas and every query.
+//!
+//! Busy timeout first, then WAL, so several tstore processes can share a store;
+//! writes happen in short IMMEDIATE transactions.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+/// Schema version written to `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = include_str!("../../store-schema.sql");
+
+/// A distribution as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistRecord {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub sha256: String,
+}
+
+/// One file of a distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// Path inside the wheel.
+    pub path: String,
+    /// `None` for empty files.
+    pub object: Option<String>,
+    pub mode: u32,
+    pub size: u64,
+    /// urlsafe-base64 sha256, as RECORD writes it.
+    pub sha256: String,
+}
+
+/// A wheel ready to be recorded.
+pub struct NewDistribution<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub filename: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    pub tags: &'a str,
+    pub built_from_sdist: Option<&'a str>,
+}
+
+/// A materialized tier.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TierRow {
+    pub venv: String,
+    pub name: String,
+    pub config: String,
+    pub lock: String,
+    pub plan: String,
+    pub link_method: String,
+    pub materialized_at: i64,
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the store index {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut db = Self {
+            conn: Mutex::new(conn),
+        };
+        db.migrate(path)?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self, path: &Path) -> anyhow::Result<()> {
+        let conn = self.conn.get_mut().expect("db mutex poisoned");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            bail!(
+                "the store index {} has schema version {version}, newer than this tstore understands \
+                 ({SCHEMA_VERSION}): upgrade tstore, or point TSTORE_HOME at another store",
+                path.display()
+            );
+        }
+        if version < SCHEMA_VERSION {
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("db mutex poisoned")
+    }
+
+    pub fn distribution_by_sha256(&self, sha256: &str) -> anyhow::Result<Option<DistRecord>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, name, version, filename, sha256 FROM distributions WHERE sha256 = ?1",
+                [sha256],
+                dist_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// The wheel built earlier from the sdist with this sha256.
+    pub fn sdist_build(&self, sdist_sha256: &str) -> anyhow::Result<Option<DistRecord>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT d.id, d.name, d.version, d.filename, d.sha256 FROM sdist_builds b \
+                 JOIN distributions d ON d.id = b.dist_id WHERE b.sdist_sha256 = ?1",
+                [sdist_sha256],
+                dist_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Records a wheel and its files in one transaction. If another process
+    /// recorded the same wheel first, returns that record.
+    pub fn insert_distribution(
+        &self,
+        dist: &NewDistribution<'_>,
+        files: &[FileRow],
+    ) -> anyhow::Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM distributions WHERE sha256 = ?1",
+                [dist.sha256],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                tx.execute(
+                    "INSERT INTO distributions (name, version, filename, sha256, size, tags, ingested_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        dist.name,
+                        dist.version,
+                        dist.filename,
+                        dist.sha256,
+                        dist.size as i64,
+                        dist.tags,
+                        unix_now()
+                    ],
+                )?;
+                let id = tx.last_insert_rowid();
+                let mut object_stmt =
+                    tx.prepare_cached("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)")?;
+                let mut file_stmt = tx.prepare_cached(
+                    "INSERT INTO files (dist_id, path, object, mode, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for file in files {
+                    if let Some(object) = &file.object {
+                        object_stmt.execute(params![object, file.size as i64])?;
+                    }
+                    file_stmt.execute(params![
+                        id,
+                        file.path,
+                        file.object,
+                        file.mode,
+                        file.size as i64,
+                        file.sha256
+                    ])?;
+                }
+                drop(object_stmt);
+                drop(file_stmt);
+                id
+            }
+        };
+        if let Some(sdist) = dist.built_from_sdist {
+            tx.execute(
+                "INSERT OR REPLACE INTO sdist_builds (sdist_sha256, dist_id) VALUES (?1, ?2)",
+                params![sdist, id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn distribution_files(&self, dist_id: i64) -> anyhow::Result<Vec<FileRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT path, object, mode, size, sha256 FROM files WHERE dist_id = ?1 ORDER BY path",
+        )?;
+        let rows = stmt
+            .query_map([dist_id], |r| {
+                Ok(FileRow {
+                    path: r.get(0)?,
+                    object: r.get(1)?,
+                    mode: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    sha256: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn record_tier(&self, tier: &TierRow, dist_ids: &[i64]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM tiers WHERE venv = ?1", [&tier.venv])?;
+        tx.execute(
+            "INSERT INTO tiers (venv, name, config, lock, plan, link_method, materialized_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                tier.venv,
+                tier.name,
+                tier.config,
+                tier.lock,
+                tier.plan,
+                tier.link_method,
+                tier.materialized_at
+            ],
+        )?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO tier_distributions (venv, dist_id) VALUES (?1, ?2)",
+            )?;
+            for id in dist_ids {
+                stmt.execute(params![tier.venv, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn tiers(&self) -> anyhow::Result<Vec<TierRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT venv, name, config, lock, plan, link_method, materialized_at FROM tiers ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(TierRow {
+                    venv: r.get(0)?,
+                    name: r.get(1)?,
+                    config: r.get(2)?,
+                    lock: r.get(3)?,
+                    plan: r.get(4)?,
+                    link_method: r.get(5)?,
+                    materialized_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Object count and total bytes of distinct contents.
+    pub fn object_totals(&self) -> anyhow::Result<(u64, u64)> {
+        let conn = self.conn();
+        let (count, bytes): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((count as u64, bytes as u64))
+    }
+}
+
+fn dist_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DistRecord> {
+    Ok(DistRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get(2)?,
+        filename: r.get(3)?,
+        sha256: r.get(4)?,
+    })
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_keeps_data_and_rejects_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let db = Db::open(&path).unwrap();
+        let files = vec![FileRow {
+            path: "a/__init__.py".into(),
+            object: Some("ab".repeat(32)),
+            mode: 0o644,
+            size: 3,
+            sha256: "x".into(),
+        }];
+        let dist = NewDistribution {
+            name: "a",
+            version: "1",
+            filename: "a-1-py3-none-any.whl",
+            sha256: "00",
+            size: 10,
+            tags: "py3-none-any",
+            built_from_sdist: None,
+        };
+        let id = db.insert_distribution(&dist, &files).unwrap();
+        // A second insert of the same wheel is the same record.
+        assert_eq!(db.insert_distribution(&dist, &files).unwrap(), id);
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.distribution_files(id).unwrap(), files);
+        assert_eq!(db.object_totals().unwrap(), (1, 3));
+        drop(db);
+
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Db::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer than this tstore"), "{err}");
+    }
+}

@@ -1,0 +1,446 @@
+//! Wheel → store objects.
+//!
+//! A wheel is checked before anything of it counts: its file name, every entry
+//! name (through [`safe_relative_path`]), no symlinks, `METADATA` agreeing with
+//! the file name, and each file's sha256 agreeing with `RECORD`. Contents are
+//! streamed out of the zip (in parallel over entries), hashed with blake3 and
+//! sha256, and staged in the store's tmp directory; only when the whole wheel
+//! checks out are new objects renamed into `objects/` (read-only) and the
+//! distribution recorded in SQLite. A reader never sees a partial object.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rayon::prelude::*;
+use sha2::Digest;
+use uv_distribution_filename::WheelFilename;
+use zip::ZipArchive;
+
+use super::db::{FileRow, NewDistribution};
+use super::wheel::{self, safe_relative_path};
+use super::{ObjectKey, Store};
+
+/// A wheel file on disk, verified against its lock entry by the caller.
+pub struct WheelFile<'a> {
+    pub path: &'a Path,
+    /// The wheel's proper file name (the file on disk may be a temp name).
+    pub filename: &'a str,
+    /// Hex sha256 of the whole file.
+    pub sha256: &'a str,
+    pub size: u64,
+    /// sha256 of the sdist this wheel was built from, if tstore built it.
+    pub built_from_sdist: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("`{wheel}` is not a valid wheel file name: {reason}")]
+    Filename { wheel: String, reason: String },
+    #[error("{wheel}: corrupt or truncated zip archive ({reason}); nothing was ingested")]
+    Zip { wheel: String, reason: String },
+    #[error("{wheel}: entry `{entry}` {reason}; refusing to ingest this wheel")]
+    UnsafeEntry {
+        wheel: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("{wheel}: {message}; nothing was ingested")]
+    Invalid { wheel: String, message: String },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Files of this size or less are hashed in memory; larger ones stream
+/// through a staging file.
+const IN_MEMORY_LIMIT: u64 = 4 << 20;
+
+/// One zip entry after hashing.
+struct HashedEntry {
+    row: FileRow,
+    /// Staged content for an object the store does not have yet.
+    staged: Option<(PathBuf, ObjectKey)>,
+}
+
+/// Ingests `wheel` into `store` and returns its distribution id. Re-ingesting a
+/// wheel with a known sha256 returns the existing record without reading it.
+pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestError> {
+    if let Some(existing) = store.db.distribution_by_sha256(wheel.sha256)? {
+        if let Some(sdist) = wheel.built_from_sdist {
+            record_dist(
+                store,
+                wheel,
+                &existing.name,
+                &existing.version,
+                "",
+                &[],
+                Some(sdist),
+            )?;
+        }
+        return Ok(existing.id);
+    }
+    let wheel_name = wheel.filename.to_string();
+    let filename = WheelFilename::from_str(wheel.filename).map_err(|e| IngestError::Filename {
+        wheel: wheel_name.clone(),
+        reason: e.to_string(),
+    })?;
+    let zip_error = |e: zip::result::ZipError| IngestError::Zip {
+        wheel: wheel_name.clone(),
+        reason: e.to_string(),
+    };
+    let invalid = |message: String| IngestError::Invalid {
+        wheel: wheel_name.clone(),
+        message,
+    };
+
+    let mut archive = open_archive(wheel.path).map_err(zip_error)?;
+    let mut file_indices = Vec::new();
+    let mut names = Vec::new();
+    for index in 0..archive.len() {
+        let entry = archive.by_index_raw(index).map_err(zip_error)?;
+        let name = entry.name().to_string();
+        if let Err(reason) = safe_relative_path(&name) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name,
+                entry: name,
+                reason: format!("is not a safe relative path: it {reason}"),
+            });
+        }
+        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name,
+                entry: name,
+                reason: "is a symbolic link (wheels may only hold regular files)".into(),
+            });
+        }
+        if !entry.is_dir() {
+            file_indices.push(index);
+            names.push(name);
+        }
+    }
+
+    // The .dist-info directory, METADATA and RECORD are read first so a wheel
+    // that lies about itself is refused before any content is staged.
+    let dist_info = find_dist_info(&names, &filename).map_err(invalid)?;
+    let read_text =
+        |archive: &mut ZipArchive<BufReader<File>>, name: &str| -> Result<String, IngestError> {
+            let mut entry = archive.by_name(name).map_err(|_| IngestError::Invalid {
+                wheel: wheel_name.clone(),
+                message: format!("{name} is missing"),
+            })?;
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| IngestError::Zip {
+                    wheel: wheel_name.clone(),
+                    reason: format!("{name}: {e}"),
+                })?;
+            Ok(text)
+        };
+    let metadata = read_text(&mut archive, &format!("{dist_info}/METADATA"))?;
+    let (meta_name, meta_version) = wheel::parse_metadata(&metadata).map_err(invalid)?;
+    check_name_and_version(&filename, &meta_name, &meta_version).map_err(invalid)?;
+    wheel::check_wheel_file(&read_text(&mut archive, &format!("{dist_info}/WHEEL"))?)
+        .map_err(invalid)?;
+    let record_name = format!("{dist_info}/RECORD");
+    let record = wheel::parse_record(&read_text(&mut archive, &record_name)?).map_err(invalid)?;
+    let recorded: HashMap<&str, &wheel::RecordEntry> =
+        record.iter().map(|e| (e.path.as_str(), e)).collect();
+    drop(archive);
+
+    let staging = store.temp_path("ingest");
+    fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
+    let result = hash_entries(
+        store,
+        wheel,
+        &file_indices,
+        &staging,
+        &recorded,
+        &record_name,
+    );
+    let outcome = result.and_then(|entries| {
+        // Everything checked out: publish new objects, then record the wheel.
+        for entry in &entries {
+            if let Some((staged, key)) = &entry.staged {
+                publish_object(store, staged, key)?;
+            }
+        }
+        let rows: Vec<FileRow> = entries.into_iter().map(|e| e.row).collect();
+        let tags = filename.to_string();
+        let tags = tags
+            .strip_suffix(".whl")
+            .and_then(|stem| stem.splitn(3, '-').nth(2).map(str::to_string))
+            .unwrap_or_default();
+        record_dist(
+            store,
+            wheel,
+            filename.name.as_ref(),
+            &filename.version.to_string(),
+            &tags,
+            &rows,
+            wheel.built_from_sdist,
+        )
+    });
+    let _ = fs_err::remove_dir_all(&staging);
+    outcome
+}
+
+fn record_dist(
+    store: &Store,
+    wheel: &WheelFile<'_>,
+    name: &str,
+    version: &str,
+    tags: &str,
+    rows: &[FileRow],
+    built_from_sdist: Option<&str>,
+) -> Result<i64, IngestError> {
+    Ok(store.db.insert_distribution(
+        &NewDistribution {
+            name,
+            version,
+            filename: wheel.filename,
+            sha256: wheel.sha256,
+            size: wheel.size,
+            tags,
+            built_from_sdist,
+        },
+        rows,
+    )?)
+}
+
+fn open_archive(path: &Path) -> Result<ZipArchive<BufReader<File>>, zip::result::ZipError> {
+    let file = File::open(path)?;
+    ZipArchive::new(BufReader::with_capacity(256 << 10, file))
+}
+
+/// Hashes every file entry, in parallel; each worker opens its own archive.
+fn hash_entries(
+    store: &Store,
+    wheel: &WheelFile<'_>,
+    indices: &[usize],
+    staging: &Path,
+    recorded: &HashMap<&str, &wheel::RecordEntry>,
+    record_name: &str,
+) -> Result<Vec<HashedEntry>, IngestError> {
+    let chunk = (indices.len() / (rayon::current_num_threads() * 4)).max(32);
+    let chunks: Vec<Result<Vec<HashedEntry>, IngestError>> = indices
+        .par_chunks(chunk)
+        .map(|chunk| {
+            let mut archive = open_archive(wheel.path).map_err(|e| IngestError::Zip {
+                wheel: wheel.filename.to_string(),
+                reason: e.to_string(),
+            })?;
+            chunk
+                .iter()
+                .map(|&index| {
+                    hash_entry(
+                        store,
+                        wheel,
+                        &mut archive,
+                        index,
+                        staging,
+                        recorded,
+                        record_name,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in chunks {
+        out.extend(chunk?);
+    }
+    Ok(out)
+}
+
+fn hash_entry(
+    store: &Store,
+    wheel: &WheelFile<'_>,
+    archive: &mut ZipArchive<BufReader<File>>,
+    index: usize,
+    staging: &Path,
+    recorded: &HashMap<&str, &wheel::RecordEntry>,
+    record_name: &str,
+) -> Result<HashedEntry, IngestError> {
+    let zip_error = |reason: String| IngestError::Zip {
+        wheel: wheel.filename.to_string(),
+        reason,
+    };
+    let mut entry = archive
+        .by_index(index)
+        .map_err(|e| zip_error(e.to_string()))?;
+    let path = entry.name().to_string();
+    let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+    let declared = entry.size();
+
+    let mut blake = blake3::Hasher::new();
+    let mut sha = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 256 << 10];
+    let mut in_memory = Vec::new();
+    let mut spill: Option<(PathBuf, std::io::BufWriter<File>)> = None;
+    if declared > IN_MEMORY_LIMIT {
+        let temp = staging.join(format!("{index}"));
+        let file =
+            File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
+        spill = Some((temp, std::io::BufWriter::with_capacity(1 << 20, file)));
+    }
+    let mut size = 0u64;
+    loop {
+        let n = entry
+            .read(&mut buffer)
+            .map_err(|e| zip_error(format!("{path}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buffer[..n];
+        blake.update(chunk);
+        sha.update(chunk);
+        size += n as u64;
+        match &mut spill {
+            Some((temp, writer)) => writer
+                .write_all(chunk)
+                .with_context(|| format!("cannot write {}", temp.display()))?,
+            None => in_memory.extend_from_slice(chunk),
+        }
+    }
+    let digest = URL_SAFE_NO_PAD.encode(sha.finalize());
+
+    if path != record_name
+        && let Some(expected) = recorded.get(path.as_str())
+    {
+        let hash_ok = match &expected.hash {
+            Some((algo, value)) if algo == "sha256" => *value == digest,
+            _ => true,
+        };
+        if !hash_ok || expected.size.is_some_and(|s| s != size) {
+            return Err(IngestError::Invalid {
+                wheel: wheel.filename.to_string(),
+                message: format!(
+                    "`{path}` does not match its RECORD hash or size (the wheel is corrupt)"
+                ),
+            });
+        }
+    }
+
+    let mode = if executable { 0o755 } else { 0o644 };
+    if size == 0 {
+        return Ok(HashedEntry {
+            row: FileRow {
+                path,
+                object: None,
+                mode,
+                size,
+                sha256: digest,
+            },
+            staged: None,
+        });
+    }
+    let key = ObjectKey {
+        hash: *blake.finalize().as_bytes(),
+        executable,
+    };
+    let have_object = fs_err::metadata(store.object_path(&key)).is_ok_and(|m| m.len() == size);
+    let staged = if have_object {
+        if let Some((temp, writer)) = spill {
+            drop(writer);
+            let _ = fs_err::remove_file(temp);
+        }
+        None
+    } else {
+        let temp = match spill {
+            Some((temp, writer)) => {
+                writer.into_inner().map_err(|e| {
+                    anyhow::anyhow!("cannot write {}: {}", temp.display(), e.error())
+                })?;
+                temp
+            }
+            None => {
+                let temp = staging.join(format!("{index}"));
+                fs_err::write(&temp, &in_memory).context("cannot stage an object")?;
+                temp
+            }
+        };
+        Some((temp, key))
+    };
+    Ok(HashedEntry {
+        row: FileRow {
+            path,
+            object: Some(key.to_string()),
+            mode,
+            size,
+            sha256: digest,
+        },
+        staged,
+    })
+}
+
+/// Moves a staged file into `objects/` as a read-only object.
+fn publish_object(store: &Store, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
+    let mode = if key.executable { 0o555 } else { 0o444 };
+    fs_err::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
+    let target = store.object_path(key);
+    fs_err::rename(staged, &target).context("cannot move an object into the store")?;
+    Ok(())
+}
+
+/// Finds `<name>-<version>.dist-info` among the wheel's entries.
+fn find_dist_info(names: &[String], filename: &WheelFilename) -> Result<String, String> {
+    let mut dirs: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.split_once('/').map(|(top, _)| top))
+        .filter(|top| top.ends_with(".dist-info"))
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let wanted = filename.name.as_ref();
+    let matching: Vec<&str> = dirs
+        .iter()
+        .copied()
+        .filter(|d| {
+            let stem = d.trim_end_matches(".dist-info");
+            let name = stem.rsplit_once('-').map_or(stem, |(n, _)| n);
+            uv_normalize::PackageName::from_str(name).is_ok_and(|n| n.as_ref() == wanted)
+        })
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!(
+            "no `{wanted}-<version>.dist-info` directory (found: {})",
+            dirs.join(", ")
+        )),
+        many => Err(format!(
+            "several .dist-info directories for {wanted}: {}",
+            many.join(", ")
+        )),
+    }
+}
+
+fn check_name_and_version(
+    filename: &WheelFilename,
+    name: &str,
+    version: &str,
+) -> Result<(), String> {
+    let meta_name = uv_normalize::PackageName::from_str(name)
+        .map_err(|e| format!("METADATA Name `{name}` is invalid: {e}"))?;
+    if meta_name != filename.name {
+        return Err(format!(
+            "METADATA says Name `{name}` but the file name says `{}`",
+            filename.name
+        ));
+    }
+    let meta_version = uv_pep440::Version::from_str(version)
+        .map_err(|e| format!("METADATA Version `{version}` is invalid: {e}"))?;
+    if meta_version != filename.version {
+        return Err(format!(
+            "METADATA says Version `{version}` but the file name says `{}`",
+            filename.version
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The global content-addressed store.
+//!
+//! On disk (`$TSTORE_HOME`, else `$XDG_DATA_HOME/tstore`, else
+//! `~/.local/share/tstore`):
+//!
+//! ```text
+//! v1/                      layout version: a new layout gets a new directory
+//!   store.db               SQLite index (schema in store-schema.sql)
+//!   objects/ab/abcd…[-x]   one read-only file per distinct content (blake3)
+//!   tmp/                   temp files; same filesystem so renames are atomic
+//!   locks/                 pylock files of the embedded default tiers
+//!   tools/                 the uv tstore installs when none is found
+//!   interpreters/          cached answers of Python interpreter queries
+//!   run/                   advisory lock files
+//! ```
+//!
+//! [`Store`] is the one type that knows these paths.
+
+pub mod db;
+pub mod ingest;
+pub mod wheel;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use db::Db;
+
+/// Identity of a store object: its content hash and whether it is executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub hash: [u8; 32],
+    pub executable: bool,
+}
+
+impl ObjectKey {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (hex_part, executable) = match text.strip_suffix("-x") {
+            Some(h) => (h, true),
+            None => (text, false),
+        };
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut hash).ok()?;
+        Some(Self { hash, executable })
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.hash))?;
+        if self.executable {
+            f.write_str("-x")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Store {
+    root: PathBuf,
+    pub db: Db,
+}
+
+impl Store {
+    /// `$TSTORE_HOME`, else `$XDG_DATA_HOME/tstore`, else `~/.local/share/tstore`.
+    pub fn default_home() -> PathBuf {
+        if let Some(home) = std::env::var_os("TSTORE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home);
+        }
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(data).join("tstore");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        home.join(".local/share/tstore")
+    }
+
+    /// Opens (creating if needed) the store under `home`.
+    pub fn open(home: &Path) -> anyhow::Result<Self> {
+        let root = home.join("v1");
+        let objects = root.join("objects");
+        if !objects.join("ff").is_dir() {
+            for byte in 0..=255u8 {
+                fs_err::create_dir_all(objects.join(format!("{byte:02x}")))
+                    .with_context(|| format!("cannot create the store at {}", home.display()))?;
+            }
+        }
+        for dir in ["tmp", "locks", "tools", "interpreters", "run"] {
+            fs_err::create_dir_all(root.join(dir))?;
+        }
+        let db = Db::open(&root.join("store.db"))?;
+        Ok(Self { root, db })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        let name = key.to_string();
+        self.root.join("objects").join(&name[..2]).join(name)
+    }
+
+    /// Scratch space on the store's filesystem.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where locks of the embedded default tiers live.
+    pub fn default_locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    pub fn tools_dir(&self) -> PathBuf {
+        self.root.join("tools")
+    }
+
+    pub fn interpreters_dir(&self) -> PathBuf {
+        self.root.join("interpreters")
+    }
+
+    /// Advisory lock file guarding one named resource (a venv path, say).
+    pub fn lock_file(&self, name: &str) -> PathBuf {
+        let digest = blake3::hash(name.as_bytes()).to_hex();
+        self.root
+            .join("run")
+            .join(format!("{}.lock", &digest[..16]))
+    }
+
+    /// A fresh, unique temp path inside the store.
+    pub fn temp_path(&self, prefix: &str) -> PathBuf {
+        self.tmp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ))
+    }
+}
+
+/// A process-unique counter mixed with time, for temp names.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{nanos:08x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// An exclusive advisory lock (flock) held until dropped.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Takes the lock, calling `on_wait` once if another process holds it.
+    pub fn acquire(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            on_wait();
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_key_round_trips_with_exec_suffix() {
+        let key = ObjectKey {
+            hash: *blake3::hash(b"x").as_bytes(),
+            executable: true,
+        };
+        let text = key.to_string();
+        assert!(text.ends_with("-x"));
+        assert_eq!(ObjectKey::parse(&text), Some(key));
+        assert_eq!(ObjectKey::parse("zz"), None);
+    }
+}

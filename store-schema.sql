@@ -1,0 +1,61 @@
+-- tstore's SQLite index. Applied by src/store/db.rs when a store is opened;
+-- the schema version lives in `PRAGMA user_version` (set by the code after this
+-- script runs) so later versions can migrate an existing store.
+
+-- One row per distinct file content. `key` is the blake3 hex digest of the
+-- content, with a `-x` suffix when the file is executable: the exec bit is part
+-- of an object's identity because hardlinks share one mode. The object itself
+-- is `objects/<first two hex digits>/<key>`.
+CREATE TABLE IF NOT EXISTS objects (
+    key  TEXT PRIMARY KEY,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per ingested wheel, identified by the sha256 of the wheel file.
+CREATE TABLE IF NOT EXISTS distributions (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL,     -- normalized (PEP 503)
+    version       TEXT NOT NULL,
+    filename      TEXT NOT NULL,
+    sha256        TEXT NOT NULL UNIQUE,
+    size          INTEGER NOT NULL,
+    tags          TEXT NOT NULL,     -- the wheel's compressed tag set, e.g. cp311-cp311-manylinux_2_17_x86_64
+    ingested_at   INTEGER NOT NULL   -- unix seconds
+);
+CREATE INDEX IF NOT EXISTS distributions_name ON distributions (name, version);
+
+-- Every file of a distribution, as the wheel names it.
+CREATE TABLE IF NOT EXISTS files (
+    dist_id INTEGER NOT NULL REFERENCES distributions (id) ON DELETE CASCADE,
+    path    TEXT NOT NULL,           -- path inside the wheel
+    object  TEXT REFERENCES objects (key),  -- NULL for empty files: never shared by link
+    mode    INTEGER NOT NULL,        -- 420 (0644) or 493 (0755)
+    size    INTEGER NOT NULL,
+    sha256  TEXT NOT NULL,           -- urlsafe base64 without padding, as RECORD writes it
+    PRIMARY KEY (dist_id, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_object ON files (object);
+
+-- Wheels tstore built from sdists, keyed by the sdist's sha256 so each is built once.
+CREATE TABLE IF NOT EXISTS sdist_builds (
+    sdist_sha256 TEXT PRIMARY KEY,
+    dist_id      INTEGER NOT NULL REFERENCES distributions (id) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- Materialized tiers: where each venv is and what it was built from.
+CREATE TABLE IF NOT EXISTS tiers (
+    venv            TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    config          TEXT NOT NULL,   -- tiers.toml path, or <embedded tiers.toml>
+    lock            TEXT NOT NULL,   -- pylock path
+    plan            TEXT NOT NULL,   -- hash of the venv's manifest
+    link_method     TEXT NOT NULL,
+    materialized_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The distributions each materialized tier uses.
+CREATE TABLE IF NOT EXISTS tier_distributions (
+    venv    TEXT NOT NULL REFERENCES tiers (venv) ON DELETE CASCADE,
+    dist_id INTEGER NOT NULL REFERENCES distributions (id),
+    PRIMARY KEY (venv, dist_id)
+) WITHOUT ROWID;
