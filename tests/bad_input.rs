@@ -1,0 +1,235 @@
+//! Bad input gets a clear error naming the thing and the fix, and nothing of
+//! it is ingested or lost.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Serves `wheel` as the only package of tier `t` and materializes it.
+fn materialize_single(world: &World, wheel: &Path) -> String {
+    let server = FileServer::start(wheel.parent().unwrap());
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(wheel, &server.url)],
+    );
+    world.fails(&["materialize", "--frozen", "t"])
+}
+
+fn assert_nothing_ingested(world: &World) {
+    assert_eq!(world.store_counts(), (0, 0), "the store recorded something");
+    assert_eq!(world.object_files().0, 0, "objects were written");
+    assert!(!world.venv("t").exists(), "a venv was created");
+}
+
+#[test]
+fn entry_escaping_with_dotdot_is_refused() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .file("pkg/../../../evil.py", "boom")
+        .build(&world.wheels());
+    let err = materialize_single(&world, &wheel);
+    assert!(
+        err.contains("pkg/../../../evil.py") && err.contains("contains `..`"),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+    assert!(!world.path().join("evil.py").exists());
+}
+
+#[test]
+fn absolute_entry_is_refused() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .file("/tmp/tstore-absolute-evil.py", "boom")
+        .build(&world.wheels());
+    let err = materialize_single(&world, &wheel);
+    assert!(err.contains("is absolute"), "{err}");
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn symlink_entry_is_refused() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .raw("pkg/passwd", b"/etc/passwd", 0o120777)
+        .build(&world.wheels());
+    let err = materialize_single(&world, &wheel);
+    assert!(
+        err.contains("pkg/passwd") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn metadata_disagreeing_with_the_file_name_is_refused() {
+    let world = World::new();
+    let mut builder = WheelBuilder::new("pkg", "1.0").file("pkg/__init__.py", "");
+    builder.metadata_name = Some("other-pkg".into());
+    let err = materialize_single(&world, &builder.build(&world.wheels()));
+    assert!(err.contains("METADATA says Name `other-pkg`"), "{err}");
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn content_not_matching_record_is_refused() {
+    let world = World::new();
+    let mut builder = WheelBuilder::new("pkg", "1.0").file("pkg/__init__.py", "x = 1\n");
+    builder.corrupt_record_for = Some("pkg/__init__.py".into());
+    let err = materialize_single(&world, &builder.build(&world.wheels()));
+    assert!(
+        err.contains("pkg/__init__.py") && err.contains("RECORD"),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn truncated_zip_is_refused() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "x = 1\n")
+        .build(&world.wheels());
+    // Cut the archive (the lock is written from the cut file, so the hash passes).
+    let bytes = fs_err::read(&wheel).unwrap();
+    fs_err::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
+    let err = materialize_single(&world, &wheel);
+    assert!(err.contains("corrupt or truncated zip"), "{err}");
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn size_and_hash_mismatches_name_the_file_and_url() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    let mut locked = LockedPackage::served(&wheel, &server.url);
+    locked.wheels[0].2 += 1;
+    write_pylock(&world.project().join("pylock.t.toml"), &[locked]);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("size is") && err.contains(&server.url) && err.contains("tstore lock"),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+
+    let mut locked = LockedPackage::served(&wheel, &server.url);
+    locked.wheels[0].1 = "cd".repeat(32);
+    write_pylock(&world.project().join("pylock.t.toml"), &[locked]);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("sha256 is") && err.contains("pkg-1.0-py3-none-any.whl"),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+}
+
+#[test]
+fn network_down_names_the_url_and_offline_names_what_is_missing() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .build(&world.wheels());
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(&wheel, &url)],
+    );
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains(&format!("{url}/pkg-1.0-py3-none-any.whl")),
+        "{err}"
+    );
+    assert_nothing_ingested(&world);
+
+    let err = world.fails(&["materialize", "--offline", "t"]);
+    assert!(
+        err.contains("--offline") && err.contains("pkg 1.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_config_and_lock_are_located() {
+    let world = World::new();
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\nsets = [\"nope\"]\n");
+    let err = world.fails(&["list"]);
+    assert!(
+        err.contains("tiers.toml:3:") && err.contains("unknown set `nope`"),
+        "{err}"
+    );
+
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"\n");
+    let err = world.fails(&["list"]);
+    assert!(err.contains("tiers.toml:"), "{err}");
+
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    fs_err::write(
+        world.project().join("pylock.t.toml"),
+        "lock-version = \"1.0\"\n[[packages]]\nname = \"pkg\"\nwheels = 7\n",
+    )
+    .unwrap();
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("pylock.t.toml:4:") && err.contains("tstore lock"),
+        "{err}"
+    );
+
+    let err = world.fails(&["materialize", "--frozen", "missing"]);
+    assert!(err.contains("unknown tier `missing`"), "{err}");
+}
+
+#[test]
+fn missing_python_is_a_clear_error() {
+    let world = World::new();
+    world.write_tiers("python = \"3.4\"\n[tiers.t]\nrequirements = [\"pkg\"]\n");
+    fs_err::write(
+        world.project().join("pylock.t.toml"),
+        "lock-version = \"1.0\"\n",
+    )
+    .unwrap();
+    let out = world
+        .tstore(&["materialize", "--frozen", "t"])
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no Python 3.4 interpreter found") && err.contains("uv python install"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_uv_is_a_clear_error() {
+    let world = World::new();
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    let out = world
+        .tstore(&["lock", "t"])
+        .env("TSTORE_UV", world.path().join("no-such-uv"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("TSTORE_UV") && err.contains("no-such-uv"),
+        "{err}"
+    );
+}

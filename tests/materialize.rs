@@ -1,0 +1,419 @@
+//! Materializing tiers from locks the test writes, with wheels built by the
+//! test and served from 127.0.0.1. Needs uv and Python 3.11 (no network).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const TIERS: &str = r#"
+python = "3.11"
+[tiers.t1]
+requirements = ["alpha", "nsa", "nsb", "compiled"]
+[tiers.t2]
+requirements = ["alpha", "beta"]
+"#;
+
+fn native_tag() -> String {
+    format!("cp311-cp311-manylinux_2_17_{}", std::env::consts::ARCH)
+}
+
+/// Builds the test wheels, serves them, writes tiers.toml and both locks.
+fn setup(world: &World) -> FileServer {
+    let wheels = world.wheels();
+    let alpha = WheelBuilder::new("alpha", "1.0")
+        .file("alpha/__init__.py", "from .core import greet\n")
+        .file(
+            "alpha/core.py",
+            "def greet():\n    print('hello from alpha')\n    return 0\n",
+        )
+        .raw("alpha/run.sh", b"#!/bin/sh\necho run\n", 0o100755)
+        .raw("alpha/empty.txt", b"", 0o100644)
+        .raw(
+            "alpha-1.0.data/scripts/alpha-tool",
+            b"#!python\nimport sys\nprint('tool', sys.prefix)\n",
+            0o100644,
+        )
+        .file("alpha-1.0.data/data/share/alpha/readme.txt", "data file\n")
+        .console_script("alpha-hello", "alpha.core:greet")
+        .build(&wheels);
+    let beta = WheelBuilder::new("beta", "2.0")
+        .file("beta/__init__.py", "import alpha\nNAME = 'beta'\n")
+        .requires("alpha")
+        .build(&wheels);
+    let nsa = WheelBuilder::new("nsa", "1.0")
+        .file("ns/a/__init__.py", "A = 1\n")
+        .build(&wheels);
+    let nsb = WheelBuilder::new("nsb", "1.0")
+        .file("ns/b/__init__.py", "B = 2\n")
+        .build(&wheels);
+    let compiled_linux = WheelBuilder::new("compiled", "3.1")
+        .tag(&native_tag())
+        .file("compiled/__init__.py", "from .variant import PLATFORM\n")
+        .file("compiled/variant.py", "PLATFORM = 'linux'\n")
+        .raw(
+            "compiled/_speedups.cpython-311-x86_64-linux-gnu.so",
+            b"\x7fELF\x02\x01\x01fake",
+            0o100755,
+        )
+        .build(&wheels);
+    let compiled_mac = WheelBuilder::new("compiled", "3.1")
+        .tag("cp311-cp311-macosx_11_0_arm64")
+        .file("compiled/__init__.py", "from .variant import PLATFORM\n")
+        .file("compiled/variant.py", "PLATFORM = 'macos'\n")
+        .build(&wheels);
+
+    let server = FileServer::start(&wheels);
+    let mut compiled = LockedPackage::served(&compiled_mac, &server.url);
+    compiled
+        .wheels
+        .extend(LockedPackage::served(&compiled_linux, &server.url).wheels);
+    let windows_only = LockedPackage {
+        name: "winonly".into(),
+        version: "1.0".into(),
+        marker: Some("sys_platform == 'win32'".into()),
+        wheels: vec![(
+            format!("{}/winonly-1.0-py3-none-any.whl", server.url),
+            "00".repeat(32),
+            1,
+        )],
+    };
+    world.write_tiers(TIERS);
+    write_pylock(
+        &world.project().join("pylock.t1.toml"),
+        &[
+            LockedPackage::served(&alpha, &server.url),
+            compiled,
+            LockedPackage::served(&nsa, &server.url),
+            LockedPackage::served(&nsb, &server.url),
+            windows_only,
+        ],
+    );
+    write_pylock(
+        &world.project().join("pylock.t2.toml"),
+        &[
+            LockedPackage::served(&alpha, &server.url),
+            LockedPackage::served(&beta, &server.url),
+        ],
+    );
+    server
+}
+
+fn site_packages(venv: &Path) -> PathBuf {
+    venv.join("lib/python3.11/site-packages")
+}
+
+#[test]
+fn materialized_tiers_work_and_share_files() {
+    let world = World::new();
+    let _server = setup(&world);
+    let out = world.ok(&["materialize", "--frozen", "t1", "t2"]);
+    assert!(out.contains("t1: 4 packages"), "{out}");
+
+    let t1 = world.venv("t1");
+    let t2 = world.venv("t2");
+    // Imports, including a namespace package split across two wheels, and
+    // the wheel chosen by platform tags.
+    let printed = python_ok(
+        &t1,
+        "import alpha, ns.a, ns.b, compiled; print(compiled.PLATFORM, ns.a.A + ns.b.B)",
+    );
+    assert_eq!(printed.trim(), "linux 3");
+    python_ok(&t2, "import beta; assert beta.NAME == 'beta'");
+
+    // Launchers and rewritten .data scripts run with the venv's interpreter.
+    let hello = std::process::Command::new(t1.join("bin/alpha-hello"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&hello.stdout).trim(),
+        "hello from alpha"
+    );
+    let tool = std::process::Command::new(t1.join("bin/alpha-tool"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tool.stdout).trim(),
+        format!("tool {}", t1.display())
+    );
+
+    // importlib.metadata sees every distribution; installer and REQUESTED are right.
+    let dists = python_ok(
+        &t1,
+        "import importlib.metadata as m; print(sorted(d.metadata['Name'] for d in m.distributions()))",
+    );
+    assert_eq!(dists.trim(), "['alpha', 'compiled', 'nsa', 'nsb']");
+    let sp = site_packages(&t1);
+    assert_eq!(
+        fs_err::read_to_string(sp.join("alpha-1.0.dist-info/INSTALLER")).unwrap(),
+        "tstore\n"
+    );
+    assert!(sp.join("alpha-1.0.dist-info/REQUESTED").exists());
+    assert!(
+        site_packages(&t2)
+            .join("beta-2.0.dist-info/REQUESTED")
+            .exists()
+    );
+
+    // uv agrees the venv is correctly installed.
+    let check = std::process::Command::new("uv")
+        .args(["pip", "check", "--python"])
+        .arg(t2.join("bin/python"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let listed = std::process::Command::new("uv")
+        .args(["pip", "list", "--python"])
+        .arg(t1.join("bin/python"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("compiled"));
+
+    // Modes: executables stay executable, empty files exist, data lands at the root.
+    assert_eq!(mode_of(&sp.join("alpha/run.sh")) & 0o111, 0o111);
+    assert_eq!(
+        fs_err::metadata(sp.join("alpha/empty.txt")).unwrap().len(),
+        0
+    );
+    assert_eq!(
+        fs_err::read_to_string(t1.join("share/alpha/readme.txt")).unwrap(),
+        "data file\n"
+    );
+
+    // A file both tiers use is one inode (hardlinks on this filesystem), and
+    // that inode is the read-only store object.
+    let a1 = sp.join("alpha/core.py");
+    let a2 = site_packages(&t2).join("alpha/core.py");
+    assert_eq!(inode_of(&a1), inode_of(&a2));
+    assert_eq!(mode_of(&a1), 0o444);
+    let (objects, _) = world.object_files();
+    assert!(objects > 0);
+
+    // RECORD lists every installed file of the distribution.
+    let record = fs_err::read_to_string(sp.join("alpha-1.0.dist-info/RECORD")).unwrap();
+    for line in [
+        "alpha/core.py,sha256=",
+        "../../../bin/alpha-hello,sha256=",
+        "../../../bin/alpha-tool,sha256=",
+        "alpha-1.0.dist-info/RECORD,,",
+    ] {
+        assert!(record.contains(line), "RECORD lacks {line}:\n{record}");
+    }
+}
+
+#[test]
+fn repeating_adds_nothing_and_is_a_no_op() {
+    let world = World::new();
+    let server = setup(&world);
+    world.ok(&["materialize", "--frozen", "t1", "t2"]);
+    let counts = world.store_counts();
+    let objects = world.object_files();
+    let requests = server.request_count();
+
+    let out = world.ok(&["materialize", "--frozen", "t1", "t2"]);
+    assert!(
+        out.contains("t1: up to date") && out.contains("t2: up to date"),
+        "{out}"
+    );
+
+    // Deleting a venv and fetching again downloads nothing and stores nothing new.
+    fs_err::remove_dir_all(world.venv("t1")).unwrap();
+    world.ok(&["fetch", "--frozen"]);
+    let out = world.ok(&["materialize", "--frozen", "t1"]);
+    assert!(
+        out.contains("0 downloaded, 4 already in the store"),
+        "{out}"
+    );
+    assert_eq!(server.request_count(), requests);
+    assert_eq!(world.store_counts(), counts);
+    assert_eq!(world.object_files(), objects);
+    python_ok(&world.venv("t1"), "import alpha");
+}
+
+#[test]
+fn a_changed_venv_is_rebuilt() {
+    let world = World::new();
+    let _server = setup(&world);
+    world.ok(&["materialize", "--frozen", "t2"]);
+    // Someone removes a package from site-packages: not up to date any more.
+    fs_err::remove_dir_all(site_packages(&world.venv("t2")).join("beta")).unwrap();
+    let out = world.ok(&["materialize", "--frozen", "t2"]);
+    assert!(!out.contains("up to date"), "{out}");
+    python_ok(&world.venv("t2"), "import beta");
+}
+
+#[test]
+fn failed_materialize_leaves_the_previous_venv_working() {
+    let world = World::new();
+    let server = setup(&world);
+    world.ok(&["materialize", "--frozen", "t2"]);
+    let before = inode_of(&world.venv("t2").join("pyvenv.cfg"));
+
+    // The lock now names a wheel whose hash does not match what is served.
+    let gamma = WheelBuilder::new("gamma", "1.0")
+        .file("gamma/__init__.py", "")
+        .build(&world.wheels());
+    let mut bad = LockedPackage::served(&gamma, &server.url);
+    bad.wheels[0].1 = "ab".repeat(32);
+    let alpha = world.wheels().join("alpha-1.0-py3-none-any.whl");
+    write_pylock(
+        &world.project().join("pylock.t2.toml"),
+        &[LockedPackage::served(&alpha, &server.url), bad],
+    );
+    let err = world.fails(&["materialize", "--frozen", "t2"]);
+    assert!(
+        err.contains("sha256") && err.contains("gamma-1.0-py3-none-any.whl"),
+        "{err}"
+    );
+    assert_eq!(inode_of(&world.venv("t2").join("pyvenv.cfg")), before);
+    python_ok(&world.venv("t2"), "import beta");
+    // No staging directories are left behind.
+    let leftovers: Vec<_> = fs_err::read_dir(world.home().join("venvs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn copy_mode_and_transient_errors() {
+    let world = World::new();
+    let server = setup(&world);
+    // Two 503s in a row are retried.
+    server
+        .fail_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    world.ok(&["materialize", "--frozen", "--link-mode", "copy", "t2"]);
+    let file = site_packages(&world.venv("t2")).join("alpha/core.py");
+    // A copy is a private, writable file.
+    assert_eq!(mode_of(&file), 0o644);
+    let out = world.ok(&["materialize", "--frozen", "--link-mode", "hardlink", "t1"]);
+    assert!(out.contains("hardlinked"), "{out}");
+    assert_ne!(
+        inode_of(&file),
+        inode_of(&site_packages(&world.venv("t1")).join("alpha/core.py"))
+    );
+}
+
+#[test]
+fn store_on_another_filesystem_falls_back_to_copies_with_a_notice() {
+    // /dev/shm is a tmpfs: a different filesystem from the venvs' directory.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm to put the store on another filesystem");
+        return;
+    }
+    let world = World::new();
+    let _server = setup(&world);
+    let store = tempfile::tempdir_in(shm).unwrap();
+    let out = world
+        .tstore(&["materialize", "--frozen", "t2"])
+        .env("TSTORE_HOME", store.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot share files") && stderr.contains("copied"),
+        "{stderr}"
+    );
+    python_ok(&world.venv("t2"), "import beta");
+}
+
+#[test]
+fn refuses_to_replace_a_venv_it_did_not_make() {
+    let world = World::new();
+    let _server = setup(&world);
+    let foreign = world.venv("t2");
+    fs_err::create_dir_all(&foreign).unwrap();
+    fs_err::write(foreign.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    fs_err::write(foreign.join("precious.txt"), "keep me").unwrap();
+    let err = world.fails(&["materialize", "--frozen", "t2"]);
+    assert!(
+        err.contains("did not make") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(foreign.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    world.ok(&["materialize", "--frozen", "--force", "t2"]);
+    python_ok(&foreign, "import beta");
+}
+
+#[test]
+fn conflicting_files_warn_and_the_result_is_deterministic() {
+    let world = World::new();
+    let wheels = world.wheels();
+    let one = WheelBuilder::new("one", "1.0")
+        .file("shared/x.py", "WHO = 'one'\n")
+        .file("shared/__init__.py", "")
+        .build(&wheels);
+    let two = WheelBuilder::new("two", "1.0")
+        .file("shared/x.py", "WHO = 'two'\n")
+        .file("shared/__init__.py", "")
+        .build(&wheels);
+    let server = FileServer::start(&wheels);
+    world.write_tiers("[tiers.c]\nrequirements = [\"one\", \"two\"]\n");
+    write_pylock(
+        &world.project().join("pylock.c.toml"),
+        &[
+            LockedPackage::served(&two, &server.url),
+            LockedPackage::served(&one, &server.url),
+        ],
+    );
+    let out = world.ok(&["materialize", "--frozen", "c"]);
+    assert!(
+        out.contains("one and two both ship") && out.contains("shared/x.py"),
+        "{out}"
+    );
+    // The same __init__.py in both is not a conflict.
+    assert!(!out.contains("__init__.py"), "{out}");
+    assert_eq!(
+        python_ok(&world.venv("c"), "from shared.x import WHO; print(WHO)").trim(),
+        "two"
+    );
+}
+
+#[test]
+fn list_path_and_unknown_tier() {
+    let world = World::new();
+    let _server = setup(&world);
+    world.ok(&["materialize", "--frozen", "t2"]);
+    let listing = world.ok(&["list", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(listing.trim_start_matches(|c| c != '[')).unwrap();
+    let t2 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "t2")
+        .unwrap();
+    assert_eq!(t2["materialized"], true);
+    let t1 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "t1")
+        .unwrap();
+    assert_eq!(t1["materialized"], false);
+
+    let path = world.tstore(&["path", "t2"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&path.stdout).trim(),
+        world.venv("t2").display().to_string()
+    );
+
+    let err = world.fails(&["materialize", "--frozen", "t3"]);
+    assert!(
+        err.contains("unknown tier `t3`") && err.contains("t1, t2"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean"), "{err}");
+}
