@@ -115,10 +115,10 @@ pub fn materialize(
                 venv.display()
             ),
             Outcome::Built(report) => format!(
-                "{}: {} packages, {} files {} into {} ({} downloaded, {} already in the store) in {elapsed:.1}s",
+                "{}: {}, {} {} into {} ({} downloaded, {} already in the store) in {elapsed:.1}s",
                 tier.name,
-                report.distributions,
-                report.files,
+                plural(report.distributions, "package"),
+                plural(report.files, "file"),
                 match report.method {
                     materialize::LinkMethod::Reflink => "reflinked",
                     materialize::LinkMethod::Hardlink => "hardlinked",
@@ -197,6 +197,14 @@ pub fn path(session: &Session<'_>, name: &str) -> anyhow::Result<()> {
     let tier = session.config.tier(name)?;
     println!("{}", tier.venv.display());
     Ok(())
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {

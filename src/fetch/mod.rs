@@ -298,15 +298,18 @@ impl Drop for TempFile {
     }
 }
 
-/// Installs uv `version` from PyPI: the wheel for this machine, verified by
-/// the sha256 PyPI publishes, with its binary extracted to `target`.
+/// Installs uv `version` from PyPI: the wheel for this machine, found through
+/// the index's JSON simple API (PEP 691) and verified by the sha256 it
+/// publishes, with its binary extracted to `target`. `TSTORE_UV_INDEX_URL`
+/// names another index.
 pub fn install_uv(store: &Store, version: &str, target: &Path) -> anyhow::Result<()> {
     let client = http::client()?;
     let index =
-        std::env::var("TSTORE_PYPI_JSON_URL").unwrap_or_else(|_| "https://pypi.org/pypi".into());
-    let url = format!("{index}/uv/{version}/json");
-    let release: serde_json::Value = client
+        std::env::var("TSTORE_UV_INDEX_URL").unwrap_or_else(|_| "https://pypi.org/simple".into());
+    let url = format!("{}/uv/", index.trim_end_matches('/'));
+    let project: serde_json::Value = client
         .get(&url)
+        .header("Accept", "application/vnd.pypi.simple.v1+json")
         .send()
         .and_then(|r| r.error_for_status())
         .and_then(|r| r.bytes())
@@ -315,27 +318,29 @@ pub fn install_uv(store: &Store, version: &str, target: &Path) -> anyhow::Result
             serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
         })?;
     let arch = std::env::consts::ARCH;
-    let platform_words: &[&str] = match std::env::consts::OS {
-        "linux" => &["manylinux"],
-        "macos" => &["macosx"],
+    let platform_word = match std::env::consts::OS {
+        "linux" => "manylinux",
+        "macos" => "macosx",
         other => bail!(
             "installing uv automatically is not supported on {other}: install uv and set TSTORE_UV"
         ),
     };
-    let files = release["urls"]
+    let prefix = format!("uv-{version}-");
+    let files = project["files"]
         .as_array()
-        .context("PyPI answer without files")?;
+        .context("the index answered without a file list")?;
     let file = files
         .iter()
         .find(|f| {
             let name = f["filename"].as_str().unwrap_or("");
-            name.ends_with(".whl")
-                && platform_words.iter().any(|w| name.contains(w))
+            name.starts_with(&prefix)
+                && name.ends_with(".whl")
+                && name.contains(platform_word)
                 && (name.contains(arch) || (arch == "aarch64" && name.contains("arm64")))
         })
         .with_context(|| {
             format!(
-                "uv {version} has no wheel for {arch} on {}",
+                "uv {version} has no wheel for {arch} on {} at {url}",
                 std::env::consts::OS
             )
         })?;
@@ -343,7 +348,7 @@ pub fn install_uv(store: &Store, version: &str, target: &Path) -> anyhow::Result
         location: Location::Url(file["url"].as_str().unwrap_or_default().to_string()),
         filename: file["filename"].as_str().unwrap_or_default().to_string(),
         size: file["size"].as_u64(),
-        sha256: file["digests"]["sha256"]
+        sha256: file["hashes"]["sha256"]
             .as_str()
             .unwrap_or_default()
             .to_string(),

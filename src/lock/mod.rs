@@ -126,18 +126,16 @@ pub fn lock_tiers(
                 .values()
                 .filter(|t| t.python == python)
                 .collect();
-            progress.start("resolving the union of all tiers", 0, 0);
-            let union = resolve_union(config, uv, &group, work.path(), options);
-            progress.finish();
-            let union = match union {
-                Ok(pins) => Some(pins),
-                Err(err) => {
-                    progress.notice(&format!(
-                        "the tiers cannot share one set of versions for Python {python}; locking each \
-                         tier on its own ({})",
-                        last_lines(&err.to_string(), 3)
-                    ));
-                    None
+            // One tier alone needs no union: its own resolution is the union.
+            let (union, union_failure) = if group.len() < 2 {
+                (None, None)
+            } else {
+                progress.start("resolving the union of all tiers", 0, 0);
+                let resolved = resolve_union(config, uv, &group, work.path(), options);
+                progress.finish();
+                match resolved {
+                    Ok(pins) => (Some(pins), None),
+                    Err(err) => (None, Some(err)),
                 }
             };
             let to_lock: Vec<&Tier> = stale
@@ -158,11 +156,20 @@ pub fn lock_tiers(
                     &uv_version,
                     progress,
                 )?;
-                written.insert(tier.name.clone(), aligned);
+                written.insert(tier.name.clone(), aligned || group.len() < 2);
                 progress.item_done(&tier.name);
             }
             progress.finish();
-            if union.is_none() || written.values().any(|aligned| !aligned) {
+            // Said only now: if the tiers could not be locked at all, the
+            // error above is the one that matters (a network failure, say).
+            if let Some(err) = &union_failure {
+                progress.notice(&format!(
+                    "the tiers cannot share one set of versions for Python {python}, so each was locked \
+                     on its own ({})",
+                    last_lines(&err.to_string(), 3)
+                ));
+            }
+            if union_failure.is_some() || written.values().any(|aligned| !aligned) {
                 report_version_differences(config, store, &group, progress);
             }
         }
@@ -259,12 +266,12 @@ fn lock_tier(
         Some(pins) => match compile(Some(pins)) {
             Ok(()) => true,
             Err(err) => {
+                compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
                 progress.notice(&format!(
-                    "tier `{}` cannot use the versions shared by all tiers; locking it on its own ({})",
+                    "tier `{}` cannot use the versions shared by all tiers, so it was locked on its own ({})",
                     tier.name,
                     last_lines(&err.to_string(), 3)
                 ));
-                compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
                 false
             }
         },
