@@ -417,3 +417,31 @@ fn list_path_and_unknown_tier() {
     );
     assert!(err.contains("did you mean"), "{err}");
 }
+
+#[test]
+fn concurrent_processes_share_one_store() {
+    let world = World::new();
+    let _server = setup(&world);
+    let children: Vec<_> = ["t1", "t2", "t1", "t2"]
+        .iter()
+        .map(|tier| {
+            world
+                .tstore(&["materialize", "--frozen", tier])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Each wheel is recorded once, whoever ingested it.
+    assert_eq!(world.store_counts().0, 5);
+    python_ok(&world.venv("t1"), "import alpha, compiled, ns.a");
+    python_ok(&world.venv("t2"), "import beta");
+}

@@ -36,19 +36,23 @@ pub fn lock(session: &Session<'_>, names: &[String], offline: bool) -> anyhow::R
     Ok(())
 }
 
+/// What one tier needs, fetched into the store.
+struct TierFetch {
+    interpreter: std::rc::Rc<tstore::interpreter::Interpreter>,
+    lock_path: std::path::PathBuf,
+    fetched: Vec<Fetched>,
+    report: fetch::FetchReport,
+}
+
 /// Selects and fetches what `tier` needs.
-fn fetch_tier(
-    session: &Session<'_>,
-    tier: &Tier,
-    offline: bool,
-) -> anyhow::Result<(Vec<Fetched>, fetch::FetchReport)> {
-    let (interpreter, selected, _) = session.select(tier)?;
+fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Result<TierFetch> {
+    let (interpreter, selected, lock_path) = session.select(tier)?;
     let uv = if offline {
         session.uv().ok()
     } else {
         Some(session.uv()?)
     };
-    fetch::fetch(
+    let (fetched, report) = fetch::fetch(
         &session.store,
         uv,
         &interpreter,
@@ -56,14 +60,22 @@ fn fetch_tier(
         &FetchOptions { offline },
         session.reporter,
     )
-    .with_context(|| format!("tier `{}`", tier.name))
+    .with_context(|| format!("tier `{}`", tier.name))?;
+    Ok(TierFetch {
+        interpreter,
+        lock_path,
+        fetched,
+        report,
+    })
 }
 
 pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     session.ensure_locks(&tiers, args)?;
     for tier in tiers {
-        let (fetched, report) = fetch_tier(session, tier, args.offline)?;
+        let TierFetch {
+            fetched, report, ..
+        } = fetch_tier(session, tier, args.offline)?;
         session.reporter.summary(&format!(
             "{}: {} distributions: {} downloaded ({}), {} built from sdists, {} already in the store",
             tier.name,
@@ -92,8 +104,12 @@ pub fn materialize(
     };
     for tier in tiers {
         let started = Instant::now();
-        let (fetched, fetch_report) = fetch_tier(session, tier, args.offline)?;
-        let (interpreter, _, lock_path) = session.select(tier)?;
+        let TierFetch {
+            interpreter,
+            lock_path,
+            fetched,
+            report: fetch_report,
+        } = fetch_tier(session, tier, args.offline)?;
         let outcome = materialize::materialize(
             &TierInput {
                 store: &session.store,

@@ -106,6 +106,12 @@ pub fn materialize(
             ))
         },
     )?;
+    // Another process may have built the same venv while this one waited.
+    if is_up_to_date(target, &plan) {
+        return Ok(Outcome::UpToDate {
+            venv: target.clone(),
+        });
+    }
     venv::check_replaceable(target, options.force)?;
     venv::remove_stale_staging(target);
 

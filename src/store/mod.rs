@@ -89,7 +89,12 @@ impl Store {
         for dir in ["tmp", "locks", "tools", "interpreters", "run"] {
             fs_err::create_dir_all(root.join(dir))?;
         }
-        let db = Db::open(&root.join("store.db"))?;
+        // Switching a new database to WAL and migrating its schema do not
+        // wait on SQLite's busy handler: processes take turns here instead.
+        let db = {
+            let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
+            Db::open(&root.join("store.db"))?
+        };
         Ok(Self { root, db })
     }
 
