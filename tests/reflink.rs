@@ -11,7 +11,8 @@ use common::*;
 
 /// An XFS image mounted for the life of the value.
 struct XfsMount {
-    dir: tempfile::TempDir,
+    // Keeps the image file alive until after the unmount in `drop`.
+    _dir: tempfile::TempDir,
     mountpoint: PathBuf,
 }
 
@@ -40,7 +41,7 @@ impl XfsMount {
             .args(["-o", "loop"])
             .arg(&image)
             .arg(&mountpoint))?;
-        Ok(Self { dir, mountpoint })
+        Ok(Self { _dir: dir, mountpoint })
     }
 }
 
