@@ -90,6 +90,8 @@ pub struct Interpreter {
     pub markers: MarkerEnvironment,
     pub tags: Tags,
     pub version: (u8, u8),
+    /// Free-threaded builds name their lib directory `pythonX.Yt`.
+    pub gil_disabled: bool,
 }
 
 impl Interpreter {
@@ -130,13 +132,15 @@ impl Interpreter {
             markers: answer.markers,
             tags,
             version: answer.version,
+            gil_disabled: answer.gil_disabled,
         })
     }
 
     /// `lib/pythonX.Y/site-packages`, relative to the venv root.
     pub fn site_packages(&self) -> PathBuf {
+        let suffix = if self.gil_disabled { "t" } else { "" };
         PathBuf::from(format!(
-            "lib/python{}.{}/site-packages",
+            "lib/python{}.{}{suffix}/site-packages",
             self.version.0, self.version.1
         ))
     }

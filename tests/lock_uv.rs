@@ -125,3 +125,23 @@ fn unresolvable_tier_shows_uvs_reason() {
     );
     assert!(err.contains("shared"), "{err}");
 }
+
+#[test]
+fn committed_locks_stay_current_in_another_checkout() {
+    let world = World::new();
+    build_wheels(&world);
+    world.write_tiers(&tiers("\"leaf\"", "\"shared<2\""));
+    world.ok(&["lock"]);
+    // The same project (tiers.toml with a relative find-links, and its locks)
+    // checked out somewhere else.
+    let elsewhere = World::new();
+    for name in ["tiers.toml", "pylock.a.toml", "pylock.b.toml"] {
+        fs_err::copy(world.project().join(name), elsewhere.project().join(name)).unwrap();
+    }
+    let listing = elsewhere.ok(&["list", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(listing.trim_start_matches(|c| c != '[')).unwrap();
+    for tier in json.as_array().unwrap() {
+        assert_eq!(tier["locked"], "yes", "{listing}");
+    }
+}

@@ -157,16 +157,7 @@ fn materialized_tiers_work_and_share_files() {
     );
 
     // uv agrees the venv is correctly installed.
-    let check = std::process::Command::new("uv")
-        .args(["pip", "check", "--python"])
-        .arg(t2.join("bin/python"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_uv_pip_check(&t2);
     let listed = std::process::Command::new("uv")
         .args(["pip", "list", "--python"])
         .arg(t1.join("bin/python"))

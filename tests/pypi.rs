@@ -56,14 +56,5 @@ requirements = ["uuid==1.30"]          # only an sdist on PyPI
     assert!(out.contains("0 downloaded"), "{out}");
     assert_eq!(world.store_counts(), counts);
 
-    let check = std::process::Command::new("uv")
-        .args(["pip", "check", "--python"])
-        .arg(web.join("bin/python"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_uv_pip_check(&web);
 }

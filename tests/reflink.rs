@@ -41,7 +41,10 @@ impl XfsMount {
             .args(["-o", "loop"])
             .arg(&image)
             .arg(&mountpoint))?;
-        Ok(Self { _dir: dir, mountpoint })
+        Ok(Self {
+            _dir: dir,
+            mountpoint,
+        })
     }
 }
 

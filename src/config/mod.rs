@@ -75,7 +75,9 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-/// Package index settings handed to uv when locking.
+/// Package index settings handed to uv when locking, as written in
+/// tiers.toml (so a lock's input hash does not depend on where the project
+/// is checked out).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IndexSettings {
     pub index_url: Option<String>,
@@ -108,6 +110,8 @@ impl Tier {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: ConfigSource,
+    /// The directory relative paths in the file are relative to.
+    pub dir: PathBuf,
     pub link_mode: LinkMode,
     pub index: IndexSettings,
     pub tiers: BTreeMap<String, Tier>,
@@ -234,15 +238,12 @@ impl Config {
 
         Ok(Config {
             source,
+            dir: dir.to_path_buf(),
             link_mode,
             index: IndexSettings {
                 index_url: raw.index_url,
                 extra_index_urls: raw.extra_index_urls,
-                find_links: raw
-                    .find_links
-                    .iter()
-                    .map(|link| resolve_find_links(link, dir))
-                    .collect(),
+                find_links: raw.find_links,
                 no_index: raw.no_index,
             },
             tiers,
@@ -430,7 +431,7 @@ pub fn expand_path(path: &str, base: &Path) -> PathBuf {
 }
 
 /// find-links entries may be URLs or directories relative to tiers.toml.
-fn resolve_find_links(link: &str, base: &Path) -> String {
+pub fn resolve_find_links(link: &str, base: &Path) -> String {
     if link.contains("://") {
         link.to_string()
     } else {

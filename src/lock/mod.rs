@@ -314,7 +314,8 @@ fn compile_command(config: &Config, uv: &Uv, python: &str, options: &LockOptions
         cmd.args(["--extra-index-url", url]);
     }
     for link in &config.index.find_links {
-        cmd.args(["--find-links", link]);
+        cmd.arg("--find-links")
+            .arg(crate::config::resolve_find_links(link, &config.dir));
     }
     if config.index.no_index {
         cmd.arg("--no-index");

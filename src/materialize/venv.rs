@@ -3,10 +3,13 @@
 //! place.
 //!
 //! A venv is built in `.<name>.tstore-staging-*` beside its final path and
-//! swapped in with `renameat2(RENAME_EXCHANGE)`, so the path always holds a
-//! complete venv: the old one until the swap, the new one after.
+//! swapped in with `renameat2(RENAME_EXCHANGE)` (Linux), so the path always
+//! holds a complete venv: the old one until the swap, the new one after.
+//! Elsewhere two renames leave a moment with no venv at the path.
 
+#[cfg(target_os = "linux")]
 use std::ffi::CString;
+#[cfg(target_os = "linux")]
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -151,19 +154,7 @@ pub fn swap_into_place(staging: &Path, target: &Path) -> anyhow::Result<()> {
         fs_err::rename(staging, target)?;
         return Ok(());
     }
-    let from = CString::new(staging.as_os_str().as_bytes())?;
-    let to = CString::new(target.as_os_str().as_bytes())?;
-    // SAFETY: both paths are valid NUL-terminated strings.
-    let exchanged = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    } == 0;
-    if exchanged {
+    if exchange(staging, target)? {
         // `staging` now holds the old venv.
         fs_err::remove_dir_all(staging)
             .context("the new venv is in place, but removing the old one failed")?;
@@ -178,4 +169,27 @@ pub fn swap_into_place(staging: &Path, target: &Path) -> anyhow::Result<()> {
     }
     fs_err::remove_dir_all(&old)?;
     Ok(())
+}
+
+/// Swaps two paths in one step where the kernel can; false where it cannot.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let from = CString::new(a.as_os_str().as_bytes())?;
+    let to = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings.
+    let result = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    Ok(result == 0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> anyhow::Result<bool> {
+    Ok(false)
 }

@@ -449,6 +449,20 @@ fn serve(mut stream: TcpStream, root: &Path, requests: &AtomicUsize, fail_next: 
     }
 }
 
+/// `uv pip check` on a venv: uv agrees it is correctly installed.
+pub fn assert_uv_pip_check(venv: &Path) {
+    let check = Command::new("uv")
+        .args(["pip", "check", "--python"])
+        .arg(venv.join("bin/python"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "uv pip check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 pub fn mode_of(path: &Path) -> u32 {
     fs_err::metadata(path).unwrap().permissions().mode() & 0o7777
 }
