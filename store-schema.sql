@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS distributions (
     sha256        TEXT NOT NULL UNIQUE,
     size          INTEGER NOT NULL,
     tags          TEXT NOT NULL,     -- the wheel's compressed tag set, e.g. cp311-cp311-manylinux_2_17_x86_64
+    url           TEXT,              -- where it was fetched from (or the sdist's URL), for repair
     ingested_at   INTEGER NOT NULL   -- unix seconds
 );
 CREATE INDEX IF NOT EXISTS distributions_name ON distributions (name, version);
@@ -42,20 +43,33 @@ CREATE TABLE IF NOT EXISTS sdist_builds (
     dist_id      INTEGER NOT NULL REFERENCES distributions (id) ON DELETE CASCADE
 ) WITHOUT ROWID;
 
--- Materialized tiers: where each venv is and what it was built from.
+-- Materialized tiers: the stable venv path (a symlink) and the generation it
+-- points at.
 CREATE TABLE IF NOT EXISTS tiers (
-    venv            TEXT PRIMARY KEY,
-    name            TEXT NOT NULL,
-    config          TEXT NOT NULL,   -- tiers.toml path, or <embedded tiers.toml>
-    lock            TEXT NOT NULL,   -- pylock path
-    plan            TEXT NOT NULL,   -- hash of the venv's manifest
-    link_method     TEXT NOT NULL,
-    materialized_at INTEGER NOT NULL
+    venv        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    config      TEXT NOT NULL,       -- tiers.toml path, or <embedded tiers.toml>
+    current     INTEGER NOT NULL     -- generation number the venv path points at
 ) WITHOUT ROWID;
 
--- The distributions each materialized tier uses.
-CREATE TABLE IF NOT EXISTS tier_distributions (
-    venv    TEXT NOT NULL REFERENCES tiers (venv) ON DELETE CASCADE,
+-- Every kept generation of a tier: a complete venv directory. The kept
+-- generations of all tiers are gc roots.
+CREATE TABLE IF NOT EXISTS generations (
+    venv        TEXT NOT NULL REFERENCES tiers (venv) ON DELETE CASCADE,
+    number      INTEGER NOT NULL,
+    path        TEXT NOT NULL,       -- the generation's directory
+    plan        TEXT NOT NULL,       -- hash of its manifest (manifests/<plan>.json)
+    lock        TEXT NOT NULL,       -- pylock it was built from
+    link_method TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (venv, number)
+) WITHOUT ROWID;
+
+-- The distributions each generation holds.
+CREATE TABLE IF NOT EXISTS generation_distributions (
+    venv    TEXT NOT NULL,
+    number  INTEGER NOT NULL,
     dist_id INTEGER NOT NULL REFERENCES distributions (id),
-    PRIMARY KEY (venv, dist_id)
+    PRIMARY KEY (venv, number, dist_id),
+    FOREIGN KEY (venv, number) REFERENCES generations (venv, number) ON DELETE CASCADE
 ) WITHOUT ROWID;

@@ -114,6 +114,7 @@ fn ingest_all(store: &Store, wheels: &[BenchWheel]) -> Vec<i64> {
                     filename: &w.filename,
                     sha256: &w.sha256,
                     size: w.size,
+                    url: None,
                     built_from_sdist: None,
                 },
             )
@@ -206,6 +207,7 @@ fn main() {
     let options = MaterializeOptions {
         link_mode: LinkMode::Auto,
         force: false,
+        keep_generations: 1,
     };
     let (mut warm, mut noop) = (Vec::new(), Vec::new());
     let mut method = None;

@@ -101,6 +101,7 @@ pub fn materialize(
     let options = MaterializeOptions {
         link_mode: link_mode.unwrap_or(session.config.link_mode),
         force,
+        keep_generations: session.config.keep_generations,
     };
     for tier in tiers {
         let started = Instant::now();
@@ -213,6 +214,115 @@ pub fn path(session: &Session<'_>, name: &str) -> anyhow::Result<()> {
     let tier = session.config.tier(name)?;
     println!("{}", tier.venv.display());
     Ok(())
+}
+
+pub fn generations(session: &Session<'_>, name: &str, json: bool) -> anyhow::Result<()> {
+    let tier = session.config.tier(name)?;
+    let venv = tier.venv.display().to_string();
+    let current = materialize::generations::Generations::of(&tier.venv)?.current();
+    let rows = session.store.db.generations(&venv)?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            generation: &'a tstore::store::db::GenerationRow,
+            current: bool,
+            packages: usize,
+        }
+        let mut out = Vec::new();
+        for g in &rows {
+            out.push(Row {
+                generation: g,
+                current: Some(g.number) == current,
+                packages: session
+                    .store
+                    .db
+                    .generation_distributions(&venv, g.number)?
+                    .len(),
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("{name} has no generations: run `tstore materialize {name}`");
+        return Ok(());
+    }
+    println!(
+        "{:<3} {:>4} {:<20} {:>8} {:<8} lock",
+        "", "gen", "created (UTC)", "packages", "linked"
+    );
+    for g in &rows {
+        println!(
+            "{:<3} {:>4} {:<20} {:>8} {:<8} {}",
+            if Some(g.number) == current { "*" } else { "" },
+            g.number,
+            utc_time(g.created_at),
+            session
+                .store
+                .db
+                .generation_distributions(&venv, g.number)?
+                .len(),
+            g.link_method,
+            g.lock
+        );
+    }
+    Ok(())
+}
+
+pub fn rollback(session: &Session<'_>, name: &str, generation: Option<i64>) -> anyhow::Result<()> {
+    let tier = session.config.tier(name)?;
+    let (from, to) = materialize::generations::rollback(&session.store, &tier.venv, generation)?;
+    session.reporter.summary(&format!(
+        "{name}: generation {to} is in use (was {from}): {}",
+        tier.venv.display()
+    ));
+    Ok(())
+}
+
+pub fn edit(session: &Session<'_>, name: &str, package: &str) -> anyhow::Result<()> {
+    let tier = session.config.tier(name)?;
+    let report = materialize::edit::make_private(&session.store, &tier.venv, package)?;
+    session.reporter.summary(&format!(
+        "{name}: {} of {package} are private, writable copies in {} ({} were store links). \
+         `tstore materialize {name}` brings back the shared files.",
+        plural(report.files.len(), "file"),
+        tier.venv.display(),
+        report.copied
+    ));
+    Ok(())
+}
+
+pub fn remove(session: &Session<'_>, name: &str) -> anyhow::Result<()> {
+    let tier = session.config.tier(name)?;
+    materialize::generations::remove(&session.store, &tier.venv)?;
+    session.reporter.summary(&format!(
+        "{name}: removed {} and its generations; `tstore gc` frees what only it used",
+        tier.venv.display()
+    ));
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for unix seconds (UTC).
+fn utc_time(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn plural(count: usize, noun: &str) -> String {

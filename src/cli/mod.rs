@@ -94,6 +94,33 @@ pub enum Command {
     },
     /// Print a tier's venv path.
     Path { tier: String },
+    /// List a tier's kept generations (the current one is marked).
+    ///
+    /// Every materialize that changes a tier builds a new generation; the
+    /// tier's path is a symlink that switches atomically to it. The last
+    /// `keep-generations` (tiers.toml, default 3) are kept for rollback.
+    Generations {
+        tier: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point a tier back at an earlier generation (default: the previous one).
+    Rollback {
+        tier: String,
+        /// Generation number (see `tstore generations TIER`).
+        generation: Option<i64>,
+    },
+    /// Make one package's files in one tier private, writable copies.
+    ///
+    /// Patch them freely: the store and other tiers are not touched. `tstore
+    /// verify` reports the package as edited; `tstore materialize TIER`
+    /// brings the tier back to the shared files.
+    Edit { tier: String, package: String },
+    /// Delete a tier's venv and all its generations.
+    ///
+    /// Objects only it used are freed by the next `tstore gc`.
+    Remove { tier: String },
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -125,5 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::materialize(&session, &tiers, lock, link_mode, force),
         Command::List { json } => commands::list(&session, json),
         Command::Path { tier } => commands::path(&session, &tier),
+        Command::Generations { tier, json } => commands::generations(&session, &tier, json),
+        Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),
+        Command::Edit { tier, package } => commands::edit(&session, &tier, &package),
+        Command::Remove { tier } => commands::remove(&session, &tier),
     }
 }

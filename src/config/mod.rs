@@ -109,6 +109,8 @@ impl Tier {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Generations kept per tier (`keep-generations`, default 3).
+    pub keep_generations: usize,
     pub source: ConfigSource,
     /// The directory relative paths in the file are relative to.
     pub dir: PathBuf,
@@ -236,7 +238,18 @@ impl Config {
             });
         }
 
+        let keep_generations = match &raw.keep_generations {
+            None => 3,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(doc.error_at(
+                    Some(n.span()),
+                    "keep-generations must be at least 1 (the generation in use is always kept)",
+                ));
+            }
+        };
         Ok(Config {
+            keep_generations,
             source,
             dir: dir.to_path_buf(),
             link_mode,
@@ -280,6 +293,7 @@ struct RawConfig {
     python: Option<String>,
     venv_root: Option<String>,
     link_mode: Option<Spanned<String>>,
+    keep_generations: Option<Spanned<i64>>,
     index_url: Option<String>,
     #[serde(default)]
     extra_index_urls: Vec<String>,

@@ -214,6 +214,7 @@ fn fetch_wheel(
     progress: &dyn Progress,
 ) -> anyhow::Result<(i64, u64)> {
     let (temp, size) = download_verified(store, client, wheel, progress)?;
+    let url = wheel.location.to_string();
     let id = ingest_wheel(
         store,
         &WheelFile {
@@ -221,6 +222,7 @@ fn fetch_wheel(
             filename: &wheel.filename,
             sha256: &wheel.sha256,
             size,
+            url: Some(&url),
             built_from_sdist: None,
         },
     )?;
@@ -268,6 +270,7 @@ fn fetch_and_build_sdist(
         .to_string_lossy()
         .into_owned();
     let (sha256, wheel_size) = hash_file(&wheel)?;
+    let url = sdist.location.to_string();
     let id = ingest_wheel(
         store,
         &WheelFile {
@@ -275,6 +278,7 @@ fn fetch_and_build_sdist(
             filename: &filename,
             sha256: &sha256,
             size: wheel_size,
+            url: Some(&url),
             built_from_sdist: Some(&sdist.sha256),
         },
     )?;

@@ -3,13 +3,18 @@
 //! 1. [`plan::build`] computes the manifest (every file, its source).
 //! 2. If the venv records the same plan hash and its site-packages holds the
 //!    same entries, nothing is done.
-//! 3. Otherwise a new venv is built beside the target: skeleton (`uv venv`),
-//!    directories (once, parents first), then files in parallel; objects are
-//!    linked by the method [`link::Linker`] probed, per-venv files written.
-//! 4. The finished venv is swapped in atomically; a failure or kill before
-//!    that leaves the previous venv as it was.
+//! 3. Otherwise a new generation is built (see [`generations`]): skeleton
+//!    (`uv venv`), directories (once, parents first), then files in
+//!    parallel; objects are linked by the method [`link::Linker`] probed,
+//!    per-venv files written. Its manifest is saved in the store.
+//! 4. The tier's path is switched to the new generation atomically; a failure
+//!    or kill before that leaves the previous generation in use. Generations
+//!    beyond the kept number are deleted.
 
+pub mod edit;
+pub mod generations;
 pub mod link;
+pub mod manifest;
 pub mod plan;
 pub mod scripts;
 pub mod venv;
@@ -26,7 +31,7 @@ use crate::config::{LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
-use crate::store::db::TierRow;
+use crate::store::db::GenerationRow;
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
 
@@ -38,6 +43,8 @@ pub struct MaterializeOptions {
     pub link_mode: LinkMode,
     /// Replace a venv at the target that tstore did not make.
     pub force: bool,
+    /// Generations to keep per tier (at least 1).
+    pub keep_generations: usize,
 }
 
 /// What one tier's materialize did.
@@ -50,6 +57,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct BuildReport {
     pub venv: PathBuf,
+    pub generation: i64,
     pub method: LinkMethod,
     pub files: usize,
     pub distributions: usize,
@@ -92,11 +100,9 @@ pub fn materialize(
         progress.notice(warning);
     }
 
-    let parent = target
-        .parent()
-        .context("a venv path needs a parent directory")?;
-    fs_err::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let generations = generations::Generations::of(target)?;
+    fs_err::create_dir_all(&generations.dir)
+        .with_context(|| format!("cannot create {}", generations.dir.display()))?;
     let _guard = FileLock::acquire(
         &input.store.lock_file(&target.display().to_string()),
         || {
@@ -112,43 +118,58 @@ pub fn materialize(
             venv: target.clone(),
         });
     }
-    venv::check_replaceable(target, options.force)?;
-    venv::remove_stale_staging(target);
+    generations.check_replaceable(options.force)?;
+    generations.remove_stale();
 
-    let staging = venv::staging_path(target)?;
+    let venv_key = target.display().to_string();
+    let recorded = input.store.db.generations(&venv_key)?;
+    let number = generations.next_number(recorded.iter().map(|g| g.number));
+    let staging = generations.staging(number);
     let built = build_venv(input, &plan, &staging, options, progress);
-    let report = match built {
+    let mut report = match built {
         Ok(report) => report,
         Err(err) => {
             let _ = fs_err::remove_dir_all(&staging);
             return Err(err.context(format!(
-                "materializing {} failed; the previous venv (if any) is untouched",
+                "materializing {} failed; the venv in use is untouched",
                 input.tier.name
             )));
         }
     };
-    venv::swap_into_place(&staging, target)?;
+    report.generation = number;
+    let path = generations.path(number);
+    fs_err::rename(&staging, &path)?;
+    manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
 
+    // Recorded before the switch: a generation the path may point at is
+    // always a gc root.
     let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
-    input.store.db.record_tier(
-        &TierRow {
-            venv: target.display().to_string(),
-            name: input.tier.name.clone(),
-            config: input.config_label.clone(),
-            lock: input.lock_path.display().to_string(),
+    input.store.db.record_generation(
+        &input.tier.name,
+        &input.config_label,
+        &GenerationRow {
+            venv: venv_key,
+            number,
+            path: path.display().to_string(),
             plan: plan.hash.clone(),
+            lock: input.lock_path.display().to_string(),
             link_method: report.method.to_string(),
-            materialized_at: crate::store::db::unix_now(),
+            created_at: crate::store::db::unix_now(),
         },
         &dist_ids,
     )?;
+    generations.switch_to(number)?;
+    generations.prune(input.store, options.keep_generations)?;
     Ok(Outcome::Built(report))
 }
 
-/// Same plan recorded and the same top-level entries in site-packages.
-/// Content edits inside the venv are not looked for here.
+/// Same plan recorded, no package made private by `tstore edit`, and the
+/// same top-level entries in site-packages. Content edits inside the venv are
+/// not looked for here (`tstore verify` does).
 fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
-    if venv::recorded_plan(target).as_deref() != Some(plan.hash.as_str()) {
+    if venv::recorded_plan(target).as_deref() != Some(plan.hash.as_str())
+        || !venv::edited_packages(target).is_empty()
+    {
         return false;
     }
     let Ok(entries) = std::fs::read_dir(target.join(&plan.site_packages)) else {
@@ -230,6 +251,7 @@ fn build_venv(
     venv::write_marker(staging, &plan.hash)?;
     Ok(BuildReport {
         venv: target.clone(),
+        generation: 0,
         method: linker.method(),
         files: plan.files.len(),
         distributions: input.fetched.len(),

@@ -22,17 +22,17 @@ use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};
 
 /// Where one venv file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileSource {
     /// Linked (or copied) from a store object.
-    Object(ObjectKey),
+    Object(#[serde(with = "key_text")] ObjectKey),
     /// An empty file, created fresh.
     Empty,
     /// Written from these bytes (launchers, scripts, RECORD…), with this mode.
-    Content(Vec<u8>, u32),
+    Content(#[serde(with = "base64_text")] Vec<u8>, u32),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlannedFile {
     /// Relative to the venv root.
     pub dest: PathBuf,
@@ -303,4 +303,35 @@ fn read_object(store: &Store, row: &FileRow) -> anyhow::Result<Vec<u8>> {
 
 fn sha256_b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(bytes))
+}
+
+/// Object keys as their text form in manifests.
+mod key_text {
+    use crate::store::ObjectKey;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(key: &ObjectKey, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(key)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectKey, D::Error> {
+        let text = String::deserialize(d)?;
+        ObjectKey::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("bad object key `{text}`")))
+    }
+}
+
+/// Written file contents as base64 in manifests.
+mod base64_text {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        STANDARD
+            .decode(String::deserialize(d)?)
+            .map_err(serde::de::Error::custom)
+    }
 }

@@ -1,24 +1,21 @@
-//! The venv itself: its PEP 405 skeleton (made by `uv venv`), the marker
-//! tstore leaves in `pyvenv.cfg`, and the atomic swap of a finished venv into
-//! place.
-//!
-//! A venv is built in `.<name>.tstore-staging-*` beside its final path and
-//! swapped in with `renameat2(RENAME_EXCHANGE)` (Linux), so the path always
-//! holds a complete venv: the old one until the swap, the new one after.
-//! Elsewhere two renames leave a moment with no venv at the path.
+//! The venv directory itself: its PEP 405 skeleton (made by `uv venv`) and
+//! the keys tstore keeps in its `pyvenv.cfg` (the plan it was built from, the
+//! packages `tstore edit` made private).
 
 #[cfg(target_os = "linux")]
 use std::ffi::CString;
 #[cfg(target_os = "linux")]
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::uv::Uv;
 
 /// The `pyvenv.cfg` key holding the hash of the plan a venv was built from.
 const PLAN_KEY: &str = "tstore-plan";
+/// The `pyvenv.cfg` key listing packages made private by `tstore edit`.
+const EDITED_KEY: &str = "tstore-edited";
 
 /// Creates the skeleton at `staging` for a venv that will live at `target`.
 pub fn create_skeleton(
@@ -83,97 +80,52 @@ pub fn recorded_plan(venv: &Path) -> Option<String> {
     })
 }
 
-/// Refuses to replace something at `target` that tstore did not make.
-pub fn check_replaceable(target: &Path, force: bool) -> anyhow::Result<()> {
-    match fs_err::symlink_metadata(target) {
-        Err(_) => Ok(()),
-        Ok(meta) if !meta.is_dir() => bail!(
-            "{} exists and is not a directory; move it away or set the tier's `venv` in tiers.toml",
-            target.display()
-        ),
-        Ok(_) if recorded_plan(target).is_some() || force => Ok(()),
-        Ok(_) if target.join("pyvenv.cfg").is_file() => bail!(
-            "{} is a venv tstore did not make; replacing it would lose it. Move it away, or pass \
-             --force to replace it",
-            target.display()
-        ),
-        Ok(_) => bail!(
-            "{} exists and is not a venv; move it away or set the tier's `venv` in tiers.toml",
-            target.display()
-        ),
-    }
-}
-
-/// A staging path beside `target`.
-pub fn staging_path(target: &Path) -> anyhow::Result<PathBuf> {
-    let parent = target
-        .parent()
-        .context("a venv path needs a parent directory")?;
-    let name = target
-        .file_name()
-        .context("a venv path needs a name")?
-        .to_string_lossy();
-    Ok(parent.join(format!(
-        ".{name}.tstore-staging-{}-{}",
-        std::process::id(),
-        crate::store::unique_suffix()
-    )))
-}
-
-/// Removes staging directories of `target` left by processes that died.
-pub fn remove_stale_staging(target: &Path) {
-    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
+/// Packages `tstore edit` made private in this venv.
+pub fn edited_packages(venv: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(venv.join("pyvenv.cfg")) else {
+        return Vec::new();
     };
-    let prefix = format!(".{}.tstore-staging-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid: i32 = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == EDITED_KEY).then(|| {
+                value
+                    .split(',')
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
-/// Moves the finished venv at `staging` to `target`, atomically replacing
-/// what is there; the old venv is deleted afterwards.
-pub fn swap_into_place(staging: &Path, target: &Path) -> anyhow::Result<()> {
-    if fs_err::symlink_metadata(target).is_err() {
-        fs_err::rename(staging, target)?;
-        return Ok(());
+/// Records that `package` was made private in this venv.
+pub fn mark_edited(venv: &Path, package: &str) -> anyhow::Result<()> {
+    let mut edited = edited_packages(venv);
+    if !edited.iter().any(|p| p == package) {
+        edited.push(package.to_string());
     }
-    if exchange(staging, target)? {
-        // `staging` now holds the old venv.
-        fs_err::remove_dir_all(staging)
-            .context("the new venv is in place, but removing the old one failed")?;
-        return Ok(());
-    }
-    // No RENAME_EXCHANGE on this filesystem: two renames, a brief gap.
-    let old = staging.with_extension("old");
-    fs_err::rename(target, &old)?;
-    if let Err(err) = fs_err::rename(staging, target) {
-        let _ = fs_err::rename(&old, target);
-        return Err(err.into());
-    }
-    fs_err::remove_dir_all(&old)?;
+    let cfg = venv.join("pyvenv.cfg");
+    let text = fs_err::read_to_string(&cfg)?;
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.split_once('=')
+                .is_none_or(|(k, _)| k.trim() != EDITED_KEY)
+        })
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("{EDITED_KEY} = {}", edited.join(",")));
+    // Written beside and renamed over: a reader never sees half a file.
+    let temp = venv.join(".pyvenv.cfg.tstore-tmp");
+    fs_err::write(&temp, lines.join("\n") + "\n")?;
+    fs_err::rename(&temp, &cfg)?;
     Ok(())
 }
 
 /// Swaps two paths in one step where the kernel can; false where it cannot.
 #[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
+pub fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
     let from = CString::new(a.as_os_str().as_bytes())?;
     let to = CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both paths are valid NUL-terminated strings.
@@ -190,6 +142,6 @@ fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn exchange(_a: &Path, _b: &Path) -> anyhow::Result<bool> {
+pub fn exchange(_a: &Path, _b: &Path) -> anyhow::Result<bool> {
     Ok(false)
 }

@@ -44,19 +44,29 @@ pub struct NewDistribution<'a> {
     pub sha256: &'a str,
     pub size: u64,
     pub tags: &'a str,
+    pub url: Option<&'a str>,
     pub built_from_sdist: Option<&'a str>,
 }
 
-/// A materialized tier.
+/// A materialized tier: its stable venv path and current generation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TierRow {
     pub venv: String,
     pub name: String,
     pub config: String,
-    pub lock: String,
+    pub current: i64,
+}
+
+/// One kept generation of a tier.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenerationRow {
+    pub venv: String,
+    pub number: i64,
+    pub path: String,
     pub plan: String,
+    pub lock: String,
     pub link_method: String,
-    pub materialized_at: i64,
+    pub created_at: i64,
 }
 
 pub struct Db {
@@ -147,8 +157,8 @@ impl Db {
             Some(id) => id,
             None => {
                 tx.execute(
-                    "INSERT INTO distributions (name, version, filename, sha256, size, tags, ingested_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO distributions (name, version, filename, sha256, size, tags, url, ingested_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         dist.name,
                         dist.version,
@@ -156,6 +166,7 @@ impl Db {
                         dist.sha256,
                         dist.size as i64,
                         dist.tags,
+                        dist.url,
                         unix_now()
                     ],
                 )?;
@@ -212,54 +223,234 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn record_tier(&self, tier: &TierRow, dist_ids: &[i64]) -> anyhow::Result<()> {
+    /// Records a new generation and makes it the tier's current one.
+    pub fn record_generation(
+        &self,
+        name: &str,
+        config: &str,
+        generation: &GenerationRow,
+        dist_ids: &[i64],
+    ) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM tiers WHERE venv = ?1", [&tier.venv])?;
         tx.execute(
-            "INSERT INTO tiers (venv, name, config, lock, plan, link_method, materialized_at) \
+            "INSERT INTO tiers (venv, name, config, current) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (venv) DO UPDATE SET name = ?2, config = ?3, current = ?4",
+            params![generation.venv, name, config, generation.number],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO generations (venv, number, path, plan, lock, link_method, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                tier.venv,
-                tier.name,
-                tier.config,
-                tier.lock,
-                tier.plan,
-                tier.link_method,
-                tier.materialized_at
+                generation.venv,
+                generation.number,
+                generation.path,
+                generation.plan,
+                generation.lock,
+                generation.link_method,
+                generation.created_at
             ],
         )?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO tier_distributions (venv, dist_id) VALUES (?1, ?2)",
+                "INSERT OR IGNORE INTO generation_distributions (venv, number, dist_id) VALUES (?1, ?2, ?3)",
             )?;
             for id in dist_ids {
-                stmt.execute(params![tier.venv, id])?;
+                stmt.execute(params![generation.venv, generation.number, id])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
+    pub fn set_current(&self, venv: &str, number: i64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE tiers SET current = ?2 WHERE venv = ?1",
+            params![venv, number],
+        )?;
+        Ok(())
+    }
+
     pub fn tiers(&self) -> anyhow::Result<Vec<TierRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT venv, name, config, lock, plan, link_method, materialized_at FROM tiers ORDER BY name",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT venv, name, config, current FROM tiers ORDER BY name, venv")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(TierRow {
                     venv: r.get(0)?,
                     name: r.get(1)?,
                     config: r.get(2)?,
-                    lock: r.get(3)?,
-                    plan: r.get(4)?,
-                    link_method: r.get(5)?,
-                    materialized_at: r.get(6)?,
+                    current: r.get(3)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Kept generations of the tier at `venv`, oldest first.
+    pub fn generations(&self, venv: &str) -> anyhow::Result<Vec<GenerationRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT venv, number, path, plan, lock, link_method, created_at FROM generations \
+             WHERE venv = ?1 ORDER BY number",
+        )?;
+        let rows = stmt
+            .query_map([venv], |r| {
+                Ok(GenerationRow {
+                    venv: r.get(0)?,
+                    number: r.get(1)?,
+                    path: r.get(2)?,
+                    plan: r.get(3)?,
+                    lock: r.get(4)?,
+                    link_method: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_generation(&self, venv: &str, number: i64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "DELETE FROM generations WHERE venv = ?1 AND number = ?2",
+            params![venv, number],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a tier and all its generations.
+    pub fn remove_tier(&self, venv: &str) -> anyhow::Result<()> {
+        self.conn()
+            .execute("DELETE FROM tiers WHERE venv = ?1", [venv])?;
+        Ok(())
+    }
+
+    /// Distributions of a generation, with names, for reports.
+    pub fn generation_distributions(
+        &self,
+        venv: &str,
+        number: i64,
+    ) -> anyhow::Result<Vec<DistRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.name, d.version, d.filename, d.sha256 FROM generation_distributions g \
+             JOIN distributions d ON d.id = g.dist_id WHERE g.venv = ?1 AND g.number = ?2 ORDER BY d.name",
+        )?;
+        let rows = stmt
+            .query_map(params![venv, number], dist_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every distribution: id, sha256, and the sdist sha256 it was built from.
+    pub fn all_distributions(&self) -> anyhow::Result<Vec<(i64, String, Option<String>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.sha256, b.sdist_sha256 FROM distributions d \
+             LEFT JOIN sdist_builds b ON b.dist_id = d.id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Ids of distributions used by any kept generation.
+    pub fn generation_dist_ids(&self) -> anyhow::Result<std::collections::HashSet<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT dist_id FROM generation_distributions")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<std::collections::HashSet<i64>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Removes distributions (and their files) by id, in one transaction,
+    /// then every object no remaining file refers to; returns those objects.
+    pub fn delete_distributions(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        let orphans: Vec<(String, u64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT key, size FROM objects o WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key)",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
+            for (key, _) in &orphans {
+                stmt.execute([key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(orphans)
+    }
+
+    /// Objects no file refers to, without deleting them (for --dry-run).
+    pub fn unreferenced_objects_after(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut conn = self.conn();
+        // A transaction that is rolled back: the same query as the real run.
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        let mut stmt = tx.prepare(
+            "SELECT key, size FROM objects o WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key)",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        tx.rollback()?;
+        Ok(rows)
+    }
+
+    /// Every recorded object key with its size.
+    pub fn all_objects(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT key, size FROM objects")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Which distributions hold an object, as (dist id, name, version, path in wheel).
+    pub fn object_users(&self, key: &str) -> anyhow::Result<Vec<(i64, String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.id, d.name, d.version, f.path FROM files f JOIN distributions d ON d.id = f.dist_id \
+             WHERE f.object = ?1 ORDER BY d.name",
+        )?;
+        let rows = stmt
+            .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Where a distribution was fetched from, and its wheel sha256 and file name.
+    pub fn distribution_source(
+        &self,
+        id: i64,
+    ) -> anyhow::Result<(Option<String>, String, String, Option<String>)> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT d.url, d.sha256, d.filename, b.sdist_sha256 FROM distributions d \
+             LEFT JOIN sdist_builds b ON b.dist_id = d.id WHERE d.id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?)
     }
 
     /// Object count and total bytes of distinct contents.
@@ -314,6 +505,7 @@ mod tests {
             sha256: "00",
             size: 10,
             tags: "py3-none-any",
+            url: None,
             built_from_sdist: None,
         };
         let id = db.insert_distribution(&dist, &files).unwrap();

@@ -35,6 +35,8 @@ pub struct WheelFile<'a> {
     /// Hex sha256 of the whole file.
     pub sha256: &'a str,
     pub size: u64,
+    /// Where the wheel (or the sdist it was built from) was fetched.
+    pub url: Option<&'a str>,
     /// sha256 of the sdist this wheel was built from, if tstore built it.
     pub built_from_sdist: Option<&'a str>,
 }
@@ -208,6 +210,7 @@ fn record_dist(
             sha256: wheel.sha256,
             size: wheel.size,
             tags,
+            url: wheel.url,
             built_from_sdist,
         },
         rows,

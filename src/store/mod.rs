@@ -12,6 +12,7 @@
 //!   tools/                 the uv tstore installs when none is found
 //!   interpreters/          cached answers of Python interpreter queries
 //!   run/                   advisory lock files
+//!   manifests/<plan>.json  every file of a generation and its source
 //! ```
 //!
 //! [`Store`] is the one type that knows these paths.
@@ -86,7 +87,7 @@ impl Store {
                     .with_context(|| format!("cannot create the store at {}", home.display()))?;
             }
         }
-        for dir in ["tmp", "locks", "tools", "interpreters", "run"] {
+        for dir in ["tmp", "locks", "tools", "interpreters", "run", "manifests"] {
             fs_err::create_dir_all(root.join(dir))?;
         }
         // Switching a new database to WAL and migrating its schema do not
@@ -119,6 +120,17 @@ impl Store {
 
     pub fn tools_dir(&self) -> PathBuf {
         self.root.join("tools")
+    }
+
+    /// The manifest of the venv plan with this hash.
+    pub fn manifest_path(&self, plan_hash: &str) -> PathBuf {
+        self.root
+            .join("manifests")
+            .join(format!("{plan_hash}.json"))
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.root.join("manifests")
     }
 
     pub fn interpreters_dir(&self) -> PathBuf {
