@@ -18,3 +18,4 @@ pub mod materialize;
 pub mod progress;
 pub mod store;
 pub mod uv;
+pub mod verify;

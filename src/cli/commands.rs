@@ -8,6 +8,8 @@ use tstore::fetch::{self, FetchOptions, Fetched};
 use tstore::lock::{self, LockOptions, LockStatus};
 use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
 
+use tstore::progress::Progress;
+
 use super::LockArgs;
 use super::session::Session;
 
@@ -69,8 +71,18 @@ fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Resu
     })
 }
 
+/// Held while a command adds or uses objects, so gc and repair wait.
+fn share_store(session: &Session<'_>) -> anyhow::Result<tstore::store::FileLock> {
+    tstore::store::FileLock::acquire_shared(&session.store.usage_lock(), || {
+        session
+            .reporter
+            .notice("waiting for `tstore gc` or `tstore verify --repair` to finish")
+    })
+}
+
 pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
+    let _store = share_store(session)?;
     session.ensure_locks(&tiers, args)?;
     for tier in tiers {
         let TierFetch {
@@ -97,6 +109,7 @@ pub fn materialize(
     force: bool,
 ) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
+    let _store = share_store(session)?;
     session.ensure_locks(&tiers, args)?;
     let options = MaterializeOptions {
         link_mode: link_mode.unwrap_or(session.config.link_mode),
@@ -291,6 +304,140 @@ pub fn edit(session: &Session<'_>, name: &str, package: &str) -> anyhow::Result<
         report.copied
     ));
     Ok(())
+}
+
+pub fn verify(
+    session: &Session<'_>,
+    names: &[String],
+    repair: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let venvs = if names.is_empty() {
+        None
+    } else {
+        Some(
+            session
+                .config
+                .select(names)?
+                .iter()
+                .map(|t| t.venv.clone())
+                .collect(),
+        )
+    };
+    let _store_lock = if repair {
+        Some(tstore::store::FileLock::acquire(
+            &session.store.usage_lock(),
+            || {
+                session
+                    .reporter
+                    .notice("waiting for other tstore processes using the store to finish")
+            },
+        )?)
+    } else {
+        None
+    };
+    let report = tstore::verify::verify(
+        &session.store,
+        &tstore::verify::VerifyOptions { repair, venvs },
+        session.reporter,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_verify_report(&report, repair);
+    }
+    Ok(match (report.problems(), report.unrepaired()) {
+        (0, _) => 0,
+        (_, 0) => 2,
+        _ => 1,
+    })
+}
+
+fn print_verify_report(report: &tstore::verify::Report, repair: bool) {
+    use tstore::verify::{FileFault, ObjectFault};
+    let corrupt = report.objects.len();
+    println!(
+        "store: {} objects ({}) checked: {}",
+        report.objects_checked,
+        human_bytes(report.bytes_checked),
+        if corrupt == 0 {
+            "all intact".to_string()
+        } else {
+            format!("{corrupt} damaged")
+        }
+    );
+    for object in &report.objects {
+        let fault = match object.fault {
+            ObjectFault::Missing => "is missing",
+            ObjectFault::Corrupt => "does not match its hash",
+            ObjectFault::Mode => "has the wrong mode",
+        };
+        println!("  object {} {fault}", &object.key);
+        println!("    used by: {}", object.used_by.join(", "));
+        if !object.tiers.is_empty() {
+            println!("    in tiers: {}", object.tiers.join(", "));
+        }
+        if repair {
+            println!(
+                "    {}",
+                if object.repaired {
+                    format!("repaired: {}", object.note)
+                } else {
+                    object.note.clone()
+                }
+            );
+        }
+    }
+    for tier in &report.tiers {
+        let generation = tier
+            .generation
+            .map(|g| format!(" (generation {g})"))
+            .unwrap_or_default();
+        if let Some(error) = &tier.error {
+            println!("{}{generation}: cannot check: {error}", tier.name);
+            continue;
+        }
+        let state = if tier.problems.is_empty() {
+            "ok".to_string()
+        } else {
+            plural(tier.problems.len(), "problem")
+        };
+        println!(
+            "{}{generation}: {} files, {state}",
+            tier.name, tier.files_checked
+        );
+        for problem in &tier.problems {
+            let what = match problem.fault {
+                FileFault::Missing => "missing",
+                FileFault::Modified => "modified",
+                FileFault::Extra => "extra (not from any package; left alone)",
+            };
+            let package = if problem.package.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", problem.package)
+            };
+            let repaired = if repair && problem.fault != FileFault::Extra {
+                if problem.repaired {
+                    " [repaired]"
+                } else {
+                    " [not repaired]"
+                }
+            } else {
+                ""
+            };
+            println!("  {package}{} {what}{repaired}", problem.path.display());
+        }
+        if !tier.edited.is_empty() {
+            println!(
+                "  edited (private copies, see `tstore edit`): {}",
+                tier.edited.join(", ")
+            );
+        }
+    }
+    if !repair && report.problems() > 0 {
+        println!("run `tstore verify --repair` to fix what can be fixed");
+    }
 }
 
 pub fn remove(session: &Session<'_>, name: &str) -> anyhow::Result<()> {

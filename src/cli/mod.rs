@@ -117,6 +117,27 @@ pub enum Command {
     /// verify` reports the package as edited; `tstore materialize TIER`
     /// brings the tier back to the shared files.
     Edit { tier: String, package: String },
+    /// Check the store and the materialized tiers; --repair fixes them.
+    ///
+    /// Re-hashes every object and checks each tier's current generation
+    /// against its manifest: hardlinked files must be the store object,
+    /// copies must hash to it, nothing missing or extra in site-packages.
+    /// --repair restores a corrupted object in place (keeping its inode, so
+    /// every tier linked to it is fixed) from a good copy or the wheel,
+    /// downloaded again and sha256-checked, and re-links damaged files.
+    ///
+    /// Exit status: 0 clean, 1 problems remain, 2 problems found and all
+    /// repaired.
+    Verify {
+        /// Tiers to check (default: every materialized tier; objects are
+        /// always checked).
+        tiers: Vec<String>,
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a tier's venv and all its generations.
     ///
     /// Objects only it used are freed by the next `tstore gc`.
@@ -138,9 +159,18 @@ fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
     text.parse()
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; returns the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let reporter = report::Reporter::new(cli.quiet, cli.verbose);
     let session = session::Session::open(cli.config.as_deref(), &reporter)?;
+    if let Command::Verify {
+        tiers,
+        repair,
+        json,
+    } = &cli.command
+    {
+        return commands::verify(&session, tiers, *repair, *json);
+    }
     match cli.command {
         Command::Lock { tiers, offline } => commands::lock(&session, &tiers, offline),
         Command::Fetch { tiers, lock } => commands::fetch(&session, &tiers, lock),
@@ -156,5 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),
         Command::Edit { tier, package } => commands::edit(&session, &tier, &package),
         Command::Remove { tier } => commands::remove(&session, &tier),
+        Command::Verify { .. } => unreachable!("handled above"),
     }
+    .map(|()| 0)
 }

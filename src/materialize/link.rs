@@ -119,6 +119,14 @@ impl Linker {
         })
     }
 
+    /// A linker for a method already known to work (repairing a generation).
+    pub fn with_method(method: LinkMethod) -> Self {
+        Self {
+            method,
+            copied_instead: AtomicU64::new(0),
+        }
+    }
+
     pub fn method(&self) -> LinkMethod {
         self.method
     }

@@ -137,6 +137,13 @@ impl Store {
         self.root.join("interpreters")
     }
 
+    /// The store-wide lock: held shared while objects are added or used
+    /// (fetch, materialize), exclusively while they may be removed or
+    /// rewritten (gc, verify --repair).
+    pub fn usage_lock(&self) -> PathBuf {
+        self.root.join("run").join("store.lock")
+    }
+
     /// Advisory lock file guarding one named resource (a venv path, say).
     pub fn lock_file(&self, name: &str) -> PathBuf {
         let digest = blake3::hash(name.as_bytes()).to_hex();
@@ -166,14 +173,23 @@ pub fn unique_suffix() -> String {
     format!("{nanos:08x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// An exclusive advisory lock (flock) held until dropped.
+/// An advisory lock (flock) held until dropped.
 pub struct FileLock {
     _file: std::fs::File,
 }
 
 impl FileLock {
-    /// Takes the lock, calling `on_wait` once if another process holds it.
+    /// Takes the lock exclusively, calling `on_wait` once if another process holds it.
     pub fn acquire(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
+        Self::take(path, libc::LOCK_EX, on_wait)
+    }
+
+    /// Takes the lock shared with other shared holders.
+    pub fn acquire_shared(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
+        Self::take(path, libc::LOCK_SH, on_wait)
+    }
+
+    fn take(path: &Path, operation: i32, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -182,9 +198,9 @@ impl FileLock {
             .open(path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) } != 0 {
             on_wait();
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
                 return Err(std::io::Error::last_os_error())
                     .with_context(|| format!("cannot lock {}", path.display()));
             }

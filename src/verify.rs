@@ -1,0 +1,600 @@
+//! `tstore verify [--repair]`: is the store what it says, and is every
+//! materialized tier what its manifest says?
+//!
+//! - Every object is re-hashed (blake3, in parallel) and its mode checked.
+//! - Every file of each tier's current generation is checked against the
+//!   generation's manifest: a hardlinked file must be the object's inode, a
+//!   copied or reflinked one must hash to the object, written files must
+//!   match byte for byte; files missing from, or extra in, site-packages are
+//!   reported. Packages made private by `tstore edit` are reported as edited.
+//!
+//! Repair restores a corrupted object **in place, keeping its inode**, so
+//! every tier hardlinked to it is fixed at once. The good content comes from a
+//! file elsewhere that still hashes right, else from the wheel, downloaded
+//! again and checked against its recorded sha256. Damaged tier files are
+//! linked or written again. Extra files are reported, never deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::lock::pylock::Location;
+use crate::materialize::generations::Generations;
+use crate::materialize::link::{LinkMethod, Linker};
+use crate::materialize::manifest::Manifest;
+use crate::materialize::plan::FileSource;
+use crate::materialize::venv;
+use crate::progress::Progress;
+use crate::store::{ObjectKey, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub repair: bool,
+    /// Venv paths of the tiers to check; `None`: every materialized tier.
+    pub venvs: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectFault {
+    /// The object file is gone.
+    Missing,
+    /// Its content no longer hashes to its name.
+    Corrupt,
+    /// Writable, or its exec bit disagrees with its name.
+    Mode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectProblem {
+    pub key: String,
+    pub fault: ObjectFault,
+    /// `name version (path in wheel)` of every distribution holding it.
+    pub used_by: Vec<String>,
+    /// Tiers whose current generation holds it.
+    pub tiers: Vec<String>,
+    pub repaired: bool,
+    /// How it was repaired, or why it could not be.
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFault {
+    Missing,
+    Modified,
+    /// In site-packages but in no distribution of the tier.
+    Extra,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileProblem {
+    pub package: String,
+    /// Relative to the venv.
+    pub path: PathBuf,
+    pub fault: FileFault,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TierReport {
+    pub name: String,
+    pub venv: PathBuf,
+    pub generation: Option<i64>,
+    pub files_checked: usize,
+    pub problems: Vec<FileProblem>,
+    /// Packages made private by `tstore edit` (not problems).
+    pub edited: Vec<String>,
+    /// Set when the tier could not be checked at all.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub objects_checked: usize,
+    pub bytes_checked: u64,
+    pub objects: Vec<ObjectProblem>,
+    pub tiers: Vec<TierReport>,
+}
+
+impl Report {
+    pub fn problems(&self) -> usize {
+        self.objects.len()
+            + self
+                .tiers
+                .iter()
+                .map(|t| t.problems.len() + usize::from(t.error.is_some()))
+                .sum::<usize>()
+    }
+
+    pub fn unrepaired(&self) -> usize {
+        self.objects.iter().filter(|o| !o.repaired).count()
+            + self
+                .tiers
+                .iter()
+                .map(|t| {
+                    t.problems.iter().filter(|p| !p.repaired).count()
+                        + usize::from(t.error.is_some())
+                })
+                .sum::<usize>()
+    }
+}
+
+/// One tier's current generation and what it should hold.
+struct TierState {
+    name: String,
+    venv: PathBuf,
+    root: PathBuf,
+    generation: i64,
+    method: LinkMethod,
+    manifest: Manifest,
+    edited: HashSet<String>,
+}
+
+pub fn verify(
+    store: &Store,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let (object_problems, object_inodes, checked, bytes) = check_objects(store, progress)?;
+    report.objects_checked = checked;
+    report.bytes_checked = bytes;
+
+    let mut tiers = Vec::new();
+    for row in store.db.tiers()? {
+        let venv = PathBuf::from(&row.venv);
+        if let Some(wanted) = &options.venvs {
+            if !wanted.contains(&venv) {
+                continue;
+            }
+        }
+        match load_tier(store, &row.name, &venv) {
+            Ok(state) => tiers.push(state),
+            Err(err) => report.tiers.push(TierReport {
+                name: row.name.clone(),
+                venv,
+                generation: None,
+                files_checked: 0,
+                problems: Vec::new(),
+                edited: Vec::new(),
+                error: Some(format!("{err:#}")),
+            }),
+        }
+    }
+
+    // Which tiers use each object, and files elsewhere that still hold an
+    // object's good content (repair sources).
+    let mut tiers_of: HashMap<ObjectKey, Vec<String>> = HashMap::new();
+    for tier in &tiers {
+        for file in &tier.manifest.files {
+            if let FileSource::Object(key) = &file.source {
+                let names = tiers_of.entry(*key).or_default();
+                if names.last() != Some(&tier.name) {
+                    names.push(tier.name.clone());
+                }
+            }
+        }
+    }
+    let good_copies: Mutex<HashMap<ObjectKey, PathBuf>> = Mutex::new(HashMap::new());
+    let mut tier_reports: Vec<(TierReport, &TierState)> = Vec::new();
+    for tier in &tiers {
+        let tier_report = check_tier(tier, &object_inodes, &good_copies, progress);
+        tier_reports.push((tier_report, tier));
+    }
+
+    let mut objects: Vec<ObjectProblem> = object_problems
+        .into_iter()
+        .map(|(key, fault)| {
+            let used_by = store
+                .db
+                .object_users(&key.to_string())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, name, version, path)| format!("{name} {version} ({path})"))
+                .collect();
+            ObjectProblem {
+                key: key.to_string(),
+                fault,
+                used_by,
+                tiers: tiers_of.get(&key).cloned().unwrap_or_default(),
+                repaired: false,
+                note: String::new(),
+            }
+        })
+        .collect();
+
+    if options.repair {
+        let good_copies = good_copies.into_inner().expect("no poisoned lock");
+        for problem in &mut objects {
+            let key = ObjectKey::parse(&problem.key).expect("keys come from the index");
+            match repair_object(store, &key, problem.fault, &good_copies, progress) {
+                Ok(note) => {
+                    problem.repaired = true;
+                    problem.note = note;
+                }
+                Err(err) => problem.note = format!("not repaired: {err:#}"),
+            }
+        }
+        let broken: HashSet<String> = objects
+            .iter()
+            .filter(|o| !o.repaired)
+            .map(|o| o.key.clone())
+            .collect();
+        for (tier_report, tier) in &mut tier_reports {
+            repair_tier_files(store, tier, tier_report, &broken);
+        }
+    }
+    report.objects = objects;
+    report
+        .tiers
+        .extend(tier_reports.into_iter().map(|(r, _)| r));
+    report.tiers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(report)
+}
+
+type ObjectCheck = (
+    Vec<(ObjectKey, ObjectFault)>,
+    HashMap<ObjectKey, (u64, u64)>,
+    usize,
+    u64,
+);
+
+/// Re-hashes every recorded object; returns problems, each object's
+/// (device, inode), and the count and bytes checked.
+fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<ObjectCheck> {
+    let objects = store.db.all_objects()?;
+    let total: u64 = objects.iter().map(|(_, size)| size).sum();
+    progress.start("verifying objects", objects.len() as u64, total);
+    let results: Vec<(ObjectKey, Option<ObjectFault>, Option<(u64, u64)>)> = objects
+        .par_iter()
+        .filter_map(|(text, size)| {
+            let key = ObjectKey::parse(text)?;
+            let path = store.object_path(&key);
+            let outcome = match fs_err::metadata(&path) {
+                Err(_) => (key, Some(ObjectFault::Missing), None),
+                Ok(meta) => {
+                    let inode = Some((meta.dev(), meta.ino()));
+                    let hashes_right = hash_file(&path).is_ok_and(|h| h == key.hash);
+                    progress.bytes(*size);
+                    let expected_mode = if key.executable { 0o555 } else { 0o444 };
+                    let fault = if !hashes_right {
+                        Some(ObjectFault::Corrupt)
+                    } else if meta.permissions().mode() & 0o777 != expected_mode {
+                        Some(ObjectFault::Mode)
+                    } else {
+                        None
+                    };
+                    (key, fault, inode)
+                }
+            };
+            progress.item_done("");
+            Some(outcome)
+        })
+        .collect();
+    progress.finish();
+    let mut problems = Vec::new();
+    let mut inodes = HashMap::with_capacity(results.len());
+    for (key, fault, inode) in results {
+        if let Some(fault) = fault {
+            problems.push((key, fault));
+        }
+        if let Some(inode) = inode {
+            inodes.insert(key, inode);
+        }
+    }
+    problems.sort_by_key(|(k, _)| *k);
+    Ok((problems, inodes, objects.len(), total))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+fn load_tier(store: &Store, name: &str, venv: &Path) -> anyhow::Result<TierState> {
+    let generations = Generations::of(venv)?;
+    let generation = generations.current().with_context(|| {
+        format!(
+            "{} does not point at a tstore generation: run `tstore materialize {name}`",
+            venv.display()
+        )
+    })?;
+    let row = store
+        .db
+        .generations(&venv.display().to_string())?
+        .into_iter()
+        .find(|g| g.number == generation)
+        .with_context(|| format!("the store has no record of generation {generation}"))?;
+    let method = match row.link_method.as_str() {
+        "reflink" => LinkMethod::Reflink,
+        "copy" => LinkMethod::Copy,
+        _ => LinkMethod::Hardlink,
+    };
+    let root = generations.path(generation);
+    Ok(TierState {
+        name: name.to_string(),
+        venv: venv.to_path_buf(),
+        edited: venv::edited_packages(&root).into_iter().collect(),
+        root,
+        generation,
+        method,
+        manifest: Manifest::load(store, &row.plan)?,
+    })
+}
+
+fn check_tier(
+    tier: &TierState,
+    object_inodes: &HashMap<ObjectKey, (u64, u64)>,
+    good_copies: &Mutex<HashMap<ObjectKey, PathBuf>>,
+    progress: &dyn Progress,
+) -> TierReport {
+    let normalize = crate::materialize::edit::normalize;
+    progress.start(
+        &format!("verifying {}", tier.name),
+        tier.manifest.files.len() as u64,
+        0,
+    );
+    let mut problems: Vec<FileProblem> = tier
+        .manifest
+        .files
+        .par_iter()
+        .filter_map(|file| {
+            progress.item_done("");
+            let dest = tier.root.join(&file.dest);
+            let problem = |fault| FileProblem {
+                package: file.dist.clone(),
+                path: file.dest.clone(),
+                fault,
+                repaired: false,
+            };
+            let Ok(meta) = fs_err::symlink_metadata(&dest) else {
+                return Some(problem(FileFault::Missing));
+            };
+            let edited = tier.edited.contains(&normalize(&file.dist));
+            let intact = match &file.source {
+                FileSource::Object(key) => {
+                    let same_inode = object_inodes.get(key) == Some(&(meta.dev(), meta.ino()));
+                    if same_inode {
+                        true
+                    } else if hash_file(&dest).is_ok_and(|h| h == key.hash) {
+                        good_copies
+                            .lock()
+                            .unwrap()
+                            .entry(*key)
+                            .or_insert_with(|| dest.clone());
+                        true
+                    } else {
+                        false
+                    }
+                }
+                FileSource::Empty => meta.len() == 0,
+                FileSource::Content(bytes, _) => fs_err::read(&dest).is_ok_and(|b| &b == bytes),
+            };
+            (!intact && !edited).then(|| problem(FileFault::Modified))
+        })
+        .collect();
+    progress.finish();
+
+    // Extra files: anything in site-packages no distribution put there
+    // (bytecode caches aside).
+    let expected: HashSet<&Path> = tier
+        .manifest
+        .files
+        .iter()
+        .map(|f| f.dest.as_path())
+        .collect();
+    let mut extras = Vec::new();
+    walk_files(&tier.root, &tier.manifest.site_packages, &mut extras);
+    for path in extras {
+        if !expected.contains(path.as_path()) {
+            problems.push(FileProblem {
+                package: String::new(),
+                path,
+                fault: FileFault::Extra,
+                repaired: false,
+            });
+        }
+    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut edited: Vec<String> = tier.edited.iter().cloned().collect();
+    edited.sort();
+    TierReport {
+        name: tier.name.clone(),
+        venv: tier.venv.clone(),
+        generation: Some(tier.generation),
+        files_checked: tier.manifest.files.len(),
+        problems,
+        edited,
+        error: None,
+    }
+}
+
+/// Files under `root/dir`, as paths relative to `root`, skipping `__pycache__`.
+fn walk_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let relative = dir.join(&name);
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                if name != "__pycache__" {
+                    walk_files(root, &relative, out);
+                }
+            }
+            Ok(_) => {
+                if !name.to_string_lossy().ends_with(".pyc") {
+                    out.push(relative);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Restores one object; returns how.
+fn repair_object(
+    store: &Store,
+    key: &ObjectKey,
+    fault: ObjectFault,
+    good_copies: &HashMap<ObjectKey, PathBuf>,
+    progress: &dyn Progress,
+) -> anyhow::Result<String> {
+    let path = store.object_path(key);
+    let mode = if key.executable { 0o555 } else { 0o444 };
+    if fault == ObjectFault::Mode {
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        return Ok("mode restored".into());
+    }
+    let (content, source) = match good_copies.get(key) {
+        Some(copy) => (fs_err::read(copy)?, format!("from {}", copy.display())),
+        None => content_from_wheel(store, key, progress)?,
+    };
+    if blake3::hash(&content).as_bytes() != &key.hash {
+        anyhow::bail!("the replacement content does not hash to the object either");
+    }
+    match fault {
+        ObjectFault::Missing => {
+            let temp = store.temp_path("repair");
+            fs_err::write(&temp, &content)?;
+            fs_err::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+            fs_err::rename(&temp, &path)?;
+        }
+        _ => {
+            // In place: the inode every hardlinked venv file shares is fixed.
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            let written = (|| -> std::io::Result<()> {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)?;
+                file.write_all(&content)?;
+                file.sync_all()
+            })();
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            written.with_context(|| format!("cannot rewrite {}", path.display()))?;
+        }
+    }
+    Ok(format!("restored {source}"))
+}
+
+/// The object's content, taken from one of the wheels that hold it,
+/// downloaded again and checked against its recorded sha256.
+fn content_from_wheel(
+    store: &Store,
+    key: &ObjectKey,
+    progress: &dyn Progress,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    let users = store.db.object_users(&key.to_string())?;
+    let client = crate::fetch::http::client()?;
+    let mut reasons = Vec::new();
+    for (dist_id, name, version, member) in users {
+        let (url, sha256, filename, built_from) = store.db.distribution_source(dist_id)?;
+        if built_from.is_some() {
+            reasons.push(format!("{name} {version} was built from an sdist"));
+            continue;
+        }
+        let Some(url) = url else {
+            reasons.push(format!("{name} {version} has no recorded URL"));
+            continue;
+        };
+        let location = if url.contains("://") {
+            Location::Url(url.clone())
+        } else {
+            Location::File(PathBuf::from(&url))
+        };
+        let temp = store.temp_path("repair-download");
+        let result = (|| -> anyhow::Result<Vec<u8>> {
+            let got = crate::fetch::http::download(&client, &location, &temp, progress)?;
+            anyhow::ensure!(
+                got.sha256 == sha256,
+                "{url} no longer matches the sha256 recorded for {filename}"
+            );
+            let mut archive = zip::ZipArchive::new(std::fs::File::open(&temp)?)?;
+            let mut entry = archive.by_name(&member)?;
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content)?;
+            Ok(content)
+        })();
+        let _ = std::fs::remove_file(&temp);
+        match result {
+            Ok(content) if blake3::hash(&content).as_bytes() == &key.hash => {
+                return Ok((content, format!("from {filename}")));
+            }
+            Ok(_) => reasons.push(format!("{member} in {filename} has other content")),
+            Err(err) => reasons.push(format!("{err:#}")),
+        }
+    }
+    anyhow::bail!(
+        "no good copy in any tier and no wheel to take it from ({})",
+        if reasons.is_empty() {
+            "no distribution holds it".to_string()
+        } else {
+            reasons.join("; ")
+        }
+    )
+}
+
+/// Links or writes damaged tier files again (objects that could not be
+/// repaired are skipped: linking them would spread the damage).
+fn repair_tier_files(
+    store: &Store,
+    tier: &TierState,
+    report: &mut TierReport,
+    broken: &HashSet<String>,
+) {
+    let linker = Linker::with_method(tier.method);
+    let by_path: HashMap<&Path, &crate::materialize::plan::PlannedFile> = tier
+        .manifest
+        .files
+        .iter()
+        .map(|f| (f.dest.as_path(), f))
+        .collect();
+    for problem in &mut report.problems {
+        if problem.fault == FileFault::Extra {
+            continue;
+        }
+        let Some(file) = by_path.get(problem.path.as_path()) else {
+            continue;
+        };
+        let dest = tier.root.join(&file.dest);
+        let result = (|| -> anyhow::Result<()> {
+            if let Some(parent) = dest.parent() {
+                fs_err::create_dir_all(parent)?;
+            }
+            let _ = std::fs::remove_file(&dest);
+            match &file.source {
+                FileSource::Object(key) => {
+                    anyhow::ensure!(!broken.contains(&key.to_string()), "its object is damaged");
+                    linker.link(&store.object_path(key), &dest, key.executable)?;
+                }
+                FileSource::Empty => {
+                    fs_err::write(&dest, b"")?;
+                }
+                FileSource::Content(bytes, mode) => {
+                    fs_err::write(&dest, bytes)?;
+                    fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+                }
+            }
+            Ok(())
+        })();
+        problem.repaired = result.is_ok();
+    }
+}
