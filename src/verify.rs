@@ -143,17 +143,24 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let (object_problems, object_inodes, checked, bytes) = check_objects(store, progress)?;
+    let ObjectCheck {
+        problems: object_problems,
+        inodes: object_inodes,
+        checked,
+        bytes,
+    } = check_objects(store, progress)?;
     report.objects_checked = checked;
     report.bytes_checked = bytes;
 
     let mut tiers = Vec::new();
     for row in store.db.tiers()? {
         let venv = PathBuf::from(&row.venv);
-        if let Some(wanted) = &options.venvs {
-            if !wanted.contains(&venv) {
-                continue;
-            }
+        if options
+            .venvs
+            .as_ref()
+            .is_some_and(|wanted| !wanted.contains(&venv))
+        {
+            continue;
         }
         match load_tier(store, &row.name, &venv) {
             Ok(state) => tiers.push(state),
@@ -239,26 +246,38 @@ pub fn verify(
     Ok(report)
 }
 
-type ObjectCheck = (
-    Vec<(ObjectKey, ObjectFault)>,
-    HashMap<ObjectKey, (u64, u64)>,
-    usize,
-    u64,
-);
+/// What re-hashing the objects found.
+struct ObjectCheck {
+    problems: Vec<(ObjectKey, ObjectFault)>,
+    /// (device, inode) of every object present, to recognize hardlinks.
+    inodes: HashMap<ObjectKey, (u64, u64)>,
+    checked: usize,
+    bytes: u64,
+}
 
-/// Re-hashes every recorded object; returns problems, each object's
-/// (device, inode), and the count and bytes checked.
+/// One object's state.
+struct ObjectState {
+    key: ObjectKey,
+    fault: Option<ObjectFault>,
+    inode: Option<(u64, u64)>,
+}
+
+/// Re-hashes every recorded object.
 fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<ObjectCheck> {
     let objects = store.db.all_objects()?;
     let total: u64 = objects.iter().map(|(_, size)| size).sum();
     progress.start("verifying objects", objects.len() as u64, total);
-    let results: Vec<(ObjectKey, Option<ObjectFault>, Option<(u64, u64)>)> = objects
+    let results: Vec<ObjectState> = objects
         .par_iter()
         .filter_map(|(text, size)| {
             let key = ObjectKey::parse(text)?;
             let path = store.object_path(&key);
             let outcome = match fs_err::metadata(&path) {
-                Err(_) => (key, Some(ObjectFault::Missing), None),
+                Err(_) => ObjectState {
+                    key,
+                    fault: Some(ObjectFault::Missing),
+                    inode: None,
+                },
                 Ok(meta) => {
                     let inode = Some((meta.dev(), meta.ino()));
                     let hashes_right = hash_file(&path).is_ok_and(|h| h == key.hash);
@@ -271,7 +290,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                     } else {
                         None
                     };
-                    (key, fault, inode)
+                    ObjectState { key, fault, inode }
                 }
             };
             progress.item_done("");
@@ -281,16 +300,21 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
     progress.finish();
     let mut problems = Vec::new();
     let mut inodes = HashMap::with_capacity(results.len());
-    for (key, fault, inode) in results {
-        if let Some(fault) = fault {
-            problems.push((key, fault));
+    for state in results {
+        if let Some(fault) = state.fault {
+            problems.push((state.key, fault));
         }
-        if let Some(inode) = inode {
-            inodes.insert(key, inode);
+        if let Some(inode) = state.inode {
+            inodes.insert(state.key, inode);
         }
     }
     problems.sort_by_key(|(k, _)| *k);
-    Ok((problems, inodes, objects.len(), total))
+    Ok(ObjectCheck {
+        problems,
+        inodes,
+        checked: objects.len(),
+        bytes: total,
+    })
 }
 
 fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
