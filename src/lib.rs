@@ -11,7 +11,10 @@
 //! `progress` is how the library reports to whoever drives it.
 
 pub mod config;
+pub mod du;
 pub mod fetch;
+pub mod fsinfo;
+pub mod gc;
 pub mod interpreter;
 pub mod lock;
 pub mod materialize;

@@ -440,6 +440,106 @@ fn print_verify_report(report: &tstore::verify::Report, repair: bool) {
     }
 }
 
+pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let _store_lock = tstore::store::FileLock::acquire(&session.store.usage_lock(), || {
+        session
+            .reporter
+            .notice("waiting for other tstore processes using the store to finish")
+    })?;
+    let locks = session
+        .config
+        .tiers
+        .keys()
+        .map(|name| session.lock_path(name))
+        .filter(|path| path.is_file())
+        .collect();
+    let report = tstore::gc::gc(
+        &session.store,
+        &tstore::gc::GcOptions {
+            dry_run,
+            locks,
+            keep_generations: session.config.keep_generations,
+        },
+        session.reporter,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{} {verb} {}: {}, {}, {}, {}, {}",
+        if dry_run { "gc --dry-run:" } else { "gc:" },
+        human_bytes(report.bytes_freed),
+        plural(report.distributions, "distribution"),
+        plural(report.objects, "object"),
+        plural(report.generations, "old generation"),
+        plural(report.manifests, "manifest"),
+        plural(report.temp_entries, "leftover temp entry")
+    );
+    if report.bytes_still_linked > 0 {
+        println!(
+            "  {} of removed objects are still linked from outside the store and stay on disk until those links go",
+            human_bytes(report.bytes_still_linked)
+        );
+    }
+    if let Some(growth) = report.measured_free_growth {
+        println!(
+            "  the filesystem's free space grew by {}{}",
+            if growth < 0 { "-" } else { "" },
+            human_bytes(growth.unsigned_abs())
+        );
+    }
+    Ok(())
+}
+
+pub fn du(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result<()> {
+    for name in names {
+        session.config.tier(name)?;
+    }
+    let report = tstore::du::du(&session.store, names)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>4} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "tier", "gen", "files", "plain copy", "only here", "shared", "private"
+    );
+    for tier in &report.tiers {
+        println!(
+            "{:<16} {:>4} {:>8} {:>12} {:>12} {:>12} {:>12}",
+            tier.name,
+            tier.generation,
+            tier.files,
+            human_bytes(tier.plain_copy_bytes),
+            human_bytes(tier.unique_bytes),
+            human_bytes(tier.shared_bytes),
+            human_bytes(tier.private_bytes)
+        );
+    }
+    println!(
+        "store: {} objects, {}; venvs (all kept generations): {}",
+        report.store_objects,
+        human_bytes(report.store_bytes),
+        human_bytes(report.venv_bytes)
+    );
+    let actual = report.store_bytes + report.venv_bytes;
+    let percent = if report.plain_copies_bytes > 0 {
+        report.saving_bytes as f64 * 100.0 / report.plain_copies_bytes as f64
+    } else {
+        0.0
+    };
+    println!(
+        "as plain copies: {}; with tstore: {}; saving: {}{} ({percent:.0}%)",
+        human_bytes(report.plain_copies_bytes),
+        human_bytes(actual),
+        if report.saving_bytes < 0 { "-" } else { "" },
+        human_bytes(report.saving_bytes.unsigned_abs())
+    );
+    Ok(())
+}
+
 pub fn remove(session: &Session<'_>, name: &str) -> anyhow::Result<()> {
     let tier = session.config.tier(name)?;
     materialize::generations::remove(&session.store, &tier.venv)?;

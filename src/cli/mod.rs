@@ -138,6 +138,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete what no tier can use any more, and say how much it frees.
+    ///
+    /// Roots are the kept generations of every tier and everything the
+    /// current locks name. Unused distributions and objects, generations
+    /// beyond keep-generations, and leftovers of crashed runs go. Freed bytes
+    /// count allocated blocks, and only for files whose every link is
+    /// deleted: an object still linked from a venv outside the store frees
+    /// nothing, and extents shared by reflinks are not counted.
+    Gc {
+        /// Report what would be deleted and freed, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disk use per tier and of the store, against plain copies.
+    ///
+    /// Allocated bytes (st_blocks), not file sizes. Per tier: files, what a
+    /// plain copy would take, bytes only it uses, bytes shared with other
+    /// tiers, its private files; then the store, all venvs, and the saving.
+    Du {
+        /// Tiers to show (default: every materialized tier).
+        tiers: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a tier's venv and all its generations.
     ///
     /// Objects only it used are freed by the next `tstore gc`.
@@ -186,6 +214,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),
         Command::Edit { tier, package } => commands::edit(&session, &tier, &package),
         Command::Remove { tier } => commands::remove(&session, &tier),
+        Command::Gc { dry_run, json } => commands::gc(&session, dry_run, json),
+        Command::Du { tiers, json } => commands::du(&session, &tiers, json),
         Command::Verify { .. } => unreachable!("handled above"),
     }
     .map(|()| 0)

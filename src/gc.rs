@@ -1,0 +1,302 @@
+//! `tstore gc [--dry-run]`: delete what no tier can use any more.
+//!
+//! Roots are every kept generation of every tier and every distribution named
+//! by a current lock (the locks those generations were built from, plus the
+//! locks of the tiers.toml in use). Everything else goes: distributions and
+//! their files, objects no remaining file uses, manifests of dropped
+//! generations, generations beyond the kept number, generation directories
+//! and temp files left by crashed runs.
+//!
+//! Freed bytes are counted exactly, from what the disk holds: a file frees
+//! its allocated blocks only if every link to its inode is being deleted (an
+//! object still hardlinked from a venv outside the store frees nothing), and
+//! extents shared with other files (reflinks) are not counted. The real run
+//! also reports how much the filesystem's free space actually grew.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fsinfo;
+use crate::lock::PyLock;
+use crate::materialize::generations::Generations;
+use crate::progress::Progress;
+use crate::store::{ObjectKey, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Locks of the configuration in use; their distributions are kept.
+    pub locks: Vec<PathBuf>,
+    /// Generations kept per tier.
+    pub keep_generations: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub distributions: usize,
+    pub objects: usize,
+    pub generations: usize,
+    pub manifests: usize,
+    pub temp_entries: usize,
+    /// Bytes the deletions free (or would free).
+    pub bytes_freed: u64,
+    /// Bytes of deleted store objects still held by links outside the store.
+    pub bytes_still_linked: u64,
+    /// Growth of the filesystem's free space over the real run.
+    pub measured_free_growth: Option<i64>,
+}
+
+pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow::Result<GcReport> {
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        ..GcReport::default()
+    };
+    let free_before = fsinfo::free_bytes(store.root()).ok();
+    let mut doomed_paths: Vec<PathBuf> = Vec::new();
+
+    // Generations beyond the kept number, and directories no record knows.
+    let mut lock_paths: HashSet<PathBuf> = options.locks.iter().cloned().collect();
+    for tier in store.db.tiers()? {
+        let generations = Generations::of(Path::new(&tier.venv))?;
+        let current = generations.current();
+        let recorded = store.db.generations(&tier.venv)?;
+        let mut numbers: Vec<i64> = recorded.iter().map(|g| g.number).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let mut keep: Vec<i64> = numbers
+            .iter()
+            .copied()
+            .take(options.keep_generations.max(1))
+            .collect();
+        keep.extend(current);
+        for row in &recorded {
+            if keep.contains(&row.number) {
+                lock_paths.insert(PathBuf::from(&row.lock));
+                continue;
+            }
+            report.generations += 1;
+            doomed_paths.push(generations.path(row.number));
+            if !options.dry_run {
+                store.db.delete_generation(&tier.venv, row.number)?;
+            }
+        }
+        // Directories of generations that were never recorded (a crash
+        // between building and recording) or whose record is gone.
+        for number in generations.on_disk() {
+            if !recorded.iter().any(|g| g.number == number) && Some(number) != current {
+                report.generations += 1;
+                doomed_paths.push(generations.path(number));
+            }
+        }
+        if !options.dry_run {
+            generations.remove_stale();
+        }
+    }
+
+    // Roots: kept generations' distributions and everything current locks name.
+    let mut rooted = store.db.generation_dist_ids()?;
+    if options.dry_run {
+        // Generations this run would drop are still recorded: do not count them.
+        rooted = kept_generation_dist_ids(store, options.keep_generations)?;
+    }
+    let mut locked_hashes: HashSet<String> = HashSet::new();
+    for path in &lock_paths {
+        if let Ok((lock, _)) = PyLock::read(path) {
+            for package in &lock.packages {
+                for artifact in package.wheels.iter().chain(&package.sdist) {
+                    if let Some(sha) = artifact.hashes.get("sha256") {
+                        locked_hashes.insert(sha.to_lowercase());
+                    }
+                }
+            }
+        }
+    }
+    let doomed_dists: Vec<i64> = store
+        .db
+        .all_distributions()?
+        .into_iter()
+        .filter(|(id, sha, sdist)| {
+            !rooted.contains(id)
+                && !locked_hashes.contains(sha)
+                && !sdist.as_ref().is_some_and(|s| locked_hashes.contains(s))
+        })
+        .map(|(id, _, _)| id)
+        .collect();
+    report.distributions = doomed_dists.len();
+    let doomed_objects = if options.dry_run {
+        store.db.unreferenced_objects_after(&doomed_dists)?
+    } else {
+        // Records go first: a crash after this leaves unrecorded files, which
+        // the next gc removes; never records of files that are gone.
+        store.db.delete_distributions(&doomed_dists)?
+    };
+    let known: HashSet<String> = store
+        .db
+        .all_objects()?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let doomed_keys: HashSet<&str> = doomed_objects.iter().map(|(k, _)| k.as_str()).collect();
+    let mut object_paths: Vec<PathBuf> = doomed_objects
+        .iter()
+        .filter_map(|(key, _)| ObjectKey::parse(key))
+        .map(|key| store.object_path(&key))
+        .collect();
+    // Object files no record knows (a crash between publishing and recording).
+    for shard in std::fs::read_dir(store.root().join("objects"))?.flatten() {
+        for entry in std::fs::read_dir(shard.path())?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) && !doomed_keys.contains(name.as_str()) {
+                object_paths.push(entry.path());
+            }
+        }
+    }
+    report.objects = object_paths.len();
+
+    // Manifests of generations no longer recorded.
+    let mut plans: HashSet<String> = HashSet::new();
+    for tier in store.db.tiers()? {
+        for generation in store.db.generations(&tier.venv)? {
+            if !options.dry_run || !doomed_paths.contains(&PathBuf::from(&generation.path)) {
+                plans.insert(generation.plan);
+            }
+        }
+    }
+    for entry in std::fs::read_dir(store.manifests_dir())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !plans.contains(name.trim_end_matches(".json")) {
+            report.manifests += 1;
+            doomed_paths.push(entry.path());
+        }
+    }
+
+    // Temp entries of processes that are gone (or older than a day).
+    for entry in std::fs::read_dir(store.tmp_dir())?.flatten() {
+        if is_stale_temp(&entry) {
+            report.temp_entries += 1;
+            doomed_paths.push(entry.path());
+        }
+    }
+
+    // Count, then delete.
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in doomed_paths.iter() {
+        if path.is_dir() {
+            fsinfo::walk_files(path, &mut files);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    progress.start("collecting garbage", 0, 0);
+    let (freed, still_linked) = count_freed(&files, &object_paths);
+    report.bytes_freed = freed;
+    report.bytes_still_linked = still_linked;
+    if !options.dry_run {
+        for path in object_paths.iter().chain(&doomed_paths) {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            if let Err(err) = removed {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    progress.notice(&format!("cannot remove {}: {err}", path.display()));
+                }
+            }
+        }
+        let free_after = fsinfo::free_bytes(store.root()).ok();
+        if let (Some(before), Some(after)) = (free_before, free_after) {
+            report.measured_free_growth = Some(after as i64 - before as i64);
+        }
+    }
+    progress.finish();
+    Ok(report)
+}
+
+/// Distributions of the generations a real run would keep.
+fn kept_generation_dist_ids(store: &Store, keep: usize) -> anyhow::Result<HashSet<i64>> {
+    let mut ids = HashSet::new();
+    for tier in store.db.tiers()? {
+        let current = Generations::of(Path::new(&tier.venv))?.current();
+        let mut recorded = store.db.generations(&tier.venv)?;
+        recorded.sort_by(|a, b| b.number.cmp(&a.number));
+        for (index, generation) in recorded.iter().enumerate() {
+            if index < keep.max(1) || Some(generation.number) == current {
+                for dist in store
+                    .db
+                    .generation_distributions(&tier.venv, generation.number)?
+                {
+                    ids.insert(dist.id);
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Bytes freed by deleting `files` (plus `objects`), and bytes of objects
+/// kept alive by links outside the deletion.
+fn count_freed(files: &[PathBuf], objects: &[PathBuf]) -> (u64, u64) {
+    struct Inode {
+        links_deleted: u64,
+        nlink: u64,
+        allocated: u64,
+        shared: u64,
+        is_object: bool,
+    }
+    let mut inodes: HashMap<(u64, u64), Inode> = HashMap::new();
+    let object_set: HashSet<&PathBuf> = objects.iter().collect();
+    for path in files.iter().chain(objects) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let entry = inodes
+            .entry((meta.dev(), meta.ino()))
+            .or_insert_with(|| Inode {
+                links_deleted: 0,
+                nlink: meta.nlink(),
+                allocated: fsinfo::allocated(&meta),
+                shared: fsinfo::shared_bytes(path),
+                is_object: false,
+            });
+        entry.links_deleted += 1;
+        entry.is_object |= object_set.contains(path);
+    }
+    let mut freed = 0;
+    let mut still_linked = 0;
+    for inode in inodes.values() {
+        if inode.links_deleted >= inode.nlink {
+            freed += inode.allocated.saturating_sub(inode.shared);
+        } else if inode.is_object {
+            still_linked += inode.allocated;
+        }
+    }
+    (freed, still_linked)
+}
+
+fn is_stale_temp(entry: &std::fs::DirEntry) -> bool {
+    let name = entry.file_name().to_string_lossy().into_owned();
+    // Names made by Store::temp_path: <prefix>-<pid>-<suffix>.
+    let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+    if let Some(pid) = pid {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        if pid as u32 != std::process::id() {
+            return !alive;
+        }
+        return false;
+    }
+    // Other temp directories (uv work dirs): stale after a day.
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 86_400)
+}

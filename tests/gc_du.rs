@@ -1,0 +1,236 @@
+//! gc and du: what goes, what stays, and the bytes counted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// 2 MiB of incompressible-enough text, so freed bytes are easy to see.
+fn big_text(seed: u32) -> String {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..(2 << 20) / 16)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            format!("{state:015}\n")
+        })
+        .collect()
+}
+
+struct Setup {
+    world: World,
+    server: FileServer,
+    root: PathBuf,
+}
+
+/// Tiers a (alpha, gamma) and b (alpha), materialized under `root`.
+fn setup(root: &Path) -> Setup {
+    let world = World::new();
+    let wheels = world.wheels();
+    WheelBuilder::new("alpha", "1.0")
+        .file("alpha/__init__.py", "A = 1\n")
+        .build(&wheels);
+    WheelBuilder::new("gamma", "1.0")
+        .file("gamma/__init__.py", "G = 1\n")
+        .file("gamma/data.txt", &big_text(7))
+        .build(&wheels);
+    let server = FileServer::start(&wheels);
+    let project = root.join("project");
+    fs_err::create_dir_all(&project).unwrap();
+    fs_err::write(
+        project.join("tiers.toml"),
+        format!(
+            "keep-generations = 1\nvenv-root = \"{}\"\n[tiers.a]\nrequirements = [\"alpha\", \"gamma\"]\n[tiers.b]\nrequirements = [\"alpha\"]\n",
+            root.join("venvs").display()
+        ),
+    )
+    .unwrap();
+    let setup = Setup {
+        world,
+        server,
+        root: root.to_path_buf(),
+    };
+    setup.lock("a", &["alpha", "gamma"]);
+    setup.lock("b", &["alpha"]);
+    setup.ok(&["materialize", "--frozen", "a", "b"]);
+    setup
+}
+
+impl Setup {
+    fn lock(&self, tier: &str, packages: &[&str]) {
+        let locked: Vec<LockedPackage> = packages
+            .iter()
+            .map(|p| {
+                LockedPackage::served(
+                    &self
+                        .world
+                        .wheels()
+                        .join(format!("{p}-1.0-py3-none-any.whl")),
+                    &self.server.url,
+                )
+            })
+            .collect();
+        write_pylock(
+            &self.root.join(format!("project/pylock.{tier}.toml")),
+            &locked,
+        );
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.world.tstore(args);
+        cmd.current_dir(self.root.join("project"))
+            .env("TSTORE_HOME", self.root.join("store"));
+        cmd
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn venv(&self, tier: &str) -> PathBuf {
+        self.root.join("venvs").join(tier)
+    }
+}
+
+/// A tmpfs mounted for the life of the value: a filesystem nothing else writes to.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn gc_frees_exactly_what_it_reports() {
+    let Some(fs) = Tmpfs::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let s = setup(fs.0.path());
+    // Nothing is garbage while both tiers use everything.
+    let report = s.json(&["gc", "--dry-run", "--json"]);
+    assert_eq!(report["distributions"], 0, "{report}");
+    assert_eq!(report["objects"], 0, "{report}");
+
+    // Tier a drops gamma; its old generation goes (keep-generations = 1).
+    s.lock("a", &["alpha"]);
+    s.ok(&["materialize", "--frozen", "a"]);
+    let dry = s.json(&["gc", "--dry-run", "--json"]);
+    assert_eq!(dry["distributions"], 1, "{dry}");
+    let would_free = dry["bytes_freed"].as_u64().unwrap();
+    assert!(would_free >= 2 << 20, "{dry}");
+
+    let real = s.json(&["gc", "--json"]);
+    assert_eq!(real["bytes_freed"].as_u64().unwrap(), would_free, "{real}");
+    let measured = real["measured_free_growth"].as_i64().unwrap();
+    // The index's write-ahead log grows a little while gc records the deletion.
+    assert!(
+        (measured - would_free as i64).abs() <= 256 << 10,
+        "reported {would_free}, the filesystem gained {measured}"
+    );
+    // What is left still works and verifies.
+    python_ok(&s.venv("a"), "import alpha");
+    python_ok(&s.venv("b"), "import alpha");
+    assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
+    let again = s.json(&["gc", "--json"]);
+    assert_eq!(again["bytes_freed"], 0, "{again}");
+}
+
+#[test]
+fn an_object_linked_from_outside_the_store_frees_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    // Someone keeps a hardlink to gamma's big file outside any tier.
+    let outside = dir.path().join("kept-copy.txt");
+    fs_err::hard_link(
+        s.venv("a")
+            .join("lib/python3.11/site-packages/gamma/data.txt"),
+        &outside,
+    )
+    .unwrap();
+    s.lock("a", &["alpha"]);
+    s.ok(&["materialize", "--frozen", "a"]);
+    let report = s.json(&["gc", "--json"]);
+    assert_eq!(report["distributions"], 1, "{report}");
+    assert!(
+        report["bytes_still_linked"].as_u64().unwrap() >= 2 << 20,
+        "{report}"
+    );
+    assert!(
+        report["bytes_freed"].as_u64().unwrap() < 1 << 20,
+        "{report}"
+    );
+    assert_eq!(fs_err::read_to_string(&outside).unwrap(), big_text(7));
+}
+
+#[test]
+fn gc_keeps_what_a_current_lock_names_and_removes_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    // Tier b is removed, but tier a still needs alpha: nothing of alpha goes.
+    s.ok(&["remove", "b"]);
+    // Leftovers of a crashed run: a temp file of a dead process, an unrecorded object.
+    let store = dir.path().join("store/v1");
+    fs_err::write(store.join("tmp/download-999999-abc"), "partial").unwrap();
+    fs_err::write(store.join("objects/ab").join("ab".repeat(32)), "orphan").unwrap();
+    let report = s.json(&["gc", "--json"]);
+    assert_eq!(report["distributions"], 0, "{report}");
+    assert_eq!(report["temp_entries"], 1, "{report}");
+    assert_eq!(report["objects"], 1, "{report}");
+    assert!(!store.join("tmp/download-999999-abc").exists());
+    python_ok(&s.venv("a"), "import alpha, gamma");
+    assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
+}
+
+#[test]
+fn du_counts_shared_and_unique_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let report = s.json(&["du", "--json"]);
+    let tiers = report["tiers"].as_array().unwrap();
+    let tier = |name: &str| tiers.iter().find(|t| t["name"] == name).unwrap().clone();
+    let (a, b) = (tier("a"), tier("b"));
+    // gamma's 2 MiB is a's alone; alpha is shared by both.
+    assert!(a["unique_bytes"].as_u64().unwrap() >= 2 << 20, "{a}");
+    assert_eq!(a["shared_bytes"], b["shared_bytes"]);
+    assert!(b["shared_bytes"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(b["unique_bytes"], 0, "{b}");
+    let plain: u64 = tiers
+        .iter()
+        .map(|t| t["plain_copy_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(report["plain_copies_bytes"].as_u64().unwrap(), plain);
+    let actual = report["store_bytes"].as_u64().unwrap() + report["venv_bytes"].as_u64().unwrap();
+    assert_eq!(
+        report["saving_bytes"].as_i64().unwrap(),
+        plain as i64 - actual as i64
+    );
+    let table = s.ok(&["du"]);
+    assert!(table.contains("as plain copies:"), "{table}");
+}
