@@ -201,10 +201,10 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
             } else {
                 std::fs::remove_file(path)
             };
-            if let Err(err) = removed {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    progress.notice(&format!("cannot remove {}: {err}", path.display()));
-                }
+            if let Err(err) = removed
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                progress.notice(&format!("cannot remove {}: {err}", path.display()));
             }
         }
         let free_after = fsinfo::free_bytes(store.root()).ok();
@@ -222,7 +222,7 @@ fn kept_generation_dist_ids(store: &Store, keep: usize) -> anyhow::Result<HashSe
     for tier in store.db.tiers()? {
         let current = Generations::of(Path::new(&tier.venv))?.current();
         let mut recorded = store.db.generations(&tier.venv)?;
-        recorded.sort_by(|a, b| b.number.cmp(&a.number));
+        recorded.sort_by_key(|g| std::cmp::Reverse(g.number));
         for (index, generation) in recorded.iter().enumerate() {
             if index < keep.max(1) || Some(generation.number) == current {
                 for dist in store
