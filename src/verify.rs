@@ -584,7 +584,7 @@ fn repair_tier_files(
     report: &mut TierReport,
     broken: &HashSet<String>,
 ) {
-    let linker = Linker::with_method(tier.method);
+    let linker = Linker::with_method(tier.method, store);
     let by_path: HashMap<&Path, &crate::materialize::plan::PlannedFile> = tier
         .manifest
         .files

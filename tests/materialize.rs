@@ -435,4 +435,11 @@ fn concurrent_processes_share_one_store() {
     assert_eq!(world.store_counts().0, 5);
     python_ok(&world.venv("t1"), "import alpha, compiled, ns.a");
     python_ok(&world.venv("t2"), "import beta");
+    let verify = world.run(&["verify"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }

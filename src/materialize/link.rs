@@ -1,13 +1,15 @@
 //! Getting a store object into a venv: reflink, else hardlink, else copy.
 //!
 //! What works is probed once per (store, target) pair with a scratch file,
-//! and reported once. A file that still cannot be linked the chosen way (too
-//! many links: EMLINK; another filesystem: EXDEV) is copied instead, and
-//! counted, so a fallback never fails a materialize half-way.
+//! and reported once. An object at the filesystem's link limit (EMLINK) is
+//! replaced in the store by a fresh copy, which the following links share.
+//! A file that still cannot be linked the chosen way (another filesystem:
+//! EXDEV) is copied instead, and counted, so a fallback never fails a
+//! materialize half-way.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::bail;
@@ -39,8 +41,12 @@ impl std::fmt::Display for LinkMethod {
 
 pub struct Linker {
     method: LinkMethod,
+    /// Where fresh object copies are staged (the store's tmp directory).
+    store_tmp: Option<PathBuf>,
     /// Files copied because the chosen method failed for them.
     pub copied_instead: AtomicU64,
+    /// Objects replaced by a fresh copy because they reached the link limit.
+    pub objects_renewed: AtomicU64,
 }
 
 /// The outcome of probing, with why a weaker method was chosen.
@@ -113,17 +119,21 @@ impl Linker {
         Ok(Probe {
             linker: Linker {
                 method,
+                store_tmp: Some(store.tmp_dir()),
                 copied_instead: AtomicU64::new(0),
+                objects_renewed: AtomicU64::new(0),
             },
             fallback_reason,
         })
     }
 
     /// A linker for a method already known to work (repairing a generation).
-    pub fn with_method(method: LinkMethod) -> Self {
+    pub fn with_method(method: LinkMethod, store: &Store) -> Self {
         Self {
             method,
+            store_tmp: Some(store.tmp_dir()),
             copied_instead: AtomicU64::new(0),
+            objects_renewed: AtomicU64::new(0),
         }
     }
 
@@ -141,6 +151,13 @@ impl Linker {
         };
         match result {
             Ok(()) => Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::EMLINK) && self.store_tmp.is_some() => {
+                self.renew_object(object)?;
+                std::fs::hard_link(object, dest).or_else(|_| {
+                    self.copied_instead.fetch_add(1, Ordering::Relaxed);
+                    copy_private(object, dest, executable)
+                })
+            }
             Err(err) if is_fallback_error(&err) => {
                 self.copied_instead.fetch_add(1, Ordering::Relaxed);
                 let _ = std::fs::remove_file(dest);
@@ -148,6 +165,27 @@ impl Linker {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+impl Linker {
+    /// Replaces `object` with a fresh copy of itself (a new inode with one
+    /// link), atomically: existing links keep the old inode.
+    fn renew_object(&self, object: &Path) -> io::Result<()> {
+        let tmp = self.store_tmp.as_ref().expect("checked by the caller");
+        let fresh = tmp.join(format!(
+            "renew-{}-{}",
+            std::process::id(),
+            crate::store::unique_suffix()
+        ));
+        std::fs::copy(object, &fresh)?;
+        let mode = std::fs::metadata(object)?.permissions().mode() & 0o777;
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&fresh, object).inspect_err(|_| {
+            let _ = std::fs::remove_file(&fresh);
+        })?;
+        self.objects_renewed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

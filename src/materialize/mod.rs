@@ -241,6 +241,12 @@ fn build_venv(
             Ok(())
         })?;
     progress.finish();
+    let renewed = linker.objects_renewed.load(Ordering::Relaxed);
+    if renewed > 0 {
+        progress.detail(&format!(
+            "{renewed} store object(s) reached the filesystem's link limit and were replaced by fresh copies"
+        ));
+    }
     let copied_instead = linker.copied_instead.load(Ordering::Relaxed);
     if copied_instead > 0 {
         progress.notice(&format!(

@@ -1,0 +1,327 @@
+//! Crash, disk-full and link-limit safety, each on the real binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A wheel of `files` modules (enough work that a kill lands mid-way).
+fn bulky_wheel(dir: &Path, name: &str, files: usize) -> PathBuf {
+    let mut builder =
+        WheelBuilder::new(name, "1.0").file(&format!("{name}/__init__.py"), "OK = True\n");
+    for i in 0..files {
+        builder = builder.file(
+            &format!("{name}/mod_{i}.py"),
+            &format!("# {name} {i}\n{}", "VALUE = 1\n".repeat(50 + i % 200)),
+        );
+    }
+    builder.build(dir)
+}
+
+/// A small deterministic random sequence (the seed is printed for reruns).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+fn verify_is_clean(world: &World, context: &str) {
+    let out = world.run(&["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify after {context}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
+    let world = World::new();
+    let wheels = world.wheels();
+    let base = bulky_wheel(&wheels, "base", 50);
+    let server = FileServer::start(&wheels);
+    world.write_tiers("keep-generations = 1\n[tiers.t]\nrequirements = [\"base\"]\n");
+    let lock = |extra: Option<&Path>| {
+        let mut packages = vec![LockedPackage::served(&base, &server.url)];
+        packages.extend(extra.map(|w| LockedPackage::served(w, &server.url)));
+        write_pylock(&world.project().join("pylock.t.toml"), &packages);
+    };
+    lock(None);
+    world.ok(&["materialize", "--frozen", "t"]);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test seed: {seed}");
+    let mut random = Lcg(seed);
+    let mut kills = 0;
+    // How long each command runs when left alone, so kills land throughout.
+    let mut longest = [Duration::from_millis(300), Duration::from_millis(100)];
+    let mut round = 0;
+    while kills < 24 {
+        round += 1;
+        assert!(
+            round < 80,
+            "only {kills} kills in {round} rounds (seed {seed})"
+        );
+        // Each round brings a new wheel: the run downloads, ingests and
+        // materializes; every third round collects garbage instead.
+        let (args, expect_import): (Vec<&str>, Option<String>) = if round % 3 == 2 {
+            (vec!["gc"], None)
+        } else {
+            let name = format!("extra{round}");
+            let wheel = bulky_wheel(&wheels, &name, 300);
+            lock(Some(&wheel));
+            (vec!["materialize", "--frozen", "t"], Some(name))
+        };
+        let kind = usize::from(args[0] == "gc");
+        let delay = Duration::from_millis(random.next(longest[kind].as_millis() as u64 * 9 / 10));
+        let started = Instant::now();
+        let mut child = world
+            .tstore(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if !killed {
+            longest[kind] = longest[kind].max(started.elapsed());
+        }
+        let context = format!("round {round} ({args:?}, killed after {delay:?}: {killed})");
+        verify_is_clean(&world, &context);
+        // The venv in use works, whichever generation it is.
+        python_ok(&world.venv("t"), "import base; assert base.OK");
+        // Running again finishes the job.
+        world.ok(&args);
+        verify_is_clean(&world, &format!("rerun of {context}"));
+        if let Some(name) = expect_import {
+            python_ok(&world.venv("t"), &format!("import {name}, base"));
+        }
+    }
+}
+
+/// A tmpfs of `size` mounted for the life of the value.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l"])
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
+    let Some(fs) = SmallFs::mount("12m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let root = fs.0.path();
+    let world = World::new();
+    let wheels = world.wheels();
+    let small = WheelBuilder::new("small", "1.0")
+        .file("small/__init__.py", "OK = 1\n")
+        .build(&wheels);
+    // ~16 MiB that does not compress: more than the filesystem holds.
+    let mut state = 88172645463325252u64;
+    let noise: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let huge = WheelBuilder::new("huge", "1.0")
+        .raw("huge/blob.bin", &noise, 0o100644)
+        .build(&wheels);
+    let server = FileServer::start(&wheels);
+    let project = root.join("project");
+    fs_err::create_dir_all(&project).unwrap();
+    fs_err::write(
+        project.join("tiers.toml"),
+        format!(
+            "venv-root = \"{}\"\n[tiers.t]\nrequirements = [\"small\"]\n",
+            root.join("venvs").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        world
+            .tstore(args)
+            .current_dir(&project)
+            .env("TSTORE_HOME", root.join("store"))
+            .output()
+            .unwrap()
+    };
+    write_pylock(
+        &project.join("pylock.t.toml"),
+        &[LockedPackage::served(&small, &server.url)],
+    );
+    assert!(run(&["materialize", "--frozen", "t"]).status.success());
+
+    write_pylock(
+        &project.join("pylock.t.toml"),
+        &[
+            LockedPackage::served(&small, &server.url),
+            LockedPackage::served(&huge, &server.url),
+        ],
+    );
+    let out = run(&["materialize", "--frozen", "t"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("hint: the disk is full"),
+        "{stderr}"
+    );
+    // No partial downloads or staged objects, the store verifies, the venv works.
+    let tmp: Vec<_> = fs_err::read_dir(root.join("store/v1/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "left in tmp: {tmp:?}");
+    let verify = run(&["verify"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    python_ok(&root.join("venvs/t"), "import small");
+}
+
+#[test]
+fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ext4.img");
+    let mountpoint = dir.path().join("mnt");
+    fs_err::create_dir(&mountpoint).unwrap();
+    let made = Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&image)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status()
+            .is_ok_and(|s| s.success())
+        && Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mountpoint)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!("skipped: cannot mount a loop ext4 here (needs root and e2fsprogs)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mountpoint.clone());
+
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "OK = 1\n")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    let project = mountpoint.join("project");
+    fs_err::create_dir_all(&project).unwrap();
+    fs_err::write(
+        project.join("tiers.toml"),
+        format!(
+            "venv-root = \"{}\"\n[tiers.a]\nrequirements = [\"pkg\"]\n[tiers.b]\nrequirements = [\"pkg\"]\n",
+            mountpoint.join("venvs").display()
+        ),
+    )
+    .unwrap();
+    for tier in ["a", "b"] {
+        write_pylock(
+            &project.join(format!("pylock.{tier}.toml")),
+            &[LockedPackage::served(&wheel, &server.url)],
+        );
+    }
+    let run = |args: &[&str]| {
+        let out = world
+            .tstore(args)
+            .current_dir(&project)
+            .env("TSTORE_HOME", mountpoint.join("store"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["materialize", "--frozen", "a"]);
+    let file_a = mountpoint.join("venvs/a/lib/python3.11/site-packages/pkg/__init__.py");
+    // Fill the object's links up to ext4's limit of 65,000.
+    let hoard = mountpoint.join("hoard");
+    fs_err::create_dir(&hoard).unwrap();
+    let mut made = 0;
+    for i in 0.. {
+        match std::fs::hard_link(&file_a, hoard.join(i.to_string())) {
+            Ok(()) => made += 1,
+            Err(err) if err.raw_os_error() == Some(libc::EMLINK) => break,
+            Err(err) => panic!("cannot link: {err}"),
+        }
+    }
+    assert!(made > 60_000, "only {made} links before the limit");
+
+    run(&["materialize", "--frozen", "b"]);
+    let file_b = mountpoint.join("venvs/b/lib/python3.11/site-packages/pkg/__init__.py");
+    let nlink = |p: &Path| std::os::unix::fs::MetadataExt::nlink(&fs_err::metadata(p).unwrap());
+    // b links a fresh object: a new inode with few links, shared by the store.
+    assert_ne!(inode_of(&file_a), inode_of(&file_b));
+    assert!(nlink(&file_b) == 2, "b's file has {} links", nlink(&file_b));
+    python_ok(&mountpoint.join("venvs/b"), "import pkg");
+    python_ok(&mountpoint.join("venvs/a"), "import pkg");
+    let out = world
+        .tstore(&["verify"])
+        .current_dir(&project)
+        .env("TSTORE_HOME", mountpoint.join("store"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
