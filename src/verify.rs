@@ -544,7 +544,7 @@ fn content_from_wheel(
         } else {
             Location::File(PathBuf::from(&url))
         };
-        let temp = store.temp_path("repair-download");
+        let temp = store.temp_path("redownload");
         let result = (|| -> anyhow::Result<Vec<u8>> {
             let got = crate::fetch::http::download(&client, &location, &temp, progress)?;
             anyhow::ensure!(

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -87,74 +87,18 @@ pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestE
         }
         return Ok(existing.id);
     }
-    let wheel_name = wheel.filename.to_string();
-    let filename = WheelFilename::from_str(wheel.filename).map_err(|e| IngestError::Filename {
-        wheel: wheel_name.clone(),
+    let file = File::open(wheel.path).map_err(|e| IngestError::Zip {
+        wheel: wheel.filename.to_string(),
         reason: e.to_string(),
     })?;
-    let zip_error = |e: zip::result::ZipError| IngestError::Zip {
-        wheel: wheel_name.clone(),
-        reason: e.to_string(),
-    };
-    let invalid = |message: String| IngestError::Invalid {
-        wheel: wheel_name.clone(),
-        message,
-    };
-
-    let mut archive = open_archive(wheel.path).map_err(zip_error)?;
-    let mut file_indices = Vec::new();
-    let mut names = Vec::new();
-    for index in 0..archive.len() {
-        let entry = archive.by_index_raw(index).map_err(zip_error)?;
-        let name = entry.name().to_string();
-        if let Err(reason) = safe_relative_path(&name) {
-            return Err(IngestError::UnsafeEntry {
-                wheel: wheel_name,
-                entry: name,
-                reason: format!("is not a safe relative path: it {reason}"),
-            });
-        }
-        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
-            return Err(IngestError::UnsafeEntry {
-                wheel: wheel_name,
-                entry: name,
-                reason: "is a symbolic link (wheels may only hold regular files)".into(),
-            });
-        }
-        if !entry.is_dir() {
-            file_indices.push(index);
-            names.push(name);
-        }
-    }
-
-    // The .dist-info directory, METADATA and RECORD are read first so a wheel
-    // that lies about itself is refused before any content is staged.
-    let dist_info = find_dist_info(&names, &filename).map_err(invalid)?;
-    let read_text =
-        |archive: &mut ZipArchive<BufReader<File>>, name: &str| -> Result<String, IngestError> {
-            let mut entry = archive.by_name(name).map_err(|_| IngestError::Invalid {
-                wheel: wheel_name.clone(),
-                message: format!("{name} is missing"),
-            })?;
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| IngestError::Zip {
-                    wheel: wheel_name.clone(),
-                    reason: format!("{name}: {e}"),
-                })?;
-            Ok(text)
-        };
-    let metadata = read_text(&mut archive, &format!("{dist_info}/METADATA"))?;
-    let (meta_name, meta_version) = wheel::parse_metadata(&metadata).map_err(invalid)?;
-    check_name_and_version(&filename, &meta_name, &meta_version).map_err(invalid)?;
-    wheel::check_wheel_file(&read_text(&mut archive, &format!("{dist_info}/WHEEL"))?)
-        .map_err(invalid)?;
-    let record_name = format!("{dist_info}/RECORD");
-    let record = wheel::parse_record(&read_text(&mut archive, &record_name)?).map_err(invalid)?;
+    let Inspection {
+        filename,
+        file_indices,
+        record,
+        record_name,
+    } = inspect_archive(BufReader::new(file), wheel.filename)?;
     let recorded: HashMap<&str, &wheel::RecordEntry> =
         record.iter().map(|e| (e.path.as_str(), e)).collect();
-    drop(archive);
 
     let staging = store.temp_path("ingest");
     fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
@@ -191,6 +135,90 @@ pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestE
     });
     let _ = fs_err::remove_dir_all(&staging);
     outcome
+}
+
+/// What a wheel says about itself, checked before any content is read.
+pub struct Inspection {
+    pub filename: WheelFilename,
+    /// Indices of the zip entries that are files.
+    pub file_indices: Vec<usize>,
+    pub record: Vec<wheel::RecordEntry>,
+    /// `<name>-<version>.dist-info/RECORD`.
+    pub record_name: String,
+}
+
+/// Checks a wheel's file name and every entry name, refuses links, and reads
+/// and checks METADATA (against the file name), WHEEL and RECORD, so a wheel
+/// that lies about itself is refused before any content is staged.
+pub fn inspect_archive<R: Read + Seek>(
+    reader: R,
+    wheel_name: &str,
+) -> Result<Inspection, IngestError> {
+    let filename = WheelFilename::from_str(wheel_name).map_err(|e| IngestError::Filename {
+        wheel: wheel_name.to_string(),
+        reason: e.to_string(),
+    })?;
+    let zip_error = |e: zip::result::ZipError| IngestError::Zip {
+        wheel: wheel_name.to_string(),
+        reason: e.to_string(),
+    };
+    let invalid = |message: String| IngestError::Invalid {
+        wheel: wheel_name.to_string(),
+        message,
+    };
+    let mut archive = ZipArchive::new(reader).map_err(zip_error)?;
+    let mut file_indices = Vec::new();
+    let mut names = Vec::new();
+    for index in 0..archive.len() {
+        let entry = archive.by_index_raw(index).map_err(zip_error)?;
+        let name = entry.name().to_string();
+        if let Err(reason) = safe_relative_path(&name) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name.to_string(),
+                entry: name,
+                reason: format!("is not a safe relative path: it {reason}"),
+            });
+        }
+        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name.to_string(),
+                entry: name,
+                reason: "is a symbolic link (wheels may only hold regular files)".into(),
+            });
+        }
+        if !entry.is_dir() {
+            file_indices.push(index);
+            names.push(name);
+        }
+    }
+
+    let dist_info = find_dist_info(&names, &filename).map_err(invalid)?;
+    let mut read_text = |name: &str| -> Result<String, IngestError> {
+        let mut entry = archive.by_name(name).map_err(|_| IngestError::Invalid {
+            wheel: wheel_name.to_string(),
+            message: format!("{name} is missing"),
+        })?;
+        let mut text = String::new();
+        entry
+            .read_to_string(&mut text)
+            .map_err(|e| IngestError::Zip {
+                wheel: wheel_name.to_string(),
+                reason: format!("{name}: {e}"),
+            })?;
+        Ok(text)
+    };
+    let metadata = read_text(&format!("{dist_info}/METADATA"))?;
+    let (meta_name, meta_version) = wheel::parse_metadata(&metadata).map_err(invalid)?;
+    check_name_and_version(&filename, &meta_name, &meta_version).map_err(invalid)?;
+    wheel::check_wheel_file(&read_text(&format!("{dist_info}/WHEEL"))?).map_err(invalid)?;
+    let record_name = format!("{dist_info}/RECORD");
+    let record = wheel::parse_record(&read_text(&record_name)?).map_err(invalid)?;
+    Ok(Inspection {
+        filename,
+        file_indices,
+        record,
+        record_name,
+    })
 }
 
 fn record_dist(
