@@ -15,7 +15,6 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::fsinfo;
-use crate::materialize::generations::Generations;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::store::{ObjectKey, Store};
@@ -76,21 +75,22 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
     let mut all_generation_dirs = Vec::new();
     for tier in store.db.tiers()? {
         let venv = PathBuf::from(&tier.venv);
-        let generations = Generations::of(&venv)?;
-        let recorded = store.db.generations(&tier.venv)?;
-        all_generation_dirs.extend(recorded.iter().map(|g| PathBuf::from(&g.path)));
-        let Some(current) = generations.current() else {
-            continue;
-        };
-        let Some(row) = recorded.iter().find(|g| g.number == current) else {
+        all_generation_dirs.extend(
+            store
+                .db
+                .generations(&tier.venv)?
+                .iter()
+                .map(|g| PathBuf::from(&g.path)),
+        );
+        let Ok(row) = crate::materialize::generations::current_record(store, &venv) else {
             continue;
         };
         loaded.push(Loaded {
             name: tier.name.clone(),
             venv,
-            generation: current,
+            generation: row.number,
             manifest: Manifest::load(store, &row.plan)?,
-            root: generations.path(current),
+            root: PathBuf::from(&row.path),
         });
     }
 

@@ -61,22 +61,8 @@ fn setup(root: &Path) -> Setup {
 
 impl Setup {
     fn lock(&self, tier: &str, packages: &[&str]) {
-        let locked: Vec<LockedPackage> = packages
-            .iter()
-            .map(|p| {
-                LockedPackage::served(
-                    &self
-                        .world
-                        .wheels()
-                        .join(format!("{p}-1.0-py3-none-any.whl")),
-                    &self.server.url,
-                )
-            })
-            .collect();
-        write_pylock(
-            &self.root.join(format!("project/pylock.{tier}.toml")),
-            &locked,
-        );
+        let lock = self.root.join(format!("project/pylock.{tier}.toml"));
+        lock_served(&lock, &self.world.wheels(), packages, &self.server.url);
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -105,34 +91,17 @@ impl Setup {
     }
 }
 
-/// A tmpfs mounted for the life of the value: a filesystem nothing else writes to.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount() -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
 #[test]
 fn gc_frees_exactly_what_it_reports() {
-    let Some(fs) = Tmpfs::mount() else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
+    // A filesystem nothing else writes to, so its free space is ours to measure.
+    let fs = match Mount::tmpfs("64m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
+            return;
+        }
     };
-    let s = setup(fs.0.path());
+    let s = setup(&fs.path);
     // Nothing is garbage while both tiers use everything.
     let report = s.json(&["gc", "--dry-run", "--json"]);
     assert_eq!(report["distributions"], 0, "{report}");

@@ -35,22 +35,8 @@ impl Project {
     }
 
     fn lock(&self, tier: &str, packages: &[&str]) {
-        let locked: Vec<LockedPackage> = packages
-            .iter()
-            .map(|p| {
-                LockedPackage::served(
-                    &self
-                        .world
-                        .wheels()
-                        .join(format!("{p}-1.0-py3-none-any.whl")),
-                    &self.server.url,
-                )
-            })
-            .collect();
-        write_pylock(
-            &self.world.project().join(format!("pylock.{tier}.toml")),
-            &locked,
-        );
+        let lock = self.world.project().join(format!("pylock.{tier}.toml"));
+        lock_served(&lock, &self.world.wheels(), packages, &self.server.url);
     }
 }
 

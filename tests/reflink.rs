@@ -4,55 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-/// An XFS image mounted for the life of the value.
-struct XfsMount {
-    // Keeps the image file alive until after the unmount in `drop`.
-    _dir: tempfile::TempDir,
-    mountpoint: PathBuf,
-}
-
-impl XfsMount {
-    fn create() -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = dir.path().join("xfs.img");
-        let mountpoint = dir.path().join("mnt");
-        fs_err::create_dir(&mountpoint).map_err(|e| e.to_string())?;
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{cmd:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        run(Command::new("truncate").args(["-s", "320M"]).arg(&image))?;
-        run(Command::new("mkfs.xfs")
-            .args(["-q", "-f", "-m", "reflink=1"])
-            .arg(&image))?;
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mountpoint))?;
-        Ok(Self {
-            _dir: dir,
-            mountpoint,
-        })
-    }
-}
-
-impl Drop for XfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mountpoint).status();
-    }
-}
 
 fn shares_extents(path: &Path) -> bool {
     let out = Command::new("filefrag")
@@ -65,14 +20,14 @@ fn shares_extents(path: &Path) -> bool {
 
 #[test]
 fn reflinked_files_share_extents_not_inodes() {
-    let mount = match XfsMount::create() {
+    let mount = match Mount::image("xfs", "320M", &["-q", "-f", "-m", "reflink=1"]) {
         Ok(mount) => mount,
         Err(reason) => {
             eprintln!("skipped: cannot mount a loop XFS here ({reason})");
             return;
         }
     };
-    let root = mount.mountpoint.clone();
+    let root = mount.path.clone();
     let world = World::new();
     let wheel = WheelBuilder::new("pkg", "1.0")
         .file("pkg/__init__.py", &"VALUE = 'reflinked'\n".repeat(400))

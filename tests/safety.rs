@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -118,37 +118,16 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
     }
 }
 
-/// A tmpfs of `size` mounted for the life of the value.
-struct SmallFs(tempfile::TempDir);
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(dir))
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .args(["-l"])
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
-    let Some(fs) = SmallFs::mount("12m") else {
-        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
-        return;
+    let fs = match Mount::tmpfs("12m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a small tmpfs here ({reason})");
+            return;
+        }
     };
-    let root = fs.0.path();
+    let root = fs.path.as_path();
     let world = World::new();
     let wheels = world.wheels();
     let small = WheelBuilder::new("small", "1.0")
@@ -223,37 +202,14 @@ fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
 
 #[test]
 fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("ext4.img");
-    let mountpoint = dir.path().join("mnt");
-    fs_err::create_dir(&mountpoint).unwrap();
-    let made = Command::new("truncate")
-        .args(["-s", "64M"])
-        .arg(&image)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&image)
-            .status()
-            .is_ok_and(|s| s.success())
-        && Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mountpoint)
-            .status()
-            .is_ok_and(|s| s.success());
-    if !made {
-        eprintln!("skipped: cannot mount a loop ext4 here (needs root and e2fsprogs)");
-        return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
+    let fs = match Mount::image("ext4", "64M", &["-q", "-F"]) {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a loop ext4 here ({reason})");
+            return;
         }
-    }
-    let _unmount = Unmount(mountpoint.clone());
+    };
+    let mountpoint = fs.path.clone();
 
     let world = World::new();
     let wheel = WheelBuilder::new("pkg", "1.0")

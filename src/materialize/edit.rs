@@ -8,9 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use super::generations::Generations;
 use super::manifest::Manifest;
 use super::plan::FileSource;
 use super::venv;
@@ -33,25 +32,7 @@ pub fn normalize(name: &str) -> String {
 }
 
 pub fn make_private(store: &Store, target: &Path, package: &str) -> anyhow::Result<EditReport> {
-    let generations = Generations::of(target)?;
-    let current = generations.current().with_context(|| {
-        format!(
-            "{} is not a materialized tier: run `tstore materialize` first",
-            target.display()
-        )
-    })?;
-    let venv_key = target.display().to_string();
-    let row = store
-        .db
-        .generations(&venv_key)?
-        .into_iter()
-        .find(|g| g.number == current)
-        .with_context(|| {
-            format!(
-                "the store has no record of generation {current} of {}",
-                target.display()
-            )
-        })?;
+    let row = super::generations::current_record(store, target)?;
     let manifest = Manifest::load(store, &row.plan)?;
     let wanted = normalize(package);
     let entries: Vec<_> = manifest
@@ -69,7 +50,7 @@ pub fn make_private(store: &Store, target: &Path, package: &str) -> anyhow::Resu
         bail!("`{package}` is not installed in {}{hint}", target.display());
     }
 
-    let root = generations.path(current);
+    let root = std::path::PathBuf::from(&row.path);
     let mut copied = 0;
     for entry in &entries {
         let FileSource::Object(key) = &entry.source else {

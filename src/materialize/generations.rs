@@ -308,3 +308,27 @@ fn join_numbers(numbers: &[i64]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The generation a tier's path points at, with its record.
+pub fn current_record(
+    store: &Store,
+    target: &Path,
+) -> anyhow::Result<crate::store::db::GenerationRow> {
+    let number = Generations::of(target)?.current().with_context(|| {
+        format!(
+            "{} does not point at a tstore generation: run `tstore materialize` for it",
+            target.display()
+        )
+    })?;
+    store
+        .db
+        .generations(&target.display().to_string())?
+        .into_iter()
+        .find(|g| g.number == number)
+        .with_context(|| {
+            format!(
+                "the store has no record of generation {number} of {}",
+                target.display()
+            )
+        })
+}

@@ -471,3 +471,85 @@ pub fn inode_of(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs_err::metadata(path).unwrap().ino()
 }
+
+/// A filesystem mounted for the life of the value. Tests that need one skip,
+/// saying why, where mounting is not permitted.
+pub struct Mount {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (e.g. "64m").
+    pub fn tmpfs(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("mnt");
+        fs_err::create_dir(&path).map_err(|e| e.to_string())?;
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&path),
+        )?;
+        Ok(Self { dir, path })
+    }
+
+    /// A loop-mounted image of `size` made by `mkfs.<fstype> MKFS_ARGS`.
+    pub fn image(fstype: &str, size: &str, mkfs_args: &[&str]) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join(format!("{fstype}.img"));
+        let path = dir.path().join("mnt");
+        fs_err::create_dir(&path).map_err(|e| e.to_string())?;
+        run_ok(Command::new("truncate").args(["-s", size]).arg(&image))?;
+        run_ok(
+            Command::new(format!("mkfs.{fstype}"))
+                .args(mkfs_args)
+                .arg(&image),
+        )?;
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&path),
+        )?;
+        Ok(Self { dir, path })
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Writes `lock` naming `<name>-1.0-py3-none-any.whl` from `wheels` for each
+/// name, served at `base_url`.
+pub fn lock_served(lock: &Path, wheels: &Path, names: &[&str], base_url: &str) {
+    let packages: Vec<LockedPackage> = names
+        .iter()
+        .map(|name| {
+            LockedPackage::served(
+                &wheels.join(format!("{name}-1.0-py3-none-any.whl")),
+                base_url,
+            )
+        })
+        .collect();
+    write_pylock(lock, &packages);
+}

@@ -14,19 +14,18 @@
 //! again and checked against its recorded sha256. Damaged tier files are
 //! linked or written again. Extra files are reported, never deleted.
 
+mod repair;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Context;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::lock::pylock::Location;
-use crate::materialize::generations::Generations;
-use crate::materialize::link::{LinkMethod, Linker};
+use crate::materialize::link::LinkMethod;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::materialize::venv;
@@ -221,7 +220,7 @@ pub fn verify(
         let good_copies = good_copies.into_inner().expect("no poisoned lock");
         for problem in &mut objects {
             let key = ObjectKey::parse(&problem.key).expect("keys come from the index");
-            match repair_object(store, &key, problem.fault, &good_copies, progress) {
+            match repair::repair_object(store, &key, problem.fault, &good_copies, progress) {
                 Ok(note) => {
                     problem.repaired = true;
                     problem.note = note;
@@ -235,7 +234,7 @@ pub fn verify(
             .map(|o| o.key.clone())
             .collect();
         for (tier_report, tier) in &mut tier_reports {
-            repair_tier_files(store, tier, tier_report, &broken);
+            repair::repair_tier_files(store, tier, tier_report, &broken);
         }
     }
     report.objects = objects;
@@ -332,31 +331,19 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 }
 
 fn load_tier(store: &Store, name: &str, venv: &Path) -> anyhow::Result<TierState> {
-    let generations = Generations::of(venv)?;
-    let generation = generations.current().with_context(|| {
-        format!(
-            "{} does not point at a tstore generation: run `tstore materialize {name}`",
-            venv.display()
-        )
-    })?;
-    let row = store
-        .db
-        .generations(&venv.display().to_string())?
-        .into_iter()
-        .find(|g| g.number == generation)
-        .with_context(|| format!("the store has no record of generation {generation}"))?;
+    let row = crate::materialize::generations::current_record(store, venv)?;
     let method = match row.link_method.as_str() {
         "reflink" => LinkMethod::Reflink,
         "copy" => LinkMethod::Copy,
         _ => LinkMethod::Hardlink,
     };
-    let root = generations.path(generation);
+    let root = PathBuf::from(&row.path);
     Ok(TierState {
         name: name.to_string(),
         venv: venv.to_path_buf(),
         edited: venv::edited_packages(&root).into_iter().collect(),
         root,
-        generation,
+        generation: row.number,
         method,
         manifest: Manifest::load(store, &row.plan)?,
     })
@@ -470,155 +457,5 @@ fn walk_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
             }
             Err(_) => {}
         }
-    }
-}
-
-/// Restores one object; returns how.
-fn repair_object(
-    store: &Store,
-    key: &ObjectKey,
-    fault: ObjectFault,
-    good_copies: &HashMap<ObjectKey, PathBuf>,
-    progress: &dyn Progress,
-) -> anyhow::Result<String> {
-    let path = store.object_path(key);
-    let mode = if key.executable { 0o555 } else { 0o444 };
-    if fault == ObjectFault::Mode {
-        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        return Ok("mode restored".into());
-    }
-    let (content, source) = match good_copies.get(key) {
-        Some(copy) => (fs_err::read(copy)?, format!("from {}", copy.display())),
-        None => content_from_wheel(store, key, progress)?,
-    };
-    if blake3::hash(&content).as_bytes() != &key.hash {
-        anyhow::bail!("the replacement content does not hash to the object either");
-    }
-    match fault {
-        ObjectFault::Missing => {
-            let temp = store.temp_path("repair");
-            fs_err::write(&temp, &content)?;
-            fs_err::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
-            fs_err::rename(&temp, &path)?;
-        }
-        _ => {
-            // In place: the inode every hardlinked venv file shares is fixed.
-            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-            let written = (|| -> std::io::Result<()> {
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(&path)?;
-                file.write_all(&content)?;
-                file.sync_all()
-            })();
-            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            written.with_context(|| format!("cannot rewrite {}", path.display()))?;
-        }
-    }
-    Ok(format!("restored {source}"))
-}
-
-/// The object's content, taken from one of the wheels that hold it,
-/// downloaded again and checked against its recorded sha256.
-fn content_from_wheel(
-    store: &Store,
-    key: &ObjectKey,
-    progress: &dyn Progress,
-) -> anyhow::Result<(Vec<u8>, String)> {
-    let users = store.db.object_users(&key.to_string())?;
-    let client = crate::fetch::http::client()?;
-    let mut reasons = Vec::new();
-    for (dist_id, name, version, member) in users {
-        let (url, sha256, filename, built_from) = store.db.distribution_source(dist_id)?;
-        if built_from.is_some() {
-            reasons.push(format!("{name} {version} was built from an sdist"));
-            continue;
-        }
-        let Some(url) = url else {
-            reasons.push(format!("{name} {version} has no recorded URL"));
-            continue;
-        };
-        let location = if url.contains("://") {
-            Location::Url(url.clone())
-        } else {
-            Location::File(PathBuf::from(&url))
-        };
-        let temp = store.temp_path("redownload");
-        let result = (|| -> anyhow::Result<Vec<u8>> {
-            let got = crate::fetch::http::download(&client, &location, &temp, progress)?;
-            anyhow::ensure!(
-                got.sha256 == sha256,
-                "{url} no longer matches the sha256 recorded for {filename}"
-            );
-            let mut archive = zip::ZipArchive::new(std::fs::File::open(&temp)?)?;
-            let mut entry = archive.by_name(&member)?;
-            let mut content = Vec::new();
-            entry.read_to_end(&mut content)?;
-            Ok(content)
-        })();
-        let _ = std::fs::remove_file(&temp);
-        match result {
-            Ok(content) if blake3::hash(&content).as_bytes() == &key.hash => {
-                return Ok((content, format!("from {filename}")));
-            }
-            Ok(_) => reasons.push(format!("{member} in {filename} has other content")),
-            Err(err) => reasons.push(format!("{err:#}")),
-        }
-    }
-    anyhow::bail!(
-        "no good copy in any tier and no wheel to take it from ({})",
-        if reasons.is_empty() {
-            "no distribution holds it".to_string()
-        } else {
-            reasons.join("; ")
-        }
-    )
-}
-
-/// Links or writes damaged tier files again (objects that could not be
-/// repaired are skipped: linking them would spread the damage).
-fn repair_tier_files(
-    store: &Store,
-    tier: &TierState,
-    report: &mut TierReport,
-    broken: &HashSet<String>,
-) {
-    let linker = Linker::with_method(tier.method, store);
-    let by_path: HashMap<&Path, &crate::materialize::plan::PlannedFile> = tier
-        .manifest
-        .files
-        .iter()
-        .map(|f| (f.dest.as_path(), f))
-        .collect();
-    for problem in &mut report.problems {
-        if problem.fault == FileFault::Extra {
-            continue;
-        }
-        let Some(file) = by_path.get(problem.path.as_path()) else {
-            continue;
-        };
-        let dest = tier.root.join(&file.dest);
-        let result = (|| -> anyhow::Result<()> {
-            if let Some(parent) = dest.parent() {
-                fs_err::create_dir_all(parent)?;
-            }
-            let _ = std::fs::remove_file(&dest);
-            match &file.source {
-                FileSource::Object(key) => {
-                    anyhow::ensure!(!broken.contains(&key.to_string()), "its object is damaged");
-                    linker.link(&store.object_path(key), &dest, key.executable)?;
-                }
-                FileSource::Empty => {
-                    fs_err::write(&dest, b"")?;
-                }
-                FileSource::Content(bytes, mode) => {
-                    fs_err::write(&dest, bytes)?;
-                    fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
-                }
-            }
-            Ok(())
-        })();
-        problem.repaired = result.is_ok();
     }
 }
