@@ -196,6 +196,7 @@ fn main() {
     };
     let lock_path = work.path().join("pylock.bench.toml");
     let input = TierInput {
+        inputs_key: "bench".into(),
         store: &store,
         uv: &uv,
         interpreter: &interpreter,

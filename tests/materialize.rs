@@ -443,3 +443,25 @@ fn concurrent_processes_share_one_store() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+#[test]
+fn an_unchanged_tier_is_recognized_without_uv() {
+    let world = World::new();
+    let _server = setup(&world);
+    world.ok(&["materialize", "--frozen", "t2"]);
+    // No uv anywhere: the no-op must not need it.
+    let out = world
+        .tstore(&["materialize", "--frozen", "t2"])
+        .env("TSTORE_UV", world.path().join("no-uv-here"))
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("t2: up to date"), "{stderr}");
+    // A change the cheap check sees (a package directory gone) still rebuilds.
+    fs_err::remove_dir_all(world.venv("t2").join("lib/python3.11/site-packages/beta")).unwrap();
+    let out = world.ok(&["materialize", "--frozen", "t2"]);
+    assert!(!out.contains("up to date"), "{out}");
+    python_ok(&world.venv("t2"), "import beta");
+}

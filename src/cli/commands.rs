@@ -118,6 +118,19 @@ pub fn materialize(
     };
     for tier in tiers {
         let started = Instant::now();
+        let lock_path = session.lock_path(&tier.name);
+        let lock_bytes = fs_err::read(&lock_path)?;
+        let inputs_key =
+            materialize::inputs_key(&session.store, tier, &lock_bytes, options.link_mode);
+        if materialize::is_unchanged(&tier.venv, &inputs_key) {
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            session.reporter.summary(&format!(
+                "{}: up to date: {} ({elapsed:.0} ms)",
+                tier.name,
+                tier.venv.display()
+            ));
+            continue;
+        }
         let TierFetch {
             interpreter,
             lock_path,
@@ -126,6 +139,7 @@ pub fn materialize(
         } = fetch_tier(session, tier, args.offline)?;
         let outcome = materialize::materialize(
             &TierInput {
+                inputs_key,
                 store: &session.store,
                 uv: session.uv()?,
                 interpreter: &interpreter,

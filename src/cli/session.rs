@@ -99,6 +99,20 @@ impl<'a> Session<'a> {
             }
             return Ok(out);
         }
+        // Current locks need no uv at all.
+        if tiers
+            .iter()
+            .all(|t| lock::is_current(&self.config, &self.store, t))
+        {
+            return Ok(tiers
+                .iter()
+                .map(|tier| TierLock {
+                    tier: tier.name.clone(),
+                    path: self.lock_path(&tier.name),
+                    status: LockStatus::Reused,
+                })
+                .collect());
+        }
         lock::lock_tiers(
             &self.config,
             &self.store,

@@ -66,6 +66,8 @@ pub struct BuildReport {
 }
 
 pub struct TierInput<'a> {
+    /// From [`inputs_key`]: recorded so an unchanged tier is found without uv.
+    pub inputs_key: String,
     pub store: &'a Store,
     pub uv: &'a Uv,
     pub interpreter: &'a Interpreter,
@@ -163,6 +165,38 @@ pub fn materialize(
     Ok(Outcome::Built(report))
 }
 
+/// Hash of what a tier's venv is built from that tstore can read without
+/// running uv or planning: the lock's bytes, the Python request, the venv
+/// path, the link mode, the store and tstore's version.
+pub fn inputs_key(store: &Store, tier: &Tier, lock: &[u8], link_mode: LinkMode) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        concat!("tstore-inputs-1/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        lock,
+        tier.python.as_bytes(),
+        tier.venv.as_os_str().as_encoded_bytes(),
+        link_mode.to_string().as_bytes(),
+        store.root().as_os_str().as_encoded_bytes(),
+    ] {
+        hasher
+            .update(&(part.len() as u64).to_le_bytes())
+            .update(part);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The cheap no-op check, before any uv call or planning: the venv was built
+/// from exactly these inputs, nothing was made private by `tstore edit`, its
+/// interpreter still exists, and site-packages has the same top-level names.
+/// (Inputs it cannot see, such as a newer interpreter `uv python find` would
+/// now pick, are left for the next change of the lock.)
+pub fn is_unchanged(target: &Path, inputs_key: &str) -> bool {
+    venv::recorded_inputs(target).as_deref() == Some(inputs_key)
+        && venv::edited_packages(target).is_empty()
+        && target.join("bin/python").exists()
+        && venv::entries_unchanged(target)
+}
+
 /// Same plan recorded, no package made private by `tstore edit`, and the
 /// same top-level entries in site-packages. Content edits inside the venv are
 /// not looked for here (`tstore verify` does).
@@ -254,7 +288,16 @@ fn build_venv(
             linker.method()
         ));
     }
-    venv::write_marker(staging, &plan.hash)?;
+    let entries = venv::entries_hash(plan.site_packages_entries.iter().map(String::as_str));
+    venv::write_marker(
+        staging,
+        &venv::Marker {
+            plan: &plan.hash,
+            inputs: &input.inputs_key,
+            site_packages: &plan.site_packages,
+            entries: &entries,
+        },
+    )?;
     Ok(BuildReport {
         venv: target.clone(),
         generation: 0,

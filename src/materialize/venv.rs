@@ -14,6 +14,10 @@ use crate::uv::Uv;
 
 /// The `pyvenv.cfg` key holding the hash of the plan a venv was built from.
 const PLAN_KEY: &str = "tstore-plan";
+/// The `pyvenv.cfg` key holding the hash of the inputs a venv was built from.
+const INPUTS_KEY: &str = "tstore-inputs";
+/// The `pyvenv.cfg` key holding site-packages and the hash of its entries.
+const ENTRIES_KEY: &str = "tstore-entries";
 /// The `pyvenv.cfg` key listing packages made private by `tstore edit`.
 const EDITED_KEY: &str = "tstore-edited";
 
@@ -57,27 +61,84 @@ pub fn create_skeleton(
 }
 
 /// Adds tstore's keys to `pyvenv.cfg`.
-pub fn write_marker(venv: &Path, plan_hash: &str) -> anyhow::Result<()> {
+/// What a generation was built from, kept in its `pyvenv.cfg`.
+pub struct Marker<'a> {
+    /// Hash of the plan (every file and its source).
+    pub plan: &'a str,
+    /// Hash of the inputs tstore can read without uv (see `inputs_key`).
+    pub inputs: &'a str,
+    /// site-packages, relative to the venv.
+    pub site_packages: &'a Path,
+    /// Hash of the names directly in site-packages.
+    pub entries: &'a str,
+}
+
+/// Adds tstore's keys to `pyvenv.cfg`.
+pub fn write_marker(venv: &Path, marker: &Marker<'_>) -> anyhow::Result<()> {
     let cfg = venv.join("pyvenv.cfg");
     let mut text = fs_err::read_to_string(&cfg)?;
     if !text.ends_with('\n') {
         text.push('\n');
     }
     text.push_str(&format!(
-        "tstore = {}\n{PLAN_KEY} = {plan_hash}\n",
-        env!("CARGO_PKG_VERSION")
+        "tstore = {}\n{PLAN_KEY} = {}\n{INPUTS_KEY} = {}\n{ENTRIES_KEY} = {} {}\n",
+        env!("CARGO_PKG_VERSION"),
+        marker.plan,
+        marker.inputs,
+        marker.site_packages.display(),
+        marker.entries,
     ));
     fs_err::write(&cfg, text)?;
     Ok(())
 }
 
-/// The plan hash recorded in a venv's `pyvenv.cfg`, if tstore built it.
-pub fn recorded_plan(venv: &Path) -> Option<String> {
+fn recorded(venv: &Path, wanted: &str) -> Option<String> {
     let text = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
     text.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
-        (key.trim() == PLAN_KEY).then(|| value.trim().to_string())
+        (key.trim() == wanted).then(|| value.trim().to_string())
     })
+}
+
+/// The plan hash recorded in a venv's `pyvenv.cfg`, if tstore built it.
+pub fn recorded_plan(venv: &Path) -> Option<String> {
+    recorded(venv, PLAN_KEY)
+}
+
+/// The inputs key recorded in a venv's `pyvenv.cfg`.
+pub fn recorded_inputs(venv: &Path) -> Option<String> {
+    recorded(venv, INPUTS_KEY)
+}
+
+/// Hash of a set of names (order does not matter).
+pub fn entries_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    for name in names {
+        hasher.update(name.as_bytes()).update(b"\0");
+    }
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+/// Whether site-packages holds the same top-level names as when the venv
+/// was built (one directory read).
+pub fn entries_unchanged(venv: &Path) -> bool {
+    let Some(value) = recorded(venv, ENTRIES_KEY) else {
+        return false;
+    };
+    let Some((dir, expected)) = value.rsplit_once(' ') else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(venv.join(dir)) else {
+        return false;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "__pycache__")
+        .collect();
+    entries_hash(names.iter().map(String::as_str)) == expected
 }
 
 /// Packages `tstore edit` made private in this venv.
