@@ -1,0 +1,711 @@
+//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--out DIR]`
+//!
+//! tstore against what users would pick instead, on Tekton's real tiers (the
+//! embedded default tiers.toml), side by side in one run:
+//!
+//! - **tstore**: `tstore materialize TIER` from a full store;
+//! - **uv**: `uv venv` + `uv pip sync --link-mode hardlink --offline` from a
+//!   warm uv cache, on the same pinned versions (tstore's locks written as
+//!   `name==version ; marker` pins: uv 0.13 re-downloads every wheel of a
+//!   pylock.toml on each sync, which would not be a warm install);
+//! - **copy**: the same with `--link-mode copy` (what pip gives).
+//!
+//! Scenarios: warm (store/cache full, venv gone), no-op (nothing changed),
+//! cold (store/cache empty; network-bound: reported, not chased), upgrade
+//! (the lock moves from a month-old resolution to today's), and disk use of
+//! all tiers per approach. Every time is the median of `--runs` (default 5),
+//! the approaches interleaved run by run. Results: a table on stdout,
+//! `results.json` and `chart.svg` in `--out` (default `target/bench-compare`).
+//!
+//! Profiles: `small` = tekton-core, tekton-ai (minutes); `full` = all five
+//! tiers (tekton-ml alone is 3.1 GB of wheels). Needs uv, Python 3.11,
+//! network to PyPI, and `du`. `TSTORE_BENCH_DIR` picks the filesystem under
+//! test (default: the system temp dir).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Bench {
+    work: PathBuf,
+    tstore: PathBuf,
+}
+
+#[derive(serde::Serialize, Default, Clone)]
+struct TierResult {
+    tier: String,
+    packages: usize,
+    /// Median seconds per approach and scenario.
+    warm: Triple,
+    noop: Triple,
+    cold: Triple,
+}
+
+#[derive(serde::Serialize, Default, Clone, Copy)]
+struct Triple {
+    tstore: f64,
+    uv: f64,
+    copy: f64,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Results {
+    date: String,
+    machine: String,
+    filesystem: String,
+    versions: String,
+    profile: String,
+    runs: usize,
+    tiers: Vec<TierResult>,
+    /// Bytes on disk (allocated, hardlinks counted once) for all tiers.
+    disk: Triple,
+    /// The parts: each directory alone.
+    disk_parts: Vec<(String, u64)>,
+    upgrade: Option<Upgrade>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Upgrade {
+    tier: String,
+    packages_changed: usize,
+    tstore_seconds: f64,
+    uv_seconds: f64,
+    tstore_store_growth: u64,
+    uv_cache_growth: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let profile = flag("--profile").unwrap_or_else(|| "small".into());
+    let tiers: Vec<&str> = match profile.as_str() {
+        "small" => vec!["tekton-core", "tekton-ai"],
+        "full" => vec![
+            "tekton-core",
+            "tekton-ai",
+            "tekton-data",
+            "tekton-dev",
+            "tekton-ml",
+        ],
+        other => panic!("unknown profile {other}: use small or full"),
+    };
+    let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
+    let cold_runs = if args.iter().any(|a| a == "--no-cold") {
+        0
+    } else {
+        runs
+    };
+    let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
+    let base = std::env::var_os("TSTORE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("tstore-compare-")
+        .tempdir_in(&base)
+        .unwrap();
+    let bench = Bench {
+        work: work.path().to_path_buf(),
+        tstore: PathBuf::from(env!("CARGO_BIN_EXE_tstore")),
+    };
+    std::fs::create_dir_all(&out).unwrap();
+
+    let mut results = Results {
+        date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"),
+        machine: format!(
+            "{} cores, {}, kernel {}",
+            shell("nproc"),
+            shell("free -h | awk '/Mem:/ {print $2}'"),
+            shell("uname -r")
+        ),
+        filesystem: shell(&format!("stat -f -c %T {}", bench.work.display())),
+        versions: format!(
+            "tstore {}, {}, Python {}",
+            env!("CARGO_PKG_VERSION"),
+            shell("uv --version"),
+            shell(
+                "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
+            )
+        ),
+        profile: profile.clone(),
+        runs,
+        ..Results::default()
+    };
+    eprintln!(
+        "{} on {} ({}); {}",
+        results.machine,
+        results.filesystem,
+        bench.work.display(),
+        results.versions
+    );
+
+    // Locks for every tier of the profile, and both caches filled.
+    bench.tstore(&["lock"]).expect("tstore lock");
+    bench
+        .tstore(
+            &["fetch"]
+                .iter()
+                .copied()
+                .chain(tiers.iter().copied())
+                .collect::<Vec<_>>(),
+        )
+        .expect("tstore fetch");
+    for tier in &tiers {
+        bench
+            .uv_install(tier, "hardlink", &bench.work.join("warmup-venv"))
+            .expect("uv warm-up");
+    }
+    // From here on uv installs from its cache alone (--offline).
+    std::fs::write(bench.work.join("uv-cache/.warm"), "").unwrap();
+
+    for tier in &tiers {
+        let mut samples: [Vec<Duration>; 6] = Default::default();
+        for run in 0..runs {
+            eprintln!("{tier}: run {}/{runs}", run + 1);
+            let _ = bench.tstore(&["remove", tier]);
+            samples[0].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
+            samples[1].push(
+                bench
+                    .uv_install(tier, "hardlink", &bench.venv("uv", tier))
+                    .unwrap(),
+            );
+            samples[2].push(
+                bench
+                    .uv_install(tier, "copy", &bench.venv("copy", tier))
+                    .unwrap(),
+            );
+            samples[3].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
+            samples[4].push(
+                bench
+                    .uv_sync(tier, "hardlink", &bench.venv("uv", tier))
+                    .unwrap(),
+            );
+            samples[5].push(
+                bench
+                    .uv_sync(tier, "copy", &bench.venv("copy", tier))
+                    .unwrap(),
+            );
+        }
+        let m = |i: usize| median(&samples[i]);
+        let mut cold = [Vec::new(), Vec::new(), Vec::new()];
+        for run in 0..cold_runs {
+            eprintln!("{tier}: cold run {}/{cold_runs}", run + 1);
+            let (t, u, c) = bench.cold(tier, run);
+            cold[0].push(t);
+            cold[1].push(u);
+            cold[2].push(c);
+        }
+        results.tiers.push(TierResult {
+            tier: tier.to_string(),
+            packages: bench.locked_packages(tier),
+            warm: Triple {
+                tstore: m(0),
+                uv: m(1),
+                copy: m(2),
+            },
+            noop: Triple {
+                tstore: m(3),
+                uv: m(4),
+                copy: m(5),
+            },
+            cold: if cold_runs == 0 {
+                Triple::default()
+            } else {
+                Triple {
+                    tstore: median(&cold[0]),
+                    uv: median(&cold[1]),
+                    copy: median(&cold[2]),
+                }
+            },
+        });
+    }
+
+    // Disk: every tier of the profile materialized by each approach.
+    let store = bench.work.join("store");
+    let venvs = bench.work.join("home/venvs");
+    results.disk = Triple {
+        tstore: disk_bytes(&[&store, &venvs]) as f64,
+        uv: disk_bytes(&[&bench.work.join("uv-cache"), &bench.work.join("venvs-uv")]) as f64,
+        copy: disk_bytes(&[&bench.work.join("venvs-copy")]) as f64,
+    };
+    for (name, dir) in [
+        ("tstore store", store.clone()),
+        ("tstore venvs", venvs.clone()),
+        ("uv cache", bench.work.join("uv-cache")),
+        ("uv venvs", bench.work.join("venvs-uv")),
+        ("copy venvs", bench.work.join("venvs-copy")),
+    ] {
+        results
+            .disk_parts
+            .push((name.to_string(), disk_bytes(&[&dir])));
+    }
+    results.upgrade = bench.upgrade(tiers[0]);
+
+    let table = render_table(&results);
+    println!("{table}");
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("chart.svg"), render_svg(&results)).unwrap();
+    std::fs::write(out.join("results.txt"), &table).unwrap();
+    eprintln!(
+        "wrote {}/results.json, chart.svg, results.txt",
+        out.display()
+    );
+}
+
+impl Bench {
+    fn tstore_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.tstore);
+        cmd.args(["-q"])
+            .args(args)
+            .current_dir(&self.work)
+            .env("TSTORE_HOME", self.work.join("store"))
+            .env("HOME", self.work.join("home"))
+            .env("UV_CACHE_DIR", self.work.join("tstore-uv-cache"));
+        cmd
+    }
+
+    fn tstore(&self, args: &[&str]) -> Result<Duration, String> {
+        timed(&mut self.tstore_cmd(args))
+    }
+
+    fn lock(&self, tier: &str) -> PathBuf {
+        self.work.join(format!("store/v1/locks/pylock.{tier}.toml"))
+    }
+
+    fn venv(&self, approach: &str, tier: &str) -> PathBuf {
+        self.work.join(format!("venvs-{approach}")).join(tier)
+    }
+
+    fn uv(&self, cache: &Path) -> Command {
+        let mut cmd = Command::new("uv");
+        cmd.env("UV_CACHE_DIR", cache)
+            .env("UV_NO_CONFIG", "1")
+            .arg("--quiet");
+        cmd
+    }
+
+    /// The tier's pins as a requirements file (name==version ; marker).
+    /// uv 0.13 re-downloads every wheel of a pylock.toml on each sync, so a
+    /// pylock would never let uv use its warm cache; pins do.
+    fn pins(&self, tier: &str) -> PathBuf {
+        let path = self.work.join(format!("pins-{tier}.txt"));
+        if !path.exists() {
+            let (parsed, _) = tstore::lock::PyLock::read(&self.lock(tier)).unwrap();
+            let lines: Vec<String> = parsed
+                .packages
+                .iter()
+                .map(|p| {
+                    let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
+                    match &p.marker {
+                        Some(marker) => format!("{pin} ; {marker}"),
+                        None => pin,
+                    }
+                })
+                .collect();
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        }
+        path
+    }
+
+    /// `uv venv` + `uv pip sync` into a fresh `venv`, from the shared cache
+    /// (offline once it is warm).
+    fn uv_install(&self, tier: &str, mode: &str, venv: &Path) -> Result<Duration, String> {
+        let cache = self.work.join("uv-cache");
+        self.uv_install_from(mode, venv, &cache, &self.pins(tier))
+    }
+
+    fn uv_install_from(
+        &self,
+        mode: &str,
+        venv: &Path,
+        cache: &Path,
+        pins: &Path,
+    ) -> Result<Duration, String> {
+        let _ = std::fs::remove_dir_all(venv);
+        let offline = cache.join(".warm").exists();
+        let started = Instant::now();
+        run(self.uv(cache).args(["venv", "--python", "3.11"]).arg(venv))?;
+        let mut sync = self.uv(cache);
+        sync.args(["pip", "sync", "--link-mode", mode, "--python"])
+            .arg(venv.join("bin/python"))
+            .arg(pins);
+        if offline {
+            sync.arg("--offline");
+        }
+        run(&mut sync)?;
+        Ok(started.elapsed())
+    }
+
+    /// `uv pip sync` into an existing, synced venv (the no-op).
+    fn uv_sync(&self, tier: &str, mode: &str, venv: &Path) -> Result<Duration, String> {
+        timed(
+            self.uv(&self.work.join("uv-cache"))
+                .args(["pip", "sync", "--offline", "--link-mode", mode, "--python"])
+                .arg(venv.join("bin/python"))
+                .arg(self.pins(tier)),
+        )
+    }
+
+    /// Cold: empty store / empty uv cache, same locks.
+    fn cold(&self, tier: &str, run: usize) -> (Duration, Duration, Duration) {
+        let dir = self.work.join(format!("cold-{tier}-{run}"));
+        let store = dir.join("store");
+        std::fs::create_dir_all(store.join("v1/locks")).unwrap();
+        std::fs::copy(
+            self.lock(tier),
+            store.join(format!("v1/locks/pylock.{tier}.toml")),
+        )
+        .unwrap();
+        let t = timed(
+            self.tstore_cmd(&["materialize", "--frozen", tier])
+                .env("TSTORE_HOME", &store)
+                .env("HOME", dir.join("home")),
+        )
+        .unwrap();
+        let u = self
+            .uv_install_from(
+                "hardlink",
+                &dir.join("uv-venv"),
+                &dir.join("uv-cache"),
+                &self.pins(tier),
+            )
+            .unwrap();
+        let c = self
+            .uv_install_from(
+                "copy",
+                &dir.join("copy-venv"),
+                &dir.join("copy-cache"),
+                &self.pins(tier),
+            )
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (t, u, c)
+    }
+
+    fn locked_packages(&self, tier: &str) -> usize {
+        std::fs::read_to_string(self.lock(tier))
+            .map(|t| t.matches("[[packages]]").count())
+            .unwrap_or(0)
+    }
+
+    /// The tier's lock as uv resolved it a month ago, then today's: time to
+    /// move a venv from one to the other, and how much each cache grows.
+    fn upgrade(&self, tier: &str) -> Option<Upgrade> {
+        let dir = self.work.join("upgrade");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old_lock = dir.join(format!("pylock.{tier}.toml"));
+        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
+        // The tier's own requirements (a flat list of locked names would
+        // lose the markers that keep Windows-only packages out).
+        let requirements = dir.join("requirements.in");
+        let config = tstore::config::Config::parse(
+            tstore::config::EMBEDDED_TIERS,
+            tstore::config::ConfigSource::Embedded,
+            Path::new("."),
+        )
+        .unwrap();
+        let lines: Vec<String> = config
+            .tier(tier)
+            .unwrap()
+            .requirements
+            .iter()
+            .map(|r| r.text.clone())
+            .collect();
+        std::fs::write(&requirements, lines.join("\n")).unwrap();
+        run(self
+            .uv(&self.work.join("uv-cache"))
+            .args([
+                "pip",
+                "compile",
+                "--universal",
+                "--format",
+                "pylock.toml",
+                "--python-version",
+                "3.11",
+                "--no-header",
+                "--exclude-newer",
+                &month_ago,
+            ])
+            .arg(&requirements)
+            .arg("-o")
+            .arg(&old_lock))
+        .ok()?;
+        let current = std::fs::read_to_string(self.lock(tier)).ok()?;
+        let old = std::fs::read_to_string(&old_lock).ok()?;
+        let versions = |text: &str| -> std::collections::BTreeSet<String> {
+            let mut out = std::collections::BTreeSet::new();
+            let mut name = String::new();
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix("name = ") {
+                    name = n.to_string();
+                } else if let Some(v) = line.strip_prefix("version = ") {
+                    out.insert(format!("{name}{v}"));
+                }
+            }
+            out
+        };
+        let packages_changed = versions(&current).difference(&versions(&old)).count();
+
+        // tstore: a project tiers.toml whose lock is first the old one, then
+        // today's, on a store of its own (the main store has today's already).
+        let store = dir.join("store");
+        let project = dir.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        let tiers_toml = tstore_tier_toml(tier, &self.work.join("upgrade-venvs"));
+        std::fs::write(project.join("tiers.toml"), tiers_toml).unwrap();
+        std::fs::copy(&old_lock, project.join(format!("pylock.{tier}.toml"))).unwrap();
+        let materialize = || {
+            self.tstore_cmd(&["materialize", "--frozen", tier])
+                .current_dir(&project)
+                .env("TSTORE_HOME", &store)
+                .status()
+                .unwrap()
+        };
+        materialize();
+        let store_before = disk_bytes(&[&store]);
+        std::fs::copy(self.lock(tier), project.join(format!("pylock.{tier}.toml"))).unwrap();
+        let started = Instant::now();
+        materialize();
+        let tstore_seconds = started.elapsed().as_secs_f64();
+        let tstore_store_growth = disk_bytes(&[&store]).saturating_sub(store_before);
+
+        let cache = dir.join("uv-cache");
+        let venv = dir.join("uv-venv");
+        let old_pins = dir.join("old-pins.txt");
+        let pins_of = |text: &str| -> String {
+            let lock = tstore::lock::PyLock::parse(text, &old_lock).unwrap();
+            lock.packages
+                .iter()
+                .map(|p| {
+                    let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
+                    match &p.marker {
+                        Some(marker) => format!("{pin} ; {marker}\n"),
+                        None => format!("{pin}\n"),
+                    }
+                })
+                .collect()
+        };
+        std::fs::write(&old_pins, pins_of(&old)).unwrap();
+        self.uv_install_from("hardlink", &venv, &cache, &old_pins)
+            .ok()?;
+        let cache_before = disk_bytes(&[&cache]);
+        let started = Instant::now();
+        run(self
+            .uv(&cache)
+            .args(["pip", "sync", "--link-mode", "hardlink", "--python"])
+            .arg(venv.join("bin/python"))
+            .arg(self.pins(tier)))
+        .ok()?;
+        Some(Upgrade {
+            tier: tier.to_string(),
+            packages_changed,
+            tstore_seconds,
+            uv_seconds: started.elapsed().as_secs_f64(),
+            tstore_store_growth,
+            uv_cache_growth: disk_bytes(&[&cache]).saturating_sub(cache_before),
+        })
+    }
+}
+
+/// The embedded tier, as a project file (so its lock can be swapped).
+fn tstore_tier_toml(tier: &str, venv_root: &Path) -> String {
+    let embedded = tstore::config::EMBEDDED_TIERS;
+    embedded.replace(
+        "venv-root = \"~/venvs\"",
+        &format!("venv-root = \"{}\"", venv_root.display()),
+    ) + &format!("\n# bench: materializes {tier} from a swapped lock\n")
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration, String> {
+    let started = Instant::now();
+    run(cmd)?;
+    Ok(started.elapsed())
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn shell(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Allocated bytes under `dirs`, each hardlinked inode once (`du -s` semantics).
+fn disk_bytes(dirs: &[&Path]) -> u64 {
+    let out = Command::new("du")
+        .args(["-s", "-c", "--block-size=1"])
+        .args(dirs)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(samples: &[Duration]) -> f64 {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn render_table(r: &Results) -> String {
+    let mut t = String::new();
+    writeln!(
+        t,
+        "# tstore vs uv vs copies — {} ({} profile, median of {} runs)",
+        r.date, r.profile, r.runs
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "# {}; filesystem {}; {}",
+        r.machine, r.filesystem, r.versions
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "{:<12} {:>5} | {:>8} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}",
+        "tier",
+        "pkgs",
+        "warm ts",
+        "warm uv",
+        "warm cp",
+        "ts/uv",
+        "noop ts",
+        "noop uv",
+        "noop cp",
+        "cold ts",
+        "cold uv",
+        "cold cp"
+    )
+    .unwrap();
+    for tier in &r.tiers {
+        writeln!(
+            t,
+            "{:<12} {:>5} | {:>7.3}s {:>7.3}s {:>7.3}s {:>6.2} | {:>7.3}s {:>7.3}s {:>7.3}s | {:>7.1}s {:>7.1}s {:>7.1}s",
+            tier.tier,
+            tier.packages,
+            tier.warm.tstore,
+            tier.warm.uv,
+            tier.warm.copy,
+            tier.warm.tstore / tier.warm.uv,
+            tier.noop.tstore,
+            tier.noop.uv,
+            tier.noop.copy,
+            tier.cold.tstore,
+            tier.cold.uv,
+            tier.cold.copy
+        )
+        .unwrap();
+    }
+    let mib = |b: f64| b / (1 << 20) as f64;
+    writeln!(
+        t,
+        "disk, all tiers: tstore (store + venvs) {:.0} MiB; uv (cache + venvs) {:.0} MiB; copies {:.0} MiB",
+        mib(r.disk.tstore),
+        mib(r.disk.uv),
+        mib(r.disk.copy)
+    )
+    .unwrap();
+    let parts: Vec<String> = r
+        .disk_parts
+        .iter()
+        .map(|(name, bytes)| format!("{name} {:.0} MiB", mib(*bytes as f64)))
+        .collect();
+    writeln!(t, "  (each alone: {})", parts.join(", ")).unwrap();
+    if let Some(u) = &r.upgrade {
+        writeln!(
+            t,
+            "upgrade {} ({} packages changed): tstore {:.2}s, store +{:.1} MiB; uv {:.2}s, cache +{:.1} MiB",
+            u.tier,
+            u.packages_changed,
+            u.tstore_seconds,
+            mib(u.tstore_store_growth as f64),
+            u.uv_seconds,
+            mib(u.uv_cache_growth as f64)
+        )
+        .unwrap();
+    }
+    t
+}
+
+/// Two bar groups: warm install time per tier, and disk use per approach.
+fn render_svg(r: &Results) -> String {
+    let colors = [
+        ("tstore", "#2a7ab9"),
+        ("uv hardlink", "#e08a1e"),
+        ("copy", "#8a8a8a"),
+    ];
+    let width = 760.0;
+    let mut svg = String::new();
+    let groups = r.tiers.len() + 1;
+    let height = 80.0 + groups as f64 * 90.0;
+    writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#).unwrap();
+    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
+    writeln!(svg, r#"<text x="10" y="20" font-size="14">Warm install time per tier (s) and disk use of all tiers (MiB)</text>"#).unwrap();
+    writeln!(
+        svg,
+        r#"<text x="420" y="43" fill="gray">median of {} runs, {}, {}</text>"#,
+        r.runs, r.date, r.filesystem
+    )
+    .unwrap();
+    for (i, (name, color)) in colors.iter().enumerate() {
+        writeln!(svg, r#"<rect x="{}" y="32" width="12" height="12" fill="{color}"/><text x="{}" y="43">{name}</text>"#, 10 + i * 130, 26 + i * 130).unwrap();
+    }
+    let mut rows: Vec<(String, [f64; 3], &str)> = r
+        .tiers
+        .iter()
+        .map(|t| {
+            (
+                format!("{} warm", t.tier),
+                [t.warm.tstore, t.warm.uv, t.warm.copy],
+                "s",
+            )
+        })
+        .collect();
+    rows.push((
+        "disk, all tiers".into(),
+        [
+            r.disk.tstore / 1048576.0,
+            r.disk.uv / 1048576.0,
+            r.disk.copy / 1048576.0,
+        ],
+        "MiB",
+    ));
+    for (row, (label, values, unit)) in rows.iter().enumerate() {
+        let y0 = 70.0 + row as f64 * 90.0;
+        let max = values.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);
+        writeln!(svg, r#"<text x="10" y="{}">{label}</text>"#, y0 + 10.0).unwrap();
+        for (i, value) in values.iter().enumerate() {
+            let w = (width - 260.0) * value / max;
+            let y = y0 + 16.0 + i as f64 * 20.0;
+            writeln!(svg, r#"<rect x="150" y="{y}" width="{w:.1}" height="16" fill="{}"/><text x="{:.1}" y="{}">{value:.2} {unit}</text>"#, colors[i].1, 155.0 + w, y + 12.0).unwrap();
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
