@@ -242,38 +242,37 @@ fn build_venv(
     }
     let linker = probe.linker;
 
-    for dir in &plan.dirs {
-        match std::fs::create_dir(staging.join(dir)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot create {}", staging.join(dir).display()));
-            }
-        }
-    }
+    // mkdir and link are latency-bound syscalls (mkdir measured ~0.7 ms on
+    // ext4 here): more threads than cores keep more of them in flight.
+    let io_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(IO_THREADS)
+        .build()
+        .context("cannot start I/O threads")?;
+    io_pool.install(|| create_dirs(staging, &plan.dirs))?;
 
     progress.start(
         &format!("materializing {}", input.tier.name),
         plan.files.len() as u64,
         0,
     );
-    plan.files
-        .par_iter()
-        .try_for_each(|file| -> anyhow::Result<()> {
-            let dest = staging.join(&file.dest);
-            match &file.source {
-                FileSource::Object(key) => linker
-                    .link(&input.store.object_path(key), &dest, key.executable)
-                    .with_context(|| {
-                        format!("cannot place {} ({})", file.dest.display(), file.dist)
-                    }),
-                FileSource::Empty => write_new(&dest, b"", 0o644),
-                FileSource::Content(bytes, mode) => write_new(&dest, bytes, *mode),
-            }?;
-            progress.item_done("");
-            Ok(())
-        })?;
+    io_pool.install(|| {
+        plan.files
+            .par_iter()
+            .try_for_each(|file| -> anyhow::Result<()> {
+                let dest = staging.join(&file.dest);
+                match &file.source {
+                    FileSource::Object(key) => linker
+                        .link(&input.store.object_path(key), &dest, key.executable)
+                        .with_context(|| {
+                            format!("cannot place {} ({})", file.dest.display(), file.dist)
+                        }),
+                    FileSource::Empty => write_new(&dest, b"", 0o644),
+                    FileSource::Content(bytes, mode) => write_new(&dest, bytes, *mode),
+                }?;
+                progress.item_done("");
+                Ok(())
+            })
+    })?;
     progress.finish();
     let renewed = linker.objects_renewed.load(Ordering::Relaxed);
     if renewed > 0 {
@@ -306,6 +305,33 @@ fn build_venv(
         distributions: input.fetched.len(),
         copied_instead,
     })
+}
+
+/// Threads for the venv's mkdir and link calls.
+const IO_THREADS: usize = 8;
+
+/// Creates `dirs` (relative to `root`), parents before children: each depth
+/// level in parallel.
+fn create_dirs(root: &Path, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut by_depth: std::collections::BTreeMap<usize, Vec<&PathBuf>> =
+        std::collections::BTreeMap::new();
+    for dir in dirs {
+        by_depth
+            .entry(dir.components().count())
+            .or_default()
+            .push(dir);
+    }
+    for level in by_depth.values() {
+        level.par_iter().try_for_each(|dir| {
+            let path = root.join(dir);
+            match std::fs::create_dir(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn write_new(dest: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
