@@ -299,19 +299,7 @@ impl Bench {
     fn pins(&self, tier: &str) -> PathBuf {
         let path = self.work.join(format!("pins-{tier}.txt"));
         if !path.exists() {
-            let (parsed, _) = tstore::lock::PyLock::read(&self.lock(tier)).unwrap();
-            let lines: Vec<String> = parsed
-                .packages
-                .iter()
-                .map(|p| {
-                    let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
-                    match &p.marker {
-                        Some(marker) => format!("{pin} ; {marker}"),
-                        None => pin,
-                    }
-                })
-                .collect();
-            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            std::fs::write(&path, pins_from_lock(&self.lock(tier))).unwrap();
         }
         path
     }
@@ -481,20 +469,7 @@ impl Bench {
         let cache = dir.join("uv-cache");
         let venv = dir.join("uv-venv");
         let old_pins = dir.join("old-pins.txt");
-        let pins_of = |text: &str| -> String {
-            let lock = tstore::lock::PyLock::parse(text, &old_lock).unwrap();
-            lock.packages
-                .iter()
-                .map(|p| {
-                    let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
-                    match &p.marker {
-                        Some(marker) => format!("{pin} ; {marker}\n"),
-                        None => format!("{pin}\n"),
-                    }
-                })
-                .collect()
-        };
-        std::fs::write(&old_pins, pins_of(&old)).unwrap();
+        std::fs::write(&old_pins, pins_from_lock(&old_lock)).unwrap();
         self.uv_install_from("hardlink", &venv, &cache, &old_pins)
             .ok()?;
         let cache_before = disk_bytes(&[&cache]);
@@ -514,6 +489,22 @@ impl Bench {
             uv_cache_growth: disk_bytes(&[&cache]).saturating_sub(cache_before),
         })
     }
+}
+
+/// A lock's packages as `name==version ; marker` lines.
+fn pins_from_lock(lock: &Path) -> String {
+    let (parsed, _) = tstore::lock::PyLock::read(lock).unwrap();
+    parsed
+        .packages
+        .iter()
+        .map(|p| {
+            let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
+            match &p.marker {
+                Some(marker) => format!("{pin} ; {marker}\n"),
+                None => format!("{pin}\n"),
+            }
+        })
+        .collect()
 }
 
 /// The embedded tier, as a project file (so its lock can be swapped).

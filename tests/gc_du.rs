@@ -38,16 +38,10 @@ fn setup(root: &Path) -> Setup {
         .file("gamma/data.txt", &big_text(7))
         .build(&wheels);
     let server = FileServer::start(&wheels);
-    let project = root.join("project");
-    fs_err::create_dir_all(&project).unwrap();
-    fs_err::write(
-        project.join("tiers.toml"),
-        format!(
-            "keep-generations = 1\nvenv-root = \"{}\"\n[tiers.a]\nrequirements = [\"alpha\", \"gamma\"]\n[tiers.b]\nrequirements = [\"alpha\"]\n",
-            root.join("venvs").display()
-        ),
-    )
-    .unwrap();
+    let _project = project_at(
+        root,
+        "keep-generations = 1\n[tiers.a]\nrequirements = [\"alpha\", \"gamma\"]\n[tiers.b]\nrequirements = [\"alpha\"]\n",
+    );
     let setup = Setup {
         world,
         server,

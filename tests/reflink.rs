@@ -33,13 +33,10 @@ fn reflinked_files_share_extents_not_inodes() {
         .file("pkg/__init__.py", &"VALUE = 'reflinked'\n".repeat(400))
         .build(&world.wheels());
     let server = FileServer::start(&world.wheels());
-    let project = root.join("project");
-    fs_err::create_dir_all(&project).unwrap();
-    fs_err::write(
-        project.join("tiers.toml"),
-        format!("venv-root = \"{}\"\n[tiers.x]\nrequirements = [\"pkg\"]\n[tiers.y]\nrequirements = [\"pkg\"]\n", root.join("venvs").display()),
-    )
-    .unwrap();
+    let project = project_at(
+        &root,
+        "[tiers.x]\nrequirements = [\"pkg\"]\n[tiers.y]\nrequirements = [\"pkg\"]\n",
+    );
     for tier in ["x", "y"] {
         write_pylock(
             &project.join(format!("pylock.{tier}.toml")),

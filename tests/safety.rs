@@ -147,16 +147,7 @@ fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
         .raw("huge/blob.bin", &noise, 0o100644)
         .build(&wheels);
     let server = FileServer::start(&wheels);
-    let project = root.join("project");
-    fs_err::create_dir_all(&project).unwrap();
-    fs_err::write(
-        project.join("tiers.toml"),
-        format!(
-            "venv-root = \"{}\"\n[tiers.t]\nrequirements = [\"small\"]\n",
-            root.join("venvs").display()
-        ),
-    )
-    .unwrap();
+    let project = project_at(root, "[tiers.t]\nrequirements = [\"small\"]\n");
     let run = |args: &[&str]| {
         world
             .tstore(args)
@@ -216,16 +207,10 @@ fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
         .file("pkg/__init__.py", "OK = 1\n")
         .build(&world.wheels());
     let server = FileServer::start(&world.wheels());
-    let project = mountpoint.join("project");
-    fs_err::create_dir_all(&project).unwrap();
-    fs_err::write(
-        project.join("tiers.toml"),
-        format!(
-            "venv-root = \"{}\"\n[tiers.a]\nrequirements = [\"pkg\"]\n[tiers.b]\nrequirements = [\"pkg\"]\n",
-            mountpoint.join("venvs").display()
-        ),
-    )
-    .unwrap();
+    let project = project_at(
+        &mountpoint,
+        "[tiers.a]\nrequirements = [\"pkg\"]\n[tiers.b]\nrequirements = [\"pkg\"]\n",
+    );
     for tier in ["a", "b"] {
         write_pylock(
             &project.join(format!("pylock.{tier}.toml")),

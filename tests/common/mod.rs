@@ -553,3 +553,17 @@ pub fn lock_served(lock: &Path, wheels: &Path, names: &[&str], base_url: &str) {
         .collect();
     write_pylock(lock, &packages);
 }
+
+/// A project folder `root/project` whose tiers.toml puts venvs under
+/// `root/venvs` (so store, project and venvs share `root`'s filesystem);
+/// `tiers` is the rest of the file.
+pub fn project_at(root: &Path, tiers: &str) -> PathBuf {
+    let project = root.join("project");
+    fs_err::create_dir_all(&project).unwrap();
+    fs_err::write(
+        project.join("tiers.toml"),
+        format!("venv-root = \"{}\"\n{tiers}", root.join("venvs").display()),
+    )
+    .unwrap();
+    project
+}
