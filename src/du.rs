@@ -172,7 +172,7 @@ fn private_bytes(root: &Path, object_inodes: &HashSet<(u64, u64)>) -> u64 {
         .par_iter()
         .filter_map(|path| {
             let meta = std::fs::symlink_metadata(path).ok()?;
-            if object_inodes.contains(&(meta.dev(), meta.ino())) {
+            if !meta.is_file() || object_inodes.contains(&(meta.dev(), meta.ino())) {
                 return None;
             }
             Some(fsinfo::allocated(&meta).saturating_sub(fsinfo::shared_bytes(path)))

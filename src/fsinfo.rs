@@ -99,7 +99,8 @@ fn fiemap_shared(_path: &Path) -> std::io::Result<u64> {
     Ok(0)
 }
 
-/// Every regular file under `dir` (not following symlinks).
+/// Every entry under `dir` that is not a directory (files, symlinks, …),
+/// without following symlinks. Callers that count bytes check the type.
 pub fn walk_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -107,8 +108,8 @@ pub fn walk_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in entries.flatten() {
         match entry.file_type() {
             Ok(t) if t.is_dir() => walk_files(&entry.path(), out),
-            Ok(t) if t.is_file() => out.push(entry.path()),
-            _ => {}
+            Ok(_) => out.push(entry.path()),
+            Err(_) => {}
         }
     }
 }

@@ -60,21 +60,17 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
 
     // Generations beyond the kept number, and directories no record knows.
     let mut lock_paths: HashSet<PathBuf> = options.locks.iter().cloned().collect();
+    let mut kept_generations: Vec<(String, i64)> = Vec::new();
     for tier in store.db.tiers()? {
         let generations = Generations::of(Path::new(&tier.venv))?;
         let current = generations.current();
         let recorded = store.db.generations(&tier.venv)?;
-        let mut numbers: Vec<i64> = recorded.iter().map(|g| g.number).collect();
-        numbers.sort_unstable_by(|a, b| b.cmp(a));
-        let mut keep: Vec<i64> = numbers
-            .iter()
-            .copied()
-            .take(options.keep_generations.max(1))
-            .collect();
-        keep.extend(current);
+        let numbers: Vec<i64> = recorded.iter().map(|g| g.number).collect();
+        let keep = generations.kept(&numbers, options.keep_generations);
         for row in &recorded {
             if keep.contains(&row.number) {
                 lock_paths.insert(PathBuf::from(&row.lock));
+                kept_generations.push((tier.venv.clone(), row.number));
                 continue;
             }
             report.generations += 1;
@@ -97,10 +93,15 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     }
 
     // Roots: kept generations' distributions and everything current locks name.
-    let mut rooted = store.db.generation_dist_ids()?;
-    if options.dry_run {
-        // Generations this run would drop are still recorded: do not count them.
-        rooted = kept_generation_dist_ids(store, options.keep_generations)?;
+    let mut rooted: HashSet<i64> = HashSet::new();
+    for (venv, number) in &kept_generations {
+        rooted.extend(
+            store
+                .db
+                .generation_distributions(venv, *number)?
+                .iter()
+                .map(|d| d.id),
+        );
     }
     let mut locked_hashes: HashSet<String> = HashSet::new();
     for path in &lock_paths {
@@ -216,27 +217,6 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     Ok(report)
 }
 
-/// Distributions of the generations a real run would keep.
-fn kept_generation_dist_ids(store: &Store, keep: usize) -> anyhow::Result<HashSet<i64>> {
-    let mut ids = HashSet::new();
-    for tier in store.db.tiers()? {
-        let current = Generations::of(Path::new(&tier.venv))?.current();
-        let mut recorded = store.db.generations(&tier.venv)?;
-        recorded.sort_by_key(|g| std::cmp::Reverse(g.number));
-        for (index, generation) in recorded.iter().enumerate() {
-            if index < keep.max(1) || Some(generation.number) == current {
-                for dist in store
-                    .db
-                    .generation_distributions(&tier.venv, generation.number)?
-                {
-                    ids.insert(dist.id);
-                }
-            }
-        }
-    }
-    Ok(ids)
-}
-
 /// Bytes freed by deleting `files` (plus `objects`), and bytes of objects
 /// kept alive by links outside the deletion.
 fn count_freed(files: &[PathBuf], objects: &[PathBuf]) -> (u64, u64) {
@@ -285,12 +265,7 @@ fn is_stale_temp(entry: &std::fs::DirEntry) -> bool {
     // Names made by Store::temp_path: <prefix>-<pid>-<suffix>.
     let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
     if let Some(pid) = pid {
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-        if pid as u32 != std::process::id() {
-            return !alive;
-        }
-        return false;
+        return pid as u32 != std::process::id() && !crate::store::process_alive(pid);
     }
     // Other temp directories (uv work dirs): stale after a day.
     entry

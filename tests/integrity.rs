@@ -143,3 +143,16 @@ fn edited_packages_are_reported_as_edited_not_corrupt() {
     );
     assert_eq!(value(&world, "b"), "original");
 }
+
+#[test]
+fn a_symlink_planted_in_site_packages_is_extra() {
+    let Setup { world, .. } = setup();
+    let link = world
+        .venv("a")
+        .join("lib/python3.11/site-packages/planted.py");
+    std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+    let out = world.run(&["verify", "a"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("planted.py extra"), "{text}");
+}

@@ -70,8 +70,10 @@ pub enum Command {
     },
     /// Build (or update) the tiers' venvs from the store.
     ///
-    /// Locks and fetches first as needed. The venv is built beside its final
-    /// path and swapped in atomically; an unchanged tier is left alone.
+    /// Locks and fetches first as needed. The venv is built as a new
+    /// generation and the tier's path switched to it atomically (see
+    /// `tstore generations`); a failure leaves the venv in use untouched. An
+    /// unchanged tier is recognized without running uv and left alone.
     Materialize {
         /// Tiers to materialize.
         #[arg(required = true)]

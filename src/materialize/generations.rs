@@ -151,11 +151,7 @@ impl Generations {
 
     /// Removes staging directories and link files left by dead processes.
     pub fn remove_stale(&self) {
-        let alive = |pid: &str| -> bool {
-            let pid: i32 = pid.parse().unwrap_or(0);
-            // SAFETY: signal 0 only checks that the process exists.
-            pid > 0 && unsafe { libc::kill(pid, 0) } == 0
-        };
+        let alive = |pid: &str| crate::store::process_alive(pid.parse().unwrap_or(0));
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(rest) = name.strip_prefix(".staging-") {
@@ -180,18 +176,33 @@ impl Generations {
     }
 
     /// Deletes the oldest generations beyond `keep` (never the current one).
+    /// Which of the `recorded` generation numbers to keep: the newest
+    /// `keep` (at least 1), and the current one even if a rollback made it older.
+    pub fn kept(&self, recorded: &[i64], keep: usize) -> Vec<i64> {
+        let mut newest_first = recorded.to_vec();
+        newest_first.sort_unstable_by(|a, b| b.cmp(a));
+        let mut kept: Vec<i64> = newest_first.into_iter().take(keep.max(1)).collect();
+        if let Some(current) = self.current()
+            && !kept.contains(&current)
+        {
+            kept.push(current);
+        }
+        kept
+    }
+
+    /// Deletes the generations [`Self::kept`] does not keep.
     pub fn prune(&self, store: &Store, keep: usize) -> anyhow::Result<Vec<i64>> {
         let venv = self.target.display().to_string();
-        let current = self.current();
-        let recorded = store.db.generations(&venv)?;
-        let mut numbers: Vec<i64> = recorded.iter().map(|g| g.number).collect();
-        numbers.sort_unstable_by(|a, b| b.cmp(a));
-        // The newest `keep`, and the current one even if a rollback made it older.
-        let mut keep_set: Vec<i64> = numbers.iter().copied().take(keep.max(1)).collect();
-        keep_set.extend(current);
+        let numbers: Vec<i64> = store
+            .db
+            .generations(&venv)?
+            .iter()
+            .map(|g| g.number)
+            .collect();
+        let kept = self.kept(&numbers, keep);
         let mut removed = Vec::new();
         for number in numbers {
-            if keep_set.contains(&number) {
+            if kept.contains(&number) {
                 continue;
             }
             // Forget it first: a directory left by a crash is found by gc,

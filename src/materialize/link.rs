@@ -42,7 +42,7 @@ impl std::fmt::Display for LinkMethod {
 pub struct Linker {
     method: LinkMethod,
     /// Where fresh object copies are staged (the store's tmp directory).
-    store_tmp: Option<PathBuf>,
+    store_tmp: PathBuf,
     /// Files copied because the chosen method failed for them.
     pub copied_instead: AtomicU64,
     /// Objects replaced by a fresh copy because they reached the link limit.
@@ -119,7 +119,7 @@ impl Linker {
         Ok(Probe {
             linker: Linker {
                 method,
-                store_tmp: Some(store.tmp_dir()),
+                store_tmp: store.tmp_dir(),
                 copied_instead: AtomicU64::new(0),
                 objects_renewed: AtomicU64::new(0),
             },
@@ -131,7 +131,7 @@ impl Linker {
     pub fn with_method(method: LinkMethod, store: &Store) -> Self {
         Self {
             method,
-            store_tmp: Some(store.tmp_dir()),
+            store_tmp: store.tmp_dir(),
             copied_instead: AtomicU64::new(0),
             objects_renewed: AtomicU64::new(0),
         }
@@ -151,7 +151,7 @@ impl Linker {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(err) if err.raw_os_error() == Some(libc::EMLINK) && self.store_tmp.is_some() => {
+            Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
                 self.renew_object(object)?;
                 std::fs::hard_link(object, dest).or_else(|_| {
                     self.copied_instead.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +172,7 @@ impl Linker {
     /// Replaces `object` with a fresh copy of itself (a new inode with one
     /// link), atomically: existing links keep the old inode.
     fn renew_object(&self, object: &Path) -> io::Result<()> {
-        let tmp = self.store_tmp.as_ref().expect("checked by the caller");
+        let tmp = &self.store_tmp;
         let fresh = tmp.join(format!(
             "renew-{}-{}",
             std::process::id(),

@@ -198,23 +198,12 @@ pub fn is_unchanged(target: &Path, inputs_key: &str) -> bool {
 }
 
 /// Same plan recorded, no package made private by `tstore edit`, and the
-/// same top-level entries in site-packages. Content edits inside the venv are
-/// not looked for here (`tstore verify` does).
+/// same top-level entries in site-packages as when it was built. Content
+/// edits inside the venv are not looked for here (`tstore verify` does).
 fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
-    if venv::recorded_plan(target).as_deref() != Some(plan.hash.as_str())
-        || !venv::edited_packages(target).is_empty()
-    {
-        return false;
-    }
-    let Ok(entries) = std::fs::read_dir(target.join(&plan.site_packages)) else {
-        return false;
-    };
-    let present: std::collections::BTreeSet<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "__pycache__")
-        .collect();
-    present == plan.site_packages_entries
+    venv::recorded_plan(target).as_deref() == Some(plan.hash.as_str())
+        && venv::edited_packages(target).is_empty()
+        && venv::entries_unchanged(target)
 }
 
 fn build_venv(

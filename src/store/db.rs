@@ -356,16 +356,6 @@ impl Db {
         Ok(rows)
     }
 
-    /// Ids of distributions used by any kept generation.
-    pub fn generation_dist_ids(&self) -> anyhow::Result<std::collections::HashSet<i64>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT DISTINCT dist_id FROM generation_distributions")?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<std::collections::HashSet<i64>, _>>()?;
-        Ok(ids)
-    }
-
     /// Removes distributions (and their files) by id, in one transaction,
     /// then every object no remaining file refers to; returns those objects.
     pub fn delete_distributions(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {

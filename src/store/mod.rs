@@ -162,6 +162,13 @@ impl Store {
     }
 }
 
+/// Whether a process with this pid exists (temp and staging names carry the
+/// pid of the process that made them).
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
 /// A process-unique counter mixed with time, for temp names.
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

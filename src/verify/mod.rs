@@ -410,8 +410,16 @@ fn check_tier(
         .iter()
         .map(|f| f.dest.as_path())
         .collect();
-    let mut extras = Vec::new();
-    walk_files(&tier.root, &tier.manifest.site_packages, &mut extras);
+    let mut found = Vec::new();
+    crate::fsinfo::walk_files(&tier.root.join(&tier.manifest.site_packages), &mut found);
+    let extras = found.into_iter().filter_map(|path| {
+        let relative = path.strip_prefix(&tier.root).ok()?.to_path_buf();
+        let bytecode = relative
+            .components()
+            .any(|c| c.as_os_str() == "__pycache__")
+            || relative.extension().is_some_and(|e| e == "pyc");
+        (!bytecode).then_some(relative)
+    });
     for path in extras {
         if !expected.contains(path.as_path()) {
             problems.push(FileProblem {
@@ -433,29 +441,5 @@ fn check_tier(
         problems,
         edited,
         error: None,
-    }
-}
-
-/// Files under `root/dir`, as paths relative to `root`, skipping `__pycache__`.
-fn walk_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let relative = dir.join(&name);
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => {
-                if name != "__pycache__" {
-                    walk_files(root, &relative, out);
-                }
-            }
-            Ok(_) => {
-                if !name.to_string_lossy().ends_with(".pyc") {
-                    out.push(relative);
-                }
-            }
-            Err(_) => {}
-        }
     }
 }
