@@ -188,6 +188,15 @@ impl Config {
         };
         let mut tiers = BTreeMap::new();
         for (name, raw_tier) in &raw.tiers {
+            if !is_valid_tier_name(name) {
+                return Err(ConfigError::Invalid {
+                    location: doc.location(0),
+                    message: format!(
+                        "tier name `{name}` is not allowed: it names the venv directory and the lock \
+                         file, so use letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+                    ),
+                });
+            }
             let mut requirements = Vec::new();
             let mut constraints = Vec::new();
             for set in &raw_tier.sets {
@@ -285,6 +294,14 @@ impl Config {
         }
         names.iter().map(|n| self.tier(n)).collect()
     }
+}
+
+/// Tier names become directory and file names (`pylock.<tier>.toml`).
+fn is_valid_tier_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[derive(Deserialize)]
@@ -543,6 +560,11 @@ mod tests {
 
     #[test]
     fn bad_requirement_and_link_mode_are_located() {
+        let err = parse("[tiers.\"../x\"]\nrequirements = [\"x\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("tier name `../x` is not allowed"),
+            "{err}"
+        );
         let err = parse("[tiers.t]\nrequirements = [\"ok\", \"bad req ===\"]\n")
             .unwrap_err()
             .to_string();
