@@ -41,7 +41,7 @@ pub fn make_private(store: &Store, target: &Path, package: &str) -> anyhow::Resu
         .filter(|f| normalize(&f.dist) == wanted)
         .collect();
     if entries.is_empty() {
-        let mut names: Vec<&str> = manifest.files.iter().map(|f| f.dist.as_str()).collect();
+        let mut names: Vec<&str> = manifest.files.iter().map(|f| &*f.dist).collect();
         names.sort_unstable();
         names.dedup();
         let hint = crate::config::closest(&wanted, &names)

@@ -7,12 +7,15 @@
 //! to `bin/`, `.data/headers` to `include/site/pythonX.Y/<name>/`,
 //! `.data/data` to the venv root.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rayon::prelude::*;
 use sha2::Digest;
 
 use super::scripts;
@@ -38,7 +41,7 @@ pub struct PlannedFile {
     pub dest: PathBuf,
     pub source: FileSource,
     /// The distribution it belongs to (for conflict messages).
-    pub dist: String,
+    pub dist: Arc<str>,
 }
 
 /// The whole venv, minus the skeleton `uv venv` creates.
@@ -70,70 +73,109 @@ pub struct PlanInput<'a> {
 
 pub fn build(input: &PlanInput<'_>) -> anyhow::Result<Plan> {
     let python = input.venv.join("bin/python");
-    let mut by_dest: BTreeMap<PathBuf, PlannedFile> = BTreeMap::new();
-    let mut warnings = Vec::new();
-
     let mut fetched: Vec<&Fetched> = input.fetched.iter().collect();
     fetched.sort_by(|a, b| a.selected.name.cmp(&b.selected.name));
-    for item in fetched {
-        let rows = input.store.db.distribution_files(item.dist_id)?;
-        let dist_files = plan_distribution(input, &python, &item.selected.name, &rows)
-            .with_context(|| {
+    let rows = fetched
+        .iter()
+        .map(|item| input.store.db.distribution_files(item.dist_id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let per_dist = fetched
+        .par_iter()
+        .zip(&rows)
+        .map(|(item, rows)| {
+            plan_distribution(input, &python, &item.selected.name, rows).with_context(|| {
                 format!(
                     "cannot plan {} {}",
                     item.selected.name, item.selected.version
                 )
-            })?;
-        for file in dist_files {
-            if let Some(previous) = by_dest.get(&file.dest)
-                && previous.source != file.source
-            {
-                warnings.push(format!(
-                    "{} and {} both ship {} with different content; {}'s copy is used",
-                    previous.dist,
-                    file.dist,
-                    file.dest.display(),
-                    file.dist
-                ));
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut files: Vec<PlannedFile> = per_dist.into_iter().flatten().collect();
+    // Paths are ordered by their bytes (cheaper than component order and as
+    // deterministic); the sort is stable, so of two distributions shipping
+    // the same path the one later by name wins, and is next to the other.
+    files.sort_by(|a, b| path_bytes(&a.dest).cmp(path_bytes(&b.dest)));
+    let mut warnings = Vec::new();
+    let mut kept: Vec<PlannedFile> = Vec::with_capacity(files.len());
+    for file in files {
+        match kept.last_mut() {
+            Some(previous) if previous.dest == file.dest => {
+                if previous.source != file.source {
+                    warnings.push(format!(
+                        "{} and {} both ship {} with different content; {}'s copy is used",
+                        previous.dist,
+                        file.dist,
+                        file.dest.display(),
+                        file.dist
+                    ));
+                }
+                *previous = file;
             }
-            by_dest.insert(file.dest.clone(), file);
+            _ => kept.push(file),
         }
     }
 
-    let mut dirs = BTreeSet::new();
+    let mut dirs: HashSet<&Path> = HashSet::new();
     let mut site_packages_entries = BTreeSet::new();
+    let site_prefix = path_bytes(&input.site_packages);
     let mut hasher = blake3::Hasher::new();
-    hasher.update(concat!("tstore-plan-1/", env!("CARGO_PKG_VERSION")).as_bytes());
+    hasher.update(concat!("tstore-plan-2/", env!("CARGO_PKG_VERSION")).as_bytes());
     hasher.update(input.venv.as_os_str().as_encoded_bytes());
     hasher.update(input.interpreter.as_os_str().as_encoded_bytes());
-    for file in by_dest.values() {
-        let mut parent = file.dest.parent();
-        while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            if !dirs.insert(dir.to_path_buf()) {
-                break;
+    let mut last_parent: Option<&Path> = None;
+    for file in &kept {
+        let parent = file.dest.parent();
+        if parent != last_parent {
+            last_parent = parent;
+            let mut dir = parent;
+            while let Some(d) = dir.filter(|p| !p.as_os_str().is_empty()) {
+                if !dirs.insert(d) {
+                    break;
+                }
+                dir = d.parent();
             }
-            parent = dir.parent();
         }
-        if let Ok(rest) = file.dest.strip_prefix(&input.site_packages)
-            && let Some(first) = rest.components().next()
+        let dest = path_bytes(&file.dest);
+        if let Some(rest) = dest
+            .strip_prefix(site_prefix)
+            .and_then(|rest| rest.strip_prefix(b"/"))
         {
-            site_packages_entries.insert(first.as_os_str().to_string_lossy().into_owned());
+            let first = rest.split(|b| *b == b'/').next().unwrap_or(rest);
+            if !site_packages_entries.contains(first) {
+                site_packages_entries.insert(first.to_vec());
+            }
         }
-        hasher.update(file.dest.as_os_str().as_encoded_bytes());
+        hasher
+            .update(&(dest.len() as u64).to_le_bytes())
+            .update(dest);
         match &file.source {
-            FileSource::Object(key) => hasher.update(key.to_string().as_bytes()),
+            FileSource::Object(key) => hasher.update(&key.hash).update(&[u8::from(key.executable)]),
             FileSource::Empty => hasher.update(b"empty"),
-            FileSource::Content(bytes, mode) => hasher.update(bytes).update(&mode.to_le_bytes()),
+            FileSource::Content(bytes, mode) => hasher
+                .update(&(bytes.len() as u64).to_le_bytes())
+                .update(bytes)
+                .update(&mode.to_le_bytes()),
         };
     }
+    // Parents first: by depth, then by bytes for a stable order.
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().map(Path::to_path_buf).collect();
+    dirs.sort_by_cached_key(|d| (d.components().count(), d.as_os_str().to_owned()));
     Ok(Plan {
-        files: by_dest.into_values().collect(),
-        dirs: dirs.into_iter().collect(),
-        site_packages_entries,
+        files: kept,
+        dirs,
+        site_packages_entries: site_packages_entries
+            .into_iter()
+            .map(|name| String::from_utf8_lossy(&name).into_owned())
+            .collect(),
         site_packages: input.site_packages.clone(),
         hash: hasher.finalize().to_hex().to_string(),
         warnings,
     })
+}
+
+fn path_bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_encoded_bytes()
 }
 
 /// The files of one distribution, including its RECORD, INSTALLER,
@@ -150,33 +192,28 @@ fn plan_distribution(
         .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
         .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
         .to_string();
-    let data_dir = format!("{}.data", dist_info.trim_end_matches(".dist-info"));
+    let data_prefix = format!("{}.data/", dist_info.trim_end_matches(".dist-info"));
     let site = &input.site_packages;
     let (major, minor) = input.python_version;
+    // One shared name for every file of the distribution.
+    let dist: Arc<str> = Arc::from(name);
 
     let mut files = Vec::with_capacity(rows.len() + 4);
-    // (path relative to site-packages, sha256, size) for RECORD.
-    let mut record: Vec<(String, String, u64)> = Vec::with_capacity(rows.len() + 4);
-    let relative_to_site = |dest: &Path| -> String {
-        match dest.strip_prefix(site) {
-            Ok(rest) => rest.display().to_string(),
-            Err(_) => format!("../../../{}", dest.display()),
-        }
-    };
+    let mut record = RecordWriter::default();
     let push_content = |files: &mut Vec<PlannedFile>,
-                        record: &mut Vec<(String, String, u64)>,
+                        record: &mut RecordWriter,
                         dest: PathBuf,
                         bytes: Vec<u8>,
                         mode: u32| {
-        record.push((
-            relative_to_site(&dest),
-            sha256_b64(&bytes),
+        record.push(
+            &relative_to_site(site, &dest),
+            &sha256_b64(&bytes),
             bytes.len() as u64,
-        ));
+        );
         files.push(PlannedFile {
             dest,
             source: FileSource::Content(bytes, mode),
-            dist: name.to_string(),
+            dist: dist.clone(),
         });
     };
 
@@ -189,15 +226,25 @@ fn plan_distribution(
         if skip.contains(&row.path) {
             continue;
         }
-        let inside = safe_relative_path(&row.path)
-            .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?;
-        let dest = match row.path.strip_prefix(&format!("{data_dir}/")) {
-            None => site.join(&inside),
+        // Paths were checked at ingest; a plain one needs no rebuilding.
+        let inside: Cow<'_, Path> = if is_plain_relative(&row.path) {
+            Cow::Borrowed(Path::new(&row.path))
+        } else {
+            Cow::Owned(
+                safe_relative_path(&row.path)
+                    .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?,
+            )
+        };
+        let dest = match row.path.strip_prefix(&data_prefix) {
+            None => {
+                record.push(&inside.to_string_lossy(), &row.sha256, row.size);
+                site.join(&inside)
+            }
             Some(rest) => {
                 let (scheme, rest) = rest.split_once('/').unwrap_or((rest, ""));
                 let rest =
                     safe_relative_path(rest).map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
-                match scheme {
+                let dest = match scheme {
                     "purelib" | "platlib" => site.join(rest),
                     "headers" => {
                         PathBuf::from(format!("include/site/python{major}.{minor}/{name}"))
@@ -217,10 +264,11 @@ fn plan_distribution(
                         continue;
                     }
                     other => bail!("`{}` uses unknown .data scheme `{other}`", row.path),
-                }
+                };
+                record.push(&relative_to_site(site, &dest), &row.sha256, row.size);
+                dest
             }
         };
-        record.push((relative_to_site(&dest), row.sha256.clone(), row.size));
         let source = match &row.object {
             None => FileSource::Empty,
             Some(key) => FileSource::Object(
@@ -231,7 +279,7 @@ fn plan_distribution(
         files.push(PlannedFile {
             dest,
             source,
-            dist: name.to_string(),
+            dist: dist.clone(),
         });
     }
 
@@ -274,20 +322,48 @@ fn plan_distribution(
             0o644,
         );
     }
-    let mut text = String::new();
-    for (path, sha, size) in &record {
-        text.push_str(&format!("{},sha256={sha},{size}\n", csv_field(path)));
-    }
-    text.push_str(&format!(
-        "{},,\n",
-        csv_field(&format!("{dist_info}/RECORD"))
-    ));
+    let mut text = record.text;
+    text.push_str(&csv_field(&format!("{dist_info}/RECORD")));
+    text.push_str(",,\n");
     files.push(PlannedFile {
         dest: dist_info_dir.join("RECORD"),
         source: FileSource::Content(text.into_bytes(), 0o644),
-        dist: name.to_string(),
+        dist,
     });
     Ok(files)
+}
+
+/// The installed RECORD, written as files are planned.
+#[derive(Default)]
+struct RecordWriter {
+    text: String,
+}
+
+impl RecordWriter {
+    fn push(&mut self, path: &str, sha256: &str, size: u64) {
+        use std::fmt::Write;
+        self.text.push_str(&csv_field(path));
+        let _ = writeln!(self.text, ",sha256={sha256},{size}");
+    }
+}
+
+/// `dest` (relative to the venv) as RECORD names it: relative to site-packages.
+fn relative_to_site(site: &Path, dest: &Path) -> String {
+    match dest.strip_prefix(site) {
+        Ok(rest) => rest.display().to_string(),
+        Err(_) => format!("../../../{}", dest.display()),
+    }
+}
+
+/// A relative path with only plain components (no `.`, `..`, empty parts,
+/// backslashes or NULs): usable as it is.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains(['\\', '\0'])
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 fn read_object(store: &Store, row: &FileRow) -> anyhow::Result<Vec<u8>> {

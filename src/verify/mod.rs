@@ -369,7 +369,7 @@ fn check_tier(
             progress.item_done("");
             let dest = tier.root.join(&file.dest);
             let problem = |fault| FileProblem {
-                package: file.dist.clone(),
+                package: file.dist.to_string(),
                 path: file.dest.clone(),
                 fault,
                 repaired: false,
