@@ -168,7 +168,7 @@ fn main() {
     let ids = ingest_all(&store, &wheels);
     let uv = Uv::locate(&store, &Silent).expect("uv is needed for the bench");
     let interpreter =
-        Interpreter::find(&uv, &store, "3.11").expect("Python 3.11 is needed for the bench");
+        Interpreter::find(&uv, &store, "3.11", true).expect("Python 3.11 is needed for the bench");
     let fetched: Vec<Fetched> = wheels
         .iter()
         .zip(&ids)

@@ -95,9 +95,20 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    /// Finds the interpreter for `request` with uv and queries it.
-    pub fn find(uv: &Uv, store: &Store, request: &str) -> anyhow::Result<Self> {
-        let executable = uv.find_python(request)?;
+    /// Finds the interpreter for `request` with uv and queries it. With
+    /// `reuse`, uv's last answer for the same request and environment is
+    /// taken while nothing it depends on changed (see [`FindCache`]).
+    pub fn find(uv: &Uv, store: &Store, request: &str, reuse: bool) -> anyhow::Result<Self> {
+        let cache = FindCache::new(store, uv, request);
+        let executable = match reuse.then(|| cache.lookup()).flatten() {
+            Some(found) => found,
+            None => {
+                let found = uv.find_python(request)?;
+                // Only a speed-up: failing to remember is not an error.
+                let _ = cache.remember(store, &found);
+                found
+            }
+        };
         Self::query(store, &executable)
     }
 
@@ -180,4 +191,121 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
     fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
     fs_err::rename(&temp, &cache)?;
     Ok(answer)
+}
+
+/// Remembers which interpreter `uv python find REQUEST` picked, so building
+/// a venv does not start uv (and the interpreters it probes) each time.
+///
+/// The answer is keyed by the request, uv, the working directory and the
+/// environment uv reads (PATH, `UV_*`, `PYENV*`, `VIRTUAL_ENV`,
+/// `CONDA_PREFIX`), and it is used only while every place a new interpreter
+/// would appear is unchanged: each PATH directory, uv's managed-Python
+/// directory, pyenv's version files, and `.python-version` files from the
+/// working directory up, as well as the interpreter itself.
+struct FindCache {
+    path: PathBuf,
+    watched: Vec<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct FindAnswer {
+    executable: PathBuf,
+    /// (path, mtime in ns or -1 when absent) of every watched path.
+    watched: Vec<(PathBuf, i128)>,
+}
+
+impl FindCache {
+    fn new(store: &Store, uv: &Uv, request: &str) -> Self {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let mut env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+            .filter(|(k, _)| {
+                k == "PATH"
+                    || k.starts_with("UV_")
+                    || k.starts_with("PYENV")
+                    || k == "VIRTUAL_ENV"
+                    || k == "CONDA_PREFIX"
+                    || k == "XDG_DATA_HOME"
+                    || k == "HOME"
+            })
+            .collect();
+        env.sort();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"tstore-find-1\0");
+        for part in [
+            request.as_bytes(),
+            uv.path.as_os_str().as_encoded_bytes(),
+            cwd.as_os_str().as_encoded_bytes(),
+        ] {
+            hasher
+                .update(&(part.len() as u64).to_le_bytes())
+                .update(part);
+        }
+        for (k, v) in &env {
+            hasher
+                .update(k.as_bytes())
+                .update(b"=")
+                .update(v.as_bytes())
+                .update(b"\0");
+        }
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let home = var("HOME").unwrap_or_default();
+        let mut watched: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        watched.push(var("UV_PYTHON_INSTALL_DIR").unwrap_or_else(|| {
+            var("XDG_DATA_HOME")
+                .unwrap_or_else(|| home.join(".local/share"))
+                .join("uv/python")
+        }));
+        let pyenv_root = var("PYENV_ROOT").unwrap_or_else(|| home.join(".pyenv"));
+        watched.push(pyenv_root.join("version"));
+        watched.push(pyenv_root.join("versions"));
+        watched.extend(cwd.ancestors().map(|dir| dir.join(".python-version")));
+        Self {
+            path: store
+                .interpreters_dir()
+                .join(format!("find-{}.json", &hasher.finalize().to_hex()[..32])),
+            watched,
+        }
+    }
+
+    fn state(&self, executable: &Path) -> Vec<(PathBuf, i128)> {
+        self.watched
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([executable])
+            .map(|path| (path.to_path_buf(), mtime_ns(path)))
+            .collect()
+    }
+
+    fn lookup(&self) -> Option<PathBuf> {
+        let text = std::fs::read(&self.path).ok()?;
+        let answer: FindAnswer = serde_json::from_slice(&text).ok()?;
+        (answer.watched == self.state(&answer.executable) && answer.executable.is_file())
+            .then_some(answer.executable)
+    }
+
+    fn remember(&self, store: &Store, executable: &Path) -> anyhow::Result<()> {
+        let answer = FindAnswer {
+            executable: executable.to_path_buf(),
+            watched: self.state(executable),
+        };
+        let temp = store.temp_path("find");
+        fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+        fs_err::rename(&temp, &self.path)?;
+        Ok(())
+    }
+}
+
+fn mtime_ns(path: &Path) -> i128 {
+    std::fs::metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(-1, |d| d.as_nanos() as i128)
 }

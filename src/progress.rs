@@ -21,3 +21,15 @@ pub trait Progress: Sync {
 pub struct Silent;
 
 impl Progress for Silent {}
+
+/// Runs `step` and reports how long it took as a `-v` detail, so a slow
+/// materialize can be read phase by phase.
+pub fn timed<T>(progress: &dyn Progress, step: &str, run: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = run();
+    progress.detail(&format!(
+        "{step}: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    out
+}

@@ -465,3 +465,119 @@ fn an_unchanged_tier_is_recognized_without_uv() {
     assert!(!out.contains("up to date"), "{out}");
     python_ok(&world.venv("t2"), "import beta");
 }
+
+/// A uv that logs each invocation's arguments to `log` and runs the real one.
+fn logging_uv(world: &World, log: &Path) -> PathBuf {
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v uv"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "uv must be on PATH for this test");
+    let wrapper = world.path().join("logging-uv");
+    fs_err::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs_err::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
+fn uv_calls(log: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(what))
+        .count()
+}
+
+#[test]
+fn rebuilds_reuse_the_skeleton_and_interpreter_until_python_may_have_changed() {
+    let world = World::new();
+    let _server = setup(&world);
+    let log = world.path().join("uv.log");
+    let uv = logging_uv(&world, &log);
+    // A directory on PATH where a new interpreter could appear.
+    let path_dir = world.path().join("path-dir");
+    fs_err::create_dir_all(&path_dir).unwrap();
+    let path = format!(
+        "{}:{}",
+        path_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = || {
+        let out = world
+            .tstore(&["materialize", "--frozen", "t2"])
+            .env("TSTORE_UV", &uv)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        world.ok(&["remove", "t2"]);
+    };
+
+    build();
+    assert_eq!(uv_calls(&log, "python find"), 1);
+    assert_eq!(uv_calls(&log, "venv"), 1);
+    build();
+    assert_eq!(uv_calls(&log, "python find"), 1, "the choice is reused");
+    assert_eq!(uv_calls(&log, "venv"), 1, "the skeleton is reused");
+
+    // Something new on PATH: uv is asked again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs_err::write(path_dir.join("python3.11"), "").unwrap();
+    build();
+    assert_eq!(uv_calls(&log, "python find"), 2);
+    assert_eq!(uv_calls(&log, "venv"), 1);
+}
+
+#[test]
+fn activation_scripts_name_the_venv_even_where_its_path_needs_quoting() {
+    let world = World::new();
+    let _server = setup(&world);
+    let spaced = world.path().join("my venvs/t2");
+    world.write_tiers(&format!(
+        "{TIERS}\n[tiers.t3]\nrequirements = [\"alpha\"]\nvenv = \"{}\"\n",
+        spaced.display()
+    ));
+    fs_err::copy(
+        world.project().join("pylock.t1.toml"),
+        world.project().join("pylock.t3.toml"),
+    )
+    .unwrap();
+    world.ok(&["materialize", "--frozen", "t2", "t3"]);
+    for (venv, prompt) in [(world.venv("t2"), "t2"), (spaced, "t3")] {
+        let script = format!(
+            ". '{}/bin/activate' && echo \"$VIRTUAL_ENV|$VIRTUAL_ENV_PROMPT\" && python -c 'import alpha, sys; print(sys.prefix)'",
+            venv.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            format!("{}|{prompt}", venv.display())
+        );
+        assert_eq!(lines.next().unwrap(), venv.display().to_string());
+    }
+}

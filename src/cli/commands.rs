@@ -23,6 +23,13 @@ pub fn lock(session: &Session<'_>, names: &[String], offline: bool) -> anyhow::R
         &LockOptions { offline },
         session.reporter,
     )?;
+    // Materialize reuses uv's last choice of interpreter while nothing it
+    // depends on changed; an explicit lock refreshes that choice (best
+    // effort: locking itself needs no interpreter).
+    session.reuse_interpreter_choice.set(false);
+    for tier in &tiers {
+        let _ = session.interpreter(&tier.python);
+    }
     for tier_lock in locks {
         let state = match tier_lock.status {
             LockStatus::Reused => "up to date",
@@ -136,7 +143,11 @@ pub fn materialize(
             lock_path,
             fetched,
             report: fetch_report,
-        } = fetch_tier(session, tier, args.offline)?;
+        } = tstore::progress::timed(
+            session.reporter,
+            "interpreter, lock and store check",
+            || fetch_tier(session, tier, args.offline),
+        )?;
         let outcome = materialize::materialize(
             &TierInput {
                 inputs_key,

@@ -31,7 +31,8 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more detail (link method choices, retries, uv commands).
+    /// Print more detail (link method choices, retries, uv commands, the time
+    /// each step of a build took).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -24,6 +24,9 @@ pub struct Session<'a> {
     pub reporter: &'a Reporter,
     uv: OnceCell<Uv>,
     interpreters: RefCell<HashMap<String, Rc<Interpreter>>>,
+    /// Whether uv's remembered choice of interpreter may be reused
+    /// (`tstore lock` always asks again).
+    pub reuse_interpreter_choice: std::cell::Cell<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -36,6 +39,7 @@ impl<'a> Session<'a> {
             reporter,
             uv: OnceCell::new(),
             interpreters: RefCell::new(HashMap::new()),
+            reuse_interpreter_choice: std::cell::Cell::new(true),
         })
     }
 
@@ -53,7 +57,12 @@ impl<'a> Session<'a> {
         if let Some(found) = self.interpreters.borrow().get(python) {
             return Ok(found.clone());
         }
-        let found = Rc::new(Interpreter::find(self.uv()?, &self.store, python)?);
+        let found = Rc::new(Interpreter::find(
+            self.uv()?,
+            &self.store,
+            python,
+            self.reuse_interpreter_choice.get(),
+        )?);
         self.reporter
             .detail(&format!("Python {python}: {}", found.executable.display()));
         self.interpreters

@@ -3,10 +3,11 @@
 //! 1. [`plan::build`] computes the manifest (every file, its source).
 //! 2. If the venv records the same plan hash and its site-packages holds the
 //!    same entries, nothing is done.
-//! 3. Otherwise a new generation is built (see [`generations`]): skeleton
-//!    (`uv venv`), directories (once, parents first), then files in
-//!    parallel; objects are linked by the method [`link::Linker`] probed,
-//!    per-venv files written. Its manifest is saved in the store.
+//! 3. Otherwise a new generation is built (see [`generations`]): the
+//!    skeleton (a copy of `uv venv`'s output, see [`venv`]), then the tree
+//!    ([`tree`]: directories and files, one parallel task per directory);
+//!    objects are linked by the method [`link::Linker`] probed, per-venv
+//!    files written. Its manifest is saved in the store.
 //! 4. The tier's path is switched to the new generation atomically; a failure
 //!    or kill before that leaves the previous generation in use. Generations
 //!    beyond the kept number are deleted.
@@ -17,26 +18,24 @@ pub mod link;
 pub mod manifest;
 pub mod plan;
 pub mod scripts;
+pub mod tree;
 pub mod venv;
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use rayon::prelude::*;
 
 use crate::config::{LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
-use crate::progress::Progress;
+use crate::progress::{Progress, timed};
 use crate::store::db::GenerationRow;
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
 
 pub use link::LinkMethod;
-use plan::{FileSource, Plan};
+use plan::Plan;
 
 #[derive(Debug, Clone, Default)]
 pub struct MaterializeOptions {
@@ -84,14 +83,16 @@ pub fn materialize(
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
     let requested = input.tier.requested_names();
-    let plan = plan::build(&plan::PlanInput {
-        store: input.store,
-        fetched: input.fetched,
-        requested: &requested,
-        venv: target,
-        site_packages: input.interpreter.site_packages(),
-        python_version: input.interpreter.version,
-        interpreter: &input.interpreter.executable,
+    let plan = timed(progress, "plan", || {
+        plan::build(&plan::PlanInput {
+            store: input.store,
+            fetched: input.fetched,
+            requested: &requested,
+            venv: target,
+            site_packages: input.interpreter.site_packages(),
+            python_version: input.interpreter.version,
+            interpreter: &input.interpreter.executable,
+        })
     })?;
     if is_up_to_date(target, &plan) {
         return Ok(Outcome::UpToDate {
@@ -128,6 +129,7 @@ pub fn materialize(
     let number = generations.next_number(recorded.iter().map(|g| g.number));
     let staging = generations.staging(number);
     let built = build_venv(input, &plan, &staging, options, progress);
+    let finishing = std::time::Instant::now();
     let mut report = match built {
         Ok(report) => report,
         Err(err) => {
@@ -141,7 +143,9 @@ pub fn materialize(
     report.generation = number;
     let path = generations.path(number);
     fs_err::rename(&staging, &path)?;
-    manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
+    timed(progress, "save manifest", || {
+        manifest::Manifest::of(&plan).save(input.store, &plan.hash)
+    })?;
 
     // Recorded before the switch: a generation the path may point at is
     // always a gc root.
@@ -162,6 +166,10 @@ pub fn materialize(
     )?;
     generations.switch_to(number)?;
     generations.prune(input.store, options.keep_generations)?;
+    progress.detail(&format!(
+        "record and switch: {:.1} ms",
+        finishing.elapsed().as_secs_f64() * 1000.0
+    ));
     Ok(Outcome::Built(report))
 }
 
@@ -214,13 +222,16 @@ fn build_venv(
     progress: &dyn Progress,
 ) -> anyhow::Result<BuildReport> {
     let target = &input.tier.venv;
-    venv::create_skeleton(
-        input.uv,
-        &input.interpreter.executable,
-        staging,
-        target,
-        &input.tier.name,
-    )?;
+    timed(progress, "venv skeleton", || {
+        venv::create_skeleton(
+            input.uv,
+            input.store,
+            &input.interpreter.executable,
+            staging,
+            target,
+            &input.tier.name,
+        )
+    })?;
     let probe = link::Linker::probe(options.link_mode, input.store, staging)?;
     if let Some(reason) = &probe.fallback_reason {
         if probe.linker.method() == LinkMethod::Copy {
@@ -231,36 +242,13 @@ fn build_venv(
     }
     let linker = probe.linker;
 
-    // mkdir and link are latency-bound syscalls (mkdir measured ~0.7 ms on
-    // ext4 here): more threads than cores keep more of them in flight.
-    let io_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(IO_THREADS)
-        .build()
-        .context("cannot start I/O threads")?;
-    io_pool.install(|| create_dirs(staging, &plan.dirs))?;
-
     progress.start(
         &format!("materializing {}", input.tier.name),
         plan.files.len() as u64,
         0,
     );
-    io_pool.install(|| {
-        plan.files
-            .par_iter()
-            .try_for_each(|file| -> anyhow::Result<()> {
-                let dest = staging.join(&file.dest);
-                match &file.source {
-                    FileSource::Object(key) => linker
-                        .link(&input.store.object_path(key), &dest, key.executable)
-                        .with_context(|| {
-                            format!("cannot place {} ({})", file.dest.display(), file.dist)
-                        }),
-                    FileSource::Empty => write_new(&dest, b"", 0o644),
-                    FileSource::Content(bytes, mode) => write_new(&dest, bytes, *mode),
-                }?;
-                progress.item_done("");
-                Ok(())
-            })
+    timed(progress, "directories and files", || {
+        tree::write(staging, plan, input.store, &linker, progress)
     })?;
     progress.finish();
     let renewed = linker.objects_renewed.load(Ordering::Relaxed);
@@ -294,45 +282,4 @@ fn build_venv(
         distributions: input.fetched.len(),
         copied_instead,
     })
-}
-
-/// Threads for the venv's mkdir and link calls.
-const IO_THREADS: usize = 8;
-
-/// Creates `dirs` (relative to `root`), parents before children: each depth
-/// level in parallel.
-fn create_dirs(root: &Path, dirs: &[PathBuf]) -> anyhow::Result<()> {
-    let mut by_depth: std::collections::BTreeMap<usize, Vec<&PathBuf>> =
-        std::collections::BTreeMap::new();
-    for dir in dirs {
-        by_depth
-            .entry(dir.components().count())
-            .or_default()
-            .push(dir);
-    }
-    for level in by_depth.values() {
-        level.par_iter().try_for_each(|dir| {
-            let path = root.join(dir);
-            match std::fs::create_dir(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
-            }
-        })?;
-    }
-    Ok(())
-}
-
-fn write_new(dest: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dest)
-        .with_context(|| format!("cannot create {}", dest.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", dest.display()))?;
-    // The umask may have masked bits off.
-    fs_err::set_permissions(dest, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
 }

@@ -6,10 +6,11 @@
 use std::ffi::CString;
 #[cfg(target_os = "linux")]
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
+use crate::store::Store;
 use crate::uv::Uv;
 
 /// The `pyvenv.cfg` key holding the hash of the plan a venv was built from.
@@ -22,13 +23,79 @@ const ENTRIES_KEY: &str = "tstore-entries";
 const EDITED_KEY: &str = "tstore-edited";
 
 /// Creates the skeleton at `staging` for a venv that will live at `target`.
+///
+/// `uv venv` runs once per (uv, interpreter) into a template in the store;
+/// each venv gets a copy with the template's path and prompt replaced by its
+/// own, which saves starting uv for every build. Where a path needs quoting
+/// in shell scripts, uv runs for the venv itself, as it quotes per shell.
 pub fn create_skeleton(
     uv: &Uv,
+    store: &Store,
     interpreter: &Path,
     staging: &Path,
     target: &Path,
     prompt: &str,
 ) -> anyhow::Result<()> {
+    if !is_plain_path(target) || !is_plain_path(&store.skeletons_dir()) {
+        run_uv_venv(uv, interpreter, staging, prompt)?;
+        return replace_in_activation_scripts(staging, &staging.display().to_string(), target);
+    }
+    let template = skeleton_template(uv, store, interpreter)?;
+    copy_template(&template, staging, target, prompt)
+        .with_context(|| format!("cannot copy the venv skeleton {}", template.display()))
+}
+
+/// The prompt the template is made with, replaced by the tier's name.
+const TEMPLATE_PROMPT: &str = "tstore-template-prompt";
+/// A file in the template naming the path it was created at.
+const TEMPLATE_ORIGIN: &str = ".tstore-template-origin";
+
+fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Result<PathBuf> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"tstore-skeleton-1\0");
+    for path in [uv.path.as_path(), interpreter] {
+        let meta = fs_err::metadata(path)?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update(format!("\0{}\0{mtime}\0", meta.len()).as_bytes());
+    }
+    let template = store
+        .skeletons_dir()
+        .join(&hasher.finalize().to_hex()[..32]);
+    if template.join(TEMPLATE_ORIGIN).is_file() {
+        return Ok(template);
+    }
+    let building = store.skeletons_dir().join(format!(
+        ".building-{}-{}",
+        std::process::id(),
+        crate::store::unique_suffix()
+    ));
+    let made = run_uv_venv(uv, interpreter, &building, TEMPLATE_PROMPT).and_then(|()| {
+        fs_err::write(
+            building.join(TEMPLATE_ORIGIN),
+            building.as_os_str().as_encoded_bytes(),
+        )?;
+        Ok(())
+    });
+    if let Err(err) = made {
+        let _ = fs_err::remove_dir_all(&building);
+        return Err(err);
+    }
+    // Another process may have published the same template meanwhile.
+    if std::fs::rename(&building, &template).is_err() {
+        let _ = fs_err::remove_dir_all(&building);
+        if !template.join(TEMPLATE_ORIGIN).is_file() {
+            bail!("cannot publish the venv skeleton at {}", template.display());
+        }
+    }
+    Ok(template)
+}
+
+fn run_uv_venv(uv: &Uv, interpreter: &Path, dir: &Path, prompt: &str) -> anyhow::Result<()> {
     let mut cmd = uv.command();
     cmd.args([
         "venv",
@@ -39,25 +106,82 @@ pub fn create_skeleton(
         "--python",
     ])
     .arg(interpreter)
-    .arg(staging);
+    .arg(dir);
     uv.run(&mut cmd)
         .context("cannot create the venv skeleton")?;
-    // Activation scripts spell out the venv's path: make them name the final one.
-    let staging_text = staging.display().to_string();
+    Ok(())
+}
+
+/// Copies the template to `staging`, naming `target` and `prompt` where the
+/// template names its own path and prompt.
+fn copy_template(
+    template: &Path,
+    staging: &Path,
+    target: &Path,
+    prompt: &str,
+) -> anyhow::Result<()> {
+    let origin = fs_err::read_to_string(template.join(TEMPLATE_ORIGIN))?;
     let target_text = target.display().to_string();
-    for entry in fs_err::read_dir(staging.join("bin"))? {
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let from = template.join(&relative);
+        let to = staging.join(&relative);
+        fs_err::create_dir(&to)?;
+        for entry in fs_err::read_dir(&from)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if relative.as_os_str().is_empty() && name == TEMPLATE_ORIGIN {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(relative.join(&name));
+            } else if kind.is_symlink() {
+                std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, to.join(&name))
+                    .with_context(|| format!("cannot create {}", to.join(&name).display()))?;
+            } else {
+                let bytes = fs_err::read(entry.path())?;
+                let bytes = match std::str::from_utf8(&bytes) {
+                    Ok(text) if text.contains(&origin) || text.contains(TEMPLATE_PROMPT) => text
+                        .replace(&origin, &target_text)
+                        .replace(TEMPLATE_PROMPT, prompt)
+                        .into_bytes(),
+                    _ => bytes,
+                };
+                let dest = to.join(&name);
+                fs_err::write(&dest, bytes)?;
+                fs_err::set_permissions(&dest, entry.metadata()?.permissions())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Activation scripts spell out the venv's path: make them name `target`.
+fn replace_in_activation_scripts(venv: &Path, from: &str, target: &Path) -> anyhow::Result<()> {
+    let target_text = target.display().to_string();
+    for entry in fs_err::read_dir(venv.join("bin"))? {
         let path = entry?.path();
         let is_activate = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("activate"));
         if is_activate {
             let text = fs_err::read_to_string(&path)?;
-            if text.contains(&staging_text) {
-                fs_err::write(&path, text.replace(&staging_text, &target_text))?;
+            if text.contains(from) {
+                fs_err::write(&path, text.replace(from, &target_text))?;
             }
         }
     }
     Ok(())
+}
+
+/// A path no shell needs quoted, so plain text replacement keeps every
+/// activation script valid.
+fn is_plain_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@,:=".contains(c))
+    })
 }
 
 /// Adds tstore's keys to `pyvenv.cfg`.

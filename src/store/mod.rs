@@ -87,7 +87,15 @@ impl Store {
                     .with_context(|| format!("cannot create the store at {}", home.display()))?;
             }
         }
-        for dir in ["tmp", "locks", "tools", "interpreters", "run", "manifests"] {
+        for dir in [
+            "tmp",
+            "locks",
+            "tools",
+            "interpreters",
+            "skeletons",
+            "run",
+            "manifests",
+        ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
         // Switching a new database to WAL and migrating its schema do not
@@ -135,6 +143,11 @@ impl Store {
 
     pub fn interpreters_dir(&self) -> PathBuf {
         self.root.join("interpreters")
+    }
+
+    /// Venv skeletons made by `uv venv`, one per (uv, interpreter).
+    pub fn skeletons_dir(&self) -> PathBuf {
+        self.root.join("skeletons")
     }
 
     /// The store-wide lock: held shared while objects are added or used
