@@ -73,3 +73,13 @@ CREATE TABLE IF NOT EXISTS generation_distributions (
     PRIMARY KEY (venv, number, dist_id),
     FOREIGN KEY (venv, number) REFERENCES generations (venv, number) ON DELETE CASCADE
 ) WITHOUT ROWID;
+
+-- Bytecode compiled once per source content and interpreter (schema 2).
+-- The pycs are PEP 552 checked-hash pycs: valid wherever the source is linked.
+CREATE TABLE IF NOT EXISTS bytecode (
+    source  TEXT NOT NULL,           -- object key of the .py, or 'empty' for an empty file
+    tag     TEXT NOT NULL,           -- cache tag and magic number, e.g. cpython-311-a70d0d0a
+    pyc     TEXT REFERENCES objects (key),  -- NULL: the source does not compile
+    PRIMARY KEY (source, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bytecode_pyc ON bytecode (pyc);

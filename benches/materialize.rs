@@ -193,6 +193,7 @@ fn main() {
         requirements: Vec::new(),
         constraints: Vec::new(),
         components: Vec::new(),
+        compile_bytecode: false,
     };
     let lock_path = work.path().join("pylock.bench.toml");
     let input = TierInput {

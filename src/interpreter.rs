@@ -17,7 +17,7 @@ use crate::store::Store;
 use crate::uv::Uv;
 
 const QUERY: &str = r#"
-import json, os, platform, sys, sysconfig
+import importlib.util, json, os, platform, sys, sysconfig
 def fmt(v):
     s = "%d.%d.%d" % (v.major, v.minor, v.micro)
     if v.releaselevel != "final":
@@ -69,6 +69,8 @@ print(json.dumps({
     "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
     "version": [sys.version_info[0], sys.version_info[1]],
     "implementation_version": [sys.implementation.version[0], sys.implementation.version[1]],
+    "cache_tag": sys.implementation.cache_tag,
+    "magic": importlib.util.MAGIC_NUMBER.hex(),
 }))
 "#;
 
@@ -81,6 +83,10 @@ struct QueryAnswer {
     gil_disabled: bool,
     version: (u8, u8),
     implementation_version: (u8, u8),
+    /// `sys.implementation.cache_tag` (None: the interpreter writes no pycs).
+    cache_tag: Option<String>,
+    /// `importlib.util.MAGIC_NUMBER` in hex.
+    magic: String,
 }
 
 /// A base interpreter with what it takes to pick wheels for it.
@@ -92,6 +98,11 @@ pub struct Interpreter {
     pub version: (u8, u8),
     /// Free-threaded builds name their lib directory `pythonX.Yt`.
     pub gil_disabled: bool,
+    /// `sys.implementation.cache_tag` (`cpython-311`), naming pyc files.
+    pub cache_tag: Option<String>,
+    /// The pyc magic number in hex: pycs are only shared between
+    /// interpreters with the same tag and magic.
+    pub magic: String,
 }
 
 impl Interpreter {
@@ -144,7 +155,17 @@ impl Interpreter {
             tags,
             version: answer.version,
             gil_disabled: answer.gil_disabled,
+            cache_tag: answer.cache_tag,
+            magic: answer.magic,
         })
+    }
+
+    /// What store bytecode is keyed by: cache tag and magic number
+    /// (`cpython-311-a70d0d0a`); None where the interpreter has no cache tag.
+    pub fn bytecode_tag(&self) -> Option<String> {
+        self.cache_tag
+            .as_ref()
+            .map(|tag| format!("{tag}-{}", self.magic))
     }
 
     /// `lib/pythonX.Y/site-packages`, relative to the venv root.
@@ -164,7 +185,9 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let key = blake3::hash(format!("{}\0{}\0{mtime}", executable.display(), meta.len()).as_bytes());
+    let key = blake3::hash(
+        format!("query-2\0{}\0{}\0{mtime}", executable.display(), meta.len()).as_bytes(),
+    );
     let cache = store
         .interpreters_dir()
         .join(format!("{}.json", &key.to_hex()[..32]));

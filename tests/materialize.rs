@@ -581,3 +581,66 @@ fn activation_scripts_name_the_venv_even_where_its_path_needs_quoting() {
         assert_eq!(lines.next().unwrap(), venv.display().to_string());
     }
 }
+
+#[test]
+fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
+    let world = World::new();
+    let gamma = WheelBuilder::new("gamma", "1.0")
+        .file("gamma/__init__.py", "from .core import VALUE\n")
+        .file("gamma/core.py", "VALUE = 42\n")
+        .raw("gamma/empty.py", b"", 0o100644)
+        .file("gamma/broken.py", "def broken(:\n")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(
+        "python = \"3.11\"\n[tiers.a]\nrequirements = [\"gamma\"]\n\
+         [tiers.b]\nrequirements = [\"gamma\"]\n\
+         [tiers.plain]\nrequirements = [\"gamma\"]\ncompile-bytecode = false\n",
+    );
+    for tier in ["a", "b", "plain"] {
+        write_pylock(
+            &world.project().join(format!("pylock.{tier}.toml")),
+            &[LockedPackage::served(&gamma, &server.url)],
+        );
+    }
+    world.ok(&["materialize", "--frozen", "a", "b", "plain"]);
+
+    let cache = |tier: &str| site_packages(&world.venv(tier)).join("gamma/__pycache__");
+    let core = |tier: &str| cache(tier).join("core.cpython-311.pyc");
+    // One compiled object, linked into both tiers.
+    assert_eq!(inode_of(&core("a")), inode_of(&core("b")));
+    assert!(cache("a").join("empty.cpython-311.pyc").is_file());
+    // A source that does not compile gets no pyc and does not fail the build.
+    assert!(!cache("a").join("broken.cpython-311.pyc").exists());
+    assert!(!cache("plain").exists(), "compile-bytecode = false");
+
+    // Python loads the linked pyc as valid and leaves it alone.
+    let before = inode_of(&core("a"));
+    let out = std::process::Command::new(world.venv("a").join("bin/python"))
+        .args(["-v", "-c", "import gamma; print(gamma.VALUE)"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    assert!(
+        stderr.contains(&format!("code object from '{}'", core("a").display())),
+        "{stderr}"
+    );
+    assert_eq!(inode_of(&core("a")), before);
+
+    // The pycs are store objects that gc keeps and verify checks.
+    world.ok(&["gc"]);
+    let verified = world.ok(&["verify"]);
+    assert!(verified.contains("all intact"), "{verified}");
+    assert!(core("a").is_file());
+    python_ok(&world.venv("b"), "import gamma.core");
+
+    // Once nothing uses the sources, their bytecode goes too.
+    for tier in ["a", "b", "plain"] {
+        world.ok(&["remove", tier]);
+        fs_err::remove_file(world.project().join(format!("pylock.{tier}.toml"))).unwrap();
+    }
+    world.ok(&["gc"]);
+    assert_eq!(world.store_counts(), (0, 0));
+    assert_eq!(world.object_files().0, 0);
+}

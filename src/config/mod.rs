@@ -98,6 +98,8 @@ pub struct Tier {
     /// Constraints from `-c` lines of requirement files.
     pub constraints: Vec<RequirementLine>,
     pub components: Vec<String>,
+    /// Link compiled bytecode into the venv (`compile-bytecode`, default on).
+    pub compile_bytecode: bool,
 }
 
 impl Tier {
@@ -230,6 +232,10 @@ impl Config {
                     venv,
                     requirements,
                     constraints,
+                    compile_bytecode: raw_tier
+                        .compile_bytecode
+                        .or(raw.compile_bytecode)
+                        .unwrap_or(true),
                     components: raw_tier
                         .components
                         .iter()
@@ -318,6 +324,7 @@ struct RawConfig {
     find_links: Vec<String>,
     #[serde(default)]
     no_index: bool,
+    compile_bytecode: Option<bool>,
     #[serde(default)]
     sets: BTreeMap<String, RawSet>,
     #[serde(default)]
@@ -346,6 +353,7 @@ struct RawTier {
     components: Vec<String>,
     python: Option<String>,
     venv: Option<String>,
+    compile_bytecode: Option<bool>,
 }
 
 /// The text being parsed, for turning byte offsets into `file:line:col`.

@@ -83,6 +83,29 @@ pub fn materialize(
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
     let requested = input.tier.requested_names();
+    let bytecode_tag = input
+        .tier
+        .compile_bytecode
+        .then(|| input.interpreter.bytecode_tag())
+        .flatten();
+    if let Some(tag) = &bytecode_tag {
+        let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+        let report = timed(progress, "bytecode", || {
+            crate::store::bytecode::compile_missing(
+                input.store,
+                input.interpreter,
+                tag,
+                &dist_ids,
+                progress,
+            )
+        })?;
+        if report.compiled + report.failed > 0 {
+            progress.detail(&format!(
+                "bytecode: {} file(s) compiled into the store, {} do not compile",
+                report.compiled, report.failed
+            ));
+        }
+    }
     let plan = timed(progress, "plan", || {
         plan::build(&plan::PlanInput {
             store: input.store,
@@ -92,6 +115,12 @@ pub fn materialize(
             site_packages: input.interpreter.site_packages(),
             python_version: input.interpreter.version,
             interpreter: &input.interpreter.executable,
+            bytecode: bytecode_tag.as_deref().and_then(|tag| {
+                Some(plan::Bytecode {
+                    tag,
+                    cache_tag: input.interpreter.cache_tag.as_deref()?,
+                })
+            }),
         })
     })?;
     if is_up_to_date(target, &plan) {
@@ -175,11 +204,17 @@ pub fn materialize(
 
 /// Hash of what a tier's venv is built from that tstore can read without
 /// running uv or planning: the lock's bytes, the Python request, the venv
-/// path, the link mode, the store and tstore's version.
+/// path, the link mode, the store, whether bytecode is linked and tstore's
+/// version.
 pub fn inputs_key(store: &Store, tier: &Tier, lock: &[u8], link_mode: LinkMode) -> String {
     let mut hasher = blake3::Hasher::new();
     for part in [
-        concat!("tstore-inputs-1/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        concat!("tstore-inputs-2/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        if tier.compile_bytecode {
+            b"bytecode".as_slice()
+        } else {
+            b"no bytecode".as_slice()
+        },
         lock,
         tier.python.as_bytes(),
         tier.venv.as_os_str().as_encoded_bytes(),

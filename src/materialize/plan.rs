@@ -69,6 +69,15 @@ pub struct PlanInput<'a> {
     pub site_packages: PathBuf,
     pub python_version: (u8, u8),
     pub interpreter: &'a Path,
+    /// Link bytecode: the store's tag for it and the interpreter's cache tag
+    /// (which names the pyc files).
+    pub bytecode: Option<Bytecode<'a>>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Bytecode<'a> {
+    pub tag: &'a str,
+    pub cache_tag: &'a str,
 }
 
 pub fn build(input: &PlanInput<'_>) -> anyhow::Result<Plan> {
@@ -77,7 +86,12 @@ pub fn build(input: &PlanInput<'_>) -> anyhow::Result<Plan> {
     fetched.sort_by(|a, b| a.selected.name.cmp(&b.selected.name));
     let rows = fetched
         .iter()
-        .map(|item| input.store.db.distribution_files(item.dist_id))
+        .map(|item| {
+            input
+                .store
+                .db
+                .distribution_files_with_bytecode(item.dist_id, input.bytecode.map(|b| b.tag))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let per_dist = fetched
         .par_iter()
@@ -235,6 +249,7 @@ fn plan_distribution(
                     .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?,
             )
         };
+        let mut importable = true;
         let dest = match row.path.strip_prefix(&data_prefix) {
             None => {
                 record.push(&inside.to_string_lossy(), &row.sha256, row.size);
@@ -247,10 +262,14 @@ fn plan_distribution(
                 let dest = match scheme {
                     "purelib" | "platlib" => site.join(rest),
                     "headers" => {
+                        importable = false;
                         PathBuf::from(format!("include/site/python{major}.{minor}/{name}"))
                             .join(rest)
                     }
-                    "data" => rest,
+                    "data" => {
+                        importable = false;
+                        rest
+                    }
                     "scripts" => {
                         let dest = Path::new("bin").join(rest);
                         let content = read_object(input.store, row)?;
@@ -276,6 +295,18 @@ fn plan_distribution(
                     .with_context(|| format!("bad object key `{key}` in the store index"))?,
             ),
         };
+        if importable
+            && let (Some(bytecode), Some(pyc)) = (input.bytecode, &row.bytecode)
+            && let Some(pyc_dest) = pyc_path(&dest, bytecode.cache_tag)
+        {
+            let key = ObjectKey::parse(pyc)
+                .with_context(|| format!("bad object key `{pyc}` in the store index"))?;
+            files.push(PlannedFile {
+                dest: pyc_dest,
+                source: FileSource::Object(key),
+                dist: dist.clone(),
+            });
+        }
         files.push(PlannedFile {
             dest,
             source,
@@ -331,6 +362,18 @@ fn plan_distribution(
         dist,
     });
     Ok(files)
+}
+
+/// Where Python looks for the bytecode of `source` (a `.py` file):
+/// `__pycache__/<stem>.<cache tag>.pyc` beside it.
+fn pyc_path(source: &Path, cache_tag: &str) -> Option<PathBuf> {
+    let stem = source.file_name()?.to_str()?.strip_suffix(".py")?;
+    Some(
+        source
+            .parent()?
+            .join("__pycache__")
+            .join(format!("{stem}.{cache_tag}.pyc")),
+    )
 }
 
 /// The installed RECORD, written as files are planned.

@@ -10,7 +10,17 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Bytecode of sources no file uses any more is forgotten (gc).
+const FORGET_ORPHAN_BYTECODE: &str = "DELETE FROM bytecode WHERE CASE source \
+     WHEN 'empty' THEN NOT EXISTS (SELECT 1 FROM files f WHERE f.object IS NULL AND f.path LIKE '%.py') \
+     ELSE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = bytecode.source) END";
+
+/// Objects neither a file nor the bytecode of a used source refers to.
+const UNREFERENCED_OBJECTS: &str = "SELECT key, size FROM objects o \
+     WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key) \
+     AND NOT EXISTS (SELECT 1 FROM bytecode b WHERE b.pyc = o.key)";
 const SCHEMA: &str = include_str!("../../store-schema.sql");
 
 /// A distribution as recorded in the store.
@@ -34,6 +44,9 @@ pub struct FileRow {
     pub size: u64,
     /// urlsafe-base64 sha256, as RECORD writes it.
     pub sha256: String,
+    /// The compiled bytecode object of this file, when asked for a tag and
+    /// it has one.
+    pub bytecode: Option<String>,
 }
 
 /// A wheel ready to be recorded.
@@ -205,22 +218,90 @@ impl Db {
     }
 
     pub fn distribution_files(&self, dist_id: i64) -> anyhow::Result<Vec<FileRow>> {
+        self.distribution_files_with_bytecode(dist_id, None)
+    }
+
+    /// The files of a distribution, each with its bytecode object for `tag`
+    /// (see [`Db::record_bytecode`]) where there is one.
+    pub fn distribution_files_with_bytecode(
+        &self,
+        dist_id: i64,
+        tag: Option<&str>,
+    ) -> anyhow::Result<Vec<FileRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT path, object, mode, size, sha256 FROM files WHERE dist_id = ?1 ORDER BY path",
+            "SELECT f.path, f.object, f.mode, f.size, f.sha256, b.pyc FROM files f \
+             LEFT JOIN bytecode b ON b.source = coalesce(f.object, 'empty') AND b.tag = ?2 \
+             WHERE f.dist_id = ?1 ORDER BY f.path",
         )?;
         let rows = stmt
-            .query_map([dist_id], |r| {
+            .query_map(params![dist_id, tag], |r| {
                 Ok(FileRow {
                     path: r.get(0)?,
                     object: r.get(1)?,
                     mode: r.get(2)?,
                     size: r.get::<_, i64>(3)? as u64,
                     sha256: r.get(4)?,
+                    bytecode: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// `.py` files of these distributions with no bytecode entry for `tag`,
+    /// as (source object key or `empty`, path in the wheel), one per source.
+    pub fn sources_without_bytecode(
+        &self,
+        dist_ids: &[i64],
+        tag: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT coalesce(f.object, 'empty'), f.path FROM files f \
+             LEFT JOIN bytecode b ON b.source = coalesce(f.object, 'empty') AND b.tag = ?2 \
+             WHERE f.dist_id = ?1 AND f.path LIKE '%.py' AND b.source IS NULL",
+        )?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in dist_ids {
+            let rows = stmt.query_map(params![id, tag], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (source, path) = row?;
+                if seen.insert(source.clone()) {
+                    out.push((source, path));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records compiled bytecode: (source key or `empty`, pyc object key and
+    /// size, or `None` where the source does not compile).
+    pub fn record_bytecode(
+        &self,
+        tag: &str,
+        entries: &[(String, Option<(String, u64)>)],
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut object_stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO bytecode (source, tag, pyc) VALUES (?1, ?2, ?3)",
+            )?;
+            for (source, pyc) in entries {
+                if let Some((key, size)) = pyc {
+                    object_stmt.execute(params![key, *size as i64])?;
+                }
+                stmt.execute(params![source, tag, pyc.as_ref().map(|(k, _)| k)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records a new generation and makes it the tier's current one.
@@ -368,9 +449,8 @@ impl Db {
             }
         }
         let orphans: Vec<(String, u64)> = {
-            let mut stmt = tx.prepare(
-                "SELECT key, size FROM objects o WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key)",
-            )?;
+            tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
+            let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
                 .collect::<Result<Vec<_>, _>>()?
         };
@@ -395,9 +475,8 @@ impl Db {
                 stmt.execute([id])?;
             }
         }
-        let mut stmt = tx.prepare(
-            "SELECT key, size FROM objects o WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key)",
-        )?;
+        tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
+        let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -487,6 +566,7 @@ mod tests {
             mode: 0o644,
             size: 3,
             sha256: "x".into(),
+            bytecode: None,
         }];
         let dist = NewDistribution {
             name: "a",

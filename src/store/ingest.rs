@@ -368,6 +368,7 @@ fn hash_entry(
                 mode,
                 size,
                 sha256: digest,
+                bytecode: None,
             },
             staged: None,
         });
@@ -406,13 +407,14 @@ fn hash_entry(
             mode,
             size,
             sha256: digest,
+            bytecode: None,
         },
         staged,
     })
 }
 
 /// Moves a staged file into `objects/` as a read-only object.
-fn publish_object(store: &Store, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
+pub(crate) fn publish_object(store: &Store, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
     let mode = if key.executable { 0o555 } else { 0o444 };
     fs_err::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
     let target = store.object_path(key);

@@ -17,6 +17,7 @@
 //!
 //! [`Store`] is the one type that knows these paths.
 
+pub mod bytecode;
 pub mod db;
 pub mod ingest;
 pub mod wheel;

@@ -1,0 +1,225 @@
+//! Bytecode compiled once per source and interpreter, kept as store objects.
+//!
+//! Every `.py` of a tier's distributions that has no entry for the
+//! interpreter's tag (cache tag and magic number) is compiled by that
+//! interpreter into a PEP 552 *checked-hash* pyc: its header holds a hash of
+//! the source instead of an mtime, so it is valid for every link, reflink or
+//! copy of the source, and Python still notices an edited source (it then
+//! compiles that file itself, as it would in any venv). The code object's
+//! file name is fixed by Python at load time, so one pyc serves every venv
+//! path. A source that does not compile (a Python 2 file or a template
+//! shipped in a wheel) is recorded as such and not tried again.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use super::{ObjectKey, Store};
+use crate::interpreter::Interpreter;
+use crate::progress::Progress;
+
+/// The worker: compiles each `source<TAB>pyc<TAB>display name` line of the
+/// file it is given, printing `ok` or `fail` per line as it goes.
+const COMPILE: &str = r#"
+import py_compile, sys
+mode = py_compile.PycInvalidationMode.CHECKED_HASH
+with open(sys.argv[1], encoding="utf-8") as jobs:
+    for line in jobs:
+        source, pyc, name = line.rstrip("\n").split("\t")
+        try:
+            py_compile.compile(source, cfile=pyc, dfile=name, doraise=True, invalidation_mode=mode)
+            print("ok", flush=True)
+        except Exception:
+            print("fail", flush=True)
+"#;
+
+/// Sources per worker below which starting another interpreter is not worth it.
+const MIN_BATCH: usize = 64;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CompileReport {
+    pub compiled: usize,
+    /// Sources that do not compile.
+    pub failed: usize,
+}
+
+/// Compiles the `.py` files of `dist_ids` that have no bytecode for `tag` yet.
+pub fn compile_missing(
+    store: &Store,
+    interpreter: &Interpreter,
+    tag: &str,
+    dist_ids: &[i64],
+    progress: &dyn Progress,
+) -> anyhow::Result<CompileReport> {
+    let missing: Vec<(String, String)> = store
+        .db
+        .sources_without_bytecode(dist_ids, tag)?
+        .into_iter()
+        .filter(|(_, path)| goes_to_site_packages(path))
+        .collect();
+    if missing.is_empty() {
+        return Ok(CompileReport::default());
+    }
+    let work = store.temp_path("bytecode");
+    fs_err::create_dir_all(&work)?;
+    let result = compile_into(store, interpreter, tag, &missing, &work, progress);
+    let _ = fs_err::remove_dir_all(&work);
+    result
+}
+
+/// Only files Python imports from site-packages get bytecode: not scripts,
+/// data or headers from `.data/`.
+fn goes_to_site_packages(path: &str) -> bool {
+    match path.split_once(".data/") {
+        Some((top, rest)) if !top.contains('/') => {
+            rest.starts_with("purelib/") || rest.starts_with("platlib/")
+        }
+        _ => true,
+    }
+}
+
+fn compile_into(
+    store: &Store,
+    interpreter: &Interpreter,
+    tag: &str,
+    missing: &[(String, String)],
+    work: &Path,
+    progress: &dyn Progress,
+) -> anyhow::Result<CompileReport> {
+    let empty_source = work.join("empty.py");
+    fs_err::write(&empty_source, b"")?;
+    let jobs: Vec<(PathBuf, PathBuf, &str)> = missing
+        .iter()
+        .enumerate()
+        .map(|(i, (source, path))| -> anyhow::Result<_> {
+            let source_path = if source == "empty" {
+                empty_source.clone()
+            } else {
+                let key = ObjectKey::parse(source)
+                    .with_context(|| format!("bad object key `{source}` in the store index"))?;
+                store.object_path(&key)
+            };
+            Ok((source_path, work.join(format!("{i}.pyc")), path.as_str()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.len().div_ceil(MIN_BATCH))
+        .max(1);
+    progress.start("compiling bytecode", jobs.len() as u64, 0);
+    let chunk = jobs.len().div_ceil(workers);
+    let outcomes: Vec<Vec<bool>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, batch)| {
+                scope.spawn(move || {
+                    run_worker(
+                        interpreter,
+                        &work.join(format!("jobs-{n}")),
+                        batch,
+                        progress,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a compile worker panicked"))
+            })
+            .collect::<anyhow::Result<_>>()
+    })?;
+    progress.finish();
+
+    let mut entries = Vec::with_capacity(jobs.len());
+    let mut report = CompileReport::default();
+    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes.iter().flatten()).zip(missing) {
+        if !ok {
+            report.failed += 1;
+            entries.push((source.clone(), None));
+            continue;
+        }
+        let bytes = fs_err::read(&job.1)?;
+        let key = ObjectKey {
+            hash: *blake3::hash(&bytes).as_bytes(),
+            executable: false,
+        };
+        let object = store.object_path(&key);
+        if !object.exists() {
+            super::ingest::publish_object(store, &job.1, &key)?;
+        }
+        report.compiled += 1;
+        entries.push((source.clone(), Some((key.to_string(), bytes.len() as u64))));
+    }
+    store.db.record_bytecode(tag, &entries)?;
+    Ok(report)
+}
+
+/// One interpreter compiling `batch`; returns whether each job compiled.
+fn run_worker(
+    interpreter: &Interpreter,
+    jobs_file: &Path,
+    batch: &[(PathBuf, PathBuf, &str)],
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<bool>> {
+    let mut text = String::new();
+    for (source, pyc, name) in batch {
+        let line = format!("{}\t{}\t{name}", source.display(), pyc.display());
+        if line.matches('\t').count() != 2 || line.contains('\n') {
+            bail!("cannot compile `{name}`: tab or newline in its name");
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    fs_err::File::create(jobs_file)?.write_all(text.as_bytes())?;
+    // stderr goes to a file: a worker blocked on a full pipe would never finish.
+    let errors = jobs_file.with_extension("err");
+    let mut child = Command::new(&interpreter.executable)
+        .args(["-I", "-W", "ignore", "-c", COMPILE])
+        .arg(jobs_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs_err::File::create(&errors)?.into_parts().0)
+        .spawn()
+        .with_context(|| format!("cannot run {}", interpreter.executable.display()))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            outcomes.push(line? == "ok");
+            progress.item_done("");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() || outcomes.len() != batch.len() {
+        let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+        bail!(
+            "{} stopped while compiling bytecode ({status}, {} of {} files done): {}",
+            interpreter.executable.display(),
+            outcomes.len(),
+            batch.len(),
+            stderr.trim()
+        );
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::goes_to_site_packages;
+
+    #[test]
+    fn only_importable_files_get_bytecode() {
+        assert!(goes_to_site_packages("pkg/mod.py"));
+        assert!(goes_to_site_packages("pkg-1.0.data/purelib/pkg/mod.py"));
+        assert!(goes_to_site_packages("pkg-1.0.data/platlib/mod.py"));
+        assert!(!goes_to_site_packages("pkg-1.0.data/scripts/tool.py"));
+        assert!(!goes_to_site_packages("pkg-1.0.data/data/share/x.py"));
+        // A directory merely named like a data directory deeper down is code.
+        assert!(goes_to_site_packages("pkg/templates.data/x.py"));
+    }
+}
