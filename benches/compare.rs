@@ -123,7 +123,10 @@ fn main() {
             shell("free -h | awk '/Mem:/ {print $2}'"),
             shell("uname -r")
         ),
-        filesystem: shell(&format!("stat -f -c %T {}", bench.work.display())),
+        filesystem: shell(&format!(
+            "findmnt -n -o FSTYPE,SOURCE --target {}",
+            bench.work.display()
+        )),
         versions: format!(
             "tstore {}, {}, Python {}",
             env!("CARGO_PKG_VERSION"),
@@ -320,6 +323,7 @@ impl Bench {
     ) -> Result<Duration, String> {
         let _ = std::fs::remove_dir_all(venv);
         let offline = cache.join(".warm").exists();
+        settle();
         let started = Instant::now();
         run(self.uv(cache).args(["venv", "--python", "3.11"]).arg(venv))?;
         let mut sync = self.uv(cache);
@@ -517,9 +521,16 @@ fn tstore_tier_toml(tier: &str, venv_root: &Path) -> String {
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration, String> {
+    settle();
     let started = Instant::now();
     run(cmd)?;
     Ok(started.elapsed())
+}
+
+/// Writes back what earlier steps (deleting the previous venv above all)
+/// left dirty, so a timed command does not pay for them.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
