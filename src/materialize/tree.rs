@@ -36,7 +36,7 @@ struct Dir<'p> {
 struct Walk<'a> {
     root: &'a Path,
     root_fd: OwnedFd,
-    /// The store's 256 object fan-out directories, for hardlinks.
+    /// The store's 256 object fan-out directories, for hardlinks and reflinks.
     objects: Vec<OwnedFd>,
     store: &'a Store,
     linker: &'a Linker,
@@ -54,7 +54,7 @@ pub fn write(
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let dirs = index(plan);
-    let objects = if linker.method() == LinkMethod::Hardlink {
+    let objects = if matches!(linker.method(), LinkMethod::Hardlink | LinkMethod::Reflink) {
         let objects = store.root().join("objects");
         (0..=255u8)
             .map(|byte| open_dir(None, &objects.join(format!("{byte:02x}"))))
@@ -171,20 +171,23 @@ impl<'a> Walk<'a> {
         match &file.source {
             FileSource::Object(key) if !self.objects.is_empty() => {
                 let object = object_name(key);
-                // SAFETY: both names are NUL-terminated; both fds are open directories.
-                let linked = unsafe {
-                    libc::linkat(
-                        self.objects[usize::from(key.hash[0])].as_raw_fd(),
-                        object.as_ptr(),
-                        dir,
-                        name.as_ptr(),
-                        0,
-                    )
+                let objects = self.objects[usize::from(key.hash[0])].as_raw_fd();
+                let placed = if self.linker.method() == LinkMethod::Reflink {
+                    reflink_at(objects, &object, dir, &name, key.executable)
+                } else {
+                    // SAFETY: both names are NUL-terminated; both fds are open directories.
+                    let linked =
+                        unsafe { libc::linkat(objects, object.as_ptr(), dir, name.as_ptr(), 0) };
+                    if linked == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
                 };
-                if linked == 0 {
+                if placed.is_ok() {
                     return Ok(());
                 }
-                // EMLINK and the like: the linker knows what to do instead.
+                // EMLINK, EXDEV and the like: the linker knows what to do instead.
                 self.linker.link(
                     &self.store.object_path(key),
                     &self.root.join(&file.dest),
@@ -245,6 +248,48 @@ fn open_dir(at: Option<RawFd>, path: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just opened and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reflinks the object `object` (in `objects`) to a new file `name` in
+/// `dir`, as an ordinary writable file; on failure nothing is left behind.
+fn reflink_at(
+    objects: RawFd,
+    object: &ObjectName,
+    dir: RawFd,
+    name: &CStr,
+    executable: bool,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: names are NUL-terminated; results are checked before use.
+    let source =
+        unsafe { libc::openat(objects, object.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if source < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `source` was just opened and is owned by nobody else.
+    let source = unsafe { OwnedFd::from_raw_fd(source) };
+    let mode = if executable { 0o755 } else { 0o644 };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: as above.
+    let dest = unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) };
+    if dest < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let dest = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dest) });
+    // SAFETY: both fds are open; FICLONE takes the source fd as its argument.
+    let cloned = unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
+    let result = if cloned == 0 {
+        // The umask may have masked bits off.
+        dest.set_permissions(std::fs::Permissions::from_mode(mode))
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    if result.is_err() {
+        // SAFETY: `name` is NUL-terminated; `dir` is an open directory.
+        unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+    }
+    result
 }
 
 /// Creates `name` in `dir` with `bytes`, failing if it exists.
