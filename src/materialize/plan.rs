@@ -7,7 +7,6 @@
 //! to `bin/`, `.data/headers` to `include/site/pythonX.Y/<name>/`,
 //! `.data/data` to the venv root.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -240,15 +239,8 @@ fn plan_distribution(
         if skip.contains(&row.path) {
             continue;
         }
-        // Paths were checked at ingest; a plain one needs no rebuilding.
-        let inside: Cow<'_, Path> = if is_plain_relative(&row.path) {
-            Cow::Borrowed(Path::new(&row.path))
-        } else {
-            Cow::Owned(
-                safe_relative_path(&row.path)
-                    .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?,
-            )
-        };
+        let inside = safe_relative_path(&row.path)
+            .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?;
         let mut importable = true;
         let dest = match row.path.strip_prefix(&data_prefix) {
             None => {
@@ -268,7 +260,7 @@ fn plan_distribution(
                     }
                     "data" => {
                         importable = false;
-                        rest
+                        rest.into_owned()
                     }
                     "scripts" => {
                         let dest = Path::new("bin").join(rest);
@@ -396,17 +388,6 @@ fn relative_to_site(site: &Path, dest: &Path) -> String {
         Ok(rest) => rest.display().to_string(),
         Err(_) => format!("../../../{}", dest.display()),
     }
-}
-
-/// A relative path with only plain components (no `.`, `..`, empty parts,
-/// backslashes or NULs): usable as it is.
-fn is_plain_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains(['\\', '\0'])
-        && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 fn read_object(store: &Store, row: &FileRow) -> anyhow::Result<Vec<u8>> {
