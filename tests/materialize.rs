@@ -585,7 +585,7 @@ fn activation_scripts_name_the_venv_even_where_its_path_needs_quoting() {
 #[test]
 fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
     let world = World::new();
-    let gamma = WheelBuilder::new("gamma", "1.0")
+    WheelBuilder::new("gamma", "1.0")
         .file("gamma/__init__.py", "from .core import VALUE\n")
         .file("gamma/core.py", "VALUE = 42\n")
         .raw("gamma/empty.py", b"", 0o100644)
@@ -598,12 +598,22 @@ fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
          [tiers.plain]\nrequirements = [\"gamma\"]\ncompile-bytecode = false\n",
     );
     for tier in ["a", "b", "plain"] {
-        write_pylock(
+        lock_served(
             &world.project().join(format!("pylock.{tier}.toml")),
-            &[LockedPackage::served(&gamma, &server.url)],
+            &world.wheels(),
+            &["gamma"],
+            &server.url,
         );
     }
-    world.ok(&["materialize", "--frozen", "a", "b", "plain"]);
+    let first = world.ok(&["-v", "materialize", "--frozen", "a", "b", "plain"]);
+    assert!(
+        first.contains("bytecode: 3 file(s) compiled into the store, 1 do not compile"),
+        "{first}"
+    );
+    // Rebuilding compiles nothing, not even the source that failed.
+    world.ok(&["remove", "a"]);
+    let again = world.ok(&["-v", "materialize", "--frozen", "a"]);
+    assert!(!again.contains("compiled into the store"), "{again}");
 
     let cache = |tier: &str| site_packages(&world.venv(tier)).join("gamma/__pycache__");
     let core = |tier: &str| cache(tier).join("core.cpython-311.pyc");

@@ -30,7 +30,7 @@ use crate::config::{LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
-use crate::store::db::GenerationRow;
+use crate::store::db::{Bytecode, GenerationRow};
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
 
@@ -88,40 +88,45 @@ pub fn materialize(
         .compile_bytecode
         .then(|| input.interpreter.bytecode_tag())
         .flatten();
+    let mut dists = plan::read_distributions(input.store, input.fetched, bytecode_tag.as_deref())?;
     if let Some(tag) = &bytecode_tag {
-        let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
-        let report = timed(progress, "bytecode", || {
-            crate::store::bytecode::compile_missing(
-                input.store,
-                input.interpreter,
-                tag,
-                &dist_ids,
-                progress,
-            )
-        })?;
-        if report.compiled + report.failed > 0 {
+        let sources = plan::sources_without_bytecode(&dists)?;
+        if !sources.is_empty() {
+            let compiled = timed(progress, "bytecode", || {
+                crate::store::bytecode::compile(
+                    input.store,
+                    input.interpreter,
+                    tag,
+                    &sources,
+                    progress,
+                )
+            })?;
+            let failed = compiled
+                .values()
+                .filter(|b| **b == Bytecode::DoesNotCompile)
+                .count();
             progress.detail(&format!(
-                "bytecode: {} file(s) compiled into the store, {} do not compile",
-                report.compiled, report.failed
+                "bytecode: {} file(s) compiled into the store, {failed} do not compile",
+                compiled.len() - failed
             ));
+            plan::apply_bytecode(&mut dists, &compiled);
         }
     }
     let plan = timed(progress, "plan", || {
-        plan::build(&plan::PlanInput {
-            store: input.store,
-            fetched: input.fetched,
-            requested: &requested,
-            venv: target,
-            site_packages: input.interpreter.site_packages(),
-            python_version: input.interpreter.version,
-            interpreter: &input.interpreter.executable,
-            bytecode: bytecode_tag.as_deref().and_then(|tag| {
-                Some(plan::Bytecode {
-                    tag,
-                    cache_tag: input.interpreter.cache_tag.as_deref()?,
-                })
-            }),
-        })
+        plan::build(
+            &plan::PlanInput {
+                store: input.store,
+                requested: &requested,
+                venv: target,
+                site_packages: input.interpreter.site_packages(),
+                python_version: input.interpreter.version,
+                interpreter: &input.interpreter.executable,
+                pyc_cache_tag: bytecode_tag
+                    .as_ref()
+                    .and(input.interpreter.cache_tag.as_deref()),
+            },
+            &dists,
+        )
     })?;
     if is_up_to_date(target, &plan) {
         return Ok(Outcome::UpToDate {

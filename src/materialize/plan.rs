@@ -7,7 +7,7 @@
 //! to `bin/`, `.data/headers` to `include/site/pythonX.Y/<name>/`,
 //! `.data/data` to the venv root.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use sha2::Digest;
 
 use super::scripts;
 use crate::fetch::Fetched;
-use crate::store::db::FileRow;
+use crate::store::db::{Bytecode, EMPTY_SOURCE, FileRow};
 use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};
 
@@ -60,7 +60,6 @@ pub struct Plan {
 
 pub struct PlanInput<'a> {
     pub store: &'a Store,
-    pub fetched: &'a [Fetched],
     /// Normalized names that get a `REQUESTED` marker.
     pub requested: &'a [String],
     /// The final venv path (launchers name its interpreter).
@@ -68,35 +67,82 @@ pub struct PlanInput<'a> {
     pub site_packages: PathBuf,
     pub python_version: (u8, u8),
     pub interpreter: &'a Path,
-    /// Link bytecode: the store's tag for it and the interpreter's cache tag
-    /// (which names the pyc files).
-    pub bytecode: Option<Bytecode<'a>>,
+    /// The interpreter's cache tag (`cpython-311`, naming pyc files) when
+    /// bytecode is linked; `None` links none.
+    pub pyc_cache_tag: Option<&'a str>,
 }
 
-#[derive(Clone, Copy)]
-pub struct Bytecode<'a> {
-    pub tag: &'a str,
-    pub cache_tag: &'a str,
+/// One distribution's rows from the store, read once: for planning, and
+/// before that for finding the sources that still need bytecode.
+pub struct DistributionFiles<'a> {
+    pub fetched: &'a Fetched,
+    pub rows: Vec<FileRow>,
 }
 
-pub fn build(input: &PlanInput<'_>) -> anyhow::Result<Plan> {
-    let python = input.venv.join("bin/python");
-    let mut fetched: Vec<&Fetched> = input.fetched.iter().collect();
+/// Reads every distribution's files, in name order, with what the store
+/// knows of their bytecode for `bytecode_tag`.
+pub fn read_distributions<'a>(
+    store: &Store,
+    fetched: &'a [Fetched],
+    bytecode_tag: Option<&str>,
+) -> anyhow::Result<Vec<DistributionFiles<'a>>> {
+    let mut fetched: Vec<&Fetched> = fetched.iter().collect();
     fetched.sort_by(|a, b| a.selected.name.cmp(&b.selected.name));
-    let rows = fetched
-        .iter()
+    fetched
+        .into_iter()
         .map(|item| {
-            input
-                .store
-                .db
-                .distribution_files_with_bytecode(item.dist_id, input.bytecode.map(|b| b.tag))
+            Ok(DistributionFiles {
+                fetched: item,
+                rows: store
+                    .db
+                    .distribution_files_with_bytecode(item.dist_id, bytecode_tag)?,
+            })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let per_dist = fetched
+        .collect()
+}
+
+/// The `.py` files Python imports from site-packages that the store has no
+/// bytecode entry for: (source object key or [`EMPTY_SOURCE`], path in the
+/// wheel), each source once.
+pub fn sources_without_bytecode(
+    dists: &[DistributionFiles<'_>],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut seen = HashSet::new();
+    let mut sources = Vec::new();
+    for dist in dists {
+        let data_prefix = data_prefix(&dist.fetched.selected.name, &dist.rows)?;
+        for row in &dist.rows {
+            if row.bytecode == Bytecode::Unknown
+                && row.path.ends_with(".py")
+                && imports_from_site_packages(&row.path, &data_prefix)
+            {
+                let source = row.object.as_deref().unwrap_or(EMPTY_SOURCE);
+                if seen.insert(source) {
+                    sources.push((source.to_string(), row.path.clone()));
+                }
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Puts what compiling gave (by source) into the rows.
+pub fn apply_bytecode(dists: &mut [DistributionFiles<'_>], compiled: &HashMap<String, Bytecode>) {
+    for row in dists.iter_mut().flat_map(|d| d.rows.iter_mut()) {
+        if let Some(state) = compiled.get(row.object.as_deref().unwrap_or(EMPTY_SOURCE)) {
+            row.bytecode = state.clone();
+        }
+    }
+}
+
+/// Plans the venv of `dists` (from [`read_distributions`]).
+pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::Result<Plan> {
+    let python = input.venv.join("bin/python");
+    let per_dist = dists
         .par_iter()
-        .zip(&rows)
-        .map(|(item, rows)| {
-            plan_distribution(input, &python, &item.selected.name, rows).with_context(|| {
+        .map(|dist| {
+            let item = dist.fetched;
+            plan_distribution(input, &python, &item.selected.name, &dist.rows).with_context(|| {
                 format!(
                     "cannot plan {} {}",
                     item.selected.name, item.selected.version
@@ -199,13 +245,8 @@ fn plan_distribution(
     name: &str,
     rows: &[FileRow],
 ) -> anyhow::Result<Vec<PlannedFile>> {
-    let dist_info = rows
-        .iter()
-        .filter_map(|r| r.path.strip_suffix("/METADATA"))
-        .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
-        .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
-        .to_string();
-    let data_prefix = format!("{}.data/", dist_info.trim_end_matches(".dist-info"));
+    let dist_info = dist_info_dir(name, rows)?;
+    let data_prefix = data_prefix(name, rows)?;
     let site = &input.site_packages;
     let (major, minor) = input.python_version;
     // One shared name for every file of the distribution.
@@ -241,7 +282,6 @@ fn plan_distribution(
         }
         let inside = safe_relative_path(&row.path)
             .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?;
-        let mut importable = true;
         let dest = match row.path.strip_prefix(&data_prefix) {
             None => {
                 record.push(&inside.to_string_lossy(), &row.sha256, row.size);
@@ -254,14 +294,10 @@ fn plan_distribution(
                 let dest = match scheme {
                     "purelib" | "platlib" => site.join(rest),
                     "headers" => {
-                        importable = false;
                         PathBuf::from(format!("include/site/python{major}.{minor}/{name}"))
                             .join(rest)
                     }
-                    "data" => {
-                        importable = false;
-                        rest.into_owned()
-                    }
+                    "data" => rest.into_owned(),
                     "scripts" => {
                         let dest = Path::new("bin").join(rest);
                         let content = read_object(input.store, row)?;
@@ -287,9 +323,9 @@ fn plan_distribution(
                     .with_context(|| format!("bad object key `{key}` in the store index"))?,
             ),
         };
-        if importable
-            && let (Some(bytecode), Some(pyc)) = (input.bytecode, &row.bytecode)
-            && let Some(pyc_dest) = pyc_path(&dest, bytecode.cache_tag)
+        if let (Some(cache_tag), Bytecode::Object(pyc)) = (input.pyc_cache_tag, &row.bytecode)
+            && imports_from_site_packages(&row.path, &data_prefix)
+            && let Some(pyc_dest) = pyc_path(&dest, cache_tag)
         {
             let key = ObjectKey::parse(pyc)
                 .with_context(|| format!("bad object key `{pyc}` in the store index"))?;
@@ -354,6 +390,34 @@ fn plan_distribution(
         dist,
     });
     Ok(files)
+}
+
+/// The distribution's `<name>-<version>.dist-info` directory.
+fn dist_info_dir(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.path.strip_suffix("/METADATA"))
+        .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
+        .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
+        .to_string())
+}
+
+/// `<name>-<version>.data/`, the prefix of the wheel's scheme directories.
+fn data_prefix(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
+    let dist_info = dist_info_dir(name, rows)?;
+    Ok(format!(
+        "{}.data/",
+        dist_info.trim_end_matches(".dist-info")
+    ))
+}
+
+/// Whether a wheel path lands in site-packages, where Python imports from:
+/// the archive root and `.data/purelib|platlib`, not scripts, data or headers.
+fn imports_from_site_packages(path: &str, data_prefix: &str) -> bool {
+    match path.strip_prefix(data_prefix) {
+        None => true,
+        Some(rest) => rest.starts_with("purelib/") || rest.starts_with("platlib/"),
+    }
 }
 
 /// Where Python looks for the bytecode of `source` (a `.py` file):
@@ -433,5 +497,41 @@ mod base64_text {
         STANDARD
             .decode(String::deserialize(d)?)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::imports_from_site_packages;
+
+    #[test]
+    fn only_files_in_site_packages_are_importable() {
+        let data = "pkg-1.0.data/";
+        assert!(imports_from_site_packages("pkg/mod.py", data));
+        assert!(imports_from_site_packages(
+            "pkg-1.0.data/purelib/pkg/mod.py",
+            data
+        ));
+        assert!(imports_from_site_packages(
+            "pkg-1.0.data/platlib/mod.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/scripts/tool.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/data/share/x.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/headers/x.py",
+            data
+        ));
+        // Another distribution's data directory name is just a directory here.
+        assert!(imports_from_site_packages(
+            "other-2.0.data/scripts/x.py",
+            data
+        ));
     }
 }

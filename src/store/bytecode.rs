@@ -10,12 +10,14 @@
 //! path. A source that does not compile (a Python 2 file or a template
 //! shipped in a wheel) is recorded as such and not tried again.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use super::db::{Bytecode, EMPTY_SOURCE};
 use super::{ObjectKey, Store};
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
@@ -38,63 +40,41 @@ with open(sys.argv[1], encoding="utf-8") as jobs:
 /// Sources per worker below which starting another interpreter is not worth it.
 const MIN_BATCH: usize = 64;
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CompileReport {
-    pub compiled: usize,
-    /// Sources that do not compile.
-    pub failed: usize,
-}
-
-/// Compiles the `.py` files of `dist_ids` that have no bytecode for `tag` yet.
-pub fn compile_missing(
+/// Compiles `sources` (a source's object key, or [`EMPTY_SOURCE`], with its
+/// path in the wheel for messages) for `tag`, records the outcome in the
+/// store and returns it per source.
+pub fn compile(
     store: &Store,
     interpreter: &Interpreter,
     tag: &str,
-    dist_ids: &[i64],
+    sources: &[(String, String)],
     progress: &dyn Progress,
-) -> anyhow::Result<CompileReport> {
-    let missing: Vec<(String, String)> = store
-        .db
-        .sources_without_bytecode(dist_ids, tag)?
-        .into_iter()
-        .filter(|(_, path)| goes_to_site_packages(path))
-        .collect();
-    if missing.is_empty() {
-        return Ok(CompileReport::default());
+) -> anyhow::Result<HashMap<String, Bytecode>> {
+    if sources.is_empty() {
+        return Ok(HashMap::new());
     }
     let work = store.temp_path("bytecode");
     fs_err::create_dir_all(&work)?;
-    let result = compile_into(store, interpreter, tag, &missing, &work, progress);
+    let result = compile_into(store, interpreter, tag, sources, &work, progress);
     let _ = fs_err::remove_dir_all(&work);
     result
-}
-
-/// Only files Python imports from site-packages get bytecode: not scripts,
-/// data or headers from `.data/`.
-fn goes_to_site_packages(path: &str) -> bool {
-    match path.split_once(".data/") {
-        Some((top, rest)) if !top.contains('/') => {
-            rest.starts_with("purelib/") || rest.starts_with("platlib/")
-        }
-        _ => true,
-    }
 }
 
 fn compile_into(
     store: &Store,
     interpreter: &Interpreter,
     tag: &str,
-    missing: &[(String, String)],
+    sources: &[(String, String)],
     work: &Path,
     progress: &dyn Progress,
-) -> anyhow::Result<CompileReport> {
+) -> anyhow::Result<HashMap<String, Bytecode>> {
     let empty_source = work.join("empty.py");
     fs_err::write(&empty_source, b"")?;
-    let jobs: Vec<(PathBuf, PathBuf, &str)> = missing
+    let jobs: Vec<(PathBuf, PathBuf, &str)> = sources
         .iter()
         .enumerate()
         .map(|(i, (source, path))| -> anyhow::Result<_> {
-            let source_path = if source == "empty" {
+            let source_path = if source == EMPTY_SOURCE {
                 empty_source.clone()
             } else {
                 let key = ObjectKey::parse(source)
@@ -137,10 +117,8 @@ fn compile_into(
     progress.finish();
 
     let mut entries = Vec::with_capacity(jobs.len());
-    let mut report = CompileReport::default();
-    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes.iter().flatten()).zip(missing) {
+    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes.iter().flatten()).zip(sources) {
         if !ok {
-            report.failed += 1;
             entries.push((source.clone(), None));
             continue;
         }
@@ -153,11 +131,19 @@ fn compile_into(
         if !object.exists() {
             super::ingest::publish_object(store, &job.1, &key)?;
         }
-        report.compiled += 1;
         entries.push((source.clone(), Some((key.to_string(), bytes.len() as u64))));
     }
     store.db.record_bytecode(tag, &entries)?;
-    Ok(report)
+    Ok(entries
+        .into_iter()
+        .map(|(source, pyc)| {
+            let state = match pyc {
+                Some((key, _)) => Bytecode::Object(key),
+                None => Bytecode::DoesNotCompile,
+            };
+            (source, state)
+        })
+        .collect())
 }
 
 /// One interpreter compiling `batch`; returns whether each job compiled.
@@ -206,20 +192,4 @@ fn run_worker(
         );
     }
     Ok(outcomes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::goes_to_site_packages;
-
-    #[test]
-    fn only_importable_files_get_bytecode() {
-        assert!(goes_to_site_packages("pkg/mod.py"));
-        assert!(goes_to_site_packages("pkg-1.0.data/purelib/pkg/mod.py"));
-        assert!(goes_to_site_packages("pkg-1.0.data/platlib/mod.py"));
-        assert!(!goes_to_site_packages("pkg-1.0.data/scripts/tool.py"));
-        assert!(!goes_to_site_packages("pkg-1.0.data/data/share/x.py"));
-        // A directory merely named like a data directory deeper down is code.
-        assert!(goes_to_site_packages("pkg/templates.data/x.py"));
-    }
 }

@@ -44,9 +44,23 @@ pub struct FileRow {
     pub size: u64,
     /// urlsafe-base64 sha256, as RECORD writes it.
     pub sha256: String,
-    /// The compiled bytecode object of this file, when asked for a tag and
-    /// it has one.
-    pub bytecode: Option<String>,
+    /// What the store holds of this file's bytecode for the tag asked for.
+    pub bytecode: Bytecode,
+}
+
+/// The `bytecode` table's key for an empty source (empty files have no object).
+pub const EMPTY_SOURCE: &str = "empty";
+
+/// What the store knows of a `.py` file's bytecode for one interpreter tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Bytecode {
+    /// Not compiled for this tag (or no tag was asked for).
+    #[default]
+    Unknown,
+    /// Compiling it failed once; it is not tried again.
+    DoesNotCompile,
+    /// The pyc's object key.
+    Object(String),
 }
 
 /// A wheel ready to be recorded.
@@ -221,8 +235,8 @@ impl Db {
         self.distribution_files_with_bytecode(dist_id, None)
     }
 
-    /// The files of a distribution, each with its bytecode object for `tag`
-    /// (see [`Db::record_bytecode`]) where there is one.
+    /// The files of a distribution, each with what is known of its bytecode
+    /// for `tag` (see [`Db::record_bytecode`]).
     pub fn distribution_files_with_bytecode(
         &self,
         dist_id: i64,
@@ -230,7 +244,8 @@ impl Db {
     ) -> anyhow::Result<Vec<FileRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT f.path, f.object, f.mode, f.size, f.sha256, b.pyc FROM files f \
+            "SELECT f.path, f.object, f.mode, f.size, f.sha256, b.source IS NOT NULL, b.pyc \
+             FROM files f \
              LEFT JOIN bytecode b ON b.source = coalesce(f.object, 'empty') AND b.tag = ?2 \
              WHERE f.dist_id = ?1 ORDER BY f.path",
         )?;
@@ -242,40 +257,15 @@ impl Db {
                     mode: r.get(2)?,
                     size: r.get::<_, i64>(3)? as u64,
                     sha256: r.get(4)?,
-                    bytecode: r.get(5)?,
+                    bytecode: match (r.get::<_, bool>(5)?, r.get::<_, Option<String>>(6)?) {
+                        (false, _) => Bytecode::Unknown,
+                        (true, None) => Bytecode::DoesNotCompile,
+                        (true, Some(pyc)) => Bytecode::Object(pyc),
+                    },
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// `.py` files of these distributions with no bytecode entry for `tag`,
-    /// as (source object key or `empty`, path in the wheel), one per source.
-    pub fn sources_without_bytecode(
-        &self,
-        dist_ids: &[i64],
-        tag: &str,
-    ) -> anyhow::Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT coalesce(f.object, 'empty'), f.path FROM files f \
-             LEFT JOIN bytecode b ON b.source = coalesce(f.object, 'empty') AND b.tag = ?2 \
-             WHERE f.dist_id = ?1 AND f.path LIKE '%.py' AND b.source IS NULL",
-        )?;
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for id in dist_ids {
-            let rows = stmt.query_map(params![id, tag], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (source, path) = row?;
-                if seen.insert(source.clone()) {
-                    out.push((source, path));
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Records compiled bytecode: (source key or `empty`, pyc object key and
@@ -566,7 +556,7 @@ mod tests {
             mode: 0o644,
             size: 3,
             sha256: "x".into(),
-            bytecode: None,
+            bytecode: Bytecode::Unknown,
         }];
         let dist = NewDistribution {
             name: "a",

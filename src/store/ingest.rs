@@ -368,7 +368,7 @@ fn hash_entry(
                 mode,
                 size,
                 sha256: digest,
-                bytecode: None,
+                bytecode: Default::default(),
             },
             staged: None,
         });
@@ -407,7 +407,7 @@ fn hash_entry(
             mode,
             size,
             sha256: digest,
-            bytecode: None,
+            bytecode: Default::default(),
         },
         staged,
     })
