@@ -53,7 +53,7 @@ pub fn write(
     linker: &Linker,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
-    let dirs = index(plan);
+    let dirs = index(plan)?;
     let objects = if matches!(linker.method(), LinkMethod::Hardlink | LinkMethod::Reflink) {
         let objects = store.root().join("objects");
         (0..=255u8)
@@ -84,8 +84,10 @@ pub fn write(
     }
 }
 
-/// The directory tree of the plan: node 0 is the root.
-fn index(plan: &Plan) -> Vec<Dir<'_>> {
+/// The directory tree of the plan: node 0 is the root. Every parent is in
+/// `plan.dirs`, ahead of its children; a plan breaking that is refused
+/// rather than silently missing files.
+fn index(plan: &Plan) -> anyhow::Result<Vec<Dir<'_>>> {
     let mut dirs = vec![Dir {
         path: Path::new(""),
         children: Vec::new(),
@@ -104,17 +106,19 @@ fn index(plan: &Plan) -> Vec<Dir<'_>> {
             files: Vec::new(),
         });
         by_path.insert(dir, id);
-        if let Some(&parent_id) = by_path.get(parent) {
-            dirs[parent_id].children.push(id);
-        }
+        let parent_id = *by_path
+            .get(parent)
+            .with_context(|| format!("the plan lists {} before its parent", dir.display()))?;
+        dirs[parent_id].children.push(id);
     }
     for file in &plan.files {
         let parent = file.dest.parent().unwrap_or(Path::new(""));
-        if let Some(&id) = by_path.get(parent) {
-            dirs[id].files.push(file);
-        }
+        let id = *by_path
+            .get(parent)
+            .with_context(|| format!("the plan has no directory for {}", file.dest.display()))?;
+        dirs[id].files.push(file);
     }
-    dirs
+    Ok(dirs)
 }
 
 impl<'a> Walk<'a> {
