@@ -179,15 +179,9 @@ impl Interpreter {
 }
 
 fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer> {
-    let meta = fs_err::metadata(executable)?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let key = blake3::hash(
-        format!("query-2\0{}\0{}\0{mtime}", executable.display(), meta.len()).as_bytes(),
-    );
+    let stamp =
+        file_stamp(executable).with_context(|| format!("cannot read {}", executable.display()))?;
+    let key = blake3::hash(format!("query-2\0{}\0{stamp}", executable.display()).as_bytes());
     let cache = store
         .interpreters_dir()
         .join(format!("{}.json", &key.to_hex()[..32]));
@@ -233,8 +227,8 @@ struct FindCache {
 #[derive(Serialize, Deserialize, PartialEq)]
 struct FindAnswer {
     executable: PathBuf,
-    /// (path, mtime in ns or -1 when absent) of every watched path.
-    watched: Vec<(PathBuf, i128)>,
+    /// (path, [`file_stamp`] or None when absent) of every watched path.
+    watched: Vec<(PathBuf, Option<String>)>,
 }
 
 impl FindCache {
@@ -254,7 +248,7 @@ impl FindCache {
             .collect();
         env.sort();
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"tstore-find-1\0");
+        hasher.update(b"tstore-find-2\0");
         for part in [
             request.as_bytes(),
             uv.path.as_os_str().as_encoded_bytes(),
@@ -297,12 +291,12 @@ impl FindCache {
         }
     }
 
-    fn state(&self, executable: &Path) -> Vec<(PathBuf, i128)> {
+    fn state(&self, executable: &Path) -> Vec<(PathBuf, Option<String>)> {
         self.watched
             .iter()
             .map(PathBuf::as_path)
             .chain([executable])
-            .map(|path| (path.to_path_buf(), mtime_ns(path)))
+            .map(|path| (path.to_path_buf(), file_stamp(path).ok()))
             .collect()
     }
 
@@ -325,10 +319,15 @@ impl FindCache {
     }
 }
 
-fn mtime_ns(path: &Path) -> i128 {
-    std::fs::metadata(path)
+/// Size and modification time of `path`: they change when the file (or a
+/// directory's entries) change, so a cache key made from them goes stale
+/// with the file.
+pub fn file_stamp(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    let mtime = meta
+        .modified()
         .ok()
-        .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(-1, |d| d.as_nanos() as i128)
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("{}:{mtime}", meta.len()))
 }

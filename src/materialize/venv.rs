@@ -54,14 +54,10 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"tstore-skeleton-1\0");
     for path in [uv.path.as_path(), interpreter] {
-        let meta = fs_err::metadata(path)?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let stamp = crate::interpreter::file_stamp(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         hasher.update(path.as_os_str().as_encoded_bytes());
-        hasher.update(format!("\0{}\0{mtime}\0", meta.len()).as_bytes());
+        hasher.update(format!("\0{stamp}\0").as_bytes());
     }
     let template = store
         .skeletons_dir()
