@@ -24,12 +24,8 @@ pub fn lock(session: &Session<'_>, names: &[String], offline: bool) -> anyhow::R
         session.reporter,
     )?;
     // Materialize reuses uv's last choice of interpreter while nothing it
-    // depends on changed; an explicit lock refreshes that choice (best
-    // effort: locking itself needs no interpreter).
-    session.reuse_interpreter_choice.set(false);
-    for tier in &tiers {
-        let _ = session.interpreter(&tier.python);
-    }
+    // depends on changed; an explicit lock refreshes that choice.
+    session.refresh_interpreters(&tiers);
     for tier_lock in locks {
         let state = match tier_lock.status {
             LockStatus::Reused => "up to date",

@@ -25,8 +25,8 @@ pub struct Session<'a> {
     uv: OnceCell<Uv>,
     interpreters: RefCell<HashMap<String, Rc<Interpreter>>>,
     /// Whether uv's remembered choice of interpreter may be reused
-    /// (`tstore lock` always asks again).
-    pub reuse_interpreter_choice: std::cell::Cell<bool>,
+    /// (see [`Session::refresh_interpreters`]).
+    reuse_interpreter_choice: std::cell::Cell<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -69,6 +69,18 @@ impl<'a> Session<'a> {
             .borrow_mut()
             .insert(python.to_string(), found.clone());
         Ok(found)
+    }
+
+    /// Asks uv again which interpreter each tier's request means and
+    /// remembers the answer, for the rest of this run and for later builds.
+    /// Best effort: a tier whose Python is missing is reported when it is
+    /// materialized, not here.
+    pub fn refresh_interpreters(&self, tiers: &[&Tier]) {
+        self.reuse_interpreter_choice.set(false);
+        self.interpreters.borrow_mut().clear();
+        for tier in tiers {
+            let _ = self.interpreter(&tier.python);
+        }
     }
 
     pub fn lock_path(&self, tier: &str) -> PathBuf {

@@ -163,7 +163,6 @@ pub fn materialize(
     let number = generations.next_number(recorded.iter().map(|g| g.number));
     let staging = generations.staging(number);
     let built = build_venv(input, &plan, &staging, options, progress);
-    let finishing = std::time::Instant::now();
     let mut report = match built {
         Ok(report) => report,
         Err(err) => {
@@ -175,35 +174,35 @@ pub fn materialize(
         }
     };
     report.generation = number;
-    let path = generations.path(number);
-    fs_err::rename(&staging, &path)?;
-    timed(progress, "save manifest", || {
-        manifest::Manifest::of(&plan).save(input.store, &plan.hash)
-    })?;
-
-    // Recorded before the switch: a generation the path may point at is
-    // always a gc root.
-    let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
-    input.store.db.record_generation(
-        &input.tier.name,
-        &input.config_label,
-        &GenerationRow {
-            venv: venv_key,
-            number,
-            path: path.display().to_string(),
-            plan: plan.hash.clone(),
-            lock: input.lock_path.display().to_string(),
-            link_method: report.method.to_string(),
-            created_at: crate::store::db::unix_now(),
+    timed(
+        progress,
+        "save, record and switch",
+        || -> anyhow::Result<()> {
+            let path = generations.path(number);
+            fs_err::rename(&staging, &path)?;
+            manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
+            // Recorded before the switch: a generation the path may point at is
+            // always a gc root.
+            let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+            input.store.db.record_generation(
+                &input.tier.name,
+                &input.config_label,
+                &GenerationRow {
+                    venv: venv_key,
+                    number,
+                    path: path.display().to_string(),
+                    plan: plan.hash.clone(),
+                    lock: input.lock_path.display().to_string(),
+                    link_method: report.method.to_string(),
+                    created_at: crate::store::db::unix_now(),
+                },
+                &dist_ids,
+            )?;
+            generations.switch_to(number)?;
+            generations.prune(input.store, options.keep_generations)?;
+            Ok(())
         },
-        &dist_ids,
     )?;
-    generations.switch_to(number)?;
-    generations.prune(input.store, options.keep_generations)?;
-    progress.detail(&format!(
-        "record and switch: {:.1} ms",
-        finishing.elapsed().as_secs_f64() * 1000.0
-    ));
     Ok(Outcome::Built(report))
 }
 
