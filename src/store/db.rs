@@ -17,6 +17,27 @@ const FORGET_ORPHAN_BYTECODE: &str = "DELETE FROM bytecode WHERE CASE source \
      WHEN 'empty' THEN NOT EXISTS (SELECT 1 FROM files f WHERE f.object IS NULL AND f.path LIKE '%.py') \
      ELSE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = bytecode.source) END";
 
+/// Within `tx`, deletes the distributions `ids` (their files go with them)
+/// and the bytecode of sources no file uses any more; returns the objects
+/// nothing refers to after that.
+fn forget_distributions(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[i64],
+) -> anyhow::Result<Vec<(String, u64)>> {
+    {
+        let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+    }
+    tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
+    let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
+    let orphans = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(orphans)
+}
+
 /// Objects neither a file nor the bytecode of a used source refers to.
 const UNREFERENCED_OBJECTS: &str = "SELECT key, size FROM objects o \
      WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key) \
@@ -432,18 +453,7 @@ impl Db {
     pub fn delete_distributions(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute([id])?;
-            }
-        }
-        let orphans: Vec<(String, u64)> = {
-            tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
-            let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        let orphans = forget_distributions(&tx, ids)?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
             for (key, _) in &orphans {
@@ -457,22 +467,11 @@ impl Db {
     /// Objects no file refers to, without deleting them (for --dry-run).
     pub fn unreferenced_objects_after(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
         let mut conn = self.conn();
-        // A transaction that is rolled back: the same query as the real run.
+        // A transaction that is rolled back: the same statements as the real run.
         let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute([id])?;
-            }
-        }
-        tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
-        let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
+        let orphans = forget_distributions(&tx, ids)?;
         tx.rollback()?;
-        Ok(rows)
+        Ok(orphans)
     }
 
     /// Every recorded object key with its size.
