@@ -10,10 +10,14 @@
 //!   pylock.toml on each sync, which would not be a warm install);
 //! - **copy**: the same with `--link-mode copy` (what pip gives).
 //!
-//! Scenarios: warm (store/cache full, venv gone), no-op (nothing changed),
-//! cold (store/cache empty; network-bound: reported, not chased), upgrade
-//! (the lock moves from a month-old resolution to today's), and disk use of
-//! all tiers per approach. Every time is the median of `--runs` (default 5),
+//! Scenarios: warm (store/cache full, bytecode compiled, venv gone), no-op
+//! (nothing changed), first import of the tier's main packages right after
+//! a warm install (tstore links pycs; uv and copies have none), tstore's
+//! first build of a tier (which compiles its bytecode once), cold (store/cache
+//! empty; network-bound: reported, not chased), upgrade (the lock moves from
+//! a month-old resolution to today's), and disk use of all tiers per
+//! approach, as the free space deleting them gives back (`du` counts
+//! reflinked extents in full). Every time is the median of `--runs` (default 5),
 //! the approaches interleaved run by run. Results: a table on stdout,
 //! `results.json` and `chart.svg` in `--out` (default `target/bench-compare`).
 //!
@@ -40,6 +44,12 @@ struct TierResult {
     warm: Triple,
     noop: Triple,
     cold: Triple,
+    /// First import of the tier's main packages (see [`first_import`]) in a
+    /// venv just installed: tstore links pycs, uv and copies have none.
+    first_import: Triple,
+    /// tstore's first build of the tier with a full store: compiles its
+    /// bytecode once (seconds, one run).
+    first_build: f64,
 }
 
 #[derive(serde::Serialize, Default, Clone, Copy)]
@@ -58,9 +68,9 @@ struct Results {
     profile: String,
     runs: usize,
     tiers: Vec<TierResult>,
-    /// Bytes on disk (allocated, hardlinks counted once) for all tiers.
+    /// Bytes on disk for all tiers: the free space deleting them gave back.
     disk: Triple,
-    /// The parts: each directory alone.
+    /// `du -s` of each directory alone (counts reflinked extents in full).
     disk_parts: Vec<(String, u64)>,
     upgrade: Option<Upgrade>,
 }
@@ -158,16 +168,25 @@ fn main() {
                 .collect::<Vec<_>>(),
         )
         .expect("tstore fetch");
+    // Warm-up: uv fills its cache; tstore's first build of each tier
+    // compiles its bytecode into the store (timed: a one-time cost).
+    let mut first_builds = Vec::new();
     for tier in &tiers {
         bench
             .uv_install(tier, "hardlink", &bench.work.join("warmup-venv"))
             .expect("uv warm-up");
+        first_builds.push(
+            bench
+                .tstore(&["materialize", "--frozen", tier])
+                .expect("tstore warm-up")
+                .as_secs_f64(),
+        );
     }
     // From here on uv installs from its cache alone (--offline).
     std::fs::write(bench.work.join("uv-cache/.warm"), "").unwrap();
 
-    for tier in &tiers {
-        let mut samples: [Vec<Duration>; 6] = Default::default();
+    for (tier, first_build) in tiers.iter().zip(first_builds) {
+        let mut samples: [Vec<Duration>; 9] = Default::default();
         for run in 0..runs {
             eprintln!("{tier}: run {}/{runs}", run + 1);
             let _ = bench.tstore(&["remove", tier]);
@@ -182,6 +201,19 @@ fn main() {
                     .uv_install(tier, "copy", &bench.venv("copy", tier))
                     .unwrap(),
             );
+            for (i, venv) in [
+                bench.venv_of_tstore(tier),
+                bench.venv("uv", tier),
+                bench.venv("copy", tier),
+            ]
+            .iter()
+            .enumerate()
+            {
+                samples[6 + i].push(
+                    timed(Command::new(venv.join("bin/python")).args(["-c", first_import(tier)]))
+                        .unwrap(),
+                );
+            }
             samples[3].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
             samples[4].push(
                 bench
@@ -216,6 +248,12 @@ fn main() {
                 uv: m(4),
                 copy: m(5),
             },
+            first_build,
+            first_import: Triple {
+                tstore: m(6),
+                uv: m(7),
+                copy: m(8),
+            },
             cold: if cold_runs == 0 {
                 Triple::default()
             } else {
@@ -228,14 +266,16 @@ fn main() {
         });
     }
 
-    // Disk: every tier of the profile materialized by each approach.
+    // The upgrade uses the store's locks: measured before the disk figures,
+    // which delete everything.
+    results.upgrade = bench.upgrade(tiers[0]);
+
+    // Disk: every tier of the profile materialized by each approach. `du`
+    // per directory is kept for reference, but it counts a reflinked file's
+    // extents in full; the figures compared are the free space each
+    // approach gives back when it is deleted (after sync).
     let store = bench.work.join("store");
     let venvs = bench.work.join("home/venvs");
-    results.disk = Triple {
-        tstore: disk_bytes(&[&store, &venvs]) as f64,
-        uv: disk_bytes(&[&bench.work.join("uv-cache"), &bench.work.join("venvs-uv")]) as f64,
-        copy: disk_bytes(&[&bench.work.join("venvs-copy")]) as f64,
-    };
     for (name, dir) in [
         ("tstore store", store.clone()),
         ("tstore venvs", venvs.clone()),
@@ -247,7 +287,12 @@ fn main() {
             .disk_parts
             .push((name.to_string(), disk_bytes(&[&dir])));
     }
-    results.upgrade = bench.upgrade(tiers[0]);
+    results.disk = Triple {
+        copy: bench.freed_by_deleting(&[&bench.work.join("venvs-copy")]) as f64,
+        uv: bench.freed_by_deleting(&[&bench.work.join("uv-cache"), &bench.work.join("venvs-uv")])
+            as f64,
+        tstore: bench.freed_by_deleting(&[&venvs, &store]) as f64,
+    };
 
     let table = render_table(&results);
     println!("{table}");
@@ -265,6 +310,29 @@ fn main() {
 }
 
 impl Bench {
+    /// Free space gained by deleting `dirs` (after sync, before and after):
+    /// what they really held, whatever shares extents or inodes with what.
+    fn freed_by_deleting(&self, dirs: &[&Path]) -> u64 {
+        settle();
+        let before = tstore::fsinfo::free_bytes(&self.work).unwrap();
+        for dir in dirs {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        // Filesystems may free blocks of deleted inodes in the background
+        // (XFS): read until two readings 200 ms apart agree.
+        let mut last = 0;
+        for _ in 0..25 {
+            settle();
+            let free = tstore::fsinfo::free_bytes(&self.work).unwrap();
+            if free == last {
+                break;
+            }
+            last = free;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        last.saturating_sub(before)
+    }
+
     fn tstore_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.tstore);
         cmd.args(["-q"])
@@ -282,6 +350,11 @@ impl Bench {
 
     fn lock(&self, tier: &str) -> PathBuf {
         self.work.join(format!("store/v1/locks/pylock.{tier}.toml"))
+    }
+
+    /// Where tstore puts a tier (the default venv-root under the bench HOME).
+    fn venv_of_tstore(&self, tier: &str) -> PathBuf {
+        self.work.join("home/venvs").join(tier)
     }
 
     fn venv(&self, approach: &str, tier: &str) -> PathBuf {
@@ -574,6 +647,19 @@ fn median(samples: &[Duration]) -> f64 {
     s[s.len() / 2]
 }
 
+/// What a service of the tier imports first (nothing that reaches the network
+/// on import: litellm fetches a price list).
+fn first_import(tier: &str) -> &'static str {
+    match tier {
+        "tekton-core" => "import fastapi, pydantic",
+        "tekton-ai" => "import fastapi, anthropic, openai",
+        "tekton-data" => "import pandas, sqlalchemy",
+        "tekton-dev" => "import pytest, mypy",
+        "tekton-ml" => "import torch",
+        _ => "import sys",
+    }
+}
+
 fn render_table(r: &Results) -> String {
     let mut t = String::new();
     writeln!(
@@ -624,10 +710,23 @@ fn render_table(r: &Results) -> String {
         )
         .unwrap();
     }
+    for tier in &r.tiers {
+        writeln!(
+            t,
+            "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s (linked pycs), uv {:.2}s, copy {:.2}s (no pycs)",
+            tier.tier,
+            tier.first_build,
+            first_import(&tier.tier),
+            tier.first_import.tstore,
+            tier.first_import.uv,
+            tier.first_import.copy
+        )
+        .unwrap();
+    }
     let mib = |b: f64| b / (1 << 20) as f64;
     writeln!(
         t,
-        "disk, all tiers: tstore (store + venvs) {:.0} MiB; uv (cache + venvs) {:.0} MiB; copies {:.0} MiB",
+        "disk, all tiers (free space given back on delete): tstore (store + venvs) {:.0} MiB; uv (cache + venvs) {:.0} MiB; copies {:.0} MiB",
         mib(r.disk.tstore),
         mib(r.disk.uv),
         mib(r.disk.copy)
@@ -638,7 +737,12 @@ fn render_table(r: &Results) -> String {
         .iter()
         .map(|(name, bytes)| format!("{name} {:.0} MiB", mib(*bytes as f64)))
         .collect();
-    writeln!(t, "  (each alone: {})", parts.join(", ")).unwrap();
+    writeln!(
+        t,
+        "  (du of each alone, reflinked extents counted in full: {})",
+        parts.join(", ")
+    )
+    .unwrap();
     if let Some(u) = &r.upgrade {
         writeln!(
             t,
