@@ -590,6 +590,8 @@ fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
         .file("gamma/core.py", "VALUE = 42\n")
         .raw("gamma/empty.py", b"", 0o100644)
         .file("gamma/broken.py", "def broken(:\n")
+        // A top-level module: its pyc lands in site-packages/__pycache__.
+        .file("gamma_top.py", "TOP = 1\n")
         .build(&world.wheels());
     let server = FileServer::start(&world.wheels());
     world.write_tiers(
@@ -607,9 +609,14 @@ fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
     }
     let first = world.ok(&["-v", "materialize", "--frozen", "a", "b", "plain"]);
     assert!(
-        first.contains("bytecode: 3 file(s) compiled into the store, 1 do not compile"),
+        first.contains("bytecode: 4 file(s) compiled into the store, 1 do not compile"),
         "{first}"
     );
+    // site-packages/__pycache__ (linked, then written to by Python) does
+    // not make an unchanged tier look changed.
+    python_ok(&world.venv("a"), "import gamma_top");
+    let unchanged = world.ok(&["materialize", "--frozen", "a"]);
+    assert!(unchanged.contains("a: up to date"), "{unchanged}");
     // Rebuilding compiles nothing, not even the source that failed.
     world.ok(&["remove", "a"]);
     let again = world.ok(&["-v", "materialize", "--frozen", "a"]);

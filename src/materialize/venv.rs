@@ -230,9 +230,11 @@ pub fn recorded_inputs(venv: &Path) -> Option<String> {
     recorded(venv, INPUTS_KEY)
 }
 
-/// Hash of a set of names (order does not matter).
+/// Hash of a set of names in site-packages (order does not matter).
+/// `__pycache__` is left out: tstore may link it and Python may create it,
+/// and either way it says nothing about which packages are installed.
 pub fn entries_hash<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let mut names: Vec<&str> = names.into_iter().collect();
+    let mut names: Vec<&str> = names.into_iter().filter(|n| *n != "__pycache__").collect();
     names.sort_unstable();
     let mut hasher = blake3::Hasher::new();
     for name in names {
@@ -256,7 +258,6 @@ pub fn entries_unchanged(venv: &Path) -> bool {
     let names: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "__pycache__")
         .collect();
     entries_hash(names.iter().map(String::as_str)) == expected
 }
