@@ -17,7 +17,9 @@
 //! empty; network-bound: reported, not chased), upgrade (the lock moves from
 //! a month-old resolution to today's), and disk use of all tiers per
 //! approach, as the free space deleting them gives back (`du` counts
-//! reflinked extents in full). Every time is the median of `--runs` (default 5),
+//! reflinked extents in full), and many venvs: one per Tekton component of
+//! the profile's tiers ([`COMPONENTS`]), with what each venv after the first
+//! adds on disk. Every time is the median of `--runs` (default 5),
 //! the approaches interleaved run by run. Results: a table on stdout,
 //! `results.json` and `chart.svg` in `--out` (default `target/bench-compare`).
 //!
@@ -73,6 +75,21 @@ struct Results {
     /// `du -s` of each directory alone (counts reflinked extents in full).
     disk_parts: Vec<(String, u64)>,
     upgrade: Option<Upgrade>,
+    many: Option<ManyVenvs>,
+}
+
+/// One venv per Tekton component (see [`COMPONENTS`]).
+#[derive(serde::Serialize, Default)]
+struct ManyVenvs {
+    venvs: usize,
+    /// Free space given back by deleting everything: store or cache and
+    /// every venv (bytes).
+    disk: Triple,
+    /// What each venv after the first added, store or cache already full
+    /// (bytes, mean over the others).
+    per_extra_venv: Triple,
+    /// Median seconds to build one venv, store or cache already full.
+    seconds_per_venv: Triple,
 }
 
 #[derive(serde::Serialize, Default)]
@@ -182,6 +199,9 @@ fn main() {
                 .as_secs_f64(),
         );
     }
+    // Its files are links into uv's cache: gone, so that deleting the cache
+    // and the measured venvs gives back everything they hold.
+    std::fs::remove_dir_all(bench.work.join("warmup-venv")).unwrap();
     // From here on uv installs from its cache alone (--offline).
     std::fs::write(bench.work.join("uv-cache/.warm"), "").unwrap();
 
@@ -269,6 +289,7 @@ fn main() {
     // The upgrade uses the store's locks: measured before the disk figures,
     // which delete everything.
     results.upgrade = bench.upgrade(tiers[0]);
+    results.many = Some(bench.many_venvs(&tiers));
 
     // Disk: every tier of the profile materialized by each approach. `du`
     // per directory is kept for reference, but it counts a reflinked file's
@@ -350,6 +371,111 @@ impl Bench {
 
     fn lock(&self, tier: &str) -> PathBuf {
         self.work.join(format!("store/v1/locks/pylock.{tier}.toml"))
+    }
+
+    /// One venv per component of the profile's tiers, built by each approach
+    /// from a full store or warm cache; disk as freed space, the marginal
+    /// cost as what each venv after the first added.
+    fn many_venvs(&self, tiers: &[&str]) -> ManyVenvs {
+        let dir = self.work.join("many");
+        let project = dir.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        let (toml, components) = components_toml(tiers, &dir.join("venvs-tstore"));
+        std::fs::write(project.join("tiers.toml"), toml).unwrap();
+        let store = dir.join("store");
+        let tstore = |args: &[&str]| -> Result<Duration, String> {
+            let mut cmd = self.tstore_cmd(args);
+            cmd.current_dir(&project).env("TSTORE_HOME", &store);
+            timed(&mut cmd)
+        };
+        eprintln!("many venvs: {} components", components.len());
+        tstore(&["lock"]).expect("tstore lock (components)");
+        // Warm-up: the store gets every wheel and its bytecode.
+        for c in &components {
+            tstore(&["materialize", "--frozen", c]).expect("tstore warm-up");
+        }
+        for c in &components {
+            tstore(&["remove", c]).unwrap();
+        }
+        let cache = dir.join("uv-cache");
+        let pins: Vec<PathBuf> = components
+            .iter()
+            .map(|c| {
+                let path = dir.join(format!("pins-{c}.txt"));
+                std::fs::write(
+                    &path,
+                    pins_from_lock(&project.join(format!("pylock.{c}.toml"))),
+                )
+                .unwrap();
+                path
+            })
+            .collect();
+        for pin in &pins {
+            self.uv_install_from("hardlink", &dir.join("warmup-venv"), &cache, pin)
+                .expect("uv warm-up");
+        }
+        std::fs::remove_dir_all(dir.join("warmup-venv")).unwrap();
+        std::fs::write(cache.join(".warm"), "").unwrap();
+
+        let free = || {
+            settle();
+            tstore::fsinfo::free_bytes(&dir).unwrap()
+        };
+        // Builds every venv with `build`, returning (median seconds, mean
+        // bytes each venv after the first added).
+        let measure = |build: &dyn Fn(usize) -> Duration| -> (f64, f64) {
+            let mut seconds = Vec::new();
+            let mut after_first = 0;
+            for i in 0..components.len() {
+                seconds.push(build(i));
+                if i == 0 {
+                    after_first = free();
+                }
+            }
+            let added = after_first.saturating_sub(free());
+            (
+                median(&seconds),
+                added as f64 / components.len().saturating_sub(1).max(1) as f64,
+            )
+        };
+        let (ts_seconds, ts_extra) =
+            measure(&|i| tstore(&["materialize", "--frozen", components[i]]).unwrap());
+        let (uv_seconds, uv_extra) = measure(&|i| {
+            self.uv_install_from(
+                "hardlink",
+                &dir.join("venvs-uv").join(components[i]),
+                &cache,
+                &pins[i],
+            )
+            .unwrap()
+        });
+        let (cp_seconds, cp_extra) = measure(&|i| {
+            self.uv_install_from(
+                "copy",
+                &dir.join("venvs-copy").join(components[i]),
+                &cache,
+                &pins[i],
+            )
+            .unwrap()
+        });
+        ManyVenvs {
+            venvs: components.len(),
+            per_extra_venv: Triple {
+                tstore: ts_extra,
+                uv: uv_extra,
+                copy: cp_extra,
+            },
+            seconds_per_venv: Triple {
+                tstore: ts_seconds,
+                uv: uv_seconds,
+                copy: cp_seconds,
+            },
+            disk: Triple {
+                copy: self.freed_by_deleting(&[&dir.join("venvs-copy")]) as f64,
+                uv: self.freed_by_deleting(&[&dir.join("venvs-uv"), &cache]) as f64,
+                tstore: self.freed_by_deleting(&[&dir.join("venvs-tstore"), &store]) as f64,
+            },
+        }
     }
 
     /// Where tstore puts a tier (the default venv-root under the bench HOME).
@@ -647,6 +773,61 @@ fn median(samples: &[Duration]) -> f64 {
     s[s.len() / 2]
 }
 
+/// Tekton's components (its README's tier map) with the tier each belongs
+/// to and one package of its own: a stand-in for what a service adds to its
+/// tier's sets, so that no two venvs are quite the same.
+const COMPONENTS: &[(&str, &str, &str)] = &[
+    ("apollo", "tekton-core", "schedule"),
+    ("telos", "tekton-core", "networkx"),
+    ("terma", "tekton-core", "pexpect"),
+    ("prometheus", "tekton-core", "croniter"),
+    ("budget", "tekton-ai", "tiktoken"),
+    ("rhetor", "tekton-ai", "jinja2"),
+    ("synthesis", "tekton-ai", "tenacity"),
+    ("llmadapter", "tekton-ai", "aiolimiter"),
+    ("ergon", "tekton-data", "sqlparse"),
+    ("metis", "tekton-data", "tabulate"),
+    ("harmonia", "tekton-data", "xmltodict"),
+    ("dev", "tekton-dev", "pytest-xdist"),
+    ("engram", "tekton-ml", "diskcache"),
+    ("hermes", "tekton-ml", "msgpack"),
+    ("sophia", "tekton-ml", "joblib"),
+    ("athena", "tekton-ml", "rdflib"),
+];
+
+/// A tiers.toml with one tier per component of `tiers`: its tier's
+/// requirements plus its own package.
+fn components_toml(tiers: &[&str], venv_root: &Path) -> (String, Vec<&'static str>) {
+    let config = tstore::config::Config::parse(
+        tstore::config::EMBEDDED_TIERS,
+        tstore::config::ConfigSource::Embedded,
+        Path::new("."),
+    )
+    .unwrap();
+    let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let mut text = format!(
+        "python = \"3.11\"\nvenv-root = {}\n",
+        quote(&venv_root.display().to_string())
+    );
+    let mut names = Vec::new();
+    for (component, tier, extra) in COMPONENTS.iter().filter(|c| tiers.contains(&c.1)) {
+        let mut lines: Vec<String> = config
+            .tier(tier)
+            .unwrap()
+            .requirements
+            .iter()
+            .map(|r| quote(&r.text))
+            .collect();
+        lines.push(quote(extra));
+        text.push_str(&format!(
+            "\n[tiers.{component}]\nrequirements = [{}]\n",
+            lines.join(", ")
+        ));
+        names.push(*component);
+    }
+    (text, names)
+}
+
 /// What a service of the tier imports first (nothing that reaches the network
 /// on import: litellm fetches a price list).
 fn first_import(tier: &str) -> &'static str {
@@ -743,6 +924,25 @@ fn render_table(r: &Results) -> String {
         parts.join(", ")
     )
     .unwrap();
+    if let Some(m) = &r.many {
+        writeln!(
+            t,
+            "many venvs ({}, one per component): disk tstore {:.0} MiB, uv {:.0} MiB, copies {:.0} MiB; \
+             each venv after the first adds tstore {:.1} MiB, uv {:.1} MiB, copies {:.1} MiB; \
+             median build per venv tstore {:.2}s, uv {:.2}s, copy {:.2}s",
+            m.venvs,
+            mib(m.disk.tstore),
+            mib(m.disk.uv),
+            mib(m.disk.copy),
+            mib(m.per_extra_venv.tstore),
+            mib(m.per_extra_venv.uv),
+            mib(m.per_extra_venv.copy),
+            m.seconds_per_venv.tstore,
+            m.seconds_per_venv.uv,
+            m.seconds_per_venv.copy
+        )
+        .unwrap();
+    }
     if let Some(u) = &r.upgrade {
         writeln!(
             t,
