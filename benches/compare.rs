@@ -8,7 +8,9 @@
 //!   warm uv cache, on the same pinned versions (tstore's locks written as
 //!   `name==version ; marker` pins: uv 0.13 re-downloads every wheel of a
 //!   pylock.toml on each sync, which would not be a warm install);
-//! - **copy**: the same with `--link-mode copy` (what pip gives).
+//! - **copy**: the same with `--link-mode copy` (what pip gives);
+//! - **uv + bytecode**: uv hardlink with `--compile-bytecode`, from a copy
+//!   of the same warm cache: venvs as quick to import as tstore's.
 //!
 //! Scenarios: warm (store/cache full, bytecode compiled, venv gone), no-op
 //! (nothing changed), first import of the tier's main packages right after
@@ -52,6 +54,15 @@ struct TierResult {
     /// tstore's first build of the tier with a full store: compiles its
     /// bytecode once (seconds, one run).
     first_build: f64,
+    /// uv with `--compile-bytecode` (hardlink, its own warm cache): what a
+    /// venv as fast to import as tstore's costs with uv.
+    uv_compiled: UvCompiled,
+}
+
+#[derive(serde::Serialize, Default, Clone, Copy)]
+struct UvCompiled {
+    warm: f64,
+    first_import: f64,
 }
 
 #[derive(serde::Serialize, Default, Clone, Copy)]
@@ -72,6 +83,8 @@ struct Results {
     tiers: Vec<TierResult>,
     /// Bytes on disk for all tiers: the free space deleting them gave back.
     disk: Triple,
+    /// The same for uv with `--compile-bytecode` (its cache and venvs).
+    disk_uv_compiled: f64,
     /// `du -s` of each directory alone (counts reflinked extents in full).
     disk_parts: Vec<(String, u64)>,
     upgrade: Option<Upgrade>,
@@ -204,9 +217,16 @@ fn main() {
     std::fs::remove_dir_all(bench.work.join("warmup-venv")).unwrap();
     // From here on uv installs from its cache alone (--offline).
     std::fs::write(bench.work.join("uv-cache/.warm"), "").unwrap();
+    // uv with --compile-bytecode gets a cache of its own (a plain copy), so
+    // its disk total is measured apart from plain uv's.
+    run(Command::new("cp")
+        .args(["-a", "--reflink=never"])
+        .arg(bench.work.join("uv-cache"))
+        .arg(bench.work.join("uv-cache-pyc")))
+    .expect("copy of uv's cache");
 
     for (tier, first_build) in tiers.iter().zip(first_builds) {
-        let mut samples: [Vec<Duration>; 9] = Default::default();
+        let mut samples: [Vec<Duration>; 11] = Default::default();
         for run in 0..runs {
             eprintln!("{tier}: run {}/{runs}", run + 1);
             let _ = bench.tstore(&["remove", tier]);
@@ -221,18 +241,29 @@ fn main() {
                     .uv_install(tier, "copy", &bench.venv("copy", tier))
                     .unwrap(),
             );
+            samples[9].push(
+                bench
+                    .uv_install_from(
+                        "hardlink+bytecode",
+                        &bench.venv("uvpyc", tier),
+                        &bench.work.join("uv-cache-pyc"),
+                        &bench.pins(tier),
+                    )
+                    .unwrap(),
+            );
             for (i, venv) in [
                 bench.venv_of_tstore(tier),
                 bench.venv("uv", tier),
                 bench.venv("copy", tier),
+                bench.venv("uvpyc", tier),
             ]
             .iter()
             .enumerate()
             {
-                samples[6 + i].push(
+                let sample =
                     timed(Command::new(venv.join("bin/python")).args(["-c", first_import(tier)]))
-                        .unwrap(),
-                );
+                        .unwrap();
+                samples[if i < 3 { 6 + i } else { 10 }].push(sample);
             }
             samples[3].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
             samples[4].push(
@@ -274,6 +305,10 @@ fn main() {
                 uv: m(7),
                 copy: m(8),
             },
+            uv_compiled: UvCompiled {
+                warm: m(9),
+                first_import: m(10),
+            },
             cold: if cold_runs == 0 {
                 Triple::default()
             } else {
@@ -308,6 +343,10 @@ fn main() {
             .disk_parts
             .push((name.to_string(), disk_bytes(&[&dir])));
     }
+    results.disk_uv_compiled = bench.freed_by_deleting(&[
+        &bench.work.join("uv-cache-pyc"),
+        &bench.work.join("venvs-uvpyc"),
+    ]) as f64;
     results.disk = Triple {
         copy: bench.freed_by_deleting(&[&bench.work.join("venvs-copy")]) as f64,
         uv: bench.freed_by_deleting(&[&bench.work.join("uv-cache"), &bench.work.join("venvs-uv")])
@@ -522,6 +561,11 @@ impl Bench {
     ) -> Result<Duration, String> {
         let _ = std::fs::remove_dir_all(venv);
         let offline = cache.join(".warm").exists();
+        // "hardlink+bytecode": uv compiles the venv's bytecode as it installs.
+        let (mode, compile) = match mode.strip_suffix("+bytecode") {
+            Some(mode) => (mode, true),
+            None => (mode, false),
+        };
         settle();
         let started = Instant::now();
         run(self.uv(cache).args(["venv", "--python", "3.11"]).arg(venv))?;
@@ -531,6 +575,9 @@ impl Bench {
             .arg(pins);
         if offline {
             sync.arg("--offline");
+        }
+        if compile {
+            sync.arg("--compile-bytecode");
         }
         run(&mut sync)?;
         Ok(started.elapsed())
@@ -894,23 +941,26 @@ fn render_table(r: &Results) -> String {
     for tier in &r.tiers {
         writeln!(
             t,
-            "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s (linked pycs), uv {:.2}s, copy {:.2}s (no pycs)",
+            "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s (linked pycs), uv {:.2}s, copy {:.2}s (no pycs); uv --compile-bytecode: warm {:.2}s, first import {:.2}s",
             tier.tier,
             tier.first_build,
             first_import(&tier.tier),
             tier.first_import.tstore,
             tier.first_import.uv,
-            tier.first_import.copy
+            tier.first_import.copy,
+            tier.uv_compiled.warm,
+            tier.uv_compiled.first_import
         )
         .unwrap();
     }
     let mib = |b: f64| b / (1 << 20) as f64;
     writeln!(
         t,
-        "disk, all tiers (free space given back on delete): tstore (store + venvs) {:.0} MiB; uv (cache + venvs) {:.0} MiB; copies {:.0} MiB",
+        "disk, all tiers (free space given back on delete): tstore (store + venvs) {:.0} MiB; uv (cache + venvs) {:.0} MiB; copies {:.0} MiB; uv --compile-bytecode (cache + venvs) {:.0} MiB",
         mib(r.disk.tstore),
         mib(r.disk.uv),
-        mib(r.disk.copy)
+        mib(r.disk.copy),
+        mib(r.disk_uv_compiled)
     )
     .unwrap();
     let parts: Vec<String> = r
