@@ -1,4 +1,4 @@
-//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--out DIR]`
+//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many] [--out DIR]`
 //!
 //! tstore against what users would pick instead, on Tekton's real tiers (the
 //! embedded default tiers.toml), side by side in one run:
@@ -141,6 +141,9 @@ fn main() {
     } else {
         runs
     };
+    // The many-venvs scenario of the full profile would build 16 plain
+    // copies, four of them with PyTorch (about 34 GB).
+    let many = !args.iter().any(|a| a == "--no-many");
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
     let base = std::env::var_os("TSTORE_BENCH_DIR")
         .map(PathBuf::from)
@@ -324,7 +327,7 @@ fn main() {
     // The upgrade uses the store's locks: measured before the disk figures,
     // which delete everything.
     results.upgrade = bench.upgrade(tiers[0]);
-    results.many = Some(bench.many_venvs(&tiers));
+    results.many = many.then(|| bench.many_venvs(&tiers));
 
     // Disk: every tier of the profile materialized by each approach. `du`
     // per directory is kept for reference, but it counts a reflinked file's
