@@ -145,3 +145,34 @@ fn committed_locks_stay_current_in_another_checkout() {
         assert_eq!(tier["locked"], "yes", "{listing}");
     }
 }
+
+#[test]
+fn lock_asks_uv_again_which_interpreter_a_tier_uses() {
+    let world = World::new();
+    build_wheels(&world);
+    world.write_tiers(&tiers("\"leaf\"", "\"other\""));
+    let log = world.path().join("uv.log");
+    let uv = logging_uv(&world, &log);
+    let tstore = |args: &[&str]| {
+        let out = world.tstore(args).env("TSTORE_UV", &uv).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tstore(&["lock"]);
+    let after_lock = uv_calls(&log, "python find");
+    assert!(
+        after_lock >= 1,
+        "lock asks which interpreter each tier uses"
+    );
+    // Builds reuse that answer...
+    tstore(&["materialize", "a"]);
+    tstore(&["remove", "a"]);
+    tstore(&["materialize", "a"]);
+    assert_eq!(uv_calls(&log, "python find"), after_lock);
+    // ...and a lock asks again, even when the locks themselves are current.
+    tstore(&["lock"]);
+    assert!(uv_calls(&log, "python find") > after_lock);
+}

@@ -567,3 +567,37 @@ pub fn project_at(root: &Path, tiers: &str) -> PathBuf {
     .unwrap();
     project
 }
+
+/// A uv that logs each invocation's arguments to `log` and runs the real one.
+pub fn logging_uv(world: &World, log: &Path) -> PathBuf {
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v uv"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "uv must be on PATH for this test");
+    let wrapper = world.path().join("logging-uv");
+    fs_err::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs_err::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
+/// How many logged uv calls start with `what`.
+pub fn uv_calls(log: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(what))
+        .count()
+}
