@@ -36,7 +36,8 @@ pub fn create_skeleton(
     target: &Path,
     prompt: &str,
 ) -> anyhow::Result<()> {
-    if !is_plain_path(target) || !is_plain_path(&store.skeletons_dir()) {
+    // The template's text names the path it was built at, in the store's tmp.
+    if !is_plain_path(target) || !is_plain_path(&store.tmp_dir()) {
         run_uv_venv(uv, interpreter, staging, prompt)?;
         return replace_in_activation_scripts(staging, &staging.display().to_string(), target);
     }
@@ -65,11 +66,9 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
     if template.join(TEMPLATE_ORIGIN).is_file() {
         return Ok(template);
     }
-    let building = store.skeletons_dir().join(format!(
-        ".building-{}-{}",
-        std::process::id(),
-        crate::store::unique_suffix()
-    ));
+    // Built in the store's tmp (same filesystem), so that gc removes what a
+    // killed build leaves there like any other temp entry.
+    let building = store.temp_path("skeleton");
     let made = run_uv_venv(uv, interpreter, &building, TEMPLATE_PROMPT).and_then(|()| {
         fs_err::write(
             building.join(TEMPLATE_ORIGIN),
