@@ -10,6 +10,7 @@
 //! `uv` runs uv; `interpreter` describes the base Python (markers, tags);
 //! `progress` is how the library reports to whoever drives it.
 
+pub mod activate;
 pub mod config;
 pub mod du;
 pub mod fetch;

@@ -112,20 +112,36 @@ pub fn materialize(
     force: bool,
 ) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
+    materialize_tiers(session, &tiers, args, link_mode, force, true)
+}
+
+/// Materializes `tiers`; a tier found up to date is announced only if
+/// `announce_current` (`tstore run` stays silent then).
+pub fn materialize_tiers(
+    session: &Session<'_>,
+    tiers: &[&Tier],
+    args: LockArgs,
+    link_mode: Option<LinkMode>,
+    force: bool,
+    announce_current: bool,
+) -> anyhow::Result<()> {
     let _store = share_store(session)?;
-    session.ensure_locks(&tiers, args)?;
+    session.ensure_locks(tiers, args)?;
     let options = MaterializeOptions {
         link_mode: link_mode.unwrap_or(session.config.link_mode),
         force,
         keep_generations: session.config.keep_generations,
     };
-    for tier in tiers {
+    for &tier in tiers {
         let started = Instant::now();
         let lock_path = session.lock_path(&tier.name);
         let lock_bytes = fs_err::read(&lock_path)?;
         let inputs_key =
             materialize::inputs_key(&session.store, tier, &lock_bytes, options.link_mode);
         if materialize::is_unchanged(&tier.venv, &inputs_key) {
+            if !announce_current {
+                continue;
+            }
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
             session.reporter.summary(&format!(
                 "{}: up to date: {} ({elapsed:.0} ms)",
@@ -160,6 +176,7 @@ pub fn materialize(
         )?;
         let elapsed = started.elapsed().as_secs_f64();
         let line = match outcome {
+            Outcome::UpToDate { .. } if !announce_current => continue,
             Outcome::UpToDate { venv } => format!(
                 "{}: up to date: {} ({elapsed:.2}s)",
                 tier.name,

@@ -2,6 +2,7 @@
 //! library steps; `session` holds what they share, `report` draws progress.
 
 mod commands;
+mod launch;
 mod report;
 mod session;
 
@@ -91,9 +92,59 @@ pub enum Command {
     },
     /// Show the tiers: components, lock state, venv path and state.
     List {
+        /// List components instead: which tier each runs in.
+        #[arg(long)]
+        components: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a command in a tier's venv (named by tier or component).
+    ///
+    /// Materializes the tier first if it is missing or out of date (unless
+    /// --no-sync), then replaces tstore with CMD, run with the venv's
+    /// environment: VIRTUAL_ENV set, the venv's bin first on PATH,
+    /// PYTHONHOME unset. Exit status, signals and stdin/stdout/stderr are
+    /// CMD's own. Messages from tstore go to stderr.
+    ///
+    /// Example: `tstore run hermes -- python -m hermes`
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// Tier or component (see `tstore list --components`).
+        target: String,
+        /// Use the venv as it is: no lock check, no materialize.
+        #[arg(long)]
+        no_sync: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print the tier a component runs in and the tier's venv path.
+    Which {
+        /// Component (or tier) name.
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell lines that activate a tier's venv, for `eval`.
+    ///
+    /// bash/zsh: eval "$(tstore env tekton-core)"
+    /// fish:     tstore env tekton-core --shell fish | source
+    #[command(verbatim_doc_comment)]
+    Env {
+        /// Tier or component.
+        target: String,
+        /// Shell syntax [default: from $SHELL, else bash].
+        #[arg(long, value_enum)]
+        shell: Option<Shell>,
     },
     /// Print a tier's venv path.
     Path { tier: String },
@@ -175,6 +226,13 @@ pub enum Command {
     Remove { tier: String },
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LockArgs {
     /// Use only the store and existing locks; fail naming what is missing.
@@ -211,7 +269,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             link_mode,
             force,
         } => commands::materialize(&session, &tiers, lock, link_mode, force),
-        Command::List { json } => commands::list(&session, json),
+        Command::List { components, json } => {
+            if components {
+                launch::list_components(&session, json)
+            } else {
+                commands::list(&session, json)
+            }
+        }
+        Command::Run {
+            target,
+            no_sync,
+            lock,
+            command,
+        } => return launch::run(&session, &target, no_sync, lock, &command),
+        Command::Which { target, json } => launch::which(&session, &target, json),
+        Command::Env { target, shell } => launch::env(&session, &target, shell),
         Command::Path { tier } => commands::path(&session, &tier),
         Command::Generations { tier, json } => commands::generations(&session, &tier, json),
         Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),

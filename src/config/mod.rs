@@ -136,6 +136,16 @@ pub enum ConfigError {
         known: String,
         hint: String,
     },
+    #[error(
+        "`{name}` is neither a tier nor a component{hint}; tiers: {tiers}; components: {components} \
+         (see `tstore list --components`)"
+    )]
+    UnknownTarget {
+        name: String,
+        tiers: String,
+        components: String,
+        hint: String,
+    },
 }
 
 impl Config {
@@ -244,6 +254,7 @@ impl Config {
                 },
             );
         }
+        check_components(&tiers, &doc)?;
         if tiers.is_empty() {
             return Err(ConfigError::Invalid {
                 location: doc.location(0),
@@ -293,6 +304,49 @@ impl Config {
         })
     }
 
+    /// The tier named `name`, or the tier that runs component `name`
+    /// (components match case-insensitively).
+    pub fn tier_or_component(&self, name: &str) -> Result<&Tier, ConfigError> {
+        if let Some(tier) = self.tiers.get(name) {
+            return Ok(tier);
+        }
+        let lowered = name.to_lowercase();
+        if let Some(tier) = self
+            .tiers
+            .values()
+            .find(|t| t.components.contains(&lowered))
+        {
+            return Ok(tier);
+        }
+        let tiers: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+        let components: Vec<&str> = self.components().map(|(c, _)| c).collect();
+        let every: Vec<&str> = tiers.iter().chain(&components).copied().collect();
+        let hint = closest(&lowered, &every)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        Err(ConfigError::UnknownTarget {
+            name: name.to_string(),
+            tiers: tiers.join(", "),
+            components: if components.is_empty() {
+                "none defined (add `components = [...]` to a tier)".to_string()
+            } else {
+                components.join(", ")
+            },
+            hint,
+        })
+    }
+
+    /// Every (component, tier) pair, sorted by component.
+    pub fn components(&self) -> impl Iterator<Item = (&str, &Tier)> {
+        let mut pairs: Vec<(&str, &Tier)> = self
+            .tiers
+            .values()
+            .flat_map(|t| t.components.iter().map(move |c| (c.as_str(), t)))
+            .collect();
+        pairs.sort_by_key(|(c, _)| *c);
+        pairs.into_iter()
+    }
+
     /// The named tiers, or every tier when `names` is empty.
     pub fn select(&self, names: &[String]) -> Result<Vec<&Tier>, ConfigError> {
         if names.is_empty() {
@@ -300,6 +354,38 @@ impl Config {
         }
         names.iter().map(|n| self.tier(n)).collect()
     }
+}
+
+/// A component names one tier: it may not appear in two, nor be another
+/// tier's name (`tstore run NAME` must mean one venv).
+fn check_components(tiers: &BTreeMap<String, Tier>, doc: &Document<'_>) -> Result<(), ConfigError> {
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for tier in tiers.values() {
+        for component in &tier.components {
+            if let Some(other) = owner.insert(component, &tier.name)
+                && other != tier.name
+            {
+                return Err(ConfigError::Invalid {
+                    location: doc.location(0),
+                    message: format!(
+                        "component `{component}` is listed in tiers `{other}` and `{}`: a component \
+                         runs in one tier, so remove it from one of them",
+                        tier.name
+                    ),
+                });
+            }
+            if tiers.contains_key(component.as_str()) && *component != tier.name {
+                return Err(ConfigError::Invalid {
+                    location: doc.location(0),
+                    message: format!(
+                        "component `{component}` of tier `{}` has the name of another tier: rename one",
+                        tier.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tier names become directory and file names (`pylock.<tier>.toml`).
@@ -582,6 +668,36 @@ mod tests {
             .to_string();
         assert!(
             err.contains("tiers.toml:1:") && err.contains("hardlink"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn components_name_their_tier() {
+        let config = Config::parse(EMBEDDED_TIERS, ConfigSource::Embedded, Path::new(".")).unwrap();
+        assert_eq!(
+            config.tier_or_component("Hermes").unwrap().name,
+            "tekton-ml"
+        );
+        assert_eq!(
+            config.tier_or_component("tekton-ai").unwrap().name,
+            "tekton-ai"
+        );
+        let err = config.tier_or_component("hermess").unwrap_err().to_string();
+        assert!(err.contains("did you mean `hermes`"), "{err}");
+        assert!(
+            err.contains("apollo") && err.contains("tekton-core"),
+            "{err}"
+        );
+
+        let err = parse(
+            "[tiers.a]\nrequirements = [\"x\"]\ncomponents = [\"web\"]\n\
+             [tiers.b]\nrequirements = [\"x\"]\ncomponents = [\"Web\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`web` is listed in tiers `a` and `b`"),
             "{err}"
         );
     }
