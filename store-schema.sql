@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_object ON files (object);
 
 -- Wheels tstore built from sdists, keyed by the sdist's sha256 so each is built once.
+-- Wheels built from local project folders use `local-tree:<blake3 of the source
+-- tree>` (built installs) or `local-metadata:<blake3 of the metadata files>`
+-- (editable installs, which use only the dist-info) as the key.
 CREATE TABLE IF NOT EXISTS sdist_builds (
     sdist_sha256 TEXT PRIMARY KEY,
     dist_id      INTEGER NOT NULL REFERENCES distributions (id) ON DELETE CASCADE

@@ -192,6 +192,7 @@ fn main() {
         venv: work.path().join("venvs/bench"),
         requirements: Vec::new(),
         constraints: Vec::new(),
+        index: Default::default(),
         components: Vec::new(),
         compile_bytecode: false,
     };

@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod fsinfo;
 pub mod gc;
 pub mod interpreter;
+pub mod local;
 pub mod lock;
 pub mod materialize;
 pub mod progress;

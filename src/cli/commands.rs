@@ -136,8 +136,13 @@ pub fn materialize_tiers(
         let started = Instant::now();
         let lock_path = session.lock_path(&tier.name);
         let lock_bytes = fs_err::read(&lock_path)?;
-        let inputs_key =
-            materialize::inputs_key(&session.store, tier, &lock_bytes, options.link_mode);
+        let inputs_key = materialize::inputs_key(
+            &session.store,
+            tier,
+            &lock_path,
+            &lock_bytes,
+            options.link_mode,
+        )?;
         if materialize::is_unchanged(&tier.venv, &inputs_key) {
             if !announce_current {
                 continue;

@@ -16,7 +16,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use requirements::RequirementLine;
+use requirements::{Collected, IndexLines};
+pub use requirements::{LocalProject, RequirementLine, normalize as normalize_path};
 
 /// The tiers.toml shipped inside the binary (Tekton's five tiers).
 pub const EMBEDDED_TIERS: &str = include_str!("../../tiers.toml");
@@ -97,6 +98,9 @@ pub struct Tier {
     pub requirements: Vec<RequirementLine>,
     /// Constraints from `-c` lines of requirement files.
     pub constraints: Vec<RequirementLine>,
+    /// tiers.toml's index settings with the index options of the tier's
+    /// requirement files applied.
+    pub index: IndexSettings,
     pub components: Vec<String>,
     /// Link compiled bytecode into the venv (`compile-bytecode`, default on).
     pub compile_bytecode: bool,
@@ -209,17 +213,20 @@ impl Config {
                     ),
                 });
             }
-            let mut requirements = Vec::new();
-            let mut constraints = Vec::new();
+            let mut collected = Collected::default();
             for set in &raw_tier.sets {
-                sets.expand(set, &mut Vec::new(), &mut requirements, &mut constraints)?;
+                sets.expand(set, &mut Vec::new(), &mut collected)?;
             }
             for req in &raw_tier.requirements {
-                requirements.push(RequirementLine::parse(
-                    req.get_ref(),
-                    doc.location(req.span().start),
-                )?);
+                collected
+                    .requirements
+                    .push(requirement_value(&doc, req, dir)?);
             }
+            let Collected {
+                mut requirements,
+                mut constraints,
+                index: index_lines,
+            } = collected;
             dedup_by_text(&mut requirements);
             dedup_by_text(&mut constraints);
             if requirements.is_empty() {
@@ -242,6 +249,7 @@ impl Config {
                     venv,
                     requirements,
                     constraints,
+                    index: tier_index(&raw, index_lines, dir),
                     compile_bytecode: raw_tier
                         .compile_bytecode
                         .or(raw.compile_bytecode)
@@ -279,12 +287,7 @@ impl Config {
             source,
             dir: dir.to_path_buf(),
             link_mode,
-            index: IndexSettings {
-                index_url: raw.index_url,
-                extra_index_urls: raw.extra_index_urls,
-                find_links: raw.find_links,
-                no_index: raw.no_index,
-            },
+            index: global_index(&raw),
             tiers,
         })
     }
@@ -396,6 +399,93 @@ fn is_valid_tier_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+fn global_index(raw: &RawConfig) -> IndexSettings {
+    IndexSettings {
+        index_url: raw.index_url.clone(),
+        extra_index_urls: raw.extra_index_urls.clone(),
+        find_links: raw.find_links.clone(),
+        no_index: raw.no_index,
+    }
+}
+
+/// The global settings, with a requirement file's `--index-url` replacing
+/// the main index and its other options added. Directories found in files
+/// are kept relative to tiers.toml, like those written there.
+fn tier_index(raw: &RawConfig, lines: IndexLines, dir: &Path) -> IndexSettings {
+    let mut index = global_index(raw);
+    if let Some((url, _)) = lines.index_url {
+        index.index_url = Some(url);
+    }
+    index.extra_index_urls.extend(lines.extra_index_urls);
+    for link in lines.find_links {
+        let shown = match Path::new(&link).strip_prefix(dir) {
+            Ok(rel) if !link.contains("://") => rel.display().to_string(),
+            _ => link,
+        };
+        index.find_links.push(shown);
+    }
+    index.no_index |= lines.no_index;
+    index.extra_index_urls.dedup();
+    index.find_links.dedup();
+    index
+}
+
+/// One entry of a `requirements` array: a PEP 508 string, a local project
+/// path (`"./libs/x"`, editable unless written as a table with
+/// `editable = false`), or `"-e PATH"`.
+fn requirement_value(
+    doc: &Document<'_>,
+    value: &Spanned<toml::Value>,
+    dir: &Path,
+) -> Result<RequirementLine, ConfigError> {
+    let origin = doc.location(value.span().start);
+    let local = |path: &str, editable: bool| {
+        RequirementLine::local(
+            &expand_path(path.trim(), dir),
+            editable,
+            origin.clone(),
+            dir,
+        )
+    };
+    match value.get_ref() {
+        toml::Value::String(text) => {
+            let text = text.trim();
+            if let Some(path) = text
+                .strip_prefix("-e ")
+                .or(text.strip_prefix("--editable "))
+            {
+                local(path, true)
+            } else if requirements::looks_like_path(text) {
+                local(text, true)
+            } else {
+                RequirementLine::parse(text, origin.clone())
+            }
+        }
+        toml::Value::Table(table) => {
+            let unknown: Vec<&String> = table
+                .keys()
+                .filter(|k| *k != "path" && *k != "editable")
+                .collect();
+            let path = table.get("path").and_then(|p| p.as_str());
+            let editable = table.get("editable").map(|e| e.as_bool());
+            match (path, editable, unknown.is_empty()) {
+                (Some(path), None, true) => local(path, true),
+                (Some(path), Some(Some(editable)), true) => local(path, editable),
+                _ => Err(doc.error_at(
+                    Some(value.span()),
+                    "a local project is written `{ path = \"../libs/x\", editable = false }` \
+                     (`editable` is optional, true by default)",
+                )),
+            }
+        }
+        _ => Err(doc.error_at(
+            Some(value.span()),
+            "a requirement is a string (`\"fastapi>=0.105\"`, `\"./libs/x\"`) or a table \
+             `{ path = \"./libs/x\", editable = false }`",
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
@@ -421,7 +511,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSet {
     #[serde(default)]
-    requirements: Vec<Spanned<String>>,
+    requirements: Vec<Spanned<toml::Value>>,
     /// A pip-style requirement file, relative to tiers.toml.
     file: Option<Spanned<String>>,
     #[serde(default)]
@@ -434,7 +524,7 @@ struct RawTier {
     #[serde(default)]
     sets: Vec<Spanned<String>>,
     #[serde(default)]
-    requirements: Vec<Spanned<String>>,
+    requirements: Vec<Spanned<toml::Value>>,
     #[serde(default)]
     components: Vec<String>,
     python: Option<String>,
@@ -476,8 +566,7 @@ impl SetResolver<'_> {
         &self,
         name: &Spanned<String>,
         stack: &mut Vec<String>,
-        requirements: &mut Vec<RequirementLine>,
-        constraints: &mut Vec<RequirementLine>,
+        out: &mut Collected,
     ) -> Result<(), ConfigError> {
         let key = name.get_ref();
         let Some(set) = self.raw.get(key) else {
@@ -505,7 +594,7 @@ impl SetResolver<'_> {
         }
         stack.push(key.clone());
         for include in &set.include {
-            self.expand(include, stack, requirements, constraints)?;
+            self.expand(include, stack, out)?;
         }
         if let Some(file) = &set.file {
             let path = self.dir.join(file.get_ref());
@@ -518,13 +607,11 @@ impl SetResolver<'_> {
                     ),
                 ));
             }
-            requirements::read_file(&path, &mut Vec::new(), requirements, constraints)?;
+            requirements::read_file(&path, &mut Vec::new(), out, self.dir)?;
         }
         for req in &set.requirements {
-            requirements.push(RequirementLine::parse(
-                req.get_ref(),
-                self.doc.location(req.span().start),
-            )?);
+            out.requirements
+                .push(requirement_value(self.doc, req, self.dir)?);
         }
         stack.pop();
         Ok(())

@@ -1,8 +1,11 @@
 //! pip-style requirement files: one PEP 508 requirement a line, `#`
 //! comments, `\` continuations, `-r FILE` includes and `-c FILE` constraints
-//! (paths relative to the including file).
+//! (paths relative to the including file), local projects (`-e PATH` for
+//! editable, a bare `./path` for a built wheel, as pip reads them) and the
+//! index options `--index-url`, `--extra-index-url`, `--find-links`,
+//! `--no-index`, which apply to the tier that uses the file.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use super::ConfigError;
@@ -10,12 +13,25 @@ use super::ConfigError;
 /// One requirement with the place it was written, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequirementLine {
-    /// The requirement as written (trimmed).
+    /// The requirement as uv gets it (trimmed; a local project's path is
+    /// relative to tiers.toml, where uv runs).
     pub text: String,
-    /// Normalized distribution name (PEP 503).
+    /// Normalized distribution name (PEP 503); empty for a local project
+    /// whose name is only known once uv reads its metadata.
     pub name: String,
     /// `file:line[:col]` it came from.
     pub origin: String,
+    pub local: Option<LocalProject>,
+}
+
+/// A project folder on this machine, installed from its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalProject {
+    /// Absolute.
+    pub path: PathBuf,
+    /// Linked to the source by a `.pth` file (edits take effect at once)
+    /// rather than built into a wheel.
+    pub editable: bool,
 }
 
 impl RequirementLine {
@@ -35,21 +51,155 @@ impl RequirementLine {
             text: text.to_string(),
             name: parsed.name.to_string(),
             origin,
+            local: None,
         })
     }
+
+    /// A local project at `path` (absolute), written for uv relative to
+    /// `config_dir` so locks and their input hashes do not depend on where
+    /// the checkout is.
+    pub fn local(
+        path: &Path,
+        editable: bool,
+        origin: String,
+        config_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let path = normalize(path);
+        if !["pyproject.toml", "setup.py", "setup.cfg"]
+            .iter()
+            .any(|f| path.join(f).is_file())
+        {
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: format!(
+                    "{} is not a Python project folder (it has no pyproject.toml, setup.py or \
+                     setup.cfg); local requirements name the folder that holds one",
+                    path.display()
+                ),
+            });
+        }
+        let relative = relative_path(&path, &normalize(config_dir));
+        let shown = match &relative {
+            Some(rel) if rel.starts_with("..") => rel.display().to_string(),
+            Some(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+            Some(rel) => format!("./{}", rel.display()),
+            None => path.display().to_string(),
+        };
+        Ok(Self {
+            text: if editable {
+                format!("-e {shown}")
+            } else {
+                shown
+            },
+            name: project_name(&path).unwrap_or_default(),
+            origin,
+            local: Some(LocalProject { path, editable }),
+        })
+    }
+}
+
+/// Whether a requirement string names a folder rather than a package.
+pub fn looks_like_path(text: &str) -> bool {
+    text == "." || text == ".." || ["./", "../", "/", "~/"].iter().any(|p| text.starts_with(p))
+}
+
+/// The project's name when its metadata states it statically.
+fn project_name(dir: &Path) -> Option<String> {
+    let normalize_name = |n: &str| {
+        uv_normalize::PackageName::from_str(n.trim())
+            .ok()
+            .map(|n| n.to_string())
+    };
+    if let Ok(text) = fs_err::read_to_string(dir.join("pyproject.toml"))
+        && let Ok(doc) = text.parse::<toml::Table>()
+        && let Some(name) = doc
+            .get("project")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+    {
+        return normalize_name(name);
+    }
+    let text = fs_err::read_to_string(dir.join("setup.cfg")).ok()?;
+    let mut in_metadata = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_metadata = line == "[metadata]";
+        } else if in_metadata
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "name"
+        {
+            return normalize_name(value);
+        }
+    }
+    None
+}
+
+/// `path` without `.` and with `..` applied (no symlinks resolved).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` relative to `base` (both absolute and normalized).
+fn relative_path(path: &Path, base: &Path) -> Option<PathBuf> {
+    if !path.is_absolute() || !base.is_absolute() {
+        return None;
+    }
+    let path: Vec<Component> = path.components().collect();
+    let base: Vec<Component> = base.components().collect();
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base.len() {
+        out.push("..");
+    }
+    for part in &path[common..] {
+        out.push(part);
+    }
+    Some(out)
 }
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
-/// Reads `path` (and what it includes) into `requirements`/`constraints`.
-/// `stack` holds the files being read, to report include cycles.
+/// Index options found in requirement files, with where each was written.
+#[derive(Debug, Clone, Default)]
+pub struct IndexLines {
+    pub index_url: Option<(String, String)>,
+    pub extra_index_urls: Vec<String>,
+    /// Directories made absolute; URLs as written.
+    pub find_links: Vec<String>,
+    pub no_index: bool,
+}
+
+/// What reading requirement files collects for a tier.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub requirements: Vec<RequirementLine>,
+    pub constraints: Vec<RequirementLine>,
+    pub index: IndexLines,
+}
+
+/// Reads `path` (and what it includes) into `out`. `stack` holds the
+/// files being read, to report include cycles; `config_dir` is where uv
+/// runs, for local project paths.
 pub(super) fn read_file(
     path: &Path,
     stack: &mut Vec<PathBuf>,
-    requirements: &mut Vec<RequirementLine>,
-    constraints: &mut Vec<RequirementLine>,
+    out: &mut Collected,
+    config_dir: &Path,
 ) -> Result<(), ConfigError> {
     let canonical = fs_err::canonicalize(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -89,27 +239,84 @@ pub(super) fn read_file(
                 })
             }
         };
+        let local_path = |arg: &str| normalize(&super::expand_path(arg.trim(), &dir));
         if let Some(arg) = option_argument(&line, &["-r", "--requirement"]) {
-            read_file(&include(arg)?, stack, requirements, constraints)?;
+            read_file(&include(arg)?, stack, out, config_dir)?;
         } else if let Some(arg) = option_argument(&line, &["-c", "--constraint"]) {
             // Everything in a constraints file is a constraint.
-            let mut nested = Vec::new();
-            read_file(&include(arg)?, stack, &mut nested, constraints)?;
-            constraints.extend(nested);
+            let mut nested = Collected::default();
+            read_file(&include(arg)?, stack, &mut nested, config_dir)?;
+            out.constraints.extend(nested.requirements);
+            out.constraints.extend(nested.constraints);
+            merge_index(&mut out.index, nested.index)?;
+        } else if let Some(arg) = option_argument(&line, &["-e", "--editable"]) {
+            out.requirements.push(RequirementLine::local(
+                &local_path(arg),
+                true,
+                origin,
+                config_dir,
+            )?);
+        } else if let Some(arg) = option_argument(&line, &["-i", "--index-url"]) {
+            let lines = IndexLines {
+                index_url: Some((arg.to_string(), origin)),
+                ..IndexLines::default()
+            };
+            merge_index(&mut out.index, lines)?;
+        } else if let Some(arg) = option_argument(&line, &["--extra-index-url"]) {
+            out.index.extra_index_urls.push(arg.to_string());
+        } else if let Some(arg) = option_argument(&line, &["-f", "--find-links"]) {
+            out.index.find_links.push(if arg.contains("://") {
+                arg.to_string()
+            } else {
+                local_path(arg).display().to_string()
+            });
+        } else if line == "--no-index" {
+            out.index.no_index = true;
         } else if line.starts_with('-') {
             return Err(ConfigError::Invalid {
                 location: origin,
                 message: format!(
-                    "`{line}` is not supported in requirement files here: set indexes with \
-                     `index-url`/`extra-index-urls`/`find-links` in tiers.toml, and write \
-                     requirements as plain PEP 508 lines"
+                    "`{line}` is not supported in requirement files here: tstore reads `-r`, `-c`, \
+                     `-e`, `--index-url`, `--extra-index-url`, `--find-links` and `--no-index`; \
+                     write requirements as plain PEP 508 lines"
                 ),
             });
+        } else if looks_like_path(&line) {
+            // As pip reads it: a bare path is built and installed, not editable.
+            out.requirements.push(RequirementLine::local(
+                &local_path(&line),
+                false,
+                origin,
+                config_dir,
+            )?);
         } else {
-            requirements.push(RequirementLine::parse(&line, origin)?);
+            out.requirements
+                .push(RequirementLine::parse(&line, origin)?);
         }
     }
     stack.pop();
+    Ok(())
+}
+
+/// Adds `more` to `into`; two different `--index-url`s are an error.
+pub(super) fn merge_index(into: &mut IndexLines, more: IndexLines) -> Result<(), ConfigError> {
+    if let Some((url, origin)) = more.index_url {
+        match &into.index_url {
+            Some((existing, first)) if *existing != url => {
+                return Err(ConfigError::Invalid {
+                    location: origin,
+                    message: format!(
+                        "`--index-url {url}` conflicts with `--index-url {existing}` from {first}: \
+                         a tier has one main index; make the other an `--extra-index-url`"
+                    ),
+                });
+            }
+            _ => into.index_url = Some((url, origin)),
+        }
+    }
+    into.extra_index_urls.extend(more.extra_index_urls);
+    into.find_links.extend(more.find_links);
+    into.no_index |= more.no_index;
     Ok(())
 }
 
@@ -182,14 +389,15 @@ mod tests {
         )
         .unwrap();
         fs_err::write(dir.path().join("pins.txt"), "starlette<1\n").unwrap();
-        let (mut reqs, mut cons) = (Vec::new(), Vec::new());
+        let mut out = Collected::default();
         read_file(
             &dir.path().join("web.txt"),
             &mut Vec::new(),
-            &mut reqs,
-            &mut cons,
+            &mut out,
+            dir.path(),
         )
         .unwrap();
+        let (reqs, cons) = (out.requirements, out.constraints);
         let texts: Vec<_> = reqs.iter().map(|r| r.text.as_str()).collect();
         assert_eq!(texts, ["pydantic>=2", "fastapi   >=0.105"]);
         assert!(reqs[1].origin.ends_with("web.txt:2"), "{}", reqs[1].origin);
@@ -204,19 +412,19 @@ mod tests {
         let err = read_file(
             &dir.path().join("a.txt"),
             &mut Vec::new(),
-            &mut Vec::new(),
-            &mut Vec::new(),
+            &mut Collected::default(),
+            dir.path(),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("cycle"), "{err}");
 
-        fs_err::write(dir.path().join("c.txt"), "x\n-e ./local\n").unwrap();
+        fs_err::write(dir.path().join("c.txt"), "x\n--pre\n").unwrap();
         let err = read_file(
             &dir.path().join("c.txt"),
             &mut Vec::new(),
-            &mut Vec::new(),
-            &mut Vec::new(),
+            &mut Collected::default(),
+            dir.path(),
         )
         .unwrap_err()
         .to_string();
@@ -224,5 +432,57 @@ mod tests {
             err.contains("c.txt:2") && err.contains("not supported"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn local_projects_and_index_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for project in ["libs/alpha", "libs/beta"] {
+            fs_err::create_dir_all(root.join(project)).unwrap();
+        }
+        fs_err::write(
+            root.join("libs/alpha/pyproject.toml"),
+            "[project]\nname = \"Alpha_Lib\"\n",
+        )
+        .unwrap();
+        fs_err::write(root.join("libs/beta/setup.py"), "").unwrap();
+        fs_err::create_dir_all(root.join("project/requirements")).unwrap();
+        fs_err::write(
+            root.join("project/requirements/local.txt"),
+            "-e ../../libs/alpha\n../../libs/beta\n--index-url https://example/simple\n\
+             --extra-index-url https://extra/simple\n-f ./wheels\n",
+        )
+        .unwrap();
+        let mut out = Collected::default();
+        read_file(
+            &root.join("project/requirements/local.txt"),
+            &mut Vec::new(),
+            &mut out,
+            &root.join("project"),
+        )
+        .unwrap();
+        let texts: Vec<_> = out.requirements.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["-e ../libs/alpha", "../libs/beta"]);
+        assert_eq!(out.requirements[0].name, "alpha-lib");
+        assert!(out.requirements[0].local.as_ref().unwrap().editable);
+        assert!(!out.requirements[1].local.as_ref().unwrap().editable);
+        assert_eq!(
+            out.index.index_url.as_ref().unwrap().0,
+            "https://example/simple"
+        );
+        assert_eq!(out.index.extra_index_urls, ["https://extra/simple"]);
+        assert!(out.index.find_links[0].ends_with("project/requirements/wheels"));
+
+        fs_err::write(root.join("project/bad.txt"), "./nothing-here\n").unwrap();
+        let err = read_file(
+            &root.join("project/bad.txt"),
+            &mut Vec::new(),
+            &mut Collected::default(),
+            &root.join("project"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a Python project folder"), "{err}");
     }
 }

@@ -74,10 +74,23 @@ pub fn fetch(
         let known = match &item.source {
             Source::Wheel(w) => store.db.distribution_by_sha256(&w.sha256)?,
             Source::Sdist(s) => store.db.sdist_build(&s.sha256)?,
+            Source::Local { path, editable } => {
+                let key = local_build_key(path, *editable)?;
+                match store.db.sdist_build(&key)? {
+                    Some(known) => Some(known),
+                    None => {
+                        let id =
+                            build_local(store, uv, interpreter, item, &key, options, progress)?;
+                        report.built += 1;
+                        done.push(Some(id));
+                        continue;
+                    }
+                }
+            }
         };
         done.push(known.map(|d| d.id));
     }
-    report.already_stored = done.iter().filter(|d| d.is_some()).count();
+    report.already_stored = done.iter().filter(|d| d.is_some()).count() - report.built;
     let missing: Vec<usize> = (0..selected.len()).filter(|&i| done[i].is_none()).collect();
 
     if !missing.is_empty() && options.offline {
@@ -88,7 +101,7 @@ pub fn fetch(
                     "{} {} ({})",
                     selected[i].name,
                     selected[i].version,
-                    selected[i].pinned().filename
+                    selected[i].label()
                 )
             })
             .collect();
@@ -104,7 +117,7 @@ pub fn fetch(
         let client = http::client()?;
         let total_bytes: u64 = missing
             .iter()
-            .filter_map(|&i| selected[i].pinned().size)
+            .filter_map(|&i| selected[i].pinned().and_then(|p| p.size))
             .sum();
         progress.start("fetching", missing.len() as u64, total_bytes);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -117,6 +130,7 @@ pub fn fetch(
                 .map(|&i| {
                     let item = &selected[i];
                     let result = match &item.source {
+                        Source::Local { .. } => unreachable!("local projects are built above"),
                         Source::Wheel(wheel) => fetch_wheel(store, &client, wheel, progress),
                         Source::Sdist(sdist) => {
                             *built.lock().unwrap() += 1;
@@ -160,8 +174,9 @@ pub fn fetch(
                 errors.join("\n  ")
             );
         }
-        report.built = built.into_inner().unwrap();
-        report.downloaded = missing.len() - report.built;
+        let built = built.into_inner().unwrap();
+        report.built += built;
+        report.downloaded = missing.len() - built;
     }
 
     let fetched = selected
@@ -283,6 +298,83 @@ fn fetch_and_build_sdist(
         },
     )?;
     Ok((id, size))
+}
+
+/// What a local project's build is stored under: its whole source tree for
+/// a built install, its metadata for an editable one (which uses only the
+/// built wheel's dist-info).
+pub fn local_build_key(path: &Path, editable: bool) -> anyhow::Result<String> {
+    crate::local::check_project(path)?;
+    Ok(if editable {
+        format!("local-metadata:{}", crate::local::metadata_hash(path))
+    } else {
+        format!("local-tree:{}", crate::local::tree_hash(path)?)
+    })
+}
+
+/// Builds a local project's wheel with uv and ingests it under `key`.
+fn build_local(
+    store: &Store,
+    uv: Option<&Uv>,
+    interpreter: &Interpreter,
+    item: &Selected,
+    key: &str,
+    options: &FetchOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<i64> {
+    let Source::Local { path, .. } = &item.source else {
+        unreachable!("called for local projects only")
+    };
+    let uv = uv.context("building a local project needs uv")?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store.tmp_dir())?;
+    let out_dir = work.path().join("dist");
+    progress.start(&format!("building {}", item.name), 0, 0);
+    let mut cmd = uv.command();
+    cmd.args(["build", "--wheel", "--quiet", "--python"])
+        .arg(&interpreter.executable)
+        .arg("--out-dir")
+        .arg(&out_dir);
+    if options.offline {
+        cmd.arg("--offline");
+    }
+    cmd.arg(path);
+    let built = uv.run(&mut cmd);
+    progress.finish();
+    built.with_context(|| {
+        format!(
+            "cannot build {} from {} (uv build --wheel)",
+            item.name,
+            path.display()
+        )
+    })?;
+    let wheel = fs_err::read_dir(&out_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("uv build made no wheel from {}", path.display()))?;
+    let filename = wheel
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let (sha256, size) = hash_file(&wheel)?;
+    let url = format!("file://{}", path.display());
+    let id = ingest_wheel(
+        store,
+        &WheelFile {
+            path: &wheel,
+            filename: &filename,
+            sha256: &sha256,
+            size,
+            url: Some(&url),
+            built_from_sdist: Some(key),
+        },
+    )
+    .with_context(|| format!("cannot store the wheel built from {}", path.display()))?;
+    progress.detail(&format!("built {filename} from {}", path.display()));
+    Ok(id)
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {

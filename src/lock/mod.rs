@@ -57,8 +57,9 @@ pub fn lock_path(config: &Config, store: &Store, tier: &str) -> PathBuf {
 }
 
 /// Hash of everything that decides a tier's lock: its requirements and
-/// constraints, the Python version, the indexes, and (for alignment) the
-/// requirements of every tier sharing its Python version.
+/// constraints (for a local project, its metadata files), the Python
+/// version, the indexes, and (for alignment) the requirements of every tier
+/// sharing its Python version.
 pub fn input_hash(config: &Config, tier: &Tier) -> String {
     let mut hasher = blake3::Hasher::new();
     let mut feed = |label: &str, value: &str| {
@@ -71,10 +72,14 @@ pub fn input_hash(config: &Config, tier: &Tier) -> String {
     feed("python", &tier.python);
     feed(
         "index",
-        &serde_json::to_string(&config.index).unwrap_or_default(),
+        &serde_json::to_string(&tier.index).unwrap_or_default(),
     );
     for req in &tier.requirements {
         feed("requirement", &req.text);
+        if let Some(local) = &req.local {
+            // Its dependencies come from its metadata files.
+            feed("local-metadata", &crate::local::metadata_hash(&local.path));
+        }
     }
     for con in &tier.constraints {
         feed("constraint", &con.text);
@@ -127,7 +132,15 @@ pub fn lock_tiers(
                 .filter(|t| t.python == python)
                 .collect();
             // One tier alone needs no union: its own resolution is the union.
-            let (union, union_failure) = if group.len() < 2 {
+            // Tiers that read different indexes cannot share one either.
+            let same_index = group.iter().all(|t| t.index == group[0].index);
+            if !same_index {
+                progress.notice(&format!(
+                    "the tiers for Python {python} use different package indexes, so each is locked \
+                     on its own and shared packages may differ in version"
+                ));
+            }
+            let (union, union_failure) = if group.len() < 2 || !same_index {
                 (None, None)
             } else {
                 progress.start("resolving the union of all tiers", 0, 0);
@@ -199,10 +212,16 @@ fn resolve_union(
     let requirements = work.join(format!("union-{python}.in"));
     let constraints = work.join(format!("union-{python}.constraints.txt"));
     let output = work.join(format!("union-{python}.txt"));
+    // A local project is editable in one tier and built in another, with
+    // the same dependencies either way: the union names it once, built.
     let lines = |select: fn(&Tier) -> &Vec<crate::config::RequirementLine>| {
         let mut all: Vec<&str> = tiers
             .iter()
-            .flat_map(|t| select(t).iter().map(|r| r.text.as_str()))
+            .flat_map(|t| {
+                select(t)
+                    .iter()
+                    .map(|r| r.text.strip_prefix("-e ").unwrap_or(&r.text))
+            })
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -210,14 +229,24 @@ fn resolve_union(
     };
     fs_err::write(&requirements, lines(|t| &t.requirements))?;
     fs_err::write(&constraints, lines(|t| &t.constraints))?;
-    let mut cmd = compile_command(config, uv, python, options);
+    let mut cmd = compile_command(config, uv, tiers[0], options);
     cmd.args(["--no-header", "--no-annotate", "-c"])
         .arg(&constraints)
         .arg(&requirements)
         .arg("-o")
         .arg(&output);
     uv.run(&mut cmd)?;
-    Ok(fs_err::read_to_string(&output)?)
+    // Only `name==version` pins can constrain: local projects (`-e ./x`,
+    // `./x`) are requirements of their tiers already.
+    Ok(fs_err::read_to_string(&output)?
+        .lines()
+        .filter(|line| {
+            line.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && line.contains("==")
+                && !line.contains(" @ ")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect())
 }
 
 /// Locks one tier; returns whether the union's pins constrained it.
@@ -246,14 +275,23 @@ fn lock_tier(
             .map(|r| format!("{}\n", r.text))
             .collect::<String>(),
     )?;
-    let output = work.join(format!("pylock.{}.toml", tier.name));
+    let target = lock_path(config, store, &tier.name);
+    let lock_dir = target.parent().unwrap_or(Path::new("."));
+    // uv writes local projects' paths relative to its output file, so it
+    // writes beside the final lock (under a name uv accepts: no dots).
+    let output = lock_dir.join(format!(
+        "pylock.tstore{}{}.toml",
+        std::process::id(),
+        crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    ));
+    let _remove_output = RemoveOnDrop(&output);
     let compile = |pins: Option<&str>| -> anyhow::Result<()> {
         let constraints = work.join(format!("{}.constraints.txt", tier.name));
         fs_err::write(
             &constraints,
             format!("{own_constraints}{}", pins.unwrap_or("")),
         )?;
-        let mut cmd = compile_command(config, uv, &tier.python, options);
+        let mut cmd = compile_command(config, uv, tier, options);
         cmd.args(["--format", "pylock.toml", "--no-header", "-c"])
             .arg(&constraints)
             .arg(&requirements)
@@ -290,40 +328,52 @@ fn lock_tier(
         pylock::INPUT_HASH_PREFIX,
         input_hash(config, tier),
     );
-    let target = lock_path(config, store, &tier.name);
     let temp = target.with_extension(format!("toml.tmp-{}", std::process::id()));
     fs_err::write(&temp, format!("{header}{body}"))?;
     fs_err::rename(&temp, &target)?;
     Ok(aligned)
 }
 
-fn compile_command(config: &Config, uv: &Uv, python: &str, options: &LockOptions) -> Command {
+/// `uv pip compile` for `tier`'s Python and indexes, run in tiers.toml's
+/// folder (local project paths are relative to it).
+fn compile_command(config: &Config, uv: &Uv, tier: &Tier, options: &LockOptions) -> Command {
     let mut cmd = uv.command();
+    cmd.current_dir(&config.dir);
     cmd.args([
         "pip",
         "compile",
         "--universal",
         "--quiet",
         "--python-version",
-        python,
+        &tier.python,
     ]);
-    if let Some(url) = &config.index.index_url {
+    let index = &tier.index;
+    if let Some(url) = &index.index_url {
         cmd.args(["--index-url", url]);
     }
-    for url in &config.index.extra_index_urls {
+    for url in &index.extra_index_urls {
         cmd.args(["--extra-index-url", url]);
     }
-    for link in &config.index.find_links {
+    for link in &index.find_links {
         cmd.arg("--find-links")
             .arg(crate::config::resolve_find_links(link, &config.dir));
     }
-    if config.index.no_index {
+    if index.no_index {
         cmd.arg("--no-index");
     }
     if options.offline {
         cmd.arg("--offline");
     }
     cmd
+}
+
+/// Deletes a file when dropped (uv's output after it was read).
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 /// After a fallback, names the packages whose versions differ between tiers.

@@ -82,6 +82,12 @@ pub enum Source {
     Wheel(PinnedFile),
     /// No wheel fits the interpreter: build this sdist.
     Sdist(PinnedFile),
+    /// A project folder on this machine (absolute path), built with uv;
+    /// `editable` puts its source on `sys.path` instead of its built files.
+    Local {
+        path: PathBuf,
+        editable: bool,
+    },
 }
 
 /// The distribution to install for one package.
@@ -93,9 +99,19 @@ pub struct Selected {
 }
 
 impl Selected {
-    pub fn pinned(&self) -> &PinnedFile {
+    /// The file the lock pins, unless the source is a local folder.
+    pub fn pinned(&self) -> Option<&PinnedFile> {
         match &self.source {
-            Source::Wheel(f) | Source::Sdist(f) => f,
+            Source::Wheel(f) | Source::Sdist(f) => Some(f),
+            Source::Local { .. } => None,
+        }
+    }
+
+    /// What the user sees for it: the file name, or the folder.
+    pub fn label(&self) -> String {
+        match &self.source {
+            Source::Wheel(f) | Source::Sdist(f) => f.filename.clone(),
+            Source::Local { path, .. } => path.display().to_string(),
         }
     }
 }
@@ -146,10 +162,29 @@ impl PyLock {
                     continue;
                 }
             }
-            if package.directory.is_some() || package.vcs.is_some() || package.archive.is_some() {
+            if let Some(directory) = &package.directory {
+                let path = directory
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .with_context(|| format!("{}: `directory` has no `path`", context()))?;
+                let editable = directory
+                    .get("editable")
+                    .and_then(|e| e.as_bool())
+                    .unwrap_or(false);
+                out.push(Selected {
+                    name: package.name.clone(),
+                    version: package.version.clone().unwrap_or_else(|| "(local)".into()),
+                    source: Source::Local {
+                        path: crate::config::normalize_path(&lock_dir.join(path)),
+                        editable,
+                    },
+                });
+                continue;
+            }
+            if package.vcs.is_some() || package.archive.is_some() {
                 bail!(
-                    "{}: local, VCS and archive sources are not supported yet; depend on a released \
-                     version from an index instead",
+                    "{}: VCS and archive sources are not supported yet; depend on a released \
+                     version from an index, or on a local checkout (`./path` in tiers.toml)",
                     context()
                 );
             }

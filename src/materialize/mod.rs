@@ -82,7 +82,19 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
-    let requested = input.tier.requested_names();
+    let mut requested = input.tier.requested_names();
+    // A local project's name is known once uv has read its metadata.
+    for item in input.fetched {
+        if let crate::lock::pylock::Source::Local { path, .. } = &item.selected.source
+            && input
+                .tier
+                .requirements
+                .iter()
+                .any(|r| r.local.as_ref().is_some_and(|l| &l.path == path))
+        {
+            requested.push(item.selected.name.clone());
+        }
+    }
     let bytecode_tag = input
         .tier
         .compile_bytecode
@@ -207,10 +219,17 @@ pub fn materialize(
 }
 
 /// Hash of what a tier's venv is built from that tstore can read without
-/// running uv or planning: the lock's bytes, the Python request, the venv
-/// path, the link mode, the store, whether bytecode is linked and tstore's
-/// version.
-pub fn inputs_key(store: &Store, tier: &Tier, lock: &[u8], link_mode: LinkMode) -> String {
+/// running uv or planning: the lock's bytes, the source trees of the local
+/// projects it builds (not editable ones: their edits need no rebuild), the
+/// Python request, the venv path, the link mode, the store, whether
+/// bytecode is linked and tstore's version.
+pub fn inputs_key(
+    store: &Store,
+    tier: &Tier,
+    lock_path: &Path,
+    lock: &[u8],
+    link_mode: LinkMode,
+) -> anyhow::Result<String> {
     let mut hasher = blake3::Hasher::new();
     for part in [
         concat!("tstore-inputs-2/", env!("CARGO_PKG_VERSION")).as_bytes(),
@@ -229,7 +248,25 @@ pub fn inputs_key(store: &Store, tier: &Tier, lock: &[u8], link_mode: LinkMode) 
             .update(&(part.len() as u64).to_le_bytes())
             .update(part);
     }
-    hasher.finalize().to_hex().to_string()
+    // Only locks naming a folder are parsed: the common case stays a hash
+    // of bytes.
+    if lock.windows(b"directory".len()).any(|w| w == b"directory") {
+        let text = String::from_utf8_lossy(lock);
+        let parsed = crate::lock::PyLock::parse(&text, lock_path)?;
+        let lock_dir = lock_path.parent().unwrap_or(Path::new("."));
+        for package in &parsed.packages {
+            let Some(directory) = &package.directory else {
+                continue;
+            };
+            let editable = directory.get("editable").and_then(|e| e.as_bool()) == Some(true);
+            if let (false, Some(path)) = (editable, directory.get("path").and_then(|p| p.as_str()))
+            {
+                let tree = crate::local::tree_hash(&lock_dir.join(path))?;
+                hasher.update(tree.as_bytes());
+            }
+        }
+    }
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// The cheap no-op check, before any uv call or planning: the venv was built

@@ -19,6 +19,7 @@ use sha2::Digest;
 
 use super::scripts;
 use crate::fetch::Fetched;
+use crate::lock::pylock::Source;
 use crate::store::db::{Bytecode, EMPTY_SOURCE, FileRow};
 use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};
@@ -110,6 +111,9 @@ pub fn sources_without_bytecode(
     let mut seen = HashSet::new();
     let mut sources = Vec::new();
     for dist in dists {
+        if is_editable(&dist.fetched.selected.source) {
+            continue;
+        }
         let data_prefix = data_prefix(&dist.fetched.selected.name, &dist.rows)?;
         for row in &dist.rows {
             if row.bytecode == Bytecode::Unknown
@@ -142,7 +146,14 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
         .par_iter()
         .map(|dist| {
             let item = dist.fetched;
-            plan_distribution(input, &python, &item.selected.name, &dist.rows).with_context(|| {
+            plan_distribution(
+                input,
+                &python,
+                &item.selected.name,
+                &item.selected.source,
+                &dist.rows,
+            )
+            .with_context(|| {
                 format!(
                     "cannot plan {} {}",
                     item.selected.name, item.selected.version
@@ -243,6 +254,7 @@ fn plan_distribution(
     input: &PlanInput<'_>,
     python: &Path,
     name: &str,
+    source: &Source,
     rows: &[FileRow],
 ) -> anyhow::Result<Vec<PlannedFile>> {
     let dist_info = dist_info_dir(name, rows)?;
@@ -271,14 +283,73 @@ fn plan_distribution(
         });
     };
 
-    let skip: [String; 3] = [
+    let skip: [String; 4] = [
         format!("{dist_info}/RECORD"),
         format!("{dist_info}/INSTALLER"),
         format!("{dist_info}/REQUESTED"),
+        format!("{dist_info}/direct_url.json"),
     ];
+    // An editable project's modules stay in its folder: of its wheel only
+    // the metadata and scripts are installed, and a `.pth` file puts the
+    // folders holding its modules on sys.path.
+    let editable_from = match source {
+        Source::Local {
+            path,
+            editable: true,
+        } => Some(path.as_path()),
+        _ => None,
+    };
+    if let Some(project) = editable_from {
+        let top_level = crate::local::wheel_top_level(rows.iter().map(|r| r.path.as_str()));
+        let roots = crate::local::import_roots(project, &top_level)?;
+        let mut text = String::new();
+        for root in roots {
+            text.push_str(&root.to_string_lossy());
+            text.push('\n');
+        }
+        push_content(
+            &mut files,
+            &mut record,
+            site.join(format!(
+                "__editable__.{}.pth",
+                dist_info.trim_end_matches(".dist-info")
+            )),
+            text.into_bytes(),
+            0o644,
+        );
+    }
+    if let Source::Local { path, editable } = source {
+        // PEP 610: where the project came from, and that it is editable.
+        let direct_url = serde_json::json!({
+            "url": file_url(path),
+            "dir_info": if *editable {
+                serde_json::json!({"editable": true})
+            } else {
+                serde_json::json!({})
+            },
+        });
+        push_content(
+            &mut files,
+            &mut record,
+            site.join(&dist_info).join("direct_url.json"),
+            direct_url.to_string().into_bytes(),
+            0o644,
+        );
+    }
     for row in rows {
         if skip.contains(&row.path) {
             continue;
+        }
+        if editable_from.is_some() {
+            let metadata = row
+                .path
+                .strip_prefix(dist_info.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+            let scripts_or_data = row.path.starts_with(&data_prefix)
+                && !imports_from_site_packages(&row.path, &data_prefix);
+            if !metadata && !scripts_or_data {
+                continue;
+            }
         }
         let inside = safe_relative_path(&row.path)
             .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?;
@@ -400,6 +471,24 @@ fn dist_info_dir(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
         .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
         .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
         .to_string())
+}
+
+fn is_editable(source: &Source) -> bool {
+    matches!(source, Source::Local { editable: true, .. })
+}
+
+/// A `file://` URL for an absolute path, percent-encoding what RFC 3986
+/// does not allow in a path.
+fn file_url(path: &Path) -> String {
+    let mut url = String::from("file://");
+    for &byte in path.as_os_str().as_encoded_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&byte) {
+            url.push(byte as char);
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
 }
 
 /// `<name>-<version>.data/`, the prefix of the wheel's scheme directories.

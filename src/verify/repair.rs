@@ -74,8 +74,12 @@ fn content_from_wheel(
     let mut reasons = Vec::new();
     for (dist_id, name, version, member) in users {
         let (url, sha256, filename, built_from) = store.db.distribution_source(dist_id)?;
-        if built_from.is_some() {
-            reasons.push(format!("{name} {version} was built from an sdist"));
+        if let Some(built_from) = built_from {
+            reasons.push(if built_from.starts_with("local-") {
+                format!("{name} {version} was built from a local folder")
+            } else {
+                format!("{name} {version} was built from an sdist")
+            });
             continue;
         }
         let Some(url) = url else {
