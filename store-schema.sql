@@ -86,3 +86,18 @@ CREATE TABLE IF NOT EXISTS bytecode (
     PRIMARY KEY (source, tag)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bytecode_pyc ON bytecode (pyc);
+
+-- Venvs made by pip or uv whose recorded files `tstore adopt` replaced by
+-- links to objects (schema 3). gc forgets a venv once its folder is gone.
+CREATE TABLE IF NOT EXISTS adopted_venvs (
+    path        TEXT PRIMARY KEY,    -- the venv's absolute path
+    adopted_at  INTEGER NOT NULL     -- unix seconds of the last adopt
+) WITHOUT ROWID;
+
+-- The objects an adopted venv links to: kept by gc while the venv exists.
+CREATE TABLE IF NOT EXISTS adopted_objects (
+    venv    TEXT NOT NULL REFERENCES adopted_venvs (path) ON DELETE CASCADE,
+    object  TEXT NOT NULL REFERENCES objects (key),
+    PRIMARY KEY (venv, object)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS adopted_objects_object ON adopted_objects (object);

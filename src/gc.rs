@@ -1,8 +1,9 @@
 //! `tstore gc [--dry-run]`: delete what no tier can use any more.
 //!
-//! Roots are every kept generation of every tier and every distribution named
+//! Roots are every kept generation of every tier, every distribution named
 //! by a current lock (the locks those generations were built from, plus the
-//! locks of the tiers.toml in use). Everything else goes: distributions and
+//! locks of the tiers.toml in use), and the objects of adopted venvs that
+//! still exist. Everything else goes: distributions and
 //! their files, objects no remaining file uses, manifests of dropped
 //! generations, generations beyond the kept number, generation directories
 //! and temp files left by crashed runs.
@@ -42,6 +43,8 @@ pub struct GcReport {
     pub generations: usize,
     pub manifests: usize,
     pub temp_entries: usize,
+    /// Adopted venvs whose folder is gone, forgotten with their objects.
+    pub adopted_venvs_forgotten: usize,
     /// Bytes the deletions free (or would free).
     pub bytes_freed: u64,
     /// Bytes of deleted store objects still held by links outside the store.
@@ -127,12 +130,23 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         .map(|(id, _, _)| id)
         .collect();
     report.distributions = doomed_dists.len();
+    // Adopted venvs keep their objects until their folder is gone.
+    let vanished_adopted: Vec<String> = crate::adopt::adopted_venvs(store)?
+        .into_iter()
+        .filter(|(_, exists)| !exists)
+        .map(|(path, _)| path)
+        .collect();
+    report.adopted_venvs_forgotten = vanished_adopted.len();
     let doomed_objects = if options.dry_run {
-        store.db.unreferenced_objects_after(&doomed_dists)?
+        store
+            .db
+            .unreferenced_objects_after(&doomed_dists, &vanished_adopted)?
     } else {
         // Records go first: a crash after this leaves unrecorded files, which
         // the next gc removes; never records of files that are gone.
-        store.db.delete_distributions(&doomed_dists)?
+        store
+            .db
+            .delete_distributions(&doomed_dists, &vanished_adopted)?
     };
     let known: HashSet<String> = store
         .db

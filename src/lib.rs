@@ -11,6 +11,7 @@
 //! `progress` is how the library reports to whoever drives it.
 
 pub mod activate;
+pub mod adopt;
 pub mod config;
 pub mod du;
 pub mod fetch;

@@ -520,6 +520,13 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
         plural(report.manifests, "manifest"),
         plural(report.temp_entries, "leftover temp entry")
     );
+    if report.adopted_venvs_forgotten > 0 {
+        println!(
+            "  {} whose folder is gone {} forgotten",
+            plural(report.adopted_venvs_forgotten, "adopted venv"),
+            if dry_run { "would be" } else { "were" }
+        );
+    }
     if report.bytes_still_linked > 0 {
         println!(
             "  {} of removed objects are still linked from outside the store and stay on disk until those links go",
@@ -528,9 +535,8 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
     }
     if let Some(growth) = report.measured_free_growth {
         println!(
-            "  the filesystem's free space grew by {}{}",
-            if growth < 0 { "-" } else { "" },
-            human_bytes(growth.unsigned_abs())
+            "  the filesystem's free space grew by {}",
+            signed_bytes(growth)
         );
     }
     Ok(())
@@ -623,6 +629,11 @@ fn plural(count: usize, noun: &str) -> String {
     }
 }
 
+fn signed_bytes(bytes: i64) -> String {
+    let sign = if bytes < 0 { "-" } else { "" };
+    format!("{sign}{}", human_bytes(bytes.unsigned_abs()))
+}
+
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -635,5 +646,105 @@ fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn adopt(
+    session: &Session<'_>,
+    paths: &[std::path::PathBuf],
+    dry_run: bool,
+    link_mode: Option<LinkMode>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let _store = share_store(session)?;
+    let options = tstore::adopt::AdoptOptions {
+        dry_run,
+        link_mode: link_mode.unwrap_or(LinkMode::Auto),
+    };
+    let mut reports = Vec::new();
+    let mut planned = std::collections::HashMap::new();
+    for path in paths {
+        let report = tstore::adopt::adopt(
+            &session.store,
+            path,
+            &options,
+            &mut planned,
+            session.reporter,
+        )?;
+        if !json {
+            print_adopt_report(session, &report);
+        }
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+fn print_adopt_report(session: &Session<'_>, report: &tstore::adopt::AdoptReport) {
+    let (would, link_verb) = if report.dry_run {
+        ("would ", "would link")
+    } else {
+        ("", "linked")
+    };
+    println!(
+        "{}: {}, {} {link_verb} to the store ({}) by {}, {} already linked",
+        report.venv.display(),
+        plural(report.distributions, "distribution"),
+        plural(report.files_linked, "file"),
+        human_bytes(report.bytes_linked),
+        report.method.map_or("none".to_string(), |m| m.to_string()),
+        report.already_linked,
+    );
+    println!(
+        "  {would}free {} now{}",
+        human_bytes(report.bytes_freed),
+        if report.bytes_linked_elsewhere > 0 {
+            format!(
+                ", and {} more once other links to those files go (e.g. a uv cache)",
+                human_bytes(report.bytes_linked_elsewhere)
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(growth) = report.measured_free_growth {
+        println!(
+            "  the filesystem's free space grew by {}",
+            signed_bytes(growth)
+        );
+    }
+    if !report.modified.is_empty() {
+        println!(
+            "  {} no longer match their RECORD (edited?) and were left alone:",
+            plural(report.modified.len(), "file")
+        );
+        for path in &report.modified {
+            println!("    {}", path.display());
+        }
+    }
+    if !report.unrecorded.is_empty() {
+        let shown = if session.reporter.verbose() {
+            usize::MAX
+        } else {
+            5
+        };
+        println!(
+            "  {} in site-packages are in no RECORD ({}), left alone{}:",
+            plural(report.unrecorded.len(), "file"),
+            human_bytes(report.unrecorded_bytes),
+            if report.unrecorded.len() > shown {
+                "; -v lists all"
+            } else {
+                ""
+            }
+        );
+        for path in report.unrecorded.iter().take(shown) {
+            println!("    {}", path.display());
+        }
+    }
+    for skipped in &report.skipped {
+        println!("  skipped: {skipped}");
     }
 }

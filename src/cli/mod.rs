@@ -220,6 +220,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Share the files of existing venvs (made by pip or uv) through the store.
+    ///
+    /// Reads each installed distribution's RECORD, checks every listed file
+    /// against the RECORD's hash, stores its content once, and replaces the
+    /// file in place by a link to it (atomically per file: link beside it,
+    /// rename over). The venvs keep working exactly as before. Files that no
+    /// longer match their RECORD, and files no RECORD lists (your edits,
+    /// caches), are left alone and reported. Hardlinked files become the
+    /// read-only store object; reflinked files keep mode and timestamps.
+    /// gc keeps adopted objects while the venv exists.
+    Adopt {
+        /// Venv folders (with a pyvenv.cfg).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Report what would be linked and freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// auto (reflink, else hardlink), reflink or hardlink.
+        #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
+        link_mode: Option<LinkMode>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a tier's venv and all its generations.
     ///
     /// Objects only it used are freed by the next `tstore gc`.
@@ -288,6 +312,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Generations { tier, json } => commands::generations(&session, &tier, json),
         Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),
         Command::Edit { tier, package } => commands::edit(&session, &tier, &package),
+        Command::Adopt {
+            paths,
+            dry_run,
+            link_mode,
+            json,
+        } => commands::adopt(&session, &paths, dry_run, link_mode, json),
         Command::Remove { tier } => commands::remove(&session, &tier),
         Command::Gc { dry_run, json } => commands::gc(&session, dry_run, json),
         Command::Du { tiers, json } => commands::du(&session, &tiers, json),

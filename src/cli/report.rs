@@ -29,6 +29,10 @@ impl Reporter {
         }
     }
 
+    pub fn verbose(&self) -> bool {
+        self.verbose > 0
+    }
+
     /// A line of the final summary (shown even with -q).
     pub fn summary(&self, line: &str) {
         self.print(line);

@@ -10,24 +10,30 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Bytecode of sources no file uses any more is forgotten (gc).
 const FORGET_ORPHAN_BYTECODE: &str = "DELETE FROM bytecode WHERE CASE source \
      WHEN 'empty' THEN NOT EXISTS (SELECT 1 FROM files f WHERE f.object IS NULL AND f.path LIKE '%.py') \
      ELSE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = bytecode.source) END";
 
-/// Within `tx`, deletes the distributions `ids` (their files go with them)
-/// and the bytecode of sources no file uses any more; returns the objects
+/// Within `tx`, deletes the distributions `ids` (their files go with them),
+/// the records of adopted venvs that are gone, and the bytecode of sources
+/// no file uses any more; returns the objects
 /// nothing refers to after that.
 fn forget_distributions(
     tx: &rusqlite::Transaction<'_>,
     ids: &[i64],
+    adopted_venvs: &[String],
 ) -> anyhow::Result<Vec<(String, u64)>> {
     {
         let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
         for id in ids {
             stmt.execute([id])?;
+        }
+        let mut stmt = tx.prepare_cached("DELETE FROM adopted_venvs WHERE path = ?1")?;
+        for path in adopted_venvs {
+            stmt.execute([path])?;
         }
     }
     tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
@@ -38,10 +44,12 @@ fn forget_distributions(
     Ok(orphans)
 }
 
-/// Objects neither a file nor the bytecode of a used source refers to.
+/// Objects that neither a file, nor the bytecode of a used source, nor an
+/// adopted venv refers to.
 const UNREFERENCED_OBJECTS: &str = "SELECT key, size FROM objects o \
      WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.object = o.key) \
-     AND NOT EXISTS (SELECT 1 FROM bytecode b WHERE b.pyc = o.key)";
+     AND NOT EXISTS (SELECT 1 FROM bytecode b WHERE b.pyc = o.key) \
+     AND NOT EXISTS (SELECT 1 FROM adopted_objects a WHERE a.object = o.key)";
 const SCHEMA: &str = include_str!("../../store-schema.sql");
 
 /// A distribution as recorded in the store.
@@ -450,10 +458,14 @@ impl Db {
 
     /// Removes distributions (and their files) by id, in one transaction,
     /// then every object no remaining file refers to; returns those objects.
-    pub fn delete_distributions(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
+    pub fn delete_distributions(
+        &self,
+        ids: &[i64],
+        adopted_venvs: &[String],
+    ) -> anyhow::Result<Vec<(String, u64)>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let orphans = forget_distributions(&tx, ids)?;
+        let orphans = forget_distributions(&tx, ids, adopted_venvs)?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
             for (key, _) in &orphans {
@@ -465,11 +477,15 @@ impl Db {
     }
 
     /// Objects no file refers to, without deleting them (for --dry-run).
-    pub fn unreferenced_objects_after(&self, ids: &[i64]) -> anyhow::Result<Vec<(String, u64)>> {
+    pub fn unreferenced_objects_after(
+        &self,
+        ids: &[i64],
+        adopted_venvs: &[String],
+    ) -> anyhow::Result<Vec<(String, u64)>> {
         let mut conn = self.conn();
         // A transaction that is rolled back: the same statements as the real run.
         let tx = conn.transaction()?;
-        let orphans = forget_distributions(&tx, ids)?;
+        let orphans = forget_distributions(&tx, ids, adopted_venvs)?;
         tx.rollback()?;
         Ok(orphans)
     }
@@ -509,6 +525,57 @@ impl Db {
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?)
+    }
+
+    /// Records an object published outside a wheel ingest (adopt).
+    pub fn record_object(&self, key: &str, size: u64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)",
+            params![key, size as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the venv at `path` links to `objects` (adding to what an
+    /// earlier adopt of it recorded).
+    pub fn record_adopted(&self, path: &str, objects: &[(String, u64)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO adopted_venvs (path, adopted_at) VALUES (?1, ?2) \
+             ON CONFLICT (path) DO UPDATE SET adopted_at = excluded.adopted_at",
+            params![path, unix_now()],
+        )?;
+        {
+            let mut object_stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)")?;
+            let mut link_stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO adopted_objects (venv, object) VALUES (?1, ?2)",
+            )?;
+            for (key, size) in objects {
+                object_stmt.execute(params![key, *size as i64])?;
+                link_stmt.execute(params![path, key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Paths of every adopted venv.
+    pub fn adopted_venvs(&self) -> anyhow::Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT path FROM adopted_venvs ORDER BY path")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Forgets an adopted venv (its objects become collectable).
+    pub fn forget_adopted(&self, path: &str) -> anyhow::Result<()> {
+        self.conn()
+            .execute("DELETE FROM adopted_venvs WHERE path = ?1", [path])?;
+        Ok(())
     }
 
     /// Object count and total bytes of distinct contents.
