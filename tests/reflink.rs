@@ -73,3 +73,75 @@ fn reflinked_files_share_extents_not_inodes() {
         "reflinked"
     );
 }
+
+/// On XFS, adopt reflinks: files keep their inode, mode and time (so the
+/// venv's pycs stay valid without rewriting) and share extents.
+#[test]
+fn adopt_by_reflink_keeps_inodes_modes_and_times() {
+    let mount = match Mount::image("xfs", "320M", &["-q", "-f", "-m", "reflink=1"]) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a loop XFS here ({reason})");
+            return;
+        }
+    };
+    let root = mount.path.clone();
+    let world = World::new();
+    let python = String::from_utf8_lossy(
+        &Command::new("uv")
+            .args(["python", "find", "3.11"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let venvs: Vec<_> = ["a", "b"].iter().map(|n| root.join(n)).collect();
+    for venv in &venvs {
+        let made = Command::new(&python)
+            .args(["-m", "venv"])
+            .arg(venv)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+    }
+    let file = |venv: &Path| venv.join("lib/python3.11/site-packages/pip/__init__.py");
+    let meta = |path: &Path| fs_err::metadata(path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let before: Vec<_> = venvs
+        .iter()
+        .map(|v| {
+            let m = meta(&file(v));
+            (m.ino(), m.mode(), m.mtime())
+        })
+        .collect();
+    let out = world
+        .tstore(&["adopt"])
+        .args(&venvs)
+        .env("TSTORE_HOME", root.join("store"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("by reflink"), "{stdout}");
+    for (venv, (_, mode, mtime)) in venvs.iter().zip(&before) {
+        let m = meta(&file(venv));
+        assert_eq!((m.mode(), m.mtime()), (*mode, *mtime), "mode and time kept");
+        assert!(shares_extents(&file(venv)), "{}", file(venv).display());
+        let trace = Command::new(venv.join("bin/python"))
+            .args(["-v", "-c", "import pip"])
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&trace.stderr);
+        assert!(
+            trace.contains(&format!("matches {}", file(venv).display())),
+            "{trace}"
+        );
+    }
+    assert_ne!(meta(&file(&venvs[0])).ino(), meta(&file(&venvs[1])).ino());
+    let version = Command::new(venvs[1].join("bin/pip"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(version.status.success(), "{version:?}");
+}
