@@ -134,10 +134,11 @@ pub fn adopt(
         0,
     );
     let modified = Mutex::new(Vec::new());
+    let skipped = Mutex::new(Vec::new());
     let candidates: Vec<Candidate> = recorded
         .par_iter()
         .filter_map(|(path, hash)| {
-            let result = inspect(path, hash.as_ref());
+            let result = inspect(&venv, path, hash.as_ref());
             progress.item_done("");
             match result {
                 Ok(Some(candidate)) => Some(candidate),
@@ -145,13 +146,22 @@ pub fn adopt(
                     modified.lock().unwrap().push(path.clone());
                     None
                 }
-                Err(_) => None,
+                Err(err) => {
+                    skipped
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {err:#}", path.display()));
+                    None
+                }
             }
         })
         .collect();
     progress.finish();
     report.modified = modified.into_inner().unwrap();
     report.modified.sort();
+    let mut skipped = skipped.into_inner().unwrap();
+    skipped.sort();
+    report.skipped.extend(skipped);
 
     // Sources first: with hardlinks a `.py` takes its object's modification
     // time, which the venv's timestamp pycs must then name (see
@@ -316,8 +326,16 @@ fn recorded_files(
                     .push(format!("{}: no RECORD", dist_info.display()));
                 continue;
             };
-            let entries = crate::store::wheel::parse_record(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", record_path.display()))?;
+            let entries = match crate::store::wheel::parse_record(&text) {
+                Ok(entries) => entries,
+                Err(err) => {
+                    report.skipped.push(format!(
+                        "{}: unreadable, so its files were left alone ({err})",
+                        record_path.display()
+                    ));
+                    continue;
+                }
+            };
             distributions += 1;
             for entry in entries {
                 let path = lexical_join(&site, &entry.path);
@@ -374,11 +392,23 @@ fn unrecorded_files(venv: &Path, recorded: &[(PathBuf, Option<(String, String)>)
 }
 
 /// Reads a recorded file: `Ok(None)` when its content no longer matches
-/// RECORD, an error when it is not a regular file or cannot be read.
-fn inspect(path: &Path, hash: Option<&(String, String)>) -> anyhow::Result<Option<Candidate>> {
-    let meta = fs_err::symlink_metadata(path)?;
+/// RECORD, an error when it is missing, not a regular file, or reached
+/// through a symlink that leads out of `venv`.
+fn inspect(
+    venv: &Path,
+    path: &Path,
+    hash: Option<&(String, String)>,
+) -> anyhow::Result<Option<Candidate>> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("listed in RECORD but missing"),
+        _ => e.into(),
+    })?;
     if !meta.file_type().is_file() {
         bail!("not a regular file");
+    }
+    let parent = path.parent().context("a file has a parent folder")?;
+    if !fs_err::canonicalize(parent)?.starts_with(venv) {
+        bail!("its folder leads outside the venv through a symlink");
     }
     let mut digest: Option<Box<dyn sha2::digest::DynDigest>> = match hash {
         None => None,

@@ -205,3 +205,76 @@ fn adopt_refuses_what_is_not_a_venv_and_tiers() {
     let err = world.fails(&["adopt", "/nonexistent/venv"]);
     assert!(err.contains("/nonexistent/venv does not exist"), "{err}");
 }
+
+/// A RECORD is input from whoever built the package: entries that lead out
+/// of the venv, lexically or through a symlink, are never touched.
+#[test]
+fn record_entries_outside_the_venv_are_left_alone() {
+    let world = World::new();
+    let venv = world.path().join("v");
+    run_ok(
+        Command::new("uv")
+            .args(["venv", "--quiet", "--python"])
+            .arg(python311())
+            .arg(&venv),
+    );
+    let outside = world.path().join("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    fs_err::write(outside.join("x.py"), "X = 1\n").unwrap();
+    fs_err::write(world.path().join("loose.txt"), "X = 1\n").unwrap();
+    let site = site(&venv);
+    std::os::unix::fs::symlink(&outside, site.join("evil")).unwrap();
+    fs_err::create_dir_all(site.join("fake")).unwrap();
+    fs_err::write(site.join("fake/a.py"), "X = 1\n").unwrap();
+    let dist_info = site.join("fake-1.0.dist-info");
+    fs_err::create_dir_all(&dist_info).unwrap();
+    fs_err::write(
+        dist_info.join("METADATA"),
+        "Metadata-Version: 2.1\nName: fake\nVersion: 1.0\n",
+    )
+    .unwrap();
+    let hash = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"X = 1\n"))
+    };
+    fs_err::write(
+        dist_info.join("RECORD"),
+        format!(
+            "fake/a.py,sha256={hash},6\nevil/x.py,sha256={hash},6\n\
+             ../../../../loose.txt,sha256={hash},6\nfake/gone.py,,\n\
+             fake-1.0.dist-info/METADATA,,\nfake-1.0.dist-info/RECORD,,\n"
+        ),
+    )
+    .unwrap();
+    let inodes = (
+        inode_of(&outside.join("x.py")),
+        inode_of(&world.path().join("loose.txt")),
+    );
+    let out = world.ok(&["adopt", "-v", venv.to_str().unwrap()]);
+    assert!(
+        out.contains("evil/x.py: its folder leads outside the venv"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`../../../../loose.txt` points outside the venv"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fake/gone.py: listed in RECORD but missing"),
+        "{out}"
+    );
+    assert!(out.contains("2 files linked"), "{out}");
+    assert_eq!(
+        (
+            inode_of(&outside.join("x.py")),
+            inode_of(&world.path().join("loose.txt"))
+        ),
+        inodes
+    );
+    assert_eq!(
+        mode_of(&site.join("fake/a.py")) & 0o777,
+        0o444,
+        "now the store object"
+    );
+}

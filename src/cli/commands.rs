@@ -744,7 +744,28 @@ fn print_adopt_report(session: &Session<'_>, report: &tstore::adopt::AdoptReport
             println!("    {}", path.display());
         }
     }
-    for skipped in &report.skipped {
-        println!("  skipped: {skipped}");
+    if !report.skipped.is_empty() {
+        let shown = if session.reporter.verbose() {
+            usize::MAX
+        } else {
+            5
+        };
+        println!(
+            "  {} RECORD {} left alone{}:",
+            report.skipped.len(),
+            if report.skipped.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            },
+            if report.skipped.len() > shown {
+                "; -v lists all"
+            } else {
+                ""
+            }
+        );
+        for skipped in report.skipped.iter().take(shown) {
+            println!("    {skipped}");
+        }
     }
 }
