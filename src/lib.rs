@@ -23,5 +23,6 @@ pub mod lock;
 pub mod materialize;
 pub mod progress;
 pub mod store;
+pub mod transfer;
 pub mod uv;
 pub mod verify;

@@ -47,10 +47,18 @@ struct TierFetch {
     lock_path: std::path::PathBuf,
     fetched: Vec<Fetched>,
     report: fetch::FetchReport,
+    /// Distributions that came from the remote store.
+    pulled: usize,
 }
 
 /// Selects and fetches what `tier` needs.
 fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Result<TierFetch> {
+    // A remote store is asked before the index; what it lacks is downloaded.
+    let pulled = if offline {
+        Default::default()
+    } else {
+        super::transfer::pull_missing(session, tier)?
+    };
     let (interpreter, selected, lock_path) = session.select(tier)?;
     let uv = if offline {
         session.uv().ok()
@@ -71,11 +79,12 @@ fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Resu
         lock_path,
         fetched,
         report,
+        pulled: pulled.distributions_moved,
     })
 }
 
 /// Held while a command adds or uses objects, so gc and repair wait.
-fn share_store(session: &Session<'_>) -> anyhow::Result<tstore::store::FileLock> {
+pub(super) fn share_store(session: &Session<'_>) -> anyhow::Result<tstore::store::FileLock> {
     tstore::store::FileLock::acquire_shared(&session.store.usage_lock(), || {
         session
             .reporter
@@ -89,16 +98,20 @@ pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow:
     session.ensure_locks(&tiers, args)?;
     for tier in tiers {
         let TierFetch {
-            fetched, report, ..
+            fetched,
+            report,
+            pulled,
+            ..
         } = fetch_tier(session, tier, args.offline)?;
         session.reporter.summary(&format!(
-            "{}: {} distributions: {} downloaded ({}), {} built from sdists, {} already in the store",
+            "{}: {} distributions: {} downloaded ({}), {} built, {} from the remote store, {} already in the store",
             tier.name,
             fetched.len(),
             report.downloaded,
             human_bytes(report.bytes),
             report.built,
-            report.already_stored
+            pulled,
+            report.already_stored - pulled
         ));
     }
     Ok(())
@@ -160,6 +173,7 @@ pub fn materialize_tiers(
             lock_path,
             fetched,
             report: fetch_report,
+            pulled,
         } = tstore::progress::timed(
             session.reporter,
             "interpreter, lock and store check",
@@ -188,7 +202,7 @@ pub fn materialize_tiers(
                 venv.display()
             ),
             Outcome::Built(report) => format!(
-                "{}: {}, {} {} into {} ({} downloaded, {} already in the store) in {elapsed:.1}s",
+                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {elapsed:.1}s",
                 tier.name,
                 plural(report.distributions, "package"),
                 plural(report.files, "file"),
@@ -199,7 +213,12 @@ pub fn materialize_tiers(
                 },
                 report.venv.display(),
                 fetch_report.downloaded + fetch_report.built,
-                fetch_report.already_stored,
+                if pulled > 0 {
+                    format!("{pulled} from the remote store, ")
+                } else {
+                    String::new()
+                },
+                fetch_report.already_stored - pulled,
             ),
         };
         session.reporter.summary(&line);
@@ -634,7 +653,7 @@ fn signed_bytes(bytes: i64) -> String {
     format!("{sign}{}", human_bytes(bytes.unsigned_abs()))
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

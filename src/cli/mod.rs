@@ -5,6 +5,7 @@ mod commands;
 mod launch;
 mod report;
 mod session;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,13 @@ pub struct Cli {
     /// tiers.toml to use instead of ./tiers.toml or the embedded default.
     #[arg(long, global = true, env = "TSTORE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Remote store to pull from before downloading, and for push/pull:
+    /// s3://bucket/prefix (AWS_* variables configure endpoint, region and
+    /// credentials), http(s)://host/prefix (WebDAV) or file:///path
+    /// [default: `remote` in tiers.toml].
+    #[arg(long, global = true, env = "TSTORE_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
 
     /// Print only errors and the final summary.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -57,6 +65,10 @@ pub enum Command {
         /// Resolve from uv's cache only, without network.
         #[arg(long)]
         offline: bool,
+        /// Print one hash of the tiers' lock files as they are (no uv, no
+        /// network), for CI cache keys.
+        #[arg(long)]
+        print_hash: bool,
     },
     /// Download and ingest every distribution the tiers' locks need.
     ///
@@ -244,6 +256,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write what tiers need from the store into one archive (tar + zstd).
+    ///
+    /// The archive holds the tiers' locks, the records of the distributions
+    /// their locks select for this machine's interpreter, their bytecode, and
+    /// every object those name, with a manifest. The same tiers and store
+    /// give a byte-identical file (for CI caches). `tstore import` adds it to
+    /// another store, after which `tstore materialize --offline` works.
+    Export {
+        /// Tiers to export (default: all).
+        tiers: Vec<String>,
+        /// The archive to write (conventionally .tar.zst).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Add an archive made by `tstore export` to the store.
+    ///
+    /// Every object is checked against its blake3 key and size before it is
+    /// stored; records are added once all their objects are in. Importing
+    /// again adds nothing. The archive's locks are written where tiers.toml
+    /// puts them unless a lock is already there.
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Upload what tiers need to a remote store (only what it lacks).
+    Push {
+        /// Tiers to push (default: all).
+        tiers: Vec<String>,
+    },
+    /// Download from a remote store what tiers need and the store lacks.
+    ///
+    /// Objects are verified by size and blake3 on arrival; a corrupt or
+    /// truncated object is refused and reported. What the remote lacks is
+    /// listed (materialize then downloads it from the index).
+    Pull {
+        /// Tiers to pull (default: all).
+        tiers: Vec<String>,
+    },
     /// Delete a tier's venv and all its generations.
     ///
     /// Objects only it used are freed by the next `tstore gc`.
@@ -275,7 +325,7 @@ fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
 /// Runs the command; returns the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let reporter = report::Reporter::new(cli.quiet, cli.verbose);
-    let session = session::Session::open(cli.config.as_deref(), &reporter)?;
+    let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
     if let Command::Verify {
         tiers,
         repair,
@@ -285,7 +335,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         return commands::verify(&session, tiers, *repair, *json);
     }
     match cli.command {
-        Command::Lock { tiers, offline } => commands::lock(&session, &tiers, offline),
+        Command::Lock {
+            tiers,
+            offline,
+            print_hash,
+        } => {
+            if print_hash {
+                transfer::print_lock_hash(&session, &tiers)
+            } else {
+                commands::lock(&session, &tiers, offline)
+            }
+        }
+        Command::Export { tiers, output } => transfer::export(&session, &tiers, &output),
+        Command::Import { file } => transfer::import(&session, &file),
+        Command::Push { tiers } => transfer::push(&session, &tiers),
+        Command::Pull { tiers } => transfer::pull(&session, &tiers),
         Command::Fetch { tiers, lock } => commands::fetch(&session, &tiers, lock),
         Command::Materialize {
             tiers,

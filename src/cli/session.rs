@@ -27,12 +27,20 @@ pub struct Session<'a> {
     /// Whether uv's remembered choice of interpreter may be reused
     /// (see [`Session::refresh_interpreters`]).
     reuse_interpreter_choice: std::cell::Cell<bool>,
+    /// `--remote` / `TSTORE_REMOTE`, else tiers.toml's `remote`.
+    remote_url: Option<String>,
+    remote: OnceCell<tstore::transfer::remote::Remote>,
 }
 
 impl<'a> Session<'a> {
-    pub fn open(config: Option<&Path>, reporter: &'a Reporter) -> anyhow::Result<Self> {
+    pub fn open(
+        config: Option<&Path>,
+        remote: Option<String>,
+        reporter: &'a Reporter,
+    ) -> anyhow::Result<Self> {
         let config = Config::discover(config)?;
         let store = Store::open(&Store::default_home())?;
+        let remote_url = remote.or_else(|| config.remote.clone());
         Ok(Self {
             config,
             store,
@@ -40,7 +48,21 @@ impl<'a> Session<'a> {
             uv: OnceCell::new(),
             interpreters: RefCell::new(HashMap::new()),
             reuse_interpreter_choice: std::cell::Cell::new(true),
+            remote_url,
+            remote: OnceCell::new(),
         })
+    }
+
+    /// The remote store, if one is configured (opened on first use).
+    pub fn remote(&self) -> anyhow::Result<Option<&tstore::transfer::remote::Remote>> {
+        let Some(url) = &self.remote_url else {
+            return Ok(None);
+        };
+        if let Some(remote) = self.remote.get() {
+            return Ok(Some(remote));
+        }
+        let remote = tstore::transfer::remote::Remote::open(url)?;
+        Ok(Some(self.remote.get_or_init(|| remote)))
     }
 
     pub fn uv(&self) -> anyhow::Result<&Uv> {

@@ -122,6 +122,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub link_mode: LinkMode,
     pub index: IndexSettings,
+    /// Remote store (`remote`), pulled from before downloading.
+    pub remote: Option<String>,
     pub tiers: BTreeMap<String, Tier>,
 }
 
@@ -288,6 +290,7 @@ impl Config {
             dir: dir.to_path_buf(),
             link_mode,
             index: global_index(&raw),
+            remote: raw.remote.clone(),
             tiers,
         })
     }
@@ -501,6 +504,7 @@ struct RawConfig {
     #[serde(default)]
     no_index: bool,
     compile_bytecode: Option<bool>,
+    remote: Option<String>,
     #[serde(default)]
     sets: BTreeMap<String, RawSet>,
     #[serde(default)]

@@ -62,6 +62,19 @@ pub struct DistRecord {
     pub sha256: String,
 }
 
+/// A distribution's record, without its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistDetails {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+    pub tags: String,
+    pub url: Option<String>,
+    pub built_from: Option<String>,
+}
+
 /// One file of a distribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRow {
@@ -76,6 +89,9 @@ pub struct FileRow {
     /// What the store holds of this file's bytecode for the tag asked for.
     pub bytecode: Bytecode,
 }
+
+/// A compiled source's pyc object key and size; `None`: does not compile.
+pub type Pyc = Option<(String, u64)>;
 
 /// The `bytecode` table's key for an empty source (empty files have no object).
 pub const EMPTY_SOURCE: &str = "empty";
@@ -576,6 +592,56 @@ impl Db {
         self.conn()
             .execute("DELETE FROM adopted_venvs WHERE path = ?1", [path])?;
         Ok(())
+    }
+
+    /// Everything recorded about a distribution but its files: name,
+    /// version, file name, sha256, size, tags, url and the key it was built
+    /// from (sdist sha256 or local project key).
+    pub fn distribution_details(&self, id: i64) -> anyhow::Result<DistDetails> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT d.name, d.version, d.filename, d.sha256, d.size, d.tags, d.url, b.sdist_sha256 \
+             FROM distributions d LEFT JOIN sdist_builds b ON b.dist_id = d.id WHERE d.id = ?1",
+            [id],
+            |r| {
+                Ok(DistDetails {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    filename: r.get(2)?,
+                    sha256: r.get(3)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    tags: r.get(5)?,
+                    url: r.get(6)?,
+                    built_from: r.get(7)?,
+                })
+            },
+        )?)
+    }
+
+    /// Every bytecode row (any tag) of these sources: (source, tag, pyc and
+    /// its size).
+    pub fn bytecode_of(&self, sources: &[String]) -> anyhow::Result<Vec<(String, String, Pyc)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT b.tag, b.pyc, o.size FROM bytecode b LEFT JOIN objects o ON o.key = b.pyc \
+             WHERE b.source = ?1 ORDER BY b.tag",
+        )?;
+        let mut out = Vec::new();
+        for source in sources {
+            let rows = stmt.query_map([source], |r| {
+                let pyc: Option<String> = r.get(1)?;
+                let size: Option<i64> = r.get(2)?;
+                Ok((
+                    source.clone(),
+                    r.get::<_, String>(0)?,
+                    pyc.map(|p| (p, size.unwrap_or(0) as u64)),
+                ))
+            })?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
     }
 
     /// Object count and total bytes of distinct contents.

@@ -1,0 +1,232 @@
+//! export, import, push, pull and the lock hash for CI cache keys.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use tstore::config::Tier;
+use tstore::progress::Progress;
+use tstore::transfer::{self, LockOutcome, Needed};
+
+use super::commands::{human_bytes, share_store};
+use super::session::Session;
+
+/// Prints a hash of the selected tiers' lock files as they are.
+pub fn print_lock_hash(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
+    let tiers = session.config.select(names)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"tstore-lock-hash-1\0");
+    for tier in tiers {
+        let path = session.lock_path(&tier.name);
+        let bytes = fs_err::read(&path).with_context(|| {
+            format!(
+                "tier `{}` has no lock; run `tstore lock {}` (and commit it)",
+                tier.name, tier.name
+            )
+        })?;
+        hasher.update(tier.name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    println!("{}", hasher.finalize().to_hex());
+    Ok(())
+}
+
+/// What `tiers` need from the store, with their locks, for this machine's
+/// interpreter. Fails naming what the store lacks.
+fn collect(
+    session: &Session<'_>,
+    tiers: &[&Tier],
+) -> anyhow::Result<(Vec<(String, String)>, Needed)> {
+    let mut ids = Vec::new();
+    let mut lacking = Vec::new();
+    let mut locks = Vec::new();
+    for tier in tiers {
+        let lock_path = session.lock_path(&tier.name);
+        if !lock_path.is_file() {
+            bail!(
+                "tier `{}` has no lock at {}; run `tstore lock {}` first",
+                tier.name,
+                lock_path.display(),
+                tier.name
+            );
+        }
+        let (_, selected, _) = session.select(tier)?;
+        for item in &selected {
+            match transfer::stored_distribution(&session.store, item)? {
+                Some(id) => ids.push(id),
+                None => lacking.push(format!("{} {} ({})", item.name, item.version, tier.name)),
+            }
+        }
+        locks.push((tier.name.clone(), fs_err::read_to_string(&lock_path)?));
+    }
+    if !lacking.is_empty() {
+        bail!(
+            "the store lacks {} distribution(s) these tiers need: {}. Run `tstore fetch` for those tiers first",
+            lacking.len(),
+            lacking.join(", ")
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok((locks, transfer::needed(&session.store, &ids)?))
+}
+
+pub fn export(session: &Session<'_>, names: &[String], output: &Path) -> anyhow::Result<()> {
+    let tiers = session.config.select(names)?;
+    let _store = share_store(session)?;
+    let (locks, needed) = collect(session, &tiers)?;
+    let report =
+        transfer::archive::export(&session.store, &locks, &needed, output, session.reporter)?;
+    session.reporter.summary(&format!(
+        "exported {} tier(s), {} distributions, {} objects ({}) into {} ({})",
+        report.tiers,
+        report.distributions,
+        report.objects,
+        human_bytes(report.object_bytes),
+        output.display(),
+        human_bytes(report.archive_bytes)
+    ));
+    Ok(())
+}
+
+pub fn import(session: &Session<'_>, file: &Path) -> anyhow::Result<()> {
+    let _store = share_store(session)?;
+    let report = transfer::archive::import(&session.store, file, session.reporter)?;
+    let mut placed = Vec::new();
+    for (tier, text) in &report.locks {
+        if !session.config.tiers.contains_key(tier) {
+            session.reporter.notice(&format!(
+                "tier `{tier}` of the archive is not in {}; its lock was not written",
+                session.config.source
+            ));
+            continue;
+        }
+        let path = session.lock_path(tier);
+        match transfer::write_lock_if_absent(&path, text)? {
+            LockOutcome::Written => placed.push(format!("{tier} (written)")),
+            LockOutcome::Same => placed.push(format!("{tier} (same)")),
+            LockOutcome::KeptDifferent => {
+                placed.push(format!("{tier} (kept yours)"));
+                session.reporter.notice(&format!(
+                    "{} differs from the archive's lock of `{tier}`; kept it. Distributions it \
+                     names that the archive lacks will be downloaded",
+                    path.display()
+                ));
+            }
+        }
+    }
+    session.reporter.summary(&format!(
+        "imported {}: {} new objects ({}), {} already present; {} new distributions of {}; locks: {}",
+        file.display(),
+        report.objects_new,
+        human_bytes(report.bytes_new),
+        report.objects_present,
+        report.distributions_new,
+        report.distributions,
+        if placed.is_empty() {
+            "none".to_string()
+        } else {
+            placed.join(", ")
+        }
+    ));
+    Ok(())
+}
+
+fn required_remote<'s>(
+    session: &'s Session<'_>,
+) -> anyhow::Result<&'s tstore::transfer::remote::Remote> {
+    session.remote()?.context(
+        "no remote store: give --remote URL, set TSTORE_REMOTE, or set `remote` in tiers.toml",
+    )
+}
+
+pub fn push(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
+    let tiers = session.config.select(names)?;
+    let remote = required_remote(session)?;
+    let _store = share_store(session)?;
+    let (_, needed) = collect(session, &tiers)?;
+    let report = remote.push(&session.store, &needed, session.reporter)?;
+    session.reporter.summary(&format!(
+        "pushed to {}: {} objects ({}), {} already there; {} new distribution records",
+        remote.url(),
+        report.objects_moved,
+        human_bytes(report.bytes_moved),
+        report.objects_skipped,
+        report.distributions_moved
+    ));
+    Ok(())
+}
+
+pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
+    let tiers = session.config.select(names)?;
+    let remote = required_remote(session)?;
+    let _store = share_store(session)?;
+    let mut failed = false;
+    for tier in tiers {
+        let lock_path = session.lock_path(&tier.name);
+        if !lock_path.is_file() {
+            bail!(
+                "tier `{}` has no lock at {}; run `tstore lock {}` first",
+                tier.name,
+                lock_path.display(),
+                tier.name
+            );
+        }
+        let report = pull_missing(session, tier)?;
+        if !report.refused.is_empty() {
+            failed = true;
+        }
+        session.reporter.summary(&format!(
+            "{}: pulled {} distributions, {} objects ({}) from {}{}",
+            tier.name,
+            report.distributions_moved,
+            report.objects_moved,
+            human_bytes(report.bytes_moved),
+            remote.url(),
+            if report.not_found.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not on the remote (materialize downloads them): {}",
+                    report.not_found.join(", ")
+                )
+            }
+        ));
+    }
+    if failed {
+        bail!("the remote sent damaged objects; they were refused (see above)");
+    }
+    Ok(())
+}
+
+/// Pulls from the remote, if one is configured, what `tier`'s lock selects
+/// and the store lacks. Refused objects are reported as notices.
+pub fn pull_missing(
+    session: &Session<'_>,
+    tier: &Tier,
+) -> anyhow::Result<transfer::remote::TransferReport> {
+    let Some(remote) = session.remote()? else {
+        return Ok(Default::default());
+    };
+    let (interpreter, selected, _) = session.select(tier)?;
+    let mut missing = Vec::new();
+    for item in &selected {
+        let local = matches!(item.source, tstore::lock::pylock::Source::Local { .. });
+        if !local && transfer::stored_distribution(&session.store, item)?.is_none() {
+            missing.push(item);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Default::default());
+    }
+    let tag = tier
+        .compile_bytecode
+        .then(|| interpreter.bytecode_tag())
+        .flatten();
+    let (_, report) = remote.pull(&session.store, &missing, tag.as_deref(), session.reporter)?;
+    for problem in &report.refused {
+        session.reporter.notice(&format!("refused: {problem}"));
+    }
+    Ok(report)
+}

@@ -1,0 +1,322 @@
+//! `tstore export` / `tstore import`: one tar + zstd file holding exactly
+//! what some tiers need.
+//!
+//! Layout, in this order (so import can check everything against the
+//! manifest while streaming):
+//!
+//! ```text
+//! manifest.json               format, tiers (+ lock sha256), distributions
+//!                             with their files, bytecode, objects (key, size)
+//! locks/pylock.<tier>.toml    the tiers' locks
+//! objects/<key>               every object, sorted by key; the key is the
+//!                             content's blake3 (the checksum import checks)
+//! ```
+//!
+//! The output is deterministic: entries sorted, JSON from sorted records,
+//! tar headers with mtime 0, uid/gid 0 and fixed modes, zstd at a fixed
+//! level on one thread. The same tiers and store give the same bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::{BytecodeEntry, DistributionEntry, Needed};
+use crate::progress::Progress;
+use crate::store::Store;
+
+const FORMAT: &str = "tstore-export-1";
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    tiers: Vec<TierEntry>,
+    distributions: Vec<DistributionEntry>,
+    bytecode: Vec<BytecodeEntry>,
+    objects: Vec<ObjectEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TierEntry {
+    name: String,
+    lock_sha256: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ObjectEntry {
+    key: String,
+    size: u64,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportReport {
+    pub tiers: usize,
+    pub distributions: usize,
+    pub objects: usize,
+    /// Total size of the objects.
+    pub object_bytes: u64,
+    /// Size of the archive.
+    pub archive_bytes: u64,
+}
+
+/// Writes the archive of `locks` (tier name, lock text) and `needed` to
+/// `out`, through a temp file renamed into place.
+pub fn export(
+    store: &Store,
+    locks: &[(String, String)],
+    needed: &Needed,
+    out: &Path,
+    progress: &dyn Progress,
+) -> anyhow::Result<ExportReport> {
+    let mut locks = locks.to_vec();
+    locks.sort();
+    let manifest = Manifest {
+        format: FORMAT.to_string(),
+        tiers: locks
+            .iter()
+            .map(|(name, text)| TierEntry {
+                name: name.clone(),
+                lock_sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            })
+            .collect(),
+        distributions: needed.distributions.clone(),
+        bytecode: needed.bytecode.clone(),
+        objects: needed
+            .objects
+            .iter()
+            .map(|(key, size)| ObjectEntry {
+                key: key.clone(),
+                size: *size,
+            })
+            .collect(),
+    };
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let temp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    if let Some(dir) = dir {
+        fs_err::create_dir_all(dir)?;
+    }
+    let written = (|| -> anyhow::Result<()> {
+        let file = fs_err::File::create(&temp)?;
+        let encoder = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
+        let mut tar = tar::Builder::new(encoder);
+        let mut append = |name: &str, size: u64, data: &mut dyn Read| -> anyhow::Result<()> {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(size);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, name, data)
+                .with_context(|| format!("cannot write {name} into the archive"))
+        };
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+        append(
+            "manifest.json",
+            manifest_bytes.len() as u64,
+            &mut manifest_bytes.as_slice(),
+        )?;
+        for (name, text) in &locks {
+            append(
+                &format!("locks/pylock.{name}.toml"),
+                text.len() as u64,
+                &mut text.as_bytes(),
+            )?;
+        }
+        progress.start("exporting", manifest.objects.len() as u64, needed.bytes());
+        for object in &manifest.objects {
+            let key = super::parse_key(&object.key)?;
+            let mut file = fs_err::File::open(store.object_path(&key)).with_context(|| {
+                format!("the store lacks object {}: run `tstore verify`", object.key)
+            })?;
+            append(
+                &format!("objects/{}", object.key),
+                object.size,
+                &mut ProgressReader {
+                    inner: &mut file,
+                    progress,
+                },
+            )?;
+            progress.item_done("");
+        }
+        progress.finish();
+        let encoder = tar.into_inner()?;
+        let mut writer = encoder.finish()?;
+        std::io::Write::flush(&mut writer)?;
+        writer
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        Ok(())
+    })();
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    fs_err::rename(&temp, out)?;
+    Ok(ExportReport {
+        tiers: locks.len(),
+        distributions: manifest.distributions.len(),
+        objects: manifest.objects.len(),
+        object_bytes: needed.bytes(),
+        archive_bytes: fs_err::metadata(out)?.len(),
+    })
+}
+
+/// What an import added.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// Tier name and lock text, for the caller to place.
+    #[serde(skip)]
+    pub locks: Vec<(String, String)>,
+    pub tiers: Vec<String>,
+    pub objects_new: usize,
+    pub objects_present: usize,
+    pub bytes_new: u64,
+    pub distributions_new: usize,
+    pub distributions: usize,
+}
+
+/// Adds an archive to the store: each object is checked against its key
+/// (blake3) and size before it is stored; records are added only once all
+/// the objects they name are in the store. Importing twice adds nothing.
+pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Result<ImportReport> {
+    let file = fs_err::File::open(path)?;
+    let decoder = zstd::Decoder::new(file)
+        .with_context(|| format!("{} is not a tstore export (zstd)", path.display()))?;
+    let mut tar = tar::Archive::new(decoder);
+    let mut entries = tar
+        .entries()
+        .with_context(|| format!("{} is not a tstore export (tar)", path.display()))?;
+    let not_export = || format!("{} is not a tstore export", path.display());
+
+    let mut first = entries
+        .next()
+        .with_context(not_export)?
+        .with_context(not_export)?;
+    if first.path()?.to_string_lossy() != "manifest.json" {
+        bail!("{}: it does not start with manifest.json", not_export());
+    }
+    let mut text = String::new();
+    first.read_to_string(&mut text)?;
+    drop(first);
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{}: manifest.json is damaged", path.display()))?;
+    if manifest.format != FORMAT {
+        bail!(
+            "{}: format `{}` is not one this tstore reads ({FORMAT}); export it again with this version",
+            path.display(),
+            manifest.format
+        );
+    }
+    let sizes: HashMap<&str, u64> = manifest
+        .objects
+        .iter()
+        .map(|o| (o.key.as_str(), o.size))
+        .collect();
+    let lock_hashes: HashMap<String, &str> = manifest
+        .tiers
+        .iter()
+        .map(|t| {
+            (
+                format!("locks/pylock.{}.toml", t.name),
+                t.lock_sha256.as_str(),
+            )
+        })
+        .collect();
+
+    let mut report = ImportReport {
+        tiers: manifest.tiers.iter().map(|t| t.name.clone()).collect(),
+        distributions: manifest.distributions.len(),
+        ..ImportReport::default()
+    };
+    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
+    let total: u64 = sizes.values().sum();
+    progress.start("importing", sizes.len() as u64, total);
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("{}: damaged archive", path.display()))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if let Some(expected) = lock_hashes.get(&name) {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            if hex::encode(sha2::Sha256::digest(text.as_bytes())) != *expected {
+                bail!("{}: {name} does not match its checksum", path.display());
+            }
+            let tier = name
+                .trim_start_matches("locks/pylock.")
+                .trim_end_matches(".toml")
+                .to_string();
+            report.locks.push((tier, text));
+        } else if let Some(key) = name.strip_prefix("objects/") {
+            let size = *sizes
+                .get(key)
+                .with_context(|| format!("{}: {name} is not in its manifest", path.display()))?;
+            let new = super::receive_object(
+                store,
+                key,
+                size,
+                ProgressReader {
+                    inner: &mut entry,
+                    progress,
+                },
+                &format!("{name} in {}", path.display()),
+            )?;
+            if new {
+                report.objects_new += 1;
+                report.bytes_new += size;
+            } else {
+                report.objects_present += 1;
+            }
+            seen.insert(key.to_string(), ());
+            progress.item_done("");
+        } else {
+            bail!("{}: unexpected entry {name}", path.display());
+        }
+    }
+    progress.finish();
+    let missing: Vec<&str> = manifest
+        .objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| !seen.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: the archive ends before {} of its objects (truncated?); the objects that arrived \
+             were kept, nothing was recorded. Export it again",
+            path.display(),
+            missing.len()
+        );
+    }
+    if report.locks.len() != manifest.tiers.len() {
+        bail!(
+            "{}: some locks listed in the manifest are missing",
+            path.display()
+        );
+    }
+    report.distributions_new = super::record(store, &manifest.distributions, &manifest.bytecode)?;
+    Ok(report)
+}
+
+/// Reports bytes read to the progress bar.
+struct ProgressReader<'a, R: Read> {
+    inner: &'a mut R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,410 @@
+//! Moving store content between stores: an export archive (`archive`) or a
+//! remote store (`remote`).
+//!
+//! What travels is what a set of tiers needs: their distributions' records
+//! ([`DistributionEntry`]), the objects those name, and the bytecode the
+//! store compiled for their sources. On arrival an object counts only once
+//! its content hashed to its key ([`receive_object`]), and records are added
+//! only when every object they name is in the store ([`record`]).
+
+pub mod archive;
+pub mod remote;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::lock::pylock::{Selected, Source};
+use crate::store::db::{Bytecode, FileRow, NewDistribution};
+use crate::store::{ObjectKey, Store};
+
+/// A distribution as it travels: the wheel's identity and every file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributionEntry {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    /// sha256 of the wheel: the distribution's identity.
+    pub sha256: String,
+    pub size: u64,
+    pub tags: String,
+    pub url: Option<String>,
+    /// For a wheel tstore built: the sdist's sha256 or the local project key.
+    pub built_from: Option<String>,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    /// Object key; `None` for an empty file.
+    pub object: Option<String>,
+    pub mode: u32,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A source's bytecode for one interpreter tag (`pyc: None`: does not compile).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BytecodeEntry {
+    pub source: String,
+    pub tag: String,
+    pub pyc: Option<String>,
+}
+
+/// What a set of tiers needs from a store.
+#[derive(Debug, Default)]
+pub struct Needed {
+    /// Sorted by sha256.
+    pub distributions: Vec<DistributionEntry>,
+    /// Sorted.
+    pub bytecode: Vec<BytecodeEntry>,
+    /// Every object named above, with its size.
+    pub objects: BTreeMap<String, u64>,
+}
+
+impl Needed {
+    pub fn bytes(&self) -> u64 {
+        self.objects.values().sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} does not match its key {key}: {problem}. It was refused and nothing was recorded for it"
+)]
+pub struct ObjectMismatch {
+    pub what: String,
+    pub key: String,
+    pub problem: String,
+}
+
+/// The store's distribution for each selected package, or a message naming
+/// what the store lacks.
+pub fn stored_distribution(store: &Store, item: &Selected) -> anyhow::Result<Option<i64>> {
+    let found = match &item.source {
+        Source::Wheel(w) => store.db.distribution_by_sha256(&w.sha256)?,
+        Source::Sdist(s) => store.db.sdist_build(&s.sha256)?,
+        Source::Local { path, editable } => store
+            .db
+            .sdist_build(&crate::fetch::local_build_key(path, *editable)?)?,
+    };
+    Ok(found.map(|d| d.id))
+}
+
+/// Collects the records, bytecode and objects of distributions `ids`.
+pub fn needed(store: &Store, ids: &[i64]) -> anyhow::Result<Needed> {
+    let mut out = Needed::default();
+    let mut distributions = BTreeMap::new();
+    let mut sources = Vec::new();
+    for &id in ids {
+        let details = store.db.distribution_details(id)?;
+        let files: Vec<FileEntry> = store
+            .db
+            .distribution_files(id)?
+            .into_iter()
+            .map(|f| FileEntry {
+                path: f.path,
+                object: f.object,
+                mode: f.mode,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect();
+        for file in &files {
+            if let Some(key) = &file.object {
+                out.objects.insert(key.clone(), file.size);
+                if file.path.ends_with(".py") {
+                    sources.push(key.clone());
+                }
+            }
+        }
+        distributions.insert(
+            details.sha256.clone(),
+            DistributionEntry {
+                name: details.name,
+                version: details.version,
+                filename: details.filename,
+                sha256: details.sha256,
+                size: details.size,
+                tags: details.tags,
+                url: details.url,
+                built_from: details.built_from,
+                files,
+            },
+        );
+    }
+    sources.sort();
+    sources.dedup();
+    sources.push(crate::store::db::EMPTY_SOURCE.to_string());
+    for (source, tag, pyc) in store.db.bytecode_of(&sources)? {
+        if let Some((key, size)) = &pyc {
+            out.objects.insert(key.clone(), *size);
+        }
+        out.bytecode.push(BytecodeEntry {
+            source,
+            tag,
+            pyc: pyc.map(|(k, _)| k),
+        });
+    }
+    out.bytecode.sort();
+    out.distributions = distributions.into_values().collect();
+    Ok(out)
+}
+
+/// Parses an object key from an archive or a remote, refusing anything that
+/// is not one (it becomes a file name in the store).
+pub fn parse_key(text: &str) -> anyhow::Result<ObjectKey> {
+    let key = ObjectKey::parse(text)
+        .with_context(|| format!("`{text}` is not an object key (blake3 hex, optional -x)"))?;
+    if key.to_string() != text {
+        bail!("`{text}` is not an object key in canonical form");
+    }
+    Ok(key)
+}
+
+/// An object arriving from elsewhere: written to the store's tmp while it
+/// is hashed, published only if its size and blake3 match its key.
+pub struct Incoming {
+    temp: std::path::PathBuf,
+    file: Option<fs_err::File>,
+    hasher: blake3::Hasher,
+    size: u64,
+    key: ObjectKey,
+    expected_size: u64,
+    what: String,
+}
+
+impl Incoming {
+    /// `None` when the store already has the object.
+    pub fn start(
+        store: &Store,
+        key: &str,
+        expected_size: u64,
+        what: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let parsed = parse_key(key)?;
+        if store.object_path(&parsed).exists() {
+            return Ok(None);
+        }
+        let temp = store.temp_path("receive");
+        let file = fs_err::File::create(&temp)?;
+        Ok(Some(Self {
+            temp,
+            file: Some(file),
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            key: parsed,
+            expected_size,
+            what: what.to_string(),
+        }))
+    }
+
+    pub fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        self.size += chunk.len() as u64;
+        if self.size > self.expected_size {
+            return Err(self
+                .mismatch("more bytes arrived than its size".into())
+                .into());
+        }
+        self.hasher.update(chunk);
+        self.file
+            .as_mut()
+            .expect("written before finish")
+            .write_all(chunk)?;
+        Ok(())
+    }
+
+    fn mismatch(&self, problem: String) -> ObjectMismatch {
+        ObjectMismatch {
+            what: self.what.clone(),
+            key: self.key.to_string(),
+            problem,
+        }
+    }
+
+    /// Checks size and content, then publishes the object.
+    pub fn finish(mut self, store: &Store) -> anyhow::Result<()> {
+        if self.size != self.expected_size {
+            return Err(self
+                .mismatch(format!(
+                    "{} bytes arrived, {} were expected (truncated?)",
+                    self.size, self.expected_size
+                ))
+                .into());
+        }
+        if *self.hasher.finalize().as_bytes() != self.key.hash {
+            return Err(self
+                .mismatch("its content hashes to something else".into())
+                .into());
+        }
+        let file = self.file.take().expect("finished once");
+        file.sync_all()?;
+        drop(file);
+        crate::store::ingest::publish_object(store, &self.temp, &self.key)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Published objects were renamed away; anything left is refused.
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+/// Streams `reader` into the store as object `key` if the store lacks it,
+/// checking size and blake3 first. Returns whether the object was new.
+pub fn receive_object(
+    store: &Store,
+    key: &str,
+    expected_size: u64,
+    mut reader: impl Read,
+    what: &str,
+) -> anyhow::Result<bool> {
+    let Some(mut incoming) = Incoming::start(store, key, expected_size, what)? else {
+        std::io::copy(&mut reader, &mut std::io::sink())?;
+        return Ok(false);
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        incoming.write(&buf[..n])?;
+    }
+    incoming.finish(store)?;
+    Ok(true)
+}
+
+/// Records distributions and bytecode whose objects are all in the store.
+/// Returns how many distributions were new.
+pub fn record(
+    store: &Store,
+    distributions: &[DistributionEntry],
+    bytecode: &[BytecodeEntry],
+) -> anyhow::Result<usize> {
+    let present =
+        |key: &str| -> anyhow::Result<bool> { Ok(store.object_path(&parse_key(key)?).is_file()) };
+    let mut new = 0;
+    for dist in distributions {
+        for file in &dist.files {
+            if let Some(key) = &file.object
+                && !present(key)?
+            {
+                bail!(
+                    "{} {}: object {key} of {} is missing, so the distribution was not recorded",
+                    dist.name,
+                    dist.version,
+                    file.path
+                );
+            }
+            crate::store::wheel::safe_relative_path(&file.path).map_err(|e| {
+                anyhow::anyhow!("{} {}: path `{}` {e}", dist.name, dist.version, file.path)
+            })?;
+        }
+        if store.db.distribution_by_sha256(&dist.sha256)?.is_some() {
+            if let Some(from) = &dist.built_from
+                && store.db.sdist_build(from)?.is_none()
+            {
+                // Known wheel, unknown build key: add the mapping.
+                record_distribution(store, dist)?;
+            }
+            continue;
+        }
+        record_distribution(store, dist)?;
+        new += 1;
+    }
+    let mut by_tag: BTreeMap<&str, Vec<(String, crate::store::db::Pyc)>> = BTreeMap::new();
+    for entry in bytecode {
+        let pyc = match &entry.pyc {
+            Some(key) => {
+                let parsed = parse_key(key)?;
+                let Ok(meta) = fs_err::metadata(store.object_path(&parsed)) else {
+                    continue;
+                };
+                Some((key.clone(), meta.len()))
+            }
+            None => None,
+        };
+        by_tag
+            .entry(&entry.tag)
+            .or_default()
+            .push((entry.source.clone(), pyc));
+    }
+    for (tag, entries) in by_tag {
+        store.db.record_bytecode(tag, &entries)?;
+    }
+    Ok(new)
+}
+
+fn record_distribution(store: &Store, dist: &DistributionEntry) -> anyhow::Result<i64> {
+    let rows: Vec<FileRow> = dist
+        .files
+        .iter()
+        .map(|f| FileRow {
+            path: f.path.clone(),
+            object: f.object.clone(),
+            mode: f.mode,
+            size: f.size,
+            sha256: f.sha256.clone(),
+            bytecode: Bytecode::Unknown,
+        })
+        .collect();
+    store.db.insert_distribution(
+        &NewDistribution {
+            name: &dist.name,
+            version: &dist.version,
+            filename: &dist.filename,
+            sha256: &dist.sha256,
+            size: dist.size,
+            tags: &dist.tags,
+            url: dist.url.as_deref(),
+            built_from_sdist: dist.built_from.as_deref(),
+        },
+        &rows,
+    )
+}
+
+/// The lock files of tiers, by name, for an archive or a remote.
+pub fn read_locks(locks: &[(String, std::path::PathBuf)]) -> anyhow::Result<Vec<(String, String)>> {
+    locks
+        .iter()
+        .map(|(tier, path)| {
+            Ok((
+                tier.clone(),
+                fs_err::read_to_string(path).with_context(|| {
+                    format!("tier `{tier}` has no lock: run `tstore lock {tier}`")
+                })?,
+            ))
+        })
+        .collect()
+}
+
+/// Writes `text` to `path` unless it holds exactly that; returns whether it
+/// was written. A different existing file is kept (the caller says so).
+pub fn write_lock_if_absent(path: &Path, text: &str) -> anyhow::Result<LockOutcome> {
+    match fs_err::read_to_string(path) {
+        Ok(existing) if existing == text => Ok(LockOutcome::Same),
+        Ok(_) => Ok(LockOutcome::KeptDifferent),
+        Err(_) => {
+            if let Some(dir) = path.parent() {
+                fs_err::create_dir_all(dir)?;
+            }
+            let temp = path.with_extension(format!("toml.tmp-{}", std::process::id()));
+            fs_err::write(&temp, text)?;
+            fs_err::rename(&temp, path)?;
+            Ok(LockOutcome::Written)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    Written,
+    Same,
+    KeptDifferent,
+}
