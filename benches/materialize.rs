@@ -188,6 +188,7 @@ fn main() {
         .collect();
     let tier = Tier {
         name: "bench".into(),
+        variant_of: None,
         python: "3.11".into(),
         venv: work.path().join("venvs/bench"),
         requirements: Vec::new(),

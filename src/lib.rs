@@ -12,6 +12,7 @@
 
 pub mod activate;
 pub mod adopt;
+pub mod check;
 pub mod config;
 pub mod du;
 pub mod fetch;

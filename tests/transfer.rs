@@ -305,6 +305,19 @@ fn a_folder_remote_serves_push_and_pull_and_refuses_damage() {
         "alpha came from the index: {out}"
     );
     python_ok(&dst.venv("t2"), "import alpha");
+
+    // A remote that does not answer: the index serves, with a notice.
+    let other = fresh(Some(&src.world));
+    let port = free_port();
+    let out = other.ok(&[
+        "materialize",
+        "--frozen",
+        "--remote",
+        &format!("http://127.0.0.1:{port}/nothing"),
+        "t1",
+    ]);
+    assert!(out.contains("the remote store could not be used"), "{out}");
+    assert!(out.contains("2 downloaded"), "{out}");
 }
 
 fn free_port() -> u16 {

@@ -13,14 +13,23 @@ use tstore::progress::Progress;
 use super::LockArgs;
 use super::session::Session;
 
-pub fn lock(session: &Session<'_>, names: &[String], offline: bool) -> anyhow::Result<()> {
+pub fn lock(
+    session: &Session<'_>,
+    names: &[String],
+    offline: bool,
+    upgrade: lock::Upgrade,
+) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     let locks = lock::lock_tiers(
         &session.config,
         &session.store,
         session.uv()?,
         &tiers,
-        &LockOptions { offline },
+        &LockOptions {
+            offline,
+            upgrade,
+            output_dir: None,
+        },
         session.reporter,
     )?;
     // Materialize reuses uv's last choice of interpreter while nothing it
@@ -57,7 +66,13 @@ fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Resu
     let pulled = if offline {
         Default::default()
     } else {
-        super::transfer::pull_missing(session, tier)?
+        // An unreachable remote is not fatal: the index has everything.
+        super::transfer::pull_missing(session, tier).unwrap_or_else(|err| {
+            session.reporter.notice(&format!(
+                "the remote store could not be used ({err:#}); downloading from the index instead"
+            ));
+            Default::default()
+        })
     };
     let (interpreter, selected, lock_path) = session.select(tier)?;
     let uv = if offline {
@@ -222,6 +237,71 @@ pub fn materialize_tiers(
             ),
         };
         session.reporter.summary(&line);
+    }
+    Ok(())
+}
+
+/// `materialize TIER --into DIR`: a standalone venv at DIR.
+pub fn materialize_into(
+    session: &Session<'_>,
+    names: &[String],
+    args: LockArgs,
+    link_mode: Option<LinkMode>,
+    force: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let [name] = names else {
+        anyhow::bail!("--into builds one tier; name exactly one");
+    };
+    let started = Instant::now();
+    let tier = session.config.tier(name)?;
+    let _store = share_store(session)?;
+    session.ensure_locks(&[tier], args)?;
+    let mut standalone = tier.clone();
+    standalone.venv = std::path::absolute(dir)
+        .with_context(|| format!("cannot use {} as a venv path", dir.display()))?;
+    let TierFetch {
+        interpreter,
+        lock_path,
+        fetched,
+        ..
+    } = fetch_tier(session, tier, args.offline)?;
+    let report = materialize::materialize_into(
+        &TierInput {
+            inputs_key: String::new(),
+            store: &session.store,
+            uv: session.uv()?,
+            interpreter: &interpreter,
+            tier: &standalone,
+            config_label: session.config.source.to_string(),
+            lock_path: &lock_path,
+            fetched: &fetched,
+        },
+        &MaterializeOptions {
+            link_mode: link_mode.unwrap_or(session.config.link_mode),
+            force,
+            keep_generations: 1,
+        },
+        session.reporter,
+    )?;
+    session.reporter.summary(&format!(
+        "{}: {}, {} {} into {} (standalone) in {:.1}s",
+        tier.name,
+        plural(report.distributions, "package"),
+        plural(report.files, "file"),
+        match report.method {
+            materialize::LinkMethod::Reflink => "reflinked",
+            materialize::LinkMethod::Hardlink => "hardlinked",
+            materialize::LinkMethod::Copy => "copied",
+        },
+        standalone.venv.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    if report.method == materialize::LinkMethod::Hardlink {
+        session.reporter.notice(
+            "its files are hardlinks of the store's read-only objects; for an image or another \
+             machine use --link-mode copy",
+        );
     }
     Ok(())
 }

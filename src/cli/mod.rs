@@ -6,6 +6,7 @@ mod launch;
 mod report;
 mod session;
 mod transfer;
+mod workflow;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,46 @@ pub enum Command {
         /// network), for CI cache keys.
         #[arg(long)]
         print_hash: bool,
+        /// Move every pin to the newest allowed version. Without --upgrade or
+        /// --upgrade-package a re-lock keeps every pin it can.
+        #[arg(long, conflicts_with = "upgrade_package")]
+        upgrade: bool,
+        /// Move this package (and what it needs) only; repeatable.
+        #[arg(short = 'P', long, value_name = "NAME")]
+        upgrade_package: Vec<String>,
+    },
+    /// What a `tstore lock --upgrade` would change, without writing anything.
+    ///
+    /// Lists each package whose locked version would move (current → new)
+    /// and the tiers it is in.
+    Outdated {
+        /// Tiers to look at (default: all).
+        tiers: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Packages added, removed and changed between two generations of a
+    /// tier, or (without generations) between its venv and its lock.
+    Diff {
+        tier: String,
+        /// Older generation (see `tstore generations TIER`).
+        from: Option<i64>,
+        /// Newer generation.
+        to: Option<i64>,
+    },
+    /// Import every top-level module of every package in a tier.
+    ///
+    /// Each import runs in a fresh interpreter, several at once; failures
+    /// are listed with their error. Exit status 1 when any import fails.
+    Check {
+        tier: String,
+        /// Imports at once [default: the number of cores].
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Download and ingest every distribution the tiers' locks need.
     ///
@@ -98,9 +139,16 @@ pub enum Command {
         /// tiers.toml setting, else auto: reflink, else hardlink, else copy].
         #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
         link_mode: Option<LinkMode>,
-        /// Replace a venv at the tier's path even if tstore did not make it.
+        /// Replace a venv at the tier's path even if tstore did not make it
+        /// (with --into: replace a non-empty DIR).
         #[arg(long)]
         force: bool,
+        /// Build one tier as a standalone venv at DIR instead: no
+        /// generations, nothing recorded in the store; with --link-mode copy
+        /// it works after the store is gone (a container image layer, a
+        /// machine without tstore). Launchers and pyvenv.cfg name DIR.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
     },
     /// Show the tiers: components, lock state, venv path and state.
     List {
@@ -294,6 +342,21 @@ pub enum Command {
         /// Tiers to pull (default: all).
         tiers: Vec<String>,
     },
+    /// Print a shell completion script.
+    ///
+    /// bash: tstore completions bash > ~/.local/share/bash-completion/completions/tstore
+    /// zsh:  tstore completions zsh > "${fpath[1]}/_tstore"
+    /// fish: tstore completions fish > ~/.config/fish/completions/tstore.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff), generated from this command line.
+    ///
+    /// tstore man > /usr/local/share/man/man1/tstore.1
+    #[command(verbatim_doc_comment)]
+    Man,
     /// Delete a tier's venv and all its generations.
     ///
     /// Objects only it used are freed by the next `tstore gc`.
@@ -324,6 +387,29 @@ fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
 
 /// Runs the command; returns the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Neither needs a configuration or a store.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tstore",
+                &mut std::io::stdout(),
+            );
+            return Ok(0);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let reporter = report::Reporter::new(cli.quiet, cli.verbose);
     let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
     if let Command::Verify {
@@ -339,13 +425,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             tiers,
             offline,
             print_hash,
+            upgrade,
+            upgrade_package,
         } => {
             if print_hash {
                 transfer::print_lock_hash(&session, &tiers)
             } else {
-                commands::lock(&session, &tiers, offline)
+                let upgrade = if upgrade {
+                    tstore::lock::Upgrade::All
+                } else if !upgrade_package.is_empty() {
+                    tstore::lock::Upgrade::Packages(upgrade_package)
+                } else {
+                    tstore::lock::Upgrade::None
+                };
+                commands::lock(&session, &tiers, offline, upgrade)
             }
         }
+        Command::Outdated { tiers, json } => workflow::outdated(&session, &tiers, json),
+        Command::Diff { tier, from, to } => workflow::diff(&session, &tier, from, to),
+        Command::Check { tier, jobs, json } => return workflow::check(&session, &tier, jobs, json),
         Command::Export { tiers, output } => transfer::export(&session, &tiers, &output),
         Command::Import { file } => transfer::import(&session, &file),
         Command::Push { tiers } => transfer::push(&session, &tiers),
@@ -356,6 +454,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             lock,
             link_mode,
             force,
+            into: Some(dir),
+        } => commands::materialize_into(&session, &tiers, lock, link_mode, force, &dir),
+        Command::Materialize {
+            tiers,
+            lock,
+            link_mode,
+            force,
+            into: None,
         } => commands::materialize(&session, &tiers, lock, link_mode, force),
         Command::List { components, json } => {
             if components {
@@ -385,7 +491,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Remove { tier } => commands::remove(&session, &tier),
         Command::Gc { dry_run, json } => commands::gc(&session, dry_run, json),
         Command::Du { tiers, json } => commands::du(&session, &tiers, json),
-        Command::Verify { .. } => unreachable!("handled above"),
+        Command::Verify { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
     }
     .map(|()| 0)
 }

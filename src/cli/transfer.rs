@@ -61,10 +61,17 @@ fn collect(
         locks.push((tier.name.clone(), fs_err::read_to_string(&lock_path)?));
     }
     if !lacking.is_empty() {
+        let shown = lacking.len().min(8);
         bail!(
-            "the store lacks {} distribution(s) these tiers need: {}. Run `tstore fetch` for those tiers first",
+            "the store lacks {} distribution(s) these tiers need: {}{}. Run `tstore fetch` for those \
+             tiers first",
             lacking.len(),
-            lacking.join(", ")
+            lacking[..shown].join(", "),
+            if lacking.len() > shown {
+                format!(" and {} more", lacking.len() - shown)
+            } else {
+                String::new()
+            }
         );
     }
     ids.sort_unstable();

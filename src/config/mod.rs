@@ -91,6 +91,8 @@ pub struct IndexSettings {
 #[derive(Debug, Clone)]
 pub struct Tier {
     pub name: String,
+    /// For `<tier>-py<version>`: the tier whose further Python version it is.
+    pub variant_of: Option<String>,
     /// Python version request, handed to `uv python find` and to the resolver.
     pub python: String,
     pub venv: PathBuf,
@@ -204,8 +206,11 @@ impl Config {
             raw: &raw.sets,
             dir,
         };
-        let mut tiers = BTreeMap::new();
-        for (name, raw_tier) in &raw.tiers {
+        let mut tiers: BTreeMap<String, Tier> = BTreeMap::new();
+        // Plain tiers first: a union tier takes its members' requirements.
+        let mut order: Vec<(&String, &RawTier)> = raw.tiers.iter().collect();
+        order.sort_by_key(|(_, t)| !t.union.is_empty());
+        for (name, raw_tier) in order {
             if !is_valid_tier_name(name) {
                 return Err(ConfigError::Invalid {
                     location: doc.location(0),
@@ -224,6 +229,70 @@ impl Config {
                     .requirements
                     .push(requirement_value(&doc, req, dir)?);
             }
+            let versions: Vec<String> = match &raw_tier.python {
+                None => vec![python.clone()],
+                Some(PythonVersions::One(v)) => vec![v.clone()],
+                Some(PythonVersions::Several(list)) if !list.is_empty() => list.clone(),
+                Some(PythonVersions::Several(_)) => {
+                    return Err(ConfigError::Invalid {
+                        location: doc.location(0),
+                        message: format!(
+                            "tier `{name}` has `python = []`: name at least one version"
+                        ),
+                    });
+                }
+            };
+            let python_of_tier = versions[0].clone();
+            let mut union_index = None;
+            for member in &raw_tier.union {
+                let Some(tier) = tiers.get(member.get_ref()) else {
+                    let known: Vec<&str> = raw
+                        .tiers
+                        .iter()
+                        .filter(|(_, t)| t.union.is_empty())
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    return Err(doc.error_at(
+                        Some(member.span()),
+                        &format!(
+                            "`union` names `{}`, which is not a tier without a union of its own; \
+                             use one of: {}",
+                            member.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if tier.python != python_of_tier {
+                    return Err(doc.error_at(
+                        Some(member.span()),
+                        &format!(
+                            "tier `{name}` (Python {python_of_tier}) cannot be the union of `{}` \
+                             (Python {}): a union shares one Python version",
+                            tier.name, tier.python
+                        ),
+                    ));
+                }
+                collected
+                    .requirements
+                    .extend(tier.requirements.iter().cloned());
+                collected
+                    .constraints
+                    .extend(tier.constraints.iter().cloned());
+                match &union_index {
+                    None => union_index = Some(tier.index.clone()),
+                    Some(index) if *index != tier.index => {
+                        return Err(doc.error_at(
+                            Some(member.span()),
+                            &format!(
+                                "tier `{name}` unites tiers with different package indexes \
+                                 (`{}` differs); they cannot be locked as one",
+                                tier.name
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
             let Collected {
                 mut requirements,
                 mut constraints,
@@ -235,7 +304,8 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     location: doc.location(0),
                     message: format!(
-                        "tier `{name}` has no requirements: give it `sets = [...]` or `requirements = [...]`"
+                        "tier `{name}` has no requirements: give it `sets = [...]`, `requirements = [...]` \
+                         or `union = [...]`"
                     ),
                 });
             }
@@ -243,26 +313,51 @@ impl Config {
                 Some(path) => expand_path(path, dir),
                 None => venv_root.join(name),
             };
-            tiers.insert(
-                name.clone(),
-                Tier {
-                    name: name.clone(),
-                    python: raw_tier.python.clone().unwrap_or_else(|| python.clone()),
-                    venv,
-                    requirements,
-                    constraints,
-                    index: tier_index(&raw, index_lines, dir),
-                    compile_bytecode: raw_tier
-                        .compile_bytecode
-                        .or(raw.compile_bytecode)
-                        .unwrap_or(true),
-                    components: raw_tier
-                        .components
-                        .iter()
-                        .map(|c| c.to_lowercase())
-                        .collect(),
+            let tier = Tier {
+                name: name.clone(),
+                variant_of: None,
+                python: python_of_tier,
+                venv,
+                requirements,
+                constraints,
+                index: match union_index {
+                    // A union reads its members' indexes.
+                    Some(index) if index_lines.is_empty() => index,
+                    _ => tier_index(&raw, index_lines, dir),
                 },
-            );
+                compile_bytecode: raw_tier
+                    .compile_bytecode
+                    .or(raw.compile_bytecode)
+                    .unwrap_or(true),
+                components: raw_tier
+                    .components
+                    .iter()
+                    .map(|c| c.to_lowercase())
+                    .collect(),
+            };
+            // Every further Python version is a tier of its own, named
+            // `<tier>-py<version>`, with its own venv and lock; its objects
+            // are shared wherever the files are the same.
+            for version in &versions[1..] {
+                let variant = format!("{name}-py{version}");
+                if raw.tiers.contains_key(&variant) || !is_valid_tier_name(&variant) {
+                    return Err(ConfigError::Invalid {
+                        location: doc.location(0),
+                        message: format!(
+                            "tier `{name}`: Python `{version}` would make a tier named `{variant}`, \
+                             which is taken or not a valid name"
+                        ),
+                    });
+                }
+                let mut other = tier.clone();
+                other.venv = PathBuf::from(format!("{}-py{version}", tier.venv.display()));
+                other.name = variant.clone();
+                other.variant_of = Some(name.clone());
+                other.python = version.clone();
+                other.components = Vec::new();
+                tiers.insert(variant, other);
+            }
+            tiers.insert(name.clone(), tier);
         }
         check_components(&tiers, &doc)?;
         if tiers.is_empty() {
@@ -353,12 +448,26 @@ impl Config {
         pairs.into_iter()
     }
 
-    /// The named tiers, or every tier when `names` is empty.
+    /// The named tiers (each with its venvs for further Python versions),
+    /// or every tier when `names` is empty.
     pub fn select(&self, names: &[String]) -> Result<Vec<&Tier>, ConfigError> {
         if names.is_empty() {
             return Ok(self.tiers.values().collect());
         }
-        names.iter().map(|n| self.tier(n)).collect()
+        let mut out: Vec<&Tier> = Vec::new();
+        for name in names {
+            let tier = self.tier(name)?;
+            let variants = self
+                .tiers
+                .values()
+                .filter(|t| t.variant_of.as_deref() == Some(tier.name.as_str()));
+            for t in std::iter::once(tier).chain(variants) {
+                if !out.iter().any(|o| o.name == t.name) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -529,11 +638,22 @@ struct RawTier {
     sets: Vec<Spanned<String>>,
     #[serde(default)]
     requirements: Vec<Spanned<toml::Value>>,
+    /// Other tiers whose requirements this one holds all of.
+    #[serde(default)]
+    union: Vec<Spanned<String>>,
     #[serde(default)]
     components: Vec<String>,
-    python: Option<String>,
+    /// One version, or a list: one venv per version.
+    python: Option<PythonVersions>,
     venv: Option<String>,
     compile_bytecode: Option<bool>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum PythonVersions {
+    One(String),
+    Several(Vec<String>),
 }
 
 /// The text being parsed, for turning byte offsets into `file:line:col`.
@@ -761,6 +881,57 @@ mod tests {
             err.contains("tiers.toml:1:") && err.contains("hardlink"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_union_tier_holds_its_members_requirements() {
+        let config = parse(
+            "[tiers.a]\nrequirements = [\"x\", \"y\"]\n[tiers.b]\nrequirements = [\"y\", \"z\"]\n\
+             [tiers.all]\nunion = [\"a\", \"b\"]\nrequirements = [\"w\"]\n",
+        )
+        .unwrap();
+        let texts: Vec<_> = config.tiers["all"]
+            .requirements
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect();
+        assert_eq!(texts, ["w", "x", "y", "z"]);
+        let err = parse("[tiers.a]\nrequirements = [\"x\"]\n[tiers.all]\nunion = [\"b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tiers.toml:4:") && err.contains("use one of: a"),
+            "{err}"
+        );
+        let err = parse(
+            "[tiers.a]\nrequirements = [\"x\"]\npython = \"3.12\"\n[tiers.all]\nunion = [\"a\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("a union shares one Python version"), "{err}");
+    }
+
+    #[test]
+    fn several_pythons_make_one_venv_each() {
+        let config = parse(
+            "venv-root = \"/v\"\n[tiers.a]\nrequirements = [\"x\"]\npython = [\"3.11\", \"3.12\"]\n\
+             components = [\"api\"]\n",
+        )
+        .unwrap();
+        let extra = &config.tiers["a-py3.12"];
+        assert_eq!(
+            (extra.python.as_str(), extra.venv.as_path()),
+            ("3.12", Path::new("/v/a-py3.12"))
+        );
+        assert_eq!(config.tiers["a"].python, "3.11");
+        let names: Vec<_> = config
+            .select(&["a".into()])
+            .unwrap()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        assert_eq!(names, ["a", "a-py3.12"]);
+        assert_eq!(config.tier_or_component("api").unwrap().name, "a");
     }
 
     #[test]

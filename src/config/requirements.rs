@@ -184,6 +184,15 @@ pub struct IndexLines {
     pub no_index: bool,
 }
 
+impl IndexLines {
+    pub fn is_empty(&self) -> bool {
+        self.index_url.is_none()
+            && self.extra_index_urls.is_empty()
+            && self.find_links.is_empty()
+            && !self.no_index
+    }
+}
+
 /// What reading requirement files collects for a tier.
 #[derive(Debug, Default)]
 pub struct Collected {

@@ -30,6 +30,20 @@ pub use pylock::PyLock;
 pub struct LockOptions {
     /// Resolve from uv's cache only.
     pub offline: bool,
+    /// Which pins may move. Without an upgrade a re-lock keeps every pin of
+    /// the existing lock that still fits; with one, the tiers are locked
+    /// again even when their inputs are unchanged.
+    pub upgrade: Upgrade,
+    /// Write the locks here instead of where they belong (`tstore outdated`).
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Upgrade {
+    #[default]
+    None,
+    All,
+    Packages(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +127,7 @@ pub fn lock_tiers(
     let stale: Vec<&Tier> = tiers
         .iter()
         .copied()
-        .filter(|t| !is_current(config, store, t))
+        .filter(|t| options.upgrade != Upgrade::None || !is_current(config, store, t))
         .collect();
     let mut written: BTreeMap<String, bool> = BTreeMap::new();
     if !stale.is_empty() {
@@ -144,7 +158,7 @@ pub fn lock_tiers(
                 (None, None)
             } else {
                 progress.start("resolving the union of all tiers", 0, 0);
-                let resolved = resolve_union(config, uv, &group, work.path(), options);
+                let resolved = resolve_union(config, store, uv, &group, work.path(), options);
                 progress.finish();
                 match resolved {
                     Ok(pins) => (Some(pins), None),
@@ -203,6 +217,7 @@ pub fn lock_tiers(
 /// Resolves all tiers together; returns requirements.txt-style pins.
 fn resolve_union(
     config: &Config,
+    store: &Store,
     uv: &Uv,
     tiers: &[&Tier],
     work: &Path,
@@ -229,6 +244,9 @@ fn resolve_union(
     };
     fs_err::write(&requirements, lines(|t| &t.requirements))?;
     fs_err::write(&constraints, lines(|t| &t.constraints))?;
+    // uv prefers the versions already in its output file: the current
+    // locks' pins, so that a re-lock moves only what it must.
+    fs_err::write(&output, current_pins(config, store, tiers))?;
     let mut cmd = compile_command(config, uv, tiers[0], options);
     cmd.args(["--no-header", "--no-annotate", "-c"])
         .arg(&constraints)
@@ -285,7 +303,15 @@ fn lock_tier(
         crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
     ));
     let _remove_output = RemoveOnDrop(&output);
+    let existing = lock_path(config, store, &tier.name);
     let compile = |pins: Option<&str>| -> anyhow::Result<()> {
+        // uv keeps the pins of the file it writes to where it can.
+        match fs_err::read_to_string(&existing) {
+            Ok(text) => fs_err::write(&output, text)?,
+            Err(_) => {
+                let _ = fs_err::remove_file(&output);
+            }
+        }
         let constraints = work.join(format!("{}.constraints.txt", tier.name));
         fs_err::write(
             &constraints,
@@ -328,6 +354,10 @@ fn lock_tier(
         pylock::INPUT_HASH_PREFIX,
         input_hash(config, tier),
     );
+    let target = match &options.output_dir {
+        Some(dir) => dir.join(format!("pylock.{}.toml", tier.name)),
+        None => target,
+    };
     let temp = target.with_extension(format!("toml.tmp-{}", std::process::id()));
     fs_err::write(&temp, format!("{header}{body}"))?;
     fs_err::rename(&temp, &target)?;
@@ -364,7 +394,39 @@ fn compile_command(config: &Config, uv: &Uv, tier: &Tier, options: &LockOptions)
     if options.offline {
         cmd.arg("--offline");
     }
+    match &options.upgrade {
+        Upgrade::None => {}
+        Upgrade::All => {
+            cmd.arg("--upgrade");
+        }
+        Upgrade::Packages(names) => {
+            for name in names {
+                cmd.args(["--upgrade-package", name]);
+            }
+        }
+    }
     cmd
+}
+
+/// `name==version` lines of the tiers' current locks (names locked at one
+/// version only), for uv to prefer.
+fn current_pins(config: &Config, store: &Store, tiers: &[&Tier]) -> String {
+    let mut versions: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for tier in tiers {
+        let Ok((lock, _)) = PyLock::read(&lock_path(config, store, &tier.name)) else {
+            continue;
+        };
+        for package in lock.packages {
+            if let Some(version) = package.version {
+                versions.entry(package.name).or_default().insert(version);
+            }
+        }
+    }
+    versions
+        .into_iter()
+        .filter(|(_, v)| v.len() == 1)
+        .map(|(name, v)| format!("{name}=={}\n", v.into_iter().next().unwrap_or_default()))
+        .collect()
 }
 
 /// Deletes a file when dropped (uv's output after it was read).

@@ -76,11 +76,9 @@ pub struct TierInput<'a> {
     pub fetched: &'a [Fetched],
 }
 
-pub fn materialize(
-    input: &TierInput<'_>,
-    options: &MaterializeOptions,
-    progress: &dyn Progress,
-) -> anyhow::Result<Outcome> {
+/// Compiles missing bytecode into the store and plans the venv at the
+/// tier's path.
+fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Plan> {
     let target = &input.tier.venv;
     let mut requested = input.tier.requested_names();
     // A local project's name is known once uv has read its metadata.
@@ -140,6 +138,16 @@ pub fn materialize(
             &dists,
         )
     })?;
+    Ok(plan)
+}
+
+pub fn materialize(
+    input: &TierInput<'_>,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<Outcome> {
+    let target = &input.tier.venv;
+    let plan = prepare(input, progress)?;
     if is_up_to_date(target, &plan) {
         return Ok(Outcome::UpToDate {
             venv: target.clone(),
@@ -216,6 +224,61 @@ pub fn materialize(
         },
     )?;
     Ok(Outcome::Built(report))
+}
+
+/// Builds the tier as a standalone venv at `dir` (its `venv` must be
+/// `dir`): no generations, no record in the store, so nothing of the store
+/// is needed afterwards when files are copied. Built beside `dir` and
+/// renamed into place; an existing `dir` is replaced only with `force`.
+pub fn materialize_into(
+    input: &TierInput<'_>,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<BuildReport> {
+    let dir = &input.tier.venv;
+    let exists = dir.symlink_metadata().is_ok();
+    let empty = fs_err::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if exists && !empty && !options.force {
+        anyhow::bail!(
+            "{} exists and is not empty; give --force to replace it",
+            dir.display()
+        );
+    }
+    let plan = prepare(input, progress)?;
+    for warning in &plan.warnings {
+        progress.notice(warning);
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs_err::create_dir_all(parent)?;
+    let staging = parent.join(format!(
+        ".{}.tstore-building-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs_err::remove_dir_all(&staging);
+    let report = match build_venv(input, &plan, &staging, options, progress) {
+        Ok(report) => report,
+        Err(err) => {
+            let _ = fs_err::remove_dir_all(&staging);
+            return Err(err.context(format!("building {} failed", dir.display())));
+        }
+    };
+    if exists {
+        let old = parent.join(format!(
+            ".{}.tstore-old-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        fs_err::rename(dir, &old)?;
+        fs_err::rename(&staging, dir)?;
+        fs_err::remove_dir_all(&old)?;
+    } else {
+        fs_err::rename(&staging, dir)?;
+    }
+    Ok(report)
 }
 
 /// Hash of what a tier's venv is built from that tstore can read without

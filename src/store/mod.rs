@@ -112,6 +112,18 @@ impl Store {
         &self.root
     }
 
+    /// Flushes everything written to the store's filesystem (one `syncfs`).
+    pub fn sync_filesystem(&self) -> anyhow::Result<()> {
+        use std::os::fd::AsRawFd;
+        let dir = fs_err::File::open(self.root())?;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot flush the store's filesystem");
+        }
+        Ok(())
+    }
+
     pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
         let name = key.to_string();
         self.root.join("objects").join(&name[..2]).join(name)

@@ -39,6 +39,20 @@ const PARALLEL: usize = 16;
 /// Objects above this size go up in parts where the remote supports it.
 const MULTIPART_ABOVE: u64 = 64 * 1024 * 1024;
 
+/// Transient failures are retried a few times; a remote that does not
+/// answer is given up on within seconds (materialize then uses the index).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+        backoff: object_store::BackoffConfig::default(),
+    }
+}
+
+fn client_options() -> object_store::ClientOptions {
+    object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5))
+}
+
 /// An opened remote store.
 pub struct Remote {
     url: String,
@@ -81,7 +95,10 @@ impl Remote {
         let (store, prefix, multipart): (Arc<dyn ObjectStore>, String, bool) = match parsed.scheme()
         {
             "s3" => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry())
+                    .with_client_options(client_options());
                 // A plain-HTTP endpoint (a local MinIO or Garage) must be allowed.
                 let endpoint = std::env::var("AWS_ENDPOINT_URL")
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))

@@ -1,0 +1,443 @@
+//! Restoring environments on an empty machine (a CI runner): tekton-core
+//! and tekton-ai built from
+//!
+//! - (a) a tstore export: `tstore import` + `tstore materialize --offline`;
+//! - (b) a remote store: `tstore materialize --remote` (Garage on 127.0.0.1
+//!   when a `garage` binary is on PATH, else a folder remote);
+//! - (c) uv's way: untar a zstd archive of uv's cache, then `uv venv` +
+//!   `uv pip sync --offline --link-mode hardlink` per tier.
+//!
+//! Every run starts from nothing but the committed locks (and the archive
+//! or the remote), the three approaches interleaved; medians of `--runs`
+//! (default 5). Needs network to PyPI for the setup.
+//!
+//! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
+//! `TSTORE_BENCH_DIR` picks the filesystem.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TIERS: [&str; 2] = ["tekton-core", "tekton-ai"];
+
+#[derive(serde::Serialize, Default)]
+struct Results {
+    date: String,
+    machine: String,
+    filesystem: String,
+    versions: String,
+    runs: usize,
+    remote: String,
+    /// Median seconds.
+    export_import: f64,
+    export_materialize: f64,
+    remote_restore: f64,
+    uv_untar: f64,
+    uv_sync: f64,
+    /// Bytes.
+    export_archive: u64,
+    uv_cache_archive: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
+    let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-restore".into()));
+    let base = std::env::var_os("TSTORE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("tstore-restore-")
+        .tempdir_in(&base)
+        .unwrap();
+    let work = work.path();
+    std::fs::create_dir_all(&out).unwrap();
+    let tstore = PathBuf::from(env!("CARGO_BIN_EXE_tstore"));
+
+    // The source machine: locks, a full store, uv's cache.
+    let source = Machine::new(work, "source");
+    source.tstore(&tstore, &["lock"]).run();
+    source
+        .tstore(&tstore, &["materialize", "--frozen", TIERS[0], TIERS[1]])
+        .run();
+    let uv_cache = work.join("uv-cache");
+    for tier in TIERS {
+        let pins = work.join(format!("{tier}.txt"));
+        std::fs::write(&pins, pins_from_lock(&source.lock(tier))).unwrap();
+        uv_sync(&uv_cache, &work.join("uv-warmup").join(tier), &pins, false).run();
+    }
+    std::fs::remove_dir_all(work.join("uv-warmup")).unwrap();
+    let uv_archive = work.join("uv-cache.tar.zst");
+    Command::new("tar")
+        .args(["-I", "zstd -3 -T0", "-cf"])
+        .arg(&uv_archive)
+        .arg("-C")
+        .arg(work)
+        .arg("uv-cache")
+        .run();
+    std::fs::remove_dir_all(&uv_cache).unwrap();
+    let export = work.join("tekton.tar.zst");
+    source
+        .tstore(
+            &tstore,
+            &["export", TIERS[0], TIERS[1], "-o", export.to_str().unwrap()],
+        )
+        .run();
+    let (remote, remote_env, _garage) = remote(work);
+    source
+        .tstore(&tstore, &["push", "--remote", &remote, TIERS[0], TIERS[1]])
+        .envs(remote_env.iter().map(|(k, v)| (k, v)))
+        .run();
+
+    let mut samples: [Vec<Duration>; 5] = Default::default();
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        // (a) the export.
+        let machine = Machine::fresh(work, "a", &source);
+        samples[0].push(timed(
+            &mut machine.tstore(&tstore, &["import", export.to_str().unwrap()]),
+        ));
+        samples[1].push(timed(
+            &mut machine.tstore(&tstore, &["materialize", "--offline", TIERS[0], TIERS[1]]),
+        ));
+        machine.check(TIERS[1]);
+        machine.delete();
+        // (b) the remote store.
+        let machine = Machine::fresh(work, "b", &source);
+        samples[2].push(timed(
+            machine
+                .tstore(
+                    &tstore,
+                    &[
+                        "materialize",
+                        "--frozen",
+                        "--remote",
+                        &remote,
+                        TIERS[0],
+                        TIERS[1],
+                    ],
+                )
+                .envs(remote_env.iter().map(|(k, v)| (k, v))),
+        ));
+        machine.check(TIERS[1]);
+        machine.delete();
+        // (c) uv: untar the cache, then sync each tier from it.
+        let machine = work.join("c");
+        std::fs::create_dir_all(&machine).unwrap();
+        samples[3].push(timed(
+            Command::new("tar")
+                .args(["-I", "zstd -T0", "-xf"])
+                .arg(&uv_archive)
+                .arg("-C")
+                .arg(&machine),
+        ));
+        settle();
+        let started = Instant::now();
+        for tier in TIERS {
+            uv_sync(
+                &machine.join("uv-cache"),
+                &machine.join("venvs").join(tier),
+                &work.join(format!("{tier}.txt")),
+                true,
+            )
+            .run();
+        }
+        samples[4].push(started.elapsed());
+        std::fs::remove_dir_all(&machine).unwrap();
+    }
+    let m = |i: usize| median(&samples[i]);
+    let results = Results {
+        date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"),
+        machine: format!(
+            "{} cores, {}, kernel {}",
+            shell("nproc"),
+            shell("free -h | awk '/Mem:/ {print $2}'"),
+            shell("uname -r")
+        ),
+        filesystem: shell(&format!(
+            "findmnt -n -o FSTYPE,SOURCE --target {}",
+            work.display()
+        )),
+        versions: format!(
+            "tstore {}, {}, {}",
+            env!("CARGO_PKG_VERSION"),
+            shell("uv --version"),
+            shell("garage --version 2>/dev/null | head -1")
+        ),
+        runs,
+        remote: remote.split("://").next().unwrap_or("").to_string()
+            + if remote.starts_with("s3") {
+                " (Garage on 127.0.0.1)"
+            } else {
+                " (folder)"
+            },
+        export_import: m(0),
+        export_materialize: m(1),
+        remote_restore: m(2),
+        uv_untar: m(3),
+        uv_sync: m(4),
+        export_archive: std::fs::metadata(&export).unwrap().len(),
+        uv_cache_archive: std::fs::metadata(&uv_archive).unwrap().len(),
+    };
+    let uv_total = results.uv_untar + results.uv_sync;
+    let export_total = results.export_import + results.export_materialize;
+    let table = format!(
+        "restore of {} + {} into an empty machine, median of {runs} ({}; {}; {}; {})\n\n\
+         | approach | seconds | ratio to (c) |\n|---|---|---|\n\
+         | (a) tstore import + materialize --offline | {export_total:.2} ({:.2} + {:.2}) | {:.2} |\n\
+         | (b) tstore materialize --remote ({}) | {:.2} | {:.2} |\n\
+         | (c) untar uv cache + uv pip sync | {uv_total:.2} ({:.2} + {:.2}) | 1.00 |\n\n\
+         archives: tstore export {:.1} MiB, uv cache tar.zst {:.1} MiB\n",
+        TIERS[0],
+        TIERS[1],
+        results.machine,
+        results.filesystem,
+        results.versions,
+        results.date,
+        results.export_import,
+        results.export_materialize,
+        export_total / uv_total,
+        results.remote,
+        results.remote_restore,
+        results.remote_restore / uv_total,
+        results.uv_untar,
+        results.uv_sync,
+        results.export_archive as f64 / 1048576.0,
+        results.uv_cache_archive as f64 / 1048576.0,
+    );
+    print!("{table}");
+    std::fs::write(out.join("restore.md"), &table).unwrap();
+    std::fs::write(
+        out.join("restore.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A machine: its project (tiers.toml + locks), store and venvs.
+struct Machine {
+    root: PathBuf,
+}
+
+impl Machine {
+    fn new(work: &Path, name: &str) -> Self {
+        let root = work.join(name);
+        std::fs::create_dir_all(root.join("project")).unwrap();
+        std::fs::write(
+            root.join("project/tiers.toml"),
+            tstore::config::EMBEDDED_TIERS.replace(
+                "venv-root = \"~/venvs\"",
+                &format!("venv-root = \"{}\"", root.join("venvs").display()),
+            ),
+        )
+        .unwrap();
+        Self { root }
+    }
+
+    /// An empty machine with the source's committed locks.
+    fn fresh(work: &Path, name: &str, source: &Machine) -> Self {
+        let machine = Self::new(work, name);
+        for tier in TIERS {
+            std::fs::copy(source.lock(tier), machine.lock(tier)).unwrap();
+        }
+        machine
+    }
+
+    fn lock(&self, tier: &str) -> PathBuf {
+        self.root.join(format!("project/pylock.{tier}.toml"))
+    }
+
+    fn tstore(&self, tstore: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tstore);
+        cmd.args(["-q"])
+            .args(args)
+            .current_dir(self.root.join("project"))
+            .env("TSTORE_HOME", self.root.join("store"))
+            .env_remove("TSTORE_REMOTE");
+        cmd
+    }
+
+    fn check(&self, tier: &str) {
+        Command::new(self.root.join("venvs").join(tier).join("bin/python"))
+            .args(["-c", "import fastapi, anthropic"])
+            .run();
+    }
+
+    fn delete(self) {
+        std::fs::remove_dir_all(&self.root).unwrap();
+    }
+}
+
+fn uv_sync(cache: &Path, venv: &Path, pins: &Path, offline: bool) -> Command {
+    let mut script = format!(
+        "uv venv -q --python 3.11 '{v}' && uv pip sync -q --link-mode hardlink --python '{v}/bin/python' '{p}'",
+        v = venv.display(),
+        p = pins.display()
+    );
+    if offline {
+        script.push_str(" --offline");
+    }
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).env("UV_CACHE_DIR", cache);
+    cmd
+}
+
+/// Garage on 127.0.0.1 when a binary is on PATH, else a folder.
+fn remote(work: &Path) -> (String, Vec<(String, String)>, Option<Server>) {
+    if shell("command -v garage").is_empty() {
+        eprintln!("no garage binary: the remote is a folder");
+        return (
+            format!("file://{}", work.join("remote").display()),
+            Vec::new(),
+            None,
+        );
+    }
+    let dir = work.join("garage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (rpc, s3, admin) = (port(), port(), port());
+    let conf = dir.join("garage.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
+             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+             root_domain = \".s3.garage.localhost\"\n\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+            d = dir.display(),
+            secret = "2".repeat(64),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("garage")
+        .arg("-c")
+        .arg(&conf)
+        .arg("server")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let cli = |args: &[&str]| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("garage")
+                .arg("-c")
+                .arg(&conf)
+                .args(args)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(Instant::now() < deadline, "garage {args:?} failed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let node = cli(&["node", "id", "-q"]);
+    let node = node.trim().split('@').next().unwrap().to_string();
+    cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
+    cli(&["layout", "apply", "--version", "1"]);
+    let key = cli(&["key", "create", "bench"]);
+    let field = |label: &str| {
+        key.lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                (name.trim().eq_ignore_ascii_case(label)).then(|| value.trim().to_string())
+            })
+            .unwrap()
+    };
+    let env = vec![
+        (
+            "AWS_ENDPOINT_URL".to_string(),
+            format!("http://127.0.0.1:{s3}"),
+        ),
+        ("AWS_REGION".to_string(), "garage".to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), field("Key ID")),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), field("Secret key")),
+    ];
+    cli(&["bucket", "create", "envs"]);
+    cli(&[
+        "bucket", "allow", "--read", "--write", "--owner", "envs", "--key", "bench",
+    ]);
+    ("s3://envs/tekton".to_string(), env, Some(server))
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+trait Run {
+    fn run(&mut self);
+}
+
+impl Run for Command {
+    fn run(&mut self) {
+        let out = self.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{self:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn timed(cmd: &mut Command) -> Duration {
+    settle();
+    let started = Instant::now();
+    cmd.run();
+    started.elapsed()
+}
+
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+fn shell(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn median(samples: &[Duration]) -> f64 {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// A lock's packages as `name==version ; marker` lines.
+fn pins_from_lock(lock: &Path) -> String {
+    let (parsed, _) = tstore::lock::PyLock::read(lock).unwrap();
+    parsed
+        .packages
+        .iter()
+        .map(|p| {
+            let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
+            match &p.marker {
+                Some(marker) => format!("{pin} ; {marker}\n"),
+                None => format!("{pin}\n"),
+            }
+        })
+        .collect()
+}
