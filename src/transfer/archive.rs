@@ -242,46 +242,118 @@ pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Re
     let mut seen: BTreeMap<String, ()> = BTreeMap::new();
     let total: u64 = sizes.values().sum();
     progress.start("importing", sizes.len() as u64, total);
-    for entry in entries {
-        let mut entry = entry.with_context(|| format!("{}: damaged archive", path.display()))?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        if let Some(expected) = lock_hashes.get(&name) {
-            let mut text = String::new();
-            entry.read_to_string(&mut text)?;
-            if hex::encode(sha2::Sha256::digest(text.as_bytes())) != *expected {
-                bail!("{}: {name} does not match its checksum", path.display());
+    // The tar stream is read here; objects are hashed and written by
+    // workers, so decompression and writing overlap. Big objects stream
+    // through this thread instead of being held in memory.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let outcomes: std::sync::Mutex<Vec<anyhow::Result<(u64, bool)>>> = Default::default();
+    // Objects go to the workers in batches: one hand-over per object would
+    // cost more than writing a small one.
+    type Batch = Vec<(String, u64, Vec<u8>, String)>;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(16);
+    let receiver = std::sync::Mutex::new(receiver);
+    let record_outcome = |result: anyhow::Result<(u64, bool)>| {
+        if result.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        outcomes.lock().unwrap().push(result);
+        progress.item_done("");
+    };
+    let read = std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let job = receiver.lock().unwrap().recv();
+                    let Ok(batch) = job else {
+                        break;
+                    };
+                    for (key, size, bytes, what) in batch {
+                        progress.bytes(size);
+                        let result = if bytes.len() as u64 == size {
+                            super::receive_bytes(store, &key, &bytes, &what)
+                        } else {
+                            // Let the size check word the refusal.
+                            super::receive_object(store, &key, size, bytes.as_slice(), &what)
+                        };
+                        record_outcome(result.map(|new| (size, new)));
+                    }
+                }
+            });
+        }
+        let sender = sender;
+        let mut batch: Batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        for entry in entries {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
             }
-            let tier = name
-                .trim_start_matches("locks/pylock.")
-                .trim_end_matches(".toml")
-                .to_string();
-            report.locks.push((tier, text));
-        } else if let Some(key) = name.strip_prefix("objects/") {
-            let size = *sizes
-                .get(key)
-                .with_context(|| format!("{}: {name} is not in its manifest", path.display()))?;
-            let new = super::receive_object(
-                store,
-                key,
-                size,
-                ProgressReader {
-                    inner: &mut entry,
-                    progress,
-                },
-                &format!("{name} in {}", path.display()),
-            )?;
-            if new {
-                report.objects_new += 1;
-                report.bytes_new += size;
+            let mut entry =
+                entry.with_context(|| format!("{}: damaged archive", path.display()))?;
+            let name = entry.path()?.to_string_lossy().into_owned();
+            if let Some(expected) = lock_hashes.get(&name) {
+                let mut text = String::new();
+                entry.read_to_string(&mut text)?;
+                if hex::encode(sha2::Sha256::digest(text.as_bytes())) != *expected {
+                    bail!("{}: {name} does not match its checksum", path.display());
+                }
+                let tier = name
+                    .trim_start_matches("locks/pylock.")
+                    .trim_end_matches(".toml")
+                    .to_string();
+                report.locks.push((tier, text));
+            } else if let Some(key) = name.strip_prefix("objects/") {
+                let size = *sizes.get(key).with_context(|| {
+                    format!("{}: {name} is not in its manifest", path.display())
+                })?;
+                seen.insert(key.to_string(), ());
+                let what = format!("{name} in {}", path.display());
+                if size > 16 * 1024 * 1024 {
+                    let result = super::receive_object(
+                        store,
+                        key,
+                        size,
+                        ProgressReader {
+                            inner: &mut entry,
+                            progress,
+                        },
+                        &what,
+                    );
+                    record_outcome(result.map(|new| (size, new)));
+                } else {
+                    // At most the size: a longer entry is refused by the hash.
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    (&mut entry).take(size + 1).read_to_end(&mut bytes)?;
+                    batch_bytes += size;
+                    batch.push((key.to_string(), size, bytes, what));
+                    if batch.len() >= 64 || batch_bytes >= 4 * 1024 * 1024 {
+                        batch_bytes = 0;
+                        sender
+                            .send(std::mem::take(&mut batch))
+                            .map_err(|_| anyhow::anyhow!("the import workers stopped"))?;
+                    }
+                }
             } else {
-                report.objects_present += 1;
+                bail!("{}: unexpected entry {name}", path.display());
             }
-            seen.insert(key.to_string(), ());
-            progress.item_done("");
+        }
+        if !batch.is_empty() {
+            sender
+                .send(batch)
+                .map_err(|_| anyhow::anyhow!("the import workers stopped"))?;
+        }
+        Ok(())
+    });
+    for outcome in outcomes.into_inner().unwrap() {
+        let (size, new) = outcome?;
+        if new {
+            report.objects_new += 1;
+            report.bytes_new += size;
         } else {
-            bail!("{}: unexpected entry {name}", path.display());
+            report.objects_present += 1;
         }
     }
+    read?;
     progress.finish();
     let missing: Vec<&str> = manifest
         .objects

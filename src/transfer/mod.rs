@@ -255,6 +255,17 @@ impl Drop for Incoming {
     }
 }
 
+/// Stores `bytes` as object `key` if the store lacks it, after checking
+/// size and blake3. Returns whether the object was new.
+pub fn receive_bytes(store: &Store, key: &str, bytes: &[u8], what: &str) -> anyhow::Result<bool> {
+    let Some(mut incoming) = Incoming::start(store, key, bytes.len() as u64, what)? else {
+        return Ok(false);
+    };
+    incoming.write(bytes)?;
+    incoming.finish(store)?;
+    Ok(true)
+}
+
 /// Streams `reader` into the store as object `key` if the store lacks it,
 /// checking size and blake3 first. Returns whether the object was new.
 pub fn receive_object(

@@ -35,7 +35,7 @@ use crate::progress::Progress;
 use crate::store::Store;
 
 /// Transfers at once.
-const PARALLEL: usize = 16;
+const PARALLEL: usize = 64;
 /// Objects above this size go up in parts where the remote supports it.
 const MULTIPART_ABOVE: u64 = 64 * 1024 * 1024;
 
