@@ -30,10 +30,14 @@
 //! network to PyPI, and `du`. `TSTORE_BENCH_DIR` picks the filesystem under
 //! test (default: the system temp dir).
 
+mod support;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{flag, median, pins_from_lock, settle, shell};
 
 struct Bench {
     work: PathBuf,
@@ -116,13 +120,6 @@ struct Upgrade {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let profile = flag("--profile").unwrap_or_else(|| "small".into());
     let tiers: Vec<&str> = match profile.as_str() {
         "small" => vec!["tekton-core", "tekton-ai"],
@@ -136,14 +133,14 @@ fn main() {
         other => panic!("unknown profile {other}: use small or full"),
     };
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
-    let cold_runs = if args.iter().any(|a| a == "--no-cold") {
+    let cold_runs = if support::switch("--no-cold") {
         0
     } else {
         runs
     };
     // The many-venvs scenario of the full profile would build 16 plain
     // copies, four of them with PyTorch (about 34 GB).
-    let many = !args.iter().any(|a| a == "--no-many");
+    let many = !support::switch("--no-many");
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
     let base = std::env::var_os("TSTORE_BENCH_DIR")
         .map(PathBuf::from)
@@ -159,17 +156,9 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
 
     let mut results = Results {
-        date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"),
-        machine: format!(
-            "{} cores, {}, kernel {}",
-            shell("nproc"),
-            shell("free -h | awk '/Mem:/ {print $2}'"),
-            shell("uname -r")
-        ),
-        filesystem: shell(&format!(
-            "findmnt -n -o FSTYPE,SOURCE --target {}",
-            bench.work.display()
-        )),
+        date: support::now(),
+        machine: support::machine(),
+        filesystem: support::filesystem(&bench.work),
         versions: format!(
             "tstore {}, {}, Python {}",
             env!("CARGO_PKG_VERSION"),
@@ -744,22 +733,6 @@ impl Bench {
     }
 }
 
-/// A lock's packages as `name==version ; marker` lines.
-fn pins_from_lock(lock: &Path) -> String {
-    let (parsed, _) = tstore::lock::PyLock::read(lock).unwrap();
-    parsed
-        .packages
-        .iter()
-        .map(|p| {
-            let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
-            match &p.marker {
-                Some(marker) => format!("{pin} ; {marker}\n"),
-                None => format!("{pin}\n"),
-            }
-        })
-        .collect()
-}
-
 /// The embedded tier, as a project file (so its lock can be swapped).
 fn tstore_tier_toml(tier: &str, venv_root: &Path) -> String {
     let embedded = tstore::config::EMBEDDED_TIERS;
@@ -776,12 +749,6 @@ fn timed(cmd: &mut Command) -> Result<Duration, String> {
     Ok(started.elapsed())
 }
 
-/// Writes back what earlier steps (deleting the previous venv above all)
-/// left dirty, so a timed command does not pay for them.
-fn settle() {
-    let _ = Command::new("sync").status();
-}
-
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if out.status.success() {
@@ -792,14 +759,6 @@ fn run(cmd: &mut Command) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
-}
-
-fn shell(script: &str) -> String {
-    Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Allocated bytes under `dirs`, each hardlinked inode once (`du -s` semantics).
@@ -815,12 +774,6 @@ fn disk_bytes(dirs: &[&Path]) -> u64 {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn median(samples: &[Duration]) -> f64 {
-    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
 }
 
 /// Tekton's components (its README's tier map) with the tier each belongs

@@ -14,10 +14,16 @@
 //! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
 //! `TSTORE_BENCH_DIR` picks the filesystem.
 
-use std::net::TcpListener;
+#[path = "../tests/common/garage.rs"]
+mod garage;
+
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{flag, median, pins_from_lock, settle, shell};
 
 const TIERS: [&str; 2] = ["tekton-core", "tekton-ai"];
 
@@ -41,13 +47,6 @@ struct Results {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-restore".into()));
     let base = std::env::var_os("TSTORE_BENCH_DIR")
@@ -154,17 +153,9 @@ fn main() {
     }
     let m = |i: usize| median(&samples[i]);
     let results = Results {
-        date: shell("date -u +%Y-%m-%dT%H:%M:%SZ"),
-        machine: format!(
-            "{} cores, {}, kernel {}",
-            shell("nproc"),
-            shell("free -h | awk '/Mem:/ {print $2}'"),
-            shell("uname -r")
-        ),
-        filesystem: shell(&format!(
-            "findmnt -n -o FSTYPE,SOURCE --target {}",
-            work.display()
-        )),
+        date: support::now(),
+        machine: support::machine(),
+        filesystem: support::filesystem(work),
         versions: format!(
             "tstore {}, {}, {}",
             env!("CARGO_PKG_VERSION"),
@@ -289,8 +280,8 @@ fn uv_sync(cache: &Path, venv: &Path, pins: &Path, offline: bool) -> Command {
     cmd
 }
 
-/// Garage on 127.0.0.1 when a binary is on PATH, else a folder.
-fn remote(work: &Path) -> (String, Vec<(String, String)>, Option<Server>) {
+/// Garage on 127.0.0.1 when a `garage` binary is on PATH, else a folder.
+fn remote(work: &Path) -> (String, Vec<(String, String)>, Option<garage::Garage>) {
     if shell("command -v garage").is_empty() {
         eprintln!("no garage binary: the remote is a folder");
         return (
@@ -299,91 +290,12 @@ fn remote(work: &Path) -> (String, Vec<(String, String)>, Option<Server>) {
             None,
         );
     }
-    let dir = work.join("garage");
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (rpc, s3, admin) = (port(), port(), port());
-    let conf = dir.join("garage.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
-             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-             rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
-             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-             root_domain = \".s3.garage.localhost\"\n\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-            d = dir.display(),
-            secret = "2".repeat(64),
-        ),
+    let server = garage::Garage::start("garage", &work.join("garage"), "envs");
+    (
+        "s3://envs/tekton".to_string(),
+        server.env.clone(),
+        Some(server),
     )
-    .unwrap();
-    let child = Command::new("garage")
-        .arg("-c")
-        .arg(&conf)
-        .arg("server")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let cli = |args: &[&str]| -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new("garage")
-                .arg("-c")
-                .arg(&conf)
-                .args(args)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            assert!(Instant::now() < deadline, "garage {args:?} failed");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let node = cli(&["node", "id", "-q"]);
-    let node = node.trim().split('@').next().unwrap().to_string();
-    cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
-    cli(&["layout", "apply", "--version", "1"]);
-    let key = cli(&["key", "create", "bench"]);
-    let field = |label: &str| {
-        key.lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                (name.trim().eq_ignore_ascii_case(label)).then(|| value.trim().to_string())
-            })
-            .unwrap()
-    };
-    let env = vec![
-        (
-            "AWS_ENDPOINT_URL".to_string(),
-            format!("http://127.0.0.1:{s3}"),
-        ),
-        ("AWS_REGION".to_string(), "garage".to_string()),
-        ("AWS_ACCESS_KEY_ID".to_string(), field("Key ID")),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), field("Secret key")),
-    ];
-    cli(&["bucket", "create", "envs"]);
-    cli(&[
-        "bucket", "allow", "--read", "--write", "--owner", "envs", "--key", "bench",
-    ]);
-    ("s3://envs/tekton".to_string(), env, Some(server))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 trait Run {
@@ -406,38 +318,4 @@ fn timed(cmd: &mut Command) -> Duration {
     let started = Instant::now();
     cmd.run();
     started.elapsed()
-}
-
-fn settle() {
-    let _ = Command::new("sync").status();
-}
-
-fn shell(script: &str) -> String {
-    Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn median(samples: &[Duration]) -> f64 {
-    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
-/// A lock's packages as `name==version ; marker` lines.
-fn pins_from_lock(lock: &Path) -> String {
-    let (parsed, _) = tstore::lock::PyLock::read(lock).unwrap();
-    parsed
-        .packages
-        .iter()
-        .map(|p| {
-            let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
-            match &p.marker {
-                Some(marker) => format!("{pin} ; {marker}\n"),
-                None => format!("{pin}\n"),
-            }
-        })
-        .collect()
 }

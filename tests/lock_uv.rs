@@ -33,18 +33,6 @@ fn tiers(a: &str, b: &str) -> String {
     )
 }
 
-fn locked_version(world: &World, tier: &str, package: &str) -> String {
-    let text = fs_err::read_to_string(world.project().join(format!("pylock.{tier}.toml"))).unwrap();
-    let lock: toml::Value = toml::from_str(&text).unwrap();
-    lock["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"].as_str() == Some(package))
-        .map(|p| p["version"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("{package} not in the lock of {tier}:\n{text}"))
-}
-
 #[test]
 fn shared_packages_get_one_version_across_tiers_and_locks_are_reused() {
     let world = World::new();

@@ -420,83 +420,11 @@ fn garage_s3_remote() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (rpc, s3, admin) = (free_port(), free_port(), free_port());
-    let conf = dir.path().join("garage.toml");
-    fs_err::write(
-        &conf,
-        format!(
-            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
-             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-             rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
-             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-             root_domain = \".s3.garage.localhost\"\n\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-            d = dir.path().display(),
-            secret = "1".repeat(64),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(&garage)
-        .arg("-c")
-        .arg(&conf)
-        .arg("server")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(s3, &mut child, "garage");
-    let _server = Server(child);
-    let cli = |args: &[&str]| -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new(&garage)
-                .arg("-c")
-                .arg(&conf)
-                .args(args)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "garage {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let node = cli(&["node", "id", "-q"]);
-    let node = node.trim().split('@').next().unwrap().to_string();
-    cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-    cli(&["layout", "apply", "--version", "1"]);
-    let key = cli(&["key", "create", "tstore-test"]);
-    let field = |label: &str| {
-        key.lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                (name.trim().eq_ignore_ascii_case(label)).then(|| value.trim().to_string())
-            })
-            .unwrap_or_else(|| panic!("no `{label}` in: {key}"))
-    };
-    let (id, secret) = (field("Key ID"), field("Secret key"));
-    cli(&["bucket", "create", "tstore"]);
-    cli(&[
-        "bucket",
-        "allow",
-        "--read",
-        "--write",
-        "--owner",
-        "tstore",
-        "--key",
-        "tstore-test",
-    ]);
-    push_then_pull(
-        "s3://tstore/team-store",
-        &[
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3}")),
-            ("AWS_REGION", "garage".into()),
-            ("AWS_ACCESS_KEY_ID", id),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-        ],
-    );
+    let server = common::garage::Garage::start(&garage, dir.path(), "tstore");
+    let env: Vec<(&str, String)> = server
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    push_then_pull("s3://tstore/team-store", &env);
 }

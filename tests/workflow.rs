@@ -44,18 +44,6 @@ fn shared_wheel(world: &World, version: &str) {
         .build(&world.wheels());
 }
 
-fn locked(world: &World, tier: &str, package: &str) -> String {
-    let text = fs_err::read_to_string(world.project().join(format!("pylock.{tier}.toml"))).unwrap();
-    let lock: toml::Value = toml::from_str(&text).unwrap();
-    lock["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"].as_str() == Some(package))
-        .map(|p| p["version"].as_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
     let world = World::new();
@@ -66,7 +54,7 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
     let head = "no-index = true\nfind-links = [\"../wheels\"]\n";
     world.write_tiers(&format!("{head}[tiers.t]\nrequirements = [\"shared\"]\n"));
     world.ok(&["materialize", "t"]);
-    assert_eq!(locked(&world, "t", "shared"), "1.0");
+    assert_eq!(locked_version(&world, "t", "shared"), "1.0");
 
     // 2.0 appears; a change of requirements re-locks but keeps the pin.
     shared_wheel(&world, "2.0");
@@ -74,8 +62,8 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
         "{head}[tiers.t]\nrequirements = [\"shared\", \"other\"]\n"
     ));
     world.ok(&["lock"]);
-    assert_eq!(locked(&world, "t", "shared"), "1.0", "pin kept");
-    assert_eq!(locked(&world, "t", "other"), "1.0");
+    assert_eq!(locked_version(&world, "t", "shared"), "1.0", "pin kept");
+    assert_eq!(locked_version(&world, "t", "other"), "1.0");
 
     let out = world.run(&["outdated"]);
     let text = stdout(&out);
@@ -87,7 +75,7 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
         "{text}"
     );
     assert_eq!(
-        locked(&world, "t", "shared"),
+        locked_version(&world, "t", "shared"),
         "1.0",
         "outdated writes nothing"
     );
@@ -97,7 +85,7 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
     assert!(diff.contains("+ other 1.0"), "{diff}");
 
     world.ok(&["lock", "-P", "shared"]);
-    assert_eq!(locked(&world, "t", "shared"), "2.0");
+    assert_eq!(locked_version(&world, "t", "shared"), "2.0");
     world.ok(&["materialize", "t"]);
     let diff = stdout(&world.run(&["diff", "t", "1", "2"]));
     assert!(

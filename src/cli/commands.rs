@@ -221,11 +221,7 @@ pub fn materialize_tiers(
                 tier.name,
                 plural(report.distributions, "package"),
                 plural(report.files, "file"),
-                match report.method {
-                    materialize::LinkMethod::Reflink => "reflinked",
-                    materialize::LinkMethod::Hardlink => "hardlinked",
-                    materialize::LinkMethod::Copy => "copied",
-                },
+                linked_verb(report.method),
                 report.venv.display(),
                 fetch_report.downloaded + fetch_report.built,
                 if pulled > 0 {
@@ -289,11 +285,7 @@ pub fn materialize_into(
         tier.name,
         plural(report.distributions, "package"),
         plural(report.files, "file"),
-        match report.method {
-            materialize::LinkMethod::Reflink => "reflinked",
-            materialize::LinkMethod::Hardlink => "hardlinked",
-            materialize::LinkMethod::Copy => "copied",
-        },
+        linked_verb(report.method),
         standalone.venv.display(),
         started.elapsed().as_secs_f64()
     ));
@@ -733,6 +725,14 @@ fn signed_bytes(bytes: i64) -> String {
     format!("{sign}{}", human_bytes(bytes.unsigned_abs()))
 }
 
+fn linked_verb(method: materialize::LinkMethod) -> &'static str {
+    match method {
+        materialize::LinkMethod::Reflink => "reflinked",
+        materialize::LinkMethod::Hardlink => "hardlinked",
+        materialize::LinkMethod::Copy => "copied",
+    }
+}
+
 pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -824,47 +824,43 @@ fn print_adopt_report(session: &Session<'_>, report: &tstore::adopt::AdoptReport
         }
     }
     if !report.unrecorded.is_empty() {
-        let shown = if session.reporter.verbose() {
-            usize::MAX
-        } else {
-            5
-        };
-        println!(
-            "  {} in site-packages are in no RECORD ({}), left alone{}:",
-            plural(report.unrecorded.len(), "file"),
-            human_bytes(report.unrecorded_bytes),
-            if report.unrecorded.len() > shown {
-                "; -v lists all"
-            } else {
-                ""
-            }
+        print_some(
+            session,
+            &format!(
+                "{} in site-packages are in no RECORD ({}), left alone",
+                plural(report.unrecorded.len(), "file"),
+                human_bytes(report.unrecorded_bytes)
+            ),
+            report.unrecorded.iter().map(|p| p.display().to_string()),
         );
-        for path in report.unrecorded.iter().take(shown) {
-            println!("    {}", path.display());
-        }
     }
     if !report.skipped.is_empty() {
-        let shown = if session.reporter.verbose() {
-            usize::MAX
-        } else {
-            5
-        };
-        println!(
-            "  {} RECORD {} left alone{}:",
-            report.skipped.len(),
-            if report.skipped.len() == 1 {
-                "entry"
-            } else {
-                "entries"
-            },
-            if report.skipped.len() > shown {
-                "; -v lists all"
-            } else {
-                ""
-            }
+        print_some(
+            session,
+            &format!(
+                "{} RECORD {} left alone",
+                report.skipped.len(),
+                if report.skipped.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
+            ),
+            report.skipped.iter().cloned(),
         );
-        for skipped in report.skipped.iter().take(shown) {
-            println!("    {skipped}");
-        }
+    }
+}
+
+/// A heading and its first few lines (all of them with -v).
+fn print_some(session: &Session<'_>, heading: &str, lines: impl ExactSizeIterator<Item = String>) {
+    let shown = if session.reporter.verbose() {
+        usize::MAX
+    } else {
+        5
+    };
+    let more = lines.len() > shown;
+    println!("  {heading}{}:", if more { "; -v lists all" } else { "" });
+    for line in lines.take(shown) {
+        println!("    {line}");
     }
 }

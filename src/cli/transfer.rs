@@ -32,6 +32,20 @@ pub fn print_lock_hash(session: &Session<'_>, names: &[String]) -> anyhow::Resul
     Ok(())
 }
 
+/// The tier's lock path; an error saying how to make it when there is none.
+fn existing_lock(session: &Session<'_>, tier: &Tier) -> anyhow::Result<std::path::PathBuf> {
+    let path = session.lock_path(&tier.name);
+    if !path.is_file() {
+        bail!(
+            "tier `{}` has no lock at {}; run `tstore lock {}` first",
+            tier.name,
+            path.display(),
+            tier.name
+        );
+    }
+    Ok(path)
+}
+
 /// What `tiers` need from the store, with their locks, for this machine's
 /// interpreter. Fails naming what the store lacks.
 fn collect(
@@ -42,15 +56,7 @@ fn collect(
     let mut lacking = Vec::new();
     let mut locks = Vec::new();
     for tier in tiers {
-        let lock_path = session.lock_path(&tier.name);
-        if !lock_path.is_file() {
-            bail!(
-                "tier `{}` has no lock at {}; run `tstore lock {}` first",
-                tier.name,
-                lock_path.display(),
-                tier.name
-            );
-        }
+        let lock_path = existing_lock(session, tier)?;
         let (_, selected, _) = session.select(tier)?;
         for item in &selected {
             match transfer::stored_distribution(&session.store, item)? {
@@ -171,15 +177,7 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let _store = share_store(session)?;
     let mut failed = false;
     for tier in tiers {
-        let lock_path = session.lock_path(&tier.name);
-        if !lock_path.is_file() {
-            bail!(
-                "tier `{}` has no lock at {}; run `tstore lock {}` first",
-                tier.name,
-                lock_path.display(),
-                tier.name
-            );
-        }
+        existing_lock(session, tier)?;
         let report = pull_missing(session, tier)?;
         if !report.refused.is_empty() {
             failed = true;

@@ -274,29 +274,8 @@ fn fetch_and_build_sdist(
         .arg(&named);
     uv.run(&mut cmd)
         .with_context(|| format!("cannot build a wheel from {}", sdist.filename))?;
-    let wheel = fs_err::read_dir(&out_dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .with_context(|| format!("uv build made no wheel from {}", sdist.filename))?;
-    let filename = wheel
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let (sha256, wheel_size) = hash_file(&wheel)?;
     let url = sdist.location.to_string();
-    let id = ingest_wheel(
-        store,
-        &WheelFile {
-            path: &wheel,
-            filename: &filename,
-            sha256: &sha256,
-            size: wheel_size,
-            url: Some(&url),
-            built_from_sdist: Some(&sdist.sha256),
-        },
-    )?;
+    let id = ingest_built_wheel(store, &out_dir, &sdist.filename, &url, &sdist.sha256)?;
     Ok((id, size))
 }
 
@@ -349,32 +328,44 @@ fn build_local(
             path.display()
         )
     })?;
-    let wheel = fs_err::read_dir(&out_dir)?
+    let url = format!("file://{}", path.display());
+    let id = ingest_built_wheel(store, &out_dir, &path.display().to_string(), &url, key)
+        .with_context(|| format!("cannot store the wheel built from {}", path.display()))?;
+    progress.detail(&format!("built {} from {}", item.name, path.display()));
+    Ok(id)
+}
+
+/// Ingests the wheel `uv build` left in `out_dir`, recorded as built from
+/// `built_from` (an sdist's sha256 or a local project key).
+fn ingest_built_wheel(
+    store: &Store,
+    out_dir: &Path,
+    source: &str,
+    url: &str,
+    built_from: &str,
+) -> anyhow::Result<i64> {
+    let wheel = fs_err::read_dir(out_dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .with_context(|| format!("uv build made no wheel from {}", path.display()))?;
+        .with_context(|| format!("uv build made no wheel from {source}"))?;
     let filename = wheel
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
     let (sha256, size) = hash_file(&wheel)?;
-    let url = format!("file://{}", path.display());
-    let id = ingest_wheel(
+    Ok(ingest_wheel(
         store,
         &WheelFile {
             path: &wheel,
             filename: &filename,
             sha256: &sha256,
             size,
-            url: Some(&url),
-            built_from_sdist: Some(key),
+            url: Some(url),
+            built_from_sdist: Some(built_from),
         },
-    )
-    .with_context(|| format!("cannot store the wheel built from {}", path.display()))?;
-    progress.detail(&format!("built {filename} from {}", path.display()));
-    Ok(id)
+    )?)
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {

@@ -62,8 +62,9 @@ pub struct DistRecord {
     pub sha256: String,
 }
 
-/// A distribution's record, without its files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A distribution's record, without its files (as an export or a remote
+/// carries it, too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DistDetails {
     pub name: String,
     pub version: String,
@@ -72,6 +73,7 @@ pub struct DistDetails {
     pub size: u64,
     pub tags: String,
     pub url: Option<String>,
+    /// For a wheel tstore built: the sdist's sha256 or the local project key.
     pub built_from: Option<String>,
 }
 

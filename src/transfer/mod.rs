@@ -18,22 +18,14 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::pylock::{Selected, Source};
-use crate::store::db::{Bytecode, FileRow, NewDistribution};
+use crate::store::db::{Bytecode, DistDetails, FileRow, NewDistribution};
 use crate::store::{ObjectKey, Store};
 
-/// A distribution as it travels: the wheel's identity and every file.
+/// A distribution as it travels: its record and every file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistributionEntry {
-    pub name: String,
-    pub version: String,
-    pub filename: String,
-    /// sha256 of the wheel: the distribution's identity.
-    pub sha256: String,
-    pub size: u64,
-    pub tags: String,
-    pub url: Option<String>,
-    /// For a wheel tstore built: the sdist's sha256 or the local project key.
-    pub built_from: Option<String>,
+    #[serde(flatten)]
+    pub details: DistDetails,
     pub files: Vec<FileEntry>,
 }
 
@@ -122,20 +114,7 @@ pub fn needed(store: &Store, ids: &[i64]) -> anyhow::Result<Needed> {
                 }
             }
         }
-        distributions.insert(
-            details.sha256.clone(),
-            DistributionEntry {
-                name: details.name,
-                version: details.version,
-                filename: details.filename,
-                sha256: details.sha256,
-                size: details.size,
-                tags: details.tags,
-                url: details.url,
-                built_from: details.built_from,
-                files,
-            },
-        );
+        distributions.insert(details.sha256.clone(), DistributionEntry { details, files });
     }
     sources.sort();
     sources.dedup();
@@ -308,17 +287,26 @@ pub fn record(
             {
                 bail!(
                     "{} {}: object {key} of {} is missing, so the distribution was not recorded",
-                    dist.name,
-                    dist.version,
+                    dist.details.name,
+                    dist.details.version,
                     file.path
                 );
             }
             crate::store::wheel::safe_relative_path(&file.path).map_err(|e| {
-                anyhow::anyhow!("{} {}: path `{}` {e}", dist.name, dist.version, file.path)
+                anyhow::anyhow!(
+                    "{} {}: path `{}` {e}",
+                    dist.details.name,
+                    dist.details.version,
+                    file.path
+                )
             })?;
         }
-        if store.db.distribution_by_sha256(&dist.sha256)?.is_some() {
-            if let Some(from) = &dist.built_from
+        if store
+            .db
+            .distribution_by_sha256(&dist.details.sha256)?
+            .is_some()
+        {
+            if let Some(from) = &dist.details.built_from
                 && store.db.sdist_build(from)?.is_none()
             {
                 // Known wheel, unknown build key: add the mapping.
@@ -367,14 +355,14 @@ fn record_distribution(store: &Store, dist: &DistributionEntry) -> anyhow::Resul
         .collect();
     store.db.insert_distribution(
         &NewDistribution {
-            name: &dist.name,
-            version: &dist.version,
-            filename: &dist.filename,
-            sha256: &dist.sha256,
-            size: dist.size,
-            tags: &dist.tags,
-            url: dist.url.as_deref(),
-            built_from_sdist: dist.built_from.as_deref(),
+            name: &dist.details.name,
+            version: &dist.details.version,
+            filename: &dist.details.filename,
+            sha256: &dist.details.sha256,
+            size: dist.details.size,
+            tags: &dist.details.tags,
+            url: dist.details.url.as_deref(),
+            built_from_sdist: dist.details.built_from.as_deref(),
         },
         &rows,
     )

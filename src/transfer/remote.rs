@@ -279,7 +279,7 @@ impl Remote {
                     }
                     for entry in by_source.get(source).into_iter().flatten() {
                         let list = bytecode
-                            .entry((entry.tag.as_str(), dist.sha256.as_str()))
+                            .entry((entry.tag.as_str(), dist.details.sha256.as_str()))
                             .or_default();
                         if !list.contains(entry) {
                             list.push(entry);
@@ -288,16 +288,16 @@ impl Remote {
                 }
             }
             for dist in &needed.distributions {
-                let key = format!("distributions/{}.json", dist.sha256);
+                let key = format!("distributions/{}.json", dist.details.sha256);
                 if !self.exists(&key).await? {
                     self.put_bytes(&key, serde_json::to_vec(dist)?).await?;
                     report.distributions_moved += 1;
                 }
-                if let Some(from) = &dist.built_from
+                if let Some(from) = &dist.details.built_from
                     && !from.starts_with("local-")
                 {
                     let record = BuildRecord {
-                        sha256: dist.sha256.clone(),
+                        sha256: dist.details.sha256.clone(),
                     };
                     self.put_bytes(&format!("builds/{from}.json"), serde_json::to_vec(&record)?)
                         .await?;
@@ -414,7 +414,12 @@ impl Remote {
                     .collect();
                 super::record(local, std::slice::from_ref(&dist), &bytecode)?;
                 report.distributions_moved += 1;
-                ids.push(local.db.distribution_by_sha256(&dist.sha256)?.map(|d| d.id));
+                ids.push(
+                    local
+                        .db
+                        .distribution_by_sha256(&dist.details.sha256)?
+                        .map(|d| d.id),
+                );
             }
             Ok((ids, report))
         })
@@ -446,11 +451,11 @@ impl Remote {
         else {
             return Ok(None);
         };
-        if dist.sha256 != sha256 {
+        if dist.details.sha256 != sha256 {
             bail!(
                 "{}/distributions/{sha256}.json describes another wheel ({}); the remote is damaged",
                 self.url,
-                dist.sha256
+                dist.details.sha256
             );
         }
         let bytecode = match tag {

@@ -2,6 +2,8 @@
 //! 127.0.0.1, lock and tiers.toml writers, and a runner for the real binary.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -600,4 +602,17 @@ pub fn uv_calls(log: &Path, what: &str) -> usize {
         .lines()
         .filter(|l| l.starts_with(what))
         .count()
+}
+
+/// The version `tier`'s lock pins for `package` ("" when absent).
+pub fn locked_version(world: &World, tier: &str, package: &str) -> String {
+    let text = fs_err::read_to_string(world.project().join(format!("pylock.{tier}.toml"))).unwrap();
+    let lock: toml::Value = toml::from_str(&text).unwrap();
+    lock["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(package))
+        .map(|p| p["version"].as_str().unwrap().to_string())
+        .unwrap_or_default()
 }

@@ -1,0 +1,79 @@
+//! What the bench binaries share: arguments, the machine's description,
+//! shell helpers, medians, and a lock's pins for uv.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `--name VALUE` from the command line.
+pub fn flag(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Whether `--name` is on the command line.
+pub fn switch(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Cores, memory and kernel, for the results.
+pub fn machine() -> String {
+    format!(
+        "{} cores, {}, kernel {}",
+        shell("nproc"),
+        shell("free -h | awk '/Mem:/ {print $2}'"),
+        shell("uname -r")
+    )
+}
+
+/// The filesystem type and device holding `dir`.
+pub fn filesystem(dir: &Path) -> String {
+    shell(&format!(
+        "findmnt -n -o FSTYPE,SOURCE --target {}",
+        dir.display()
+    ))
+}
+
+pub fn now() -> String {
+    shell("date -u +%Y-%m-%dT%H:%M:%SZ")
+}
+
+/// Writes back what earlier steps (deleting the previous venv above all)
+/// left dirty, so a timed command does not pay for them.
+pub fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+pub fn shell(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn median(samples: &[Duration]) -> f64 {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// A lock's packages as `name==version ; marker` lines.
+pub fn pins_from_lock(lock: &Path) -> String {
+    let (parsed, _) = tstore::lock::PyLock::read(lock).unwrap();
+    parsed
+        .packages
+        .iter()
+        .map(|p| {
+            let pin = format!("{}=={}", p.name, p.version.clone().unwrap_or_default());
+            match &p.marker {
+                Some(marker) => format!("{pin} ; {marker}\n"),
+                None => format!("{pin}\n"),
+            }
+        })
+        .collect()
+}
