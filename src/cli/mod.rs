@@ -92,6 +92,7 @@ pub enum Command {
     /// Packages added, removed and changed between two generations of a
     /// tier, or (without generations) between its venv and its lock.
     Diff {
+        /// The tier to compare.
         tier: String,
         /// Older generation (see `tstore generations TIER`).
         from: Option<i64>,
@@ -103,6 +104,7 @@ pub enum Command {
     /// Each import runs in a fresh interpreter, several at once; failures
     /// are listed with their error. Exit status 1 when any import fails.
     Check {
+        /// The tier whose venv (current generation) is checked.
         tier: String,
         /// Imports at once [default: the number of cores].
         #[arg(short, long)]
