@@ -97,6 +97,12 @@ pub fn adopt(
     planned: &mut HashMap<ObjectKey, i64>,
     progress: &dyn Progress,
 ) -> anyhow::Result<AdoptReport> {
+    if options.link_mode == LinkMode::Copy {
+        bail!(
+            "--link-mode copy would save nothing: adopt replaces files by links to the store. \
+             Use auto, reflink or hardlink"
+        );
+    }
     let venv = check_venv(venv)?;
     let mut report = AdoptReport {
         venv: venv.clone(),
@@ -111,9 +117,7 @@ pub fn adopt(
              nothing. Put the store on the venv's filesystem (TSTORE_HOME) and run adopt again",
             venv.display(),
             store.root().display(),
-            probe
-                .fallback_reason
-                .unwrap_or_else(|| "--link-mode copy".into())
+            probe.fallback_reason.unwrap_or_default()
         );
     }
     report.method = Some(method);

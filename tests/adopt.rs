@@ -204,6 +204,8 @@ fn adopt_refuses_what_is_not_a_venv_and_tiers() {
     );
     let err = world.fails(&["adopt", "/nonexistent/venv"]);
     assert!(err.contains("/nonexistent/venv does not exist"), "{err}");
+    let err = world.fails(&["adopt", "--link-mode", "copy", "/nonexistent/venv"]);
+    assert!(err.contains("--link-mode copy would save nothing"), "{err}");
 }
 
 /// A RECORD is input from whoever built the package: entries that lead out
