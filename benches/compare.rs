@@ -1,4 +1,5 @@
-//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many] [--out DIR]`
+//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many]
+//! [--tstore-link-mode auto|reflink|hardlink|copy] [--out DIR]`
 //!
 //! tstore against what users would pick instead, on Tekton's real tiers (the
 //! embedded default tiers.toml), side by side in one run:
@@ -42,6 +43,8 @@ use support::{flag, median, pins_from_lock, settle, shell};
 struct Bench {
     work: PathBuf,
     tstore: PathBuf,
+    /// `--tstore-link-mode`: passed to every `tstore materialize`.
+    link_mode: Option<String>,
 }
 
 #[derive(serde::Serialize, Default, Clone)]
@@ -152,6 +155,7 @@ fn main() {
     let bench = Bench {
         work: work.path().to_path_buf(),
         tstore: PathBuf::from(env!("CARGO_BIN_EXE_tstore")),
+        link_mode: flag("--tstore-link-mode"),
     };
     std::fs::create_dir_all(&out).unwrap();
 
@@ -160,8 +164,12 @@ fn main() {
         machine: support::machine(),
         filesystem: support::filesystem(&bench.work),
         versions: format!(
-            "tstore {}, {}, Python {}",
+            "tstore {} (link mode {}), {}, Python {}",
             env!("CARGO_PKG_VERSION"),
+            bench
+                .link_mode
+                .as_deref()
+                .unwrap_or("from tiers.toml: auto"),
             shell("uv --version"),
             shell(
                 "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
@@ -387,9 +395,11 @@ impl Bench {
 
     fn tstore_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.tstore);
-        cmd.args(["-q"])
-            .args(args)
-            .current_dir(&self.work)
+        cmd.args(["-q"]).args(args);
+        if let (Some(mode), Some(&"materialize")) = (&self.link_mode, args.first()) {
+            cmd.args(["--link-mode", mode]);
+        }
+        cmd.current_dir(&self.work)
             .env("TSTORE_HOME", self.work.join("store"))
             .env("HOME", self.work.join("home"))
             .env("UV_CACHE_DIR", self.work.join("tstore-uv-cache"));
