@@ -201,9 +201,14 @@ pub fn wheel_top_level<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<String> 
     names
 }
 
+/// Whether `dir` holds a Python project (one of its metadata files).
+pub fn is_project(dir: &Path) -> bool {
+    METADATA_FILES.iter().any(|f| dir.join(f).is_file())
+}
+
 /// Checks the project folder exists before uv is asked to build it.
 pub fn check_project(project: &Path) -> anyhow::Result<()> {
-    if !METADATA_FILES.iter().any(|f| project.join(f).is_file()) {
+    if !is_project(project) {
         bail!(
             "{} is not a Python project folder (no pyproject.toml, setup.py or setup.cfg); \
              fix the path in tiers.toml and run `tstore lock`",

@@ -123,7 +123,6 @@ pub struct Config {
     /// The directory relative paths in the file are relative to.
     pub dir: PathBuf,
     pub link_mode: LinkMode,
-    pub index: IndexSettings,
     /// Remote store (`remote`), pulled from before downloading.
     pub remote: Option<String>,
     pub tiers: BTreeMap<String, Tier>,
@@ -384,7 +383,6 @@ impl Config {
             source,
             dir: dir.to_path_buf(),
             link_mode,
-            index: global_index(&raw),
             remote: raw.remote.clone(),
             tiers,
         })

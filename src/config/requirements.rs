@@ -65,10 +65,7 @@ impl RequirementLine {
         config_dir: &Path,
     ) -> Result<Self, ConfigError> {
         let path = normalize(path);
-        if !["pyproject.toml", "setup.py", "setup.cfg"]
-            .iter()
-            .any(|f| path.join(f).is_file())
-        {
+        if !crate::local::is_project(&path) {
             return Err(ConfigError::Invalid {
                 location: origin,
                 message: format!(
