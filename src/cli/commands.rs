@@ -62,19 +62,21 @@ struct TierFetch {
 
 /// Selects and fetches what `tier` needs.
 fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Result<TierFetch> {
+    let (interpreter, selected, lock_path) = session.select(tier)?;
     // A remote store is asked before the index; what it lacks is downloaded.
     let pulled = if offline {
         Default::default()
     } else {
         // An unreachable remote is not fatal: the index has everything.
-        super::transfer::pull_missing(session, tier).unwrap_or_else(|err| {
-            session.reporter.notice(&format!(
-                "the remote store could not be used ({err:#}); downloading from the index instead"
-            ));
-            Default::default()
-        })
+        super::transfer::pull_missing(session, tier, &interpreter, &selected).unwrap_or_else(
+            |err| {
+                session.reporter.notice(&format!(
+                    "the remote store could not be used ({err:#}); downloading from the index instead"
+                ));
+                Default::default()
+            },
+        )
     };
-    let (interpreter, selected, lock_path) = session.select(tier)?;
     let uv = if offline {
         session.uv().ok()
     } else {

@@ -178,7 +178,8 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let mut failed = false;
     for tier in tiers {
         existing_lock(session, tier)?;
-        let report = pull_missing(session, tier)?;
+        let (interpreter, selected, _) = session.select(tier)?;
+        let report = pull_missing(session, tier, &interpreter, &selected)?;
         if !report.refused.is_empty() {
             failed = true;
         }
@@ -210,13 +211,14 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
 pub fn pull_missing(
     session: &Session<'_>,
     tier: &Tier,
+    interpreter: &tstore::interpreter::Interpreter,
+    selected: &[tstore::lock::pylock::Selected],
 ) -> anyhow::Result<transfer::remote::TransferReport> {
     let Some(remote) = session.remote()? else {
         return Ok(Default::default());
     };
-    let (interpreter, selected, _) = session.select(tier)?;
     let mut missing = Vec::new();
-    for item in &selected {
+    for item in selected {
         let local = matches!(item.source, tstore::lock::pylock::Source::Local { .. });
         if !local && transfer::stored_distribution(&session.store, item)?.is_none() {
             missing.push(item);
@@ -229,7 +231,7 @@ pub fn pull_missing(
         .compile_bytecode
         .then(|| interpreter.bytecode_tag())
         .flatten();
-    let (_, report) = remote.pull(&session.store, &missing, tag.as_deref(), session.reporter)?;
+    let report = remote.pull(&session.store, &missing, tag.as_deref(), session.reporter)?;
     for problem in &report.refused {
         session.reporter.notice(&format!("refused: {problem}"));
     }

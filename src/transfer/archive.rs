@@ -16,7 +16,7 @@
 //! tar headers with mtime 0, uid/gid 0 and fixed modes, zstd at a fixed
 //! level on one thread. The same tiers and store give the same bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -239,7 +239,7 @@ pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Re
         distributions: manifest.distributions.len(),
         ..ImportReport::default()
     };
-    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let total: u64 = sizes.values().sum();
     progress.start("importing", sizes.len() as u64, total);
     // The tar stream is read here; objects are hashed and written by
@@ -306,7 +306,7 @@ pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Re
                 let size = *sizes.get(key).with_context(|| {
                     format!("{}: {name} is not in its manifest", path.display())
                 })?;
-                seen.insert(key.to_string(), ());
+                seen.insert(key.to_string());
                 let what = format!("{name} in {}", path.display());
                 if size > 16 * 1024 * 1024 {
                     let result = super::receive_object(
@@ -359,7 +359,7 @@ pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Re
         .objects
         .iter()
         .map(|o| o.key.as_str())
-        .filter(|k| !seen.contains_key(*k))
+        .filter(|k| !seen.contains(*k))
         .collect();
     if !missing.is_empty() {
         bail!(

@@ -317,14 +317,13 @@ impl Remote {
 
     /// Fetches from the remote the distributions of `items` (selected from
     /// a lock; the store lacks them), with their bytecode for `tag`.
-    /// Returns, per item, the distribution id where it arrived.
     pub fn pull(
         &self,
         local: &Store,
         items: &[&Selected],
         tag: Option<&str>,
         progress: &dyn Progress,
-    ) -> anyhow::Result<(Vec<Option<i64>>, TransferReport)> {
+    ) -> anyhow::Result<TransferReport> {
         self.runtime.block_on(async {
             let mut report = TransferReport::default();
             progress.start("asking the remote", items.len() as u64, 0);
@@ -390,11 +389,14 @@ impl Remote {
                 }
             }
 
-            let mut ids = Vec::with_capacity(items.len());
+            // Recorded together (one sync of the store's filesystem), less
+            // what a refused object belongs to: that comes from the index,
+            // and a pyc that was refused is compiled here.
+            let mut good = Vec::new();
+            let mut good_bytecode = Vec::new();
             for (item, record) in items.iter().zip(records) {
                 let Some((dist, bytecode)) = record else {
                     report.not_found.push(item.name.clone());
-                    ids.push(None);
                     continue;
                 };
                 let damaged = dist
@@ -404,24 +406,18 @@ impl Remote {
                     .any(|k| refused.contains(k));
                 if damaged {
                     report.not_found.push(item.name.clone());
-                    ids.push(None);
                     continue;
                 }
-                // Bytecode whose pyc was refused is left out; it is compiled here.
-                let bytecode: Vec<BytecodeEntry> = bytecode
-                    .into_iter()
-                    .filter(|b| b.pyc.as_ref().is_none_or(|p| !refused.contains(p)))
-                    .collect();
-                super::record(local, std::slice::from_ref(&dist), &bytecode)?;
-                report.distributions_moved += 1;
-                ids.push(
-                    local
-                        .db
-                        .distribution_by_sha256(&dist.details.sha256)?
-                        .map(|d| d.id),
+                good_bytecode.extend(
+                    bytecode
+                        .into_iter()
+                        .filter(|b| b.pyc.as_ref().is_none_or(|p| !refused.contains(p))),
                 );
+                good.push(dist);
             }
-            Ok((ids, report))
+            super::record(local, &good, &good_bytecode)?;
+            report.distributions_moved = good.len();
+            Ok(report)
         })
     }
 
