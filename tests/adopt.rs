@@ -125,7 +125,16 @@ fn adopted_pip_and_uv_venvs_share_files_and_work_as_before() {
     );
     assert_eq!(world.store_counts().1, 0, "a dry run stores nothing");
 
+    let dry_run = out;
     let out = world.ok(&["adopt", &a_s, &b_s, &c_s]);
+    // The dry run counted, venv by venv, what the real run then freed.
+    let freed = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| Some(l.split_once("free ")?.1.split_once(" now")?.0.to_string()))
+            .collect()
+    };
+    assert_eq!(freed(&dry_run).len(), 3, "{dry_run}");
+    assert_eq!(freed(&dry_run), freed(&out), "{dry_run}\n{out}");
     assert!(out.contains("1 file no longer match their RECORD"), "{out}");
     assert!(out.contains(&edited.display().to_string()), "{out}");
     assert!(out.contains(&note.display().to_string()), "{out}");
