@@ -145,13 +145,7 @@ fn main() {
     // copies, four of them with PyTorch (about 34 GB).
     let many = !support::switch("--no-many");
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
-    let base = std::env::var_os("TSTORE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new()
-        .prefix("tstore-compare-")
-        .tempdir_in(&base)
-        .unwrap();
+    let work = support::work_dir("tstore-compare-");
     let bench = Bench {
         work: work.path().to_path_buf(),
         tstore: PathBuf::from(env!("CARGO_BIN_EXE_tstore")),

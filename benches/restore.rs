@@ -49,13 +49,7 @@ struct Results {
 fn main() {
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-restore".into()));
-    let base = std::env::var_os("TSTORE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new()
-        .prefix("tstore-restore-")
-        .tempdir_in(&base)
-        .unwrap();
+    let work = support::work_dir("tstore-restore-");
     let work = work.path();
     std::fs::create_dir_all(&out).unwrap();
     let tstore = PathBuf::from(env!("CARGO_BIN_EXE_tstore"));

@@ -18,14 +18,22 @@ fn shares_extents(path: &Path) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("shared")
 }
 
-#[test]
-fn reflinked_files_share_extents_not_inodes() {
-    let mount = match Mount::image("xfs", "320M", &["-q", "-f", "-m", "reflink=1"]) {
-        Ok(mount) => mount,
+/// A fresh 320 MiB XFS with reflinks, or `None` (said on stderr) where this
+/// machine cannot mount one.
+fn xfs() -> Option<Mount> {
+    match Mount::image("xfs", "320M", &["-q", "-f", "-m", "reflink=1"]) {
+        Ok(mount) => Some(mount),
         Err(reason) => {
             eprintln!("skipped: cannot mount a loop XFS here ({reason})");
-            return;
+            None
         }
+    }
+}
+
+#[test]
+fn reflinked_files_share_extents_not_inodes() {
+    let Some(mount) = xfs() else {
+        return;
     };
     let root = mount.path.clone();
     let world = World::new();
@@ -78,12 +86,8 @@ fn reflinked_files_share_extents_not_inodes() {
 /// venv's pycs stay valid without rewriting) and share extents.
 #[test]
 fn adopt_by_reflink_keeps_inodes_modes_and_times() {
-    let mount = match Mount::image("xfs", "320M", &["-q", "-f", "-m", "reflink=1"]) {
-        Ok(mount) => mount,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a loop XFS here ({reason})");
-            return;
-        }
+    let Some(mount) = xfs() else {
+        return;
     };
     let root = mount.path.clone();
     let world = World::new();

@@ -20,6 +20,18 @@ pub fn switch(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
+/// A scratch folder named `prefix…` on the filesystem under test
+/// (`TSTORE_BENCH_DIR`, else the system temp dir).
+pub fn work_dir(prefix: &str) -> tempfile::TempDir {
+    let base = std::env::var_os("TSTORE_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .unwrap()
+}
+
 /// Cores, memory and kernel, for the results.
 pub fn machine() -> String {
     format!(
