@@ -1,12 +1,17 @@
 //! `tstore gc [--dry-run]`: delete what no tier can use any more.
 //!
-//! Roots are every kept generation of every tier, every distribution named
-//! by a current lock (the locks those generations were built from, plus the
-//! locks of the tiers.toml in use), and the objects of adopted venvs that
-//! still exist. Everything else goes: distributions and
-//! their files, objects no remaining file uses, manifests of dropped
-//! generations, generations beyond the kept number, generation directories
-//! and temp files left by crashed runs.
+//! Roots are what exists: every kept generation of every tier, and the
+//! objects of adopted venvs that still exist. A lock roots nothing on its
+//! own: a distribution fetched but in no kept generation goes (fetch it
+//! again, or materialize before collecting). Everything else goes:
+//! distributions and their files, objects no remaining file uses,
+//! manifests of dropped generations, generations beyond the kept number,
+//! generation directories and temp files left by crashed runs.
+//!
+//! gc trusts the index only after it passed every check: the cheap ones
+//! every open makes and SQLite's page check. Even then, an object that a
+//! kept generation's manifest names is never deleted, whatever the index
+//! says of it.
 //!
 //! Freed bytes are counted exactly, from what the disk holds: a file frees
 //! its allocated blocks only if every link to its inode is being deleted (an
@@ -18,19 +23,19 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::fsinfo;
-use crate::lock::PyLock;
 use crate::materialize::generations::Generations;
+use crate::materialize::manifest::Manifest;
+use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
-use crate::store::{ObjectKey, Store};
+use crate::store::{IndexDamaged, IndexProblem, ObjectKey, Store};
 
 #[derive(Debug, Clone, Default)]
 pub struct GcOptions {
     pub dry_run: bool,
-    /// Locks of the configuration in use; their distributions are kept.
-    pub locks: Vec<PathBuf>,
     /// Generations kept per tier.
     pub keep_generations: usize,
 }
@@ -58,12 +63,16 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         dry_run: options.dry_run,
         ..GcReport::default()
     };
+    ensure_index_sound(store)?;
+    if !options.dry_run {
+        store.db.write_missing_records()?;
+    }
     let free_before = fsinfo::free_bytes(store.root()).ok();
     let mut doomed_paths: Vec<PathBuf> = Vec::new();
 
     // Generations beyond the kept number, and directories no record knows.
-    let mut lock_paths: HashSet<PathBuf> = options.locks.iter().cloned().collect();
     let mut kept_generations: Vec<(String, i64)> = Vec::new();
+    let mut kept_plans: Vec<String> = Vec::new();
     for tier in store.db.tiers()? {
         let generations = Generations::of(Path::new(&tier.venv))?;
         let current = generations.current();
@@ -72,7 +81,7 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         let keep = generations.kept(&numbers, options.keep_generations);
         for row in &recorded {
             if keep.contains(&row.number) {
-                lock_paths.insert(PathBuf::from(&row.lock));
+                kept_plans.push(row.plan.clone());
                 kept_generations.push((tier.venv.clone(), row.number));
                 continue;
             }
@@ -95,7 +104,7 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         }
     }
 
-    // Roots: kept generations' distributions and everything current locks name.
+    // Roots: kept generations' distributions.
     let mut rooted: HashSet<i64> = HashSet::new();
     for (venv, number) in &kept_generations {
         rooted.extend(
@@ -106,28 +115,15 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
                 .map(|d| d.id),
         );
     }
-    let mut locked_hashes: HashSet<String> = HashSet::new();
-    for path in &lock_paths {
-        if let Ok((lock, _)) = PyLock::read(path) {
-            for package in &lock.packages {
-                for artifact in package.wheels.iter().chain(&package.sdist) {
-                    if let Some(sha) = artifact.hashes.get("sha256") {
-                        locked_hashes.insert(sha.to_lowercase());
-                    }
-                }
-            }
-        }
-    }
+    let protected = objects_in_manifests(store, &kept_plans)?;
     let doomed_dists: Vec<i64> = store
         .db
         .all_distributions()?
         .into_iter()
-        .filter(|(id, sha, sdist)| {
-            !rooted.contains(id)
-                && !locked_hashes.contains(sha)
-                && !sdist.as_ref().is_some_and(|s| locked_hashes.contains(s))
-        })
         .map(|(id, _, _)| id)
+        .filter(|id| !rooted.contains(id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     report.distributions = doomed_dists.len();
     // Adopted venvs keep their objects until their folder is gone.
@@ -137,7 +133,7 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         .map(|(path, _)| path)
         .collect();
     report.adopted_venvs_forgotten = vanished_adopted.len();
-    let doomed_objects = if options.dry_run {
+    let mut doomed_objects = if options.dry_run {
         store
             .db
             .unreferenced_objects_after(&doomed_dists, &vanished_adopted)?
@@ -148,6 +144,19 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
             .db
             .delete_distributions(&doomed_dists, &vanished_adopted)?
     };
+    let (spared, doomed): (Vec<_>, Vec<_>) = doomed_objects
+        .into_iter()
+        .partition(|(key, _)| protected.contains(key.as_str()));
+    doomed_objects = doomed;
+    if !spared.is_empty() {
+        progress.notice(&format!(
+            "{} object(s) no distribution claims are still named by kept generations; kept",
+            spared.len()
+        ));
+        if !options.dry_run {
+            store.db.record_objects(&spared)?;
+        }
+    }
     let known: HashSet<String> = store
         .db
         .all_objects()?
@@ -164,7 +173,10 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     for shard in std::fs::read_dir(store.root().join("objects"))?.flatten() {
         for entry in std::fs::read_dir(shard.path())?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name) && !doomed_keys.contains(name.as_str()) {
+            if !known.contains(&name)
+                && !doomed_keys.contains(name.as_str())
+                && !protected.contains(name.as_str())
+            {
                 object_paths.push(entry.path());
             }
         }
@@ -229,6 +241,36 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     }
     progress.finish();
     Ok(report)
+}
+
+/// Refuses to collect on the word of an index SQLite finds malformed.
+fn ensure_index_sound(store: &Store) -> anyhow::Result<()> {
+    let problems = store.db.integrity_problems(false);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(IndexDamaged {
+        path: store.index_path(),
+        problem: IndexProblem::Malformed(problems),
+    }
+    .into())
+}
+
+/// Every object the manifests of these plans name.
+fn objects_in_manifests(store: &Store, plans: &[String]) -> anyhow::Result<HashSet<String>> {
+    let mut keys = HashSet::new();
+    for plan in plans {
+        // A kept generation without its manifest: the index cannot be
+        // checked against it, so nothing is collected.
+        let manifest = Manifest::load(store, plan).with_context(|| {
+            format!("gc needs the manifest of every kept generation, and {plan}'s is unreadable")
+        })?;
+        keys.extend(manifest.files.iter().filter_map(|f| match &f.source {
+            FileSource::Object(key) => Some(key.to_string()),
+            _ => None,
+        }));
+    }
+    Ok(keys)
 }
 
 /// Bytes freed by deleting `files` (plus `objects`), and bytes of objects

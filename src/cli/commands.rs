@@ -9,8 +9,10 @@ use tstore::lock::{self, LockOptions, LockStatus};
 use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
 
 use tstore::progress::Progress;
+use tstore::store::{IndexDamaged, IndexProblem, Store};
 
 use super::LockArgs;
+use super::report::Reporter;
 use super::session::Session;
 
 pub fn lock(
@@ -442,10 +444,49 @@ pub fn edit(session: &Session<'_>, name: &str, package: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// `verify --repair`, before anything else: an index that fails its checks
+/// (or SQLite's) is rebuilt from the store's files.
+pub fn rebuild_untrusted_index(reporter: &Reporter, full: bool) -> anyhow::Result<()> {
+    let home = Store::default_home();
+    let problem = match Store::open(&home) {
+        Ok(store) => {
+            let problems = store.db.integrity_problems(full);
+            if problems.is_empty() {
+                return Ok(());
+            }
+            IndexProblem::Malformed(problems)
+        }
+        Err(err) => match err.downcast::<IndexDamaged>() {
+            Ok(damaged) => damaged.problem,
+            Err(other) => return Err(other),
+        },
+    };
+    reporter.notice(&format!(
+        "the store index cannot be trusted: {problem}; rebuilding it from the store's files"
+    ));
+    let report = tstore::verify::rebuild_index(&home.join("v1"), reporter)?;
+    println!(
+        "index rebuilt: {} objects, {} distributions, {} generations, {} bytecode entries, {} adopted venvs",
+        report.objects,
+        report.distributions,
+        report.generations,
+        report.bytecode,
+        report.adopted_venvs
+    );
+    if let Some(kept) = &report.kept_as {
+        println!("the old index is kept as {}", kept.display());
+    }
+    for skipped in &report.skipped {
+        println!("  not restored: {skipped}");
+    }
+    Ok(())
+}
+
 pub fn verify(
     session: &Session<'_>,
     names: &[String],
     repair: bool,
+    full: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
     let venvs = if names.is_empty() {
@@ -474,7 +515,11 @@ pub fn verify(
     };
     let report = tstore::verify::verify(
         &session.store,
-        &tstore::verify::VerifyOptions { repair, venvs },
+        &tstore::verify::VerifyOptions {
+            repair,
+            full,
+            venvs,
+        },
         session.reporter,
     )?;
     if json {
@@ -489,8 +534,27 @@ pub fn verify(
     })
 }
 
+fn print_index_report(index: &tstore::verify::IndexReport) {
+    if index.integrity.is_empty() {
+        println!("index: SQLite reports it sound");
+    } else {
+        println!("index: SQLite reports it malformed; rebuild it with `tstore verify --repair`");
+        for line in &index.integrity {
+            println!("  {line}");
+        }
+    }
+    if index.unindexed_objects > 0 {
+        println!(
+            "index: {} object file(s) on disk the index does not know (left by interrupted runs; \
+             `tstore gc` removes them)",
+            index.unindexed_objects
+        );
+    }
+}
+
 fn print_verify_report(report: &tstore::verify::Report, repair: bool) {
     use tstore::verify::{FileFault, ObjectFault};
+    print_index_report(&report.index);
     let corrupt = report.objects.len();
     println!(
         "store: {} objects ({}) checked: {}",
@@ -582,18 +646,10 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
             .reporter
             .notice("waiting for other tstore processes using the store to finish")
     })?;
-    let locks = session
-        .config
-        .tiers
-        .keys()
-        .map(|name| session.lock_path(name))
-        .filter(|path| path.is_file())
-        .collect();
     let report = tstore::gc::gc(
         &session.store,
         &tstore::gc::GcOptions {
             dry_run,
-            locks,
             keep_generations: session.config.keep_generations,
         },
         session.reporter,
@@ -603,10 +659,16 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
         return Ok(());
     }
     let verb = if dry_run { "would free" } else { "freed" };
+    // Every figure in one unit, so they can be compared at a glance.
+    let unit = ByteUnit::for_largest(&[
+        report.bytes_freed,
+        report.bytes_still_linked,
+        report.measured_free_growth.map_or(0, i64::unsigned_abs),
+    ]);
     println!(
         "{} {verb} {}: {}, {}, {}, {}, {}",
         if dry_run { "gc --dry-run:" } else { "gc:" },
-        human_bytes(report.bytes_freed),
+        unit.format(report.bytes_freed),
         plural(report.distributions, "distribution"),
         plural(report.objects, "object"),
         plural(report.generations, "old generation"),
@@ -623,13 +685,14 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
     if report.bytes_still_linked > 0 {
         println!(
             "  {} of removed objects are still linked from outside the store and stay on disk until those links go",
-            human_bytes(report.bytes_still_linked)
+            unit.format(report.bytes_still_linked)
         );
     }
     if let Some(growth) = report.measured_free_growth {
         println!(
-            "  the filesystem's free space grew by {}",
-            signed_bytes(growth)
+            "  the filesystem's free space grew by {}{}",
+            if growth < 0 { "-" } else { "" },
+            unit.format(growth.unsigned_abs())
         );
     }
     Ok(())
@@ -716,9 +779,11 @@ fn utc_time(seconds: i64) -> String {
 
 fn plural(count: usize, noun: &str) -> String {
     if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
+        return format!("1 {noun}");
+    }
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{count} {stem}ies"),
+        _ => format!("{count} {noun}s"),
     }
 }
 
@@ -732,6 +797,32 @@ fn linked_verb(method: materialize::LinkMethod) -> &'static str {
         materialize::LinkMethod::Reflink => "reflinked",
         materialize::LinkMethod::Hardlink => "hardlinked",
         materialize::LinkMethod::Copy => "copied",
+    }
+}
+
+/// A binary unit chosen once for several figures.
+struct ByteUnit(usize);
+
+const BYTE_UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+impl ByteUnit {
+    fn for_largest(figures: &[u64]) -> Self {
+        let largest = figures.iter().copied().max().unwrap_or(0);
+        let mut unit = 0;
+        let mut value = largest as f64;
+        while value >= 1024.0 && unit < BYTE_UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        Self(unit)
+    }
+
+    fn format(&self, bytes: u64) -> String {
+        if self.0 == 0 {
+            return format!("{bytes} B");
+        }
+        let value = bytes as f64 / 1024f64.powi(self.0 as i32);
+        format!("{value:.1} {}", BYTE_UNITS[self.0])
     }
 }
 

@@ -235,12 +235,20 @@ pub enum Command {
     Edit { tier: String, package: String },
     /// Check the store and the materialized tiers; --repair fixes them.
     ///
-    /// Re-hashes every object and checks each tier's current generation
-    /// against its manifest: hardlinked files must be the store object,
-    /// copies must hash to it, nothing missing or extra in site-packages.
-    /// --repair restores a corrupted object in place (keeping its inode, so
-    /// every tier linked to it is fixed) from a good copy or the wheel,
-    /// downloaded again and sha256-checked, and re-links damaged files.
+    /// Checks the index first: SQLite's page check (quick by default, the
+    /// full integrity check with --full), and the objects on disk against
+    /// the index both ways. Then re-hashes every object and checks each
+    /// tier's current generation against its manifest: hardlinked files must
+    /// be the store object, copies must hash to it, nothing missing or extra
+    /// in site-packages.
+    ///
+    /// --repair first rebuilds an index that is lost or damaged from the
+    /// store's own files (objects, records of distributions, generations and
+    /// adopted venvs, manifests), keeping the old one as
+    /// store.db.damaged-<time>. It then restores a corrupted object in place
+    /// (keeping its inode, so every tier linked to it is fixed) from a good
+    /// copy or the wheel, downloaded again and sha256-checked, and re-links
+    /// damaged files.
     ///
     /// Exit status: 0 clean, 1 problems remain, 2 problems found and all
     /// repaired.
@@ -250,6 +258,10 @@ pub enum Command {
         tiers: Vec<String>,
         #[arg(long)]
         repair: bool,
+        /// Run SQLite's full integrity check of the index (slower than the
+        /// default quick check: it also compares indexes with tables).
+        #[arg(long)]
+        full: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -413,14 +425,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let reporter = report::Reporter::new(cli.quiet, cli.verbose);
+    if let Command::Verify {
+        repair: true, full, ..
+    } = &cli.command
+    {
+        commands::rebuild_untrusted_index(&reporter, *full)?;
+    }
     let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
     if let Command::Verify {
         tiers,
         repair,
+        full,
         json,
     } = &cli.command
     {
-        return commands::verify(&session, tiers, *repair, *json);
+        return commands::verify(&session, tiers, *repair, *full, *json);
     }
     match cli.command {
         Command::Lock {

@@ -9,6 +9,11 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::records::{
+    AdoptedRecord, DistributionEntry, FileEntry, GenerationRecord, Records, generation_key,
+    path_key,
+};
+
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;
 
@@ -143,23 +148,67 @@ pub struct GenerationRow {
     pub created_at: i64,
 }
 
+/// What the index holds, named as [`Records`] name it.
+#[derive(Debug, Default)]
+pub struct IndexKeys {
+    pub distributions: std::collections::HashSet<String>,
+    pub generations: std::collections::HashSet<String>,
+    pub adopted: std::collections::HashSet<String>,
+    pub objects: u64,
+}
+
 pub struct Db {
     conn: Mutex<Connection>,
+    /// The on-disk witnesses of what is recorded here; `None` for an index
+    /// being rebuilt from them (and in unit tests).
+    records: Option<Records>,
 }
 
 impl Db {
+    /// Opens (creating if needed) an index that keeps no records.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the store index {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode: a commit is durable once the WAL is synced at
+        // the next checkpoint; a power loss can lose the last commits but
+        // never corrupts the file. What it loses, the records rebuild.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut db = Self {
             conn: Mutex::new(conn),
+            records: None,
         };
         db.migrate(path)?;
         Ok(db)
+    }
+
+    /// Opens the store's index, which writes a record of each change to `records`.
+    pub fn open_with_records(path: &Path, records: Records) -> anyhow::Result<Self> {
+        let mut db = Self::open(path)?;
+        db.records = Some(records);
+        Ok(db)
+    }
+
+    /// SQLite's own check of the file: `PRAGMA quick_check` (O(size), skips
+    /// index-vs-table comparisons) or, with `full`, `integrity_check`.
+    /// Returns the problems it lists; empty when the file is sound.
+    pub fn integrity_problems(&self, full: bool) -> Vec<String> {
+        let pragma = if full {
+            "PRAGMA integrity_check(100)"
+        } else {
+            "PRAGMA quick_check(100)"
+        };
+        let conn = self.conn();
+        let rows: rusqlite::Result<Vec<String>> = conn
+            .prepare(pragma)
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+        match rows {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Vec::new(),
+            Ok(rows) => rows,
+            Err(err) => vec![err.to_string()],
+        }
     }
 
     fn migrate(&mut self, path: &Path) -> anyhow::Result<()> {
@@ -275,7 +324,38 @@ impl Db {
             )?;
         }
         tx.commit()?;
+        drop(conn);
+        if existing.is_none() || dist.built_from_sdist.is_some() {
+            self.write_distribution_record(id)?;
+        }
         Ok(id)
+    }
+
+    /// Writes the record of distribution `id` as the index holds it.
+    fn write_distribution_record(&self, id: i64) -> anyhow::Result<()> {
+        let Some(records) = &self.records else {
+            return Ok(());
+        };
+        records.write_distribution(&self.distribution_entry(id)?)
+    }
+
+    /// A distribution's details and files, as records and archives carry them.
+    pub fn distribution_entry(&self, id: i64) -> anyhow::Result<DistributionEntry> {
+        let files = self
+            .distribution_files(id)?
+            .into_iter()
+            .map(|f| FileEntry {
+                path: f.path,
+                object: f.object,
+                mode: f.mode,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect();
+        Ok(DistributionEntry {
+            details: self.distribution_details(id)?,
+            files,
+        })
     }
 
     pub fn distribution_files(&self, dist_id: i64) -> anyhow::Result<Vec<FileRow>> {
@@ -378,7 +458,37 @@ impl Db {
             }
         }
         tx.commit()?;
+        drop(conn);
+        if let Some(records) = &self.records {
+            records.write_generation(&self.generation_record(name, config, generation)?)?;
+        }
         Ok(())
+    }
+
+    /// A generation's record: its row and its distributions' sha256s.
+    fn generation_record(
+        &self,
+        name: &str,
+        config: &str,
+        generation: &GenerationRow,
+    ) -> anyhow::Result<GenerationRecord> {
+        let distributions = self
+            .generation_distributions(&generation.venv, generation.number)?
+            .into_iter()
+            .map(|d| d.sha256)
+            .collect();
+        Ok(GenerationRecord {
+            name: name.to_owned(),
+            config: config.to_owned(),
+            venv: generation.venv.clone(),
+            number: generation.number,
+            path: generation.path.clone(),
+            plan: generation.plan.clone(),
+            lock: generation.lock.clone(),
+            link_method: generation.link_method.clone(),
+            created_at: generation.created_at,
+            distributions,
+        })
     }
 
     pub fn set_current(&self, venv: &str, number: i64) -> anyhow::Result<()> {
@@ -430,6 +540,9 @@ impl Db {
     }
 
     pub fn delete_generation(&self, venv: &str, number: i64) -> anyhow::Result<()> {
+        if let Some(records) = &self.records {
+            records.remove_generation(venv, number)?;
+        }
         self.conn().execute(
             "DELETE FROM generations WHERE venv = ?1 AND number = ?2",
             params![venv, number],
@@ -439,6 +552,9 @@ impl Db {
 
     /// Forgets a tier and all its generations.
     pub fn remove_tier(&self, venv: &str) -> anyhow::Result<()> {
+        if let Some(records) = &self.records {
+            records.remove_generations_of(venv)?;
+        }
         self.conn()
             .execute("DELETE FROM tiers WHERE venv = ?1", [venv])?;
         Ok(())
@@ -481,6 +597,14 @@ impl Db {
         ids: &[i64],
         adopted_venvs: &[String],
     ) -> anyhow::Result<Vec<(String, u64)>> {
+        if let Some(records) = &self.records {
+            for id in ids {
+                records.remove_distribution(&self.distribution_details(*id)?.sha256)?;
+            }
+            for path in adopted_venvs {
+                records.remove_adopted(path)?;
+            }
+        }
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let orphans = forget_distributions(&tx, ids, adopted_venvs)?;
@@ -554,6 +678,90 @@ impl Db {
         Ok(())
     }
 
+    /// Records objects in one transaction (an index rebuilt from the disk).
+    pub fn record_objects(&self, objects: &[(String, u64)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)")?;
+            for (key, size) in objects {
+                stmt.execute(params![key, *size as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The record keys of what the index holds (see [`Records`]).
+    pub fn record_keys(&self) -> anyhow::Result<IndexKeys> {
+        let conn = self.conn();
+        let strings = |sql: &str| -> anyhow::Result<Vec<String>> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        };
+        let distributions = strings("SELECT sha256 FROM distributions")?
+            .into_iter()
+            .collect();
+        let adopted = strings("SELECT path FROM adopted_venvs")?
+            .iter()
+            .map(|p| path_key(p))
+            .collect();
+        let mut stmt = conn.prepare("SELECT venv, number FROM generations")?;
+        let generations = stmt
+            .query_map([], |r| {
+                Ok(generation_key(&r.get::<_, String>(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let objects: i64 = conn.query_row("SELECT count(*) FROM objects", [], |r| r.get(0))?;
+        Ok(IndexKeys {
+            distributions,
+            generations,
+            adopted,
+            objects: objects as u64,
+        })
+    }
+
+    /// Writes the records of everything the index holds that has none (a
+    /// crash between a commit and its record, or a store made before
+    /// records); returns how many were written. Callers hold the store
+    /// exclusively, so no deletion races the writes.
+    pub fn write_missing_records(&self) -> anyhow::Result<usize> {
+        let Some(records) = &self.records else {
+            return Ok(0);
+        };
+        let have_dists = records.distribution_keys()?;
+        let have_generations = records.generation_keys()?;
+        let have_adopted = records.adopted_keys()?;
+        let mut written = 0;
+        for (id, sha256, _) in self.all_distributions()? {
+            if !have_dists.contains(&sha256) {
+                self.write_distribution_record(id)?;
+                written += 1;
+            }
+        }
+        for tier in self.tiers()? {
+            for generation in self.generations(&tier.venv)? {
+                if !have_generations.contains(&generation_key(&generation.venv, generation.number))
+                {
+                    let record = self.generation_record(&tier.name, &tier.config, &generation)?;
+                    records.write_generation(&record)?;
+                    written += 1;
+                }
+            }
+        }
+        for path in self.adopted_venvs()? {
+            if !have_adopted.contains(&path_key(&path)) {
+                self.write_adopted_record(&path)?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     /// Records that the venv at `path` links to `objects` (adding to what an
     /// earlier adopt of it recorded).
     pub fn record_adopted(&self, path: &str, objects: &[(String, u64)]) -> anyhow::Result<()> {
@@ -576,7 +784,34 @@ impl Db {
             }
         }
         tx.commit()?;
-        Ok(())
+        drop(conn);
+        self.write_adopted_record(path)
+    }
+
+    fn write_adopted_record(&self, path: &str) -> anyhow::Result<()> {
+        let Some(records) = &self.records else {
+            return Ok(());
+        };
+        let conn = self.conn();
+        let adopted_at: i64 = conn.query_row(
+            "SELECT adopted_at FROM adopted_venvs WHERE path = ?1",
+            [path],
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(
+            "SELECT a.object, o.size FROM adopted_objects a JOIN objects o ON o.key = a.object \
+             WHERE a.venv = ?1 ORDER BY a.object",
+        )?;
+        let objects = stmt
+            .query_map([path], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        records.write_adopted(&AdoptedRecord {
+            path: path.to_owned(),
+            adopted_at,
+            objects,
+        })
     }
 
     /// Paths of every adopted venv.
@@ -591,6 +826,9 @@ impl Db {
 
     /// Forgets an adopted venv (its objects become collectable).
     pub fn forget_adopted(&self, path: &str) -> anyhow::Result<()> {
+        if let Some(records) = &self.records {
+            records.remove_adopted(path)?;
+        }
         self.conn()
             .execute("DELETE FROM adopted_venvs WHERE path = ?1", [path])?;
         Ok(())

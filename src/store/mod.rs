@@ -13,13 +13,16 @@
 //!   interpreters/          cached answers of Python interpreter queries
 //!   run/                   advisory lock files
 //!   manifests/<plan>.json  every file of a generation and its source
+//!   records/               what the index holds, as files it is rebuilt from
 //! ```
 //!
 //! [`Store`] is the one type that knows these paths.
 
 pub mod bytecode;
 pub mod db;
+pub mod health;
 pub mod ingest;
+pub mod records;
 pub mod wheel;
 
 use std::fmt;
@@ -28,6 +31,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use db::Db;
+pub use health::{IndexDamaged, IndexProblem};
+use records::Records;
 
 /// Identity of a store object: its content hash and whether it is executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,9 +83,45 @@ impl Store {
         home.join(".local/share/tstore")
     }
 
-    /// Opens (creating if needed) the store under `home`.
+    /// Opens (creating if needed) the store under `home`, after checking
+    /// that its index can be trusted: a damaged or lost index is an
+    /// [`IndexDamaged`] error, and nothing is written.
     pub fn open(home: &Path) -> anyhow::Result<Self> {
         let root = home.join("v1");
+        Self::create_dirs(home, &root)?;
+        let db_path = root.join("store.db");
+        let records = Records::at(root.join("records"));
+        let damaged = |problem| IndexDamaged {
+            path: db_path.clone(),
+            problem,
+        };
+        // Switching a new database to WAL and migrating its schema do not
+        // wait on SQLite's busy handler: processes take turns here instead.
+        let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
+        if let Some(problem) = health::check_index_file(&root, &db_path, &records) {
+            return Err(damaged(problem).into());
+        }
+        let db = Db::open_with_records(&db_path, records.clone()).map_err(|err| {
+            let problem = if health::is_index_damage(&err) {
+                IndexProblem::Malformed(vec![format!("{err:#}")])
+            } else {
+                IndexProblem::Unreadable(format!("{err:#}"))
+            };
+            damaged(problem)
+        })?;
+        if let Some(problem) = health::check_index(&root, &db, &records) {
+            return Err(damaged(problem).into());
+        }
+        if !records.exist() {
+            // A store made before records: write them once, from the index
+            // that just passed its checks.
+            Records::create_dirs(records.dir())?;
+            db.write_missing_records()?;
+        }
+        Ok(Self { root, db })
+    }
+
+    fn create_dirs(home: &Path, root: &Path) -> anyhow::Result<()> {
         let objects = root.join("objects");
         if !objects.join("ff").is_dir() {
             for byte in 0..=255u8 {
@@ -99,13 +140,17 @@ impl Store {
         ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
-        // Switching a new database to WAL and migrating its schema do not
-        // wait on SQLite's busy handler: processes take turns here instead.
-        let db = {
-            let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
-            Db::open(&root.join("store.db"))?
-        };
-        Ok(Self { root, db })
+        Ok(())
+    }
+
+    /// The index file.
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("store.db")
+    }
+
+    /// The index's records (see [`records`]).
+    pub fn records(&self) -> Records {
+        Records::at(self.root.join("records"))
     }
 
     pub fn root(&self) -> &Path {

@@ -18,26 +18,10 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::pylock::{Selected, Source};
-use crate::store::db::{Bytecode, DistDetails, FileRow, NewDistribution};
+use crate::store::db::{Bytecode, FileRow, NewDistribution};
 use crate::store::{ObjectKey, Store};
 
-/// A distribution as it travels: its record and every file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DistributionEntry {
-    #[serde(flatten)]
-    pub details: DistDetails,
-    pub files: Vec<FileEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub path: String,
-    /// Object key; `None` for an empty file.
-    pub object: Option<String>,
-    pub mode: u32,
-    pub size: u64,
-    pub sha256: String,
-}
+pub use crate::store::records::{DistributionEntry, FileEntry};
 
 /// A source's bytecode for one interpreter tag (`pyc: None`: does not compile).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -14,7 +14,10 @@
 //! again and checked against its recorded sha256. Damaged tier files are
 //! linked or written again. Extra files are reported, never deleted.
 
+mod rebuild;
 mod repair;
+
+pub use rebuild::{RebuildReport, rebuild_index};
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -35,6 +38,8 @@ use crate::store::{ObjectKey, Store};
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     pub repair: bool,
+    /// SQLite's full integrity check instead of the quick one.
+    pub full: bool,
     /// Venv paths of the tiers to check; `None`: every materialized tier.
     pub venvs: Option<Vec<PathBuf>>,
 }
@@ -94,8 +99,20 @@ pub struct TierReport {
     pub error: Option<String>,
 }
 
+/// The index itself, checked before what it describes.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct IndexReport {
+    /// What SQLite's check lists; empty when the file is sound.
+    pub integrity: Vec<String>,
+    /// Object files on disk the index does not know (interrupted runs
+    /// leave them; gc removes them). Indexed objects that are missing are
+    /// object problems.
+    pub unindexed_objects: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
+    pub index: IndexReport,
     pub objects_checked: usize,
     pub bytes_checked: u64,
     pub objects: Vec<ObjectProblem>,
@@ -104,7 +121,8 @@ pub struct Report {
 
 impl Report {
     pub fn problems(&self) -> usize {
-        self.objects.len()
+        self.index.integrity.len()
+            + self.objects.len()
             + self
                 .tiers
                 .iter()
@@ -113,7 +131,8 @@ impl Report {
     }
 
     pub fn unrepaired(&self) -> usize {
-        self.objects.iter().filter(|o| !o.repaired).count()
+        self.index.integrity.len()
+            + self.objects.iter().filter(|o| !o.repaired).count()
             + self
                 .tiers
                 .iter()
@@ -142,6 +161,12 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
+    report.index.integrity = store.db.integrity_problems(options.full);
+    if !report.index.integrity.is_empty() {
+        // Nothing the index says can be relied on.
+        return Ok(report);
+    }
+    report.index.unindexed_objects = unindexed_objects(store)?;
     let ObjectCheck {
         problems: object_problems,
         inodes: object_inodes,
@@ -314,6 +339,25 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
         checked: objects.len(),
         bytes: total,
     })
+}
+
+/// Object files whose name the index does not know.
+fn unindexed_objects(store: &Store) -> anyhow::Result<usize> {
+    let known: HashSet<String> = store
+        .db
+        .all_objects()?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut count = 0;
+    for shard in fs_err::read_dir(store.root().join("objects"))?.flatten() {
+        for entry in fs_err::read_dir(shard.path())?.flatten() {
+            if !known.contains(entry.file_name().to_string_lossy().as_ref()) {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {

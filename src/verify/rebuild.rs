@@ -1,0 +1,353 @@
+//! Rebuilding a lost or damaged index from the store's own files
+//! (`tstore verify --repair` when the index fails its checks).
+//!
+//! - objects: every file under `objects/` (its name is its hash);
+//! - distributions and their files: `records/dists/`;
+//! - tiers and kept generations: `records/generations/`, for generation
+//!   directories that still exist; each tier's current generation is the
+//!   one its venv path points at;
+//! - bytecode: each generation's manifest names every pyc beside its source;
+//!   the pyc's first four bytes are the interpreter's magic number;
+//! - adopted venvs: `records/adopted/`, for venvs that still exist.
+//!
+//! The new index is built in `tmp/` and renamed over the old one, which is
+//! kept as `store.db.damaged-<unix time>`: nothing of it is deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::materialize::manifest::Manifest;
+use crate::materialize::plan::FileSource;
+use crate::progress::Progress;
+use crate::store::db::{Bytecode, Db, EMPTY_SOURCE, FileRow, GenerationRow, NewDistribution};
+use crate::store::records::{
+    AdoptedRecord, DistributionEntry, GenerationRecord, Readable, Records,
+};
+use crate::store::{FileLock, ObjectKey};
+
+#[derive(Debug, Default, Serialize)]
+pub struct RebuildReport {
+    /// Where the old index was moved (absent when there was none).
+    pub kept_as: Option<PathBuf>,
+    pub objects: usize,
+    pub distributions: usize,
+    pub generations: usize,
+    pub bytecode: usize,
+    pub adopted_venvs: usize,
+    /// Records that could not be used, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Rebuilds the index of the store at `root` (`$TSTORE_HOME/v1`). Takes the
+/// store exclusively: nothing links or deletes objects meanwhile.
+pub fn rebuild_index(root: &Path, progress: &dyn Progress) -> anyhow::Result<RebuildReport> {
+    let _exclusive = FileLock::acquire(&root.join("run").join("store.lock"), || {
+        progress.notice("waiting for other tstore processes using the store to finish")
+    })?;
+    let temp = root.join("tmp").join(format!(
+        "rebuild-{}-{}.db",
+        std::process::id(),
+        crate::store::unique_suffix()
+    ));
+    let mut report = RebuildReport::default();
+    {
+        let db = Db::open(&temp)?;
+        let records = Records::at(root.join("records"));
+        progress.start("rebuilding the index", 0, 0);
+        report.objects = restore_objects(&db, root)?;
+        let ids = restore_distributions(&db, &records, &mut report)?;
+        let generations = restore_generations(&db, &records, &ids, &mut report)?;
+        report.bytecode = restore_bytecode(&db, root, &generations, &mut report)?;
+        report.adopted_venvs = restore_adopted(&db, &records, &mut report)?;
+        progress.finish();
+    }
+    report.kept_as = swap_in(root, &temp)?;
+    Ok(report)
+}
+
+fn restore_objects(db: &Db, root: &Path) -> anyhow::Result<usize> {
+    let mut objects = Vec::new();
+    for shard in fs_err::read_dir(root.join("objects"))?.flatten() {
+        for entry in fs_err::read_dir(shard.path())?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ObjectKey::parse(&name).is_none() {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                objects.push((name, meta.len()));
+            }
+        }
+    }
+    db.record_objects(&objects)?;
+    Ok(objects.len())
+}
+
+/// Wheel sha256 → the new index's distribution id.
+fn restore_distributions(
+    db: &Db,
+    records: &Records,
+    report: &mut RebuildReport,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut ids = HashMap::new();
+    for record in records.read_distributions()? {
+        let entry = match record {
+            Readable::Ok(entry) => entry,
+            Readable::Damaged(path, why) => {
+                report.skipped.push(format!("{}: {why}", path.display()));
+                continue;
+            }
+        };
+        let id = insert_distribution(db, &entry)?;
+        ids.insert(entry.details.sha256.clone(), id);
+        report.distributions += 1;
+    }
+    Ok(ids)
+}
+
+fn insert_distribution(db: &Db, entry: &DistributionEntry) -> anyhow::Result<i64> {
+    let details = &entry.details;
+    let files: Vec<FileRow> = entry
+        .files
+        .iter()
+        .map(|f| FileRow {
+            path: f.path.clone(),
+            object: f.object.clone(),
+            mode: f.mode,
+            size: f.size,
+            sha256: f.sha256.clone(),
+            bytecode: Bytecode::Unknown,
+        })
+        .collect();
+    db.insert_distribution(
+        &NewDistribution {
+            name: &details.name,
+            version: &details.version,
+            filename: &details.filename,
+            sha256: &details.sha256,
+            size: details.size,
+            tags: &details.tags,
+            url: details.url.as_deref(),
+            built_from_sdist: details.built_from.as_deref(),
+        },
+        &files,
+    )
+}
+
+/// Generations whose directory exists, oldest first per tier; returns their plans.
+fn restore_generations(
+    db: &Db,
+    records: &Records,
+    ids: &HashMap<String, i64>,
+    report: &mut RebuildReport,
+) -> anyhow::Result<Vec<String>> {
+    let mut by_venv: BTreeMap<String, Vec<GenerationRecord>> = BTreeMap::new();
+    for record in records.read_generations()? {
+        match record {
+            Readable::Ok(g) if Path::new(&g.path).is_dir() => {
+                by_venv.entry(g.venv.clone()).or_default().push(g)
+            }
+            // Its directory is gone: the record describes nothing any more.
+            Readable::Ok(g) => records.remove_generation(&g.venv, g.number)?,
+            Readable::Damaged(path, why) => {
+                report.skipped.push(format!("{}: {why}", path.display()))
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for (venv, mut generations) in by_venv {
+        generations.sort_by_key(|g| g.number);
+        for generation in &generations {
+            let dist_ids = dist_ids_of(generation, ids, report);
+            db.record_generation(
+                &generation.name,
+                &generation.config,
+                &GenerationRow {
+                    venv: generation.venv.clone(),
+                    number: generation.number,
+                    path: generation.path.clone(),
+                    plan: generation.plan.clone(),
+                    lock: generation.lock.clone(),
+                    link_method: generation.link_method.clone(),
+                    created_at: generation.created_at,
+                },
+                &dist_ids,
+            )?;
+            plans.push(generation.plan.clone());
+            report.generations += 1;
+        }
+        if let Some(current) = current_generation(&venv)
+            && generations.iter().any(|g| g.number == current)
+        {
+            db.set_current(&venv, current)?;
+        }
+    }
+    Ok(plans)
+}
+
+fn dist_ids_of(
+    generation: &GenerationRecord,
+    ids: &HashMap<String, i64>,
+    report: &mut RebuildReport,
+) -> Vec<i64> {
+    let mut found = Vec::new();
+    for sha256 in &generation.distributions {
+        match ids.get(sha256) {
+            Some(id) => found.push(*id),
+            None => report.skipped.push(format!(
+                "generation {} of {} names distribution {sha256}, which has no record",
+                generation.number, generation.venv
+            )),
+        }
+    }
+    found
+}
+
+/// The generation number a tier's venv symlink points at.
+fn current_generation(venv: &str) -> Option<i64> {
+    std::fs::read_link(venv)
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// Bytecode rows from the manifests: each `__pycache__/<stem>.<cache tag>.pyc`
+/// object beside its `<stem>.py` source.
+fn restore_bytecode(
+    db: &Db,
+    root: &Path,
+    plans: &[String],
+    report: &mut RebuildReport,
+) -> anyhow::Result<usize> {
+    let mut rows: BTreeMap<String, BTreeMap<String, (String, u64)>> = BTreeMap::new();
+    let mut magic_of: HashMap<ObjectKey, Option<String>> = HashMap::new();
+    for plan in plans {
+        let path = root.join("manifests").join(format!("{plan}.json"));
+        let manifest: Manifest = match fs_err::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
+        {
+            Ok(manifest) => manifest,
+            Err(err) => {
+                report.skipped.push(format!(
+                    "{}: {err:#} (its bytecode is compiled again)",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let sources: HashMap<&Path, &FileSource> = manifest
+            .files
+            .iter()
+            .map(|f| (f.dest.as_path(), &f.source))
+            .collect();
+        for file in &manifest.files {
+            let FileSource::Object(pyc) = &file.source else {
+                continue;
+            };
+            let Some((source_path, cache_tag)) = source_of_pyc(&file.dest) else {
+                continue;
+            };
+            let source = match sources.get(source_path.as_path()) {
+                Some(FileSource::Object(key)) => key.to_string(),
+                Some(FileSource::Empty) => EMPTY_SOURCE.to_string(),
+                _ => continue,
+            };
+            let magic = magic_of
+                .entry(*pyc)
+                .or_insert_with(|| read_magic(&object_path(root, pyc)));
+            let Some(magic) = magic else { continue };
+            let size = fs_err::metadata(object_path(root, pyc)).map_or(0, |m| m.len());
+            rows.entry(format!("{cache_tag}-{magic}"))
+                .or_default()
+                .insert(source, (pyc.to_string(), size));
+        }
+    }
+    let mut count = 0;
+    for (tag, entries) in rows {
+        let entries: Vec<(String, Option<(String, u64)>)> =
+            entries.into_iter().map(|(s, pyc)| (s, Some(pyc))).collect();
+        count += entries.len();
+        db.record_bytecode(&tag, &entries)?;
+    }
+    Ok(count)
+}
+
+/// `…/__pycache__/<stem>.<cache tag>.pyc` → (`…/<stem>.py`, cache tag).
+fn source_of_pyc(dest: &Path) -> Option<(PathBuf, String)> {
+    let name = dest.file_name()?.to_str()?.strip_suffix(".pyc")?;
+    let pycache = dest.parent()?;
+    if pycache.file_name()? != "__pycache__" {
+        return None;
+    }
+    let (stem, cache_tag) = name.rsplit_once('.')?;
+    Some((
+        pycache.parent()?.join(format!("{stem}.py")),
+        cache_tag.to_string(),
+    ))
+}
+
+fn object_path(root: &Path, key: &ObjectKey) -> PathBuf {
+    let name = key.to_string();
+    root.join("objects").join(&name[..2]).join(name)
+}
+
+/// The pyc's magic number in hex, as the interpreter tag spells it.
+fn read_magic(path: &Path) -> Option<String> {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut magic)
+        .ok()?;
+    Some(hex::encode(magic))
+}
+
+fn restore_adopted(
+    db: &Db,
+    records: &Records,
+    report: &mut RebuildReport,
+) -> anyhow::Result<usize> {
+    let mut count = 0;
+    for record in records.read_adopted()? {
+        match record {
+            Readable::Ok(AdoptedRecord { path, objects, .. })
+                if Path::new(&path).join("pyvenv.cfg").is_file() =>
+            {
+                db.record_adopted(&path, &objects)?;
+                count += 1;
+            }
+            Readable::Ok(gone) => records.remove_adopted(&gone.path)?,
+            Readable::Damaged(path, why) => {
+                report.skipped.push(format!("{}: {why}", path.display()))
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Moves the old index aside (with its WAL) and the new one into place.
+fn swap_in(root: &Path, rebuilt: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
+    let index = root.join("store.db");
+    let kept = root.join(format!("store.db.damaged-{}", crate::store::db::unix_now()));
+    let kept_as = if index.exists() {
+        fs_err::rename(&index, &kept).context("cannot move the damaged index aside")?;
+        Some(kept.clone())
+    } else {
+        None
+    };
+    for suffix in ["-wal", "-shm"] {
+        let side = root.join(format!("store.db{suffix}"));
+        if side.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", kept.display()));
+            fs_err::rename(&side, to)?;
+        }
+    }
+    fs_err::rename(rebuilt, &index)?;
+    Ok(kept_as)
+}
