@@ -153,7 +153,7 @@ fn an_object_linked_from_outside_the_store_frees_nothing() {
 }
 
 #[test]
-fn gc_keeps_what_a_current_lock_names_and_removes_leftovers() {
+fn gc_keeps_what_a_kept_generation_uses_and_removes_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(dir.path());
     // Tier b is removed, but tier a still needs alpha: nothing of alpha goes.
@@ -196,4 +196,56 @@ fn du_counts_shared_and_unique_bytes() {
     );
     let table = s.ok(&["du"]);
     assert!(table.contains("as plain copies:"), "{table}");
+}
+
+#[test]
+fn remove_then_gc_frees_what_du_said_was_only_there() {
+    let fs = match Mount::tmpfs("64m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
+            return;
+        }
+    };
+    let s = setup(&fs.path);
+    let du = s.json(&["du", "--json"]);
+    let a = du["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "a")
+        .unwrap()
+        .clone();
+    let only_a = a["unique_bytes"].as_u64().unwrap();
+    assert!(only_a >= 2 << 20, "{a}");
+    // a's lock stays in the project: it roots nothing once a is removed.
+    s.ok(&["remove", "a"]);
+    let report = s.json(&["gc", "--json"]);
+    assert_eq!(report["distributions"], 1, "{report}");
+    let freed = report["bytes_freed"].as_u64().unwrap();
+    assert!(
+        freed.abs_diff(only_a) * 100 <= only_a,
+        "du said {only_a} bytes only in a; gc freed {freed}"
+    );
+    python_ok(&s.venv("b"), "import alpha");
+    assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
+}
+
+#[test]
+fn gc_prints_one_unit_and_spells_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let store = dir.path().join("store/v1");
+    for pid in [999_998, 999_999] {
+        fs_err::write(store.join(format!("tmp/download-{pid}-abc")), "partial").unwrap();
+    }
+    s.ok(&["remove", "a"]);
+    let text = s.ok(&["gc"]);
+    assert!(text.contains("2 leftover temp entries"), "{text}");
+    let units: std::collections::BTreeSet<&str> = text
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([',', ':']))
+        .filter(|w| ["B", "KiB", "MiB", "GiB"].contains(w))
+        .collect();
+    assert_eq!(units.len(), 1, "{text}");
 }
