@@ -156,3 +156,32 @@ fn a_symlink_planted_in_site_packages_is_extra() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("planted.py extra"), "{text}");
 }
+
+#[test]
+fn a_lost_object_is_relinked_from_the_inode_the_tiers_share() {
+    let Setup { world, .. } = setup();
+    let shared = inode_of(&core(&world, "a"));
+    let object = fs_err::read_dir(world.store().join("v1/objects"))
+        .unwrap()
+        .flat_map(|shard| fs_err::read_dir(shard.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| inode_of(p) == shared)
+        .expect("core.py's object");
+    fs_err::remove_file(&object).unwrap();
+
+    let out = world.run(&["verify", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("relinked from"), "{text}");
+    // One inode again for the object and both hardlinked tiers: no second copy.
+    assert_eq!(inode_of(&object), shared);
+    assert_eq!(inode_of(&core(&world, "b")), shared);
+    assert_eq!(mode_of(&object), 0o444);
+    // Store, a and b: three names, one inode, so du sees no growth.
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&fs_err::metadata(&object).unwrap()),
+        3
+    );
+    assert_eq!(value(&world, "a"), "original");
+    assert_eq!(world.run(&["verify"]).status.code(), Some(0));
+}

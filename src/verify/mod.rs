@@ -8,7 +8,9 @@
 //!   match byte for byte; files missing from, or extra in, site-packages are
 //!   reported. Packages made private by `tstore edit` are reported as edited.
 //!
-//! Repair restores a corrupted object **in place, keeping its inode**, so
+//! Repair links a lost object back from the inode hardlinked tiers still
+//! share (that inode is its content), so nothing is stored twice.
+//! It restores a corrupted object **in place, keeping its inode**, so
 //! every tier hardlinked to it is fixed at once. The good content comes from a
 //! file elsewhere that still hashes right, else from the wheel, downloaded
 //! again and checked against its recorded sha256. Damaged tier files are
@@ -144,6 +146,15 @@ impl Report {
     }
 }
 
+/// A tier file that still hashes to an object the store lost or damaged.
+#[derive(Debug, Clone)]
+pub(crate) struct GoodCopy {
+    pub path: PathBuf,
+    /// In a hardlinked tier: the inode is the object's old one, which every
+    /// hardlinked tier still shares.
+    pub hardlinked: bool,
+}
+
 /// One tier's current generation and what it should hold.
 struct TierState {
     name: String,
@@ -213,7 +224,7 @@ pub fn verify(
             }
         }
     }
-    let good_copies: Mutex<HashMap<ObjectKey, PathBuf>> = Mutex::new(HashMap::new());
+    let good_copies: Mutex<HashMap<ObjectKey, GoodCopy>> = Mutex::new(HashMap::new());
     let mut tier_reports: Vec<(TierReport, &TierState)> = Vec::new();
     for tier in &tiers {
         let tier_report = check_tier(tier, &object_inodes, &good_copies, progress);
@@ -396,7 +407,7 @@ fn load_tier(store: &Store, name: &str, venv: &Path) -> anyhow::Result<TierState
 fn check_tier(
     tier: &TierState,
     object_inodes: &HashMap<ObjectKey, (u64, u64)>,
-    good_copies: &Mutex<HashMap<ObjectKey, PathBuf>>,
+    good_copies: &Mutex<HashMap<ObjectKey, GoodCopy>>,
     progress: &dyn Progress,
 ) -> TierReport {
     let normalize = crate::materialize::edit::normalize;
@@ -428,11 +439,15 @@ fn check_tier(
                     if same_inode {
                         true
                     } else if hash_file(&dest).is_ok_and(|h| h == key.hash) {
-                        good_copies
-                            .lock()
-                            .unwrap()
-                            .entry(*key)
-                            .or_insert_with(|| dest.clone());
+                        let found = GoodCopy {
+                            path: dest.clone(),
+                            hardlinked: tier.method == LinkMethod::Hardlink,
+                        };
+                        let mut copies = good_copies.lock().unwrap();
+                        let best = copies.entry(*key).or_insert_with(|| found.clone());
+                        if found.hardlinked && !best.hardlinked {
+                            *best = found;
+                        }
                         true
                     } else {
                         false

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{FileFault, ObjectFault, TierReport, TierState};
+use super::{FileFault, GoodCopy, ObjectFault, TierReport, TierState};
 use crate::lock::pylock::Location;
 use crate::materialize::link::Linker;
 use crate::materialize::plan::FileSource;
@@ -21,7 +21,7 @@ pub(super) fn repair_object(
     store: &Store,
     key: &ObjectKey,
     fault: ObjectFault,
-    good_copies: &HashMap<ObjectKey, PathBuf>,
+    good_copies: &HashMap<ObjectKey, GoodCopy>,
     progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let path = store.object_path(key);
@@ -30,8 +30,17 @@ pub(super) fn repair_object(
         fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
         return Ok("mode restored".into());
     }
+    if fault == ObjectFault::Missing
+        && let Some(copy) = good_copies.get(key).filter(|c| c.hardlinked)
+        && let Ok(note) = relink_into_store(store, &copy.path, &path, mode)
+    {
+        return Ok(note);
+    }
     let (content, source) = match good_copies.get(key) {
-        Some(copy) => (fs_err::read(copy)?, format!("from {}", copy.display())),
+        Some(copy) => (
+            fs_err::read(&copy.path)?,
+            format!("from {}", copy.path.display()),
+        ),
         None => content_from_wheel(store, key, progress)?,
     };
     if blake3::hash(&content).as_bytes() != &key.hash {
@@ -60,6 +69,29 @@ pub(super) fn repair_object(
         }
     }
     Ok(format!("restored {source}"))
+}
+
+/// A lost object whose inode hardlinked tiers still share: that inode *is*
+/// the content, so it is linked back into the store (temp name, then
+/// rename) and every tier shares the object again, with no second copy.
+fn relink_into_store(
+    store: &Store,
+    copy: &Path,
+    object: &Path,
+    mode: u32,
+) -> anyhow::Result<String> {
+    let temp = store.temp_path("relink");
+    fs_err::hard_link(copy, &temp)?;
+    let linked = fs_err::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| fs_err::rename(&temp, object));
+    if let Err(err) = linked {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err.into());
+    }
+    Ok(format!(
+        "relinked from {} (the inode the hardlinked tiers share)",
+        copy.display()
+    ))
 }
 
 /// The object's content, taken from one of the wheels that hold it,
