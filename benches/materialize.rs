@@ -196,6 +196,7 @@ fn main() {
         index: Default::default(),
         components: Vec::new(),
         compile_bytecode: false,
+        solve_group: tstore::config::SolveGroup::Default,
     };
     let lock_path = work.path().join("pylock.bench.toml");
     let input = TierInput {

@@ -20,6 +20,7 @@ pub fn lock(
     names: &[String],
     offline: bool,
     upgrade: lock::Upgrade,
+    json: bool,
 ) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     let locks = lock::lock_tiers(
@@ -37,10 +38,15 @@ pub fn lock(
     // Materialize reuses uv's last choice of interpreter while nothing it
     // depends on changed; an explicit lock refreshes that choice.
     session.refresh_interpreters(&tiers);
+    if json {
+        return print_lock_json(session, &tiers, &locks);
+    }
     for tier_lock in locks {
         let state = match tier_lock.status {
             LockStatus::Reused => "up to date",
-            LockStatus::Written { aligned: true } => "locked (versions shared with all tiers)",
+            LockStatus::Written { aligned: true } => {
+                "locked (versions shared with its solve group)"
+            }
             LockStatus::Written { aligned: false } => "locked on its own",
         };
         session.reporter.summary(&format!(
@@ -49,6 +55,51 @@ pub fn lock(
             tier_lock.path.display()
         ));
     }
+    Ok(())
+}
+
+fn print_lock_json(
+    session: &Session<'_>,
+    tiers: &[&Tier],
+    locks: &[lock::TierLock],
+) -> anyhow::Result<()> {
+    let mut differences = Vec::new();
+    for group in lock::groups::solve_groups(&session.config) {
+        if group
+            .tiers
+            .iter()
+            .any(|g| tiers.iter().any(|t| t.name == g.name))
+        {
+            differences.extend(lock::version_differences(
+                &session.config,
+                &session.store,
+                session.uv()?,
+                &group.tiers,
+            ));
+        }
+    }
+    let tiers: Vec<serde_json::Value> = locks
+        .iter()
+        .map(|l| {
+            let (status, aligned) = match l.status {
+                LockStatus::Reused => ("up to date", None),
+                LockStatus::Written { aligned } => ("locked", Some(aligned)),
+            };
+            serde_json::json!({
+                "tier": l.tier,
+                "lock": l.path,
+                "status": status,
+                "shares_versions": aligned,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "tiers": tiers,
+            "differences": differences,
+        }))?
+    );
     Ok(())
 }
 

@@ -77,6 +77,10 @@ pub enum Command {
         /// Move this package (and what it needs) only; repeatable.
         #[arg(short = 'P', long, value_name = "NAME")]
         upgrade_package: Vec<String>,
+        /// Machine-readable output: each tier's lock and status, and every
+        /// package whose version differs between tiers of one solve group.
+        #[arg(long)]
+        json: bool,
     },
     /// What a `tstore lock --upgrade` would change, without writing anything.
     ///
@@ -448,6 +452,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             print_hash,
             upgrade,
             upgrade_package,
+            json,
         } => {
             if print_hash {
                 transfer::print_lock_hash(&session, &tiers)
@@ -459,7 +464,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 } else {
                     tstore::lock::Upgrade::None
                 };
-                commands::lock(&session, &tiers, offline, upgrade)
+                commands::lock(&session, &tiers, offline, upgrade, json)
             }
         }
         Command::Outdated { tiers, json } => workflow::outdated(&session, &tiers, json),

@@ -106,6 +106,30 @@ pub struct Tier {
     pub components: Vec<String>,
     /// Link compiled bytecode into the venv (`compile-bytecode`, default on).
     pub compile_bytecode: bool,
+    /// Which tiers it shares versions with (`solve-group`).
+    pub solve_group: SolveGroup,
+}
+
+/// The tiers a tier is resolved together with, so that shared packages have
+/// one version (and one copy in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SolveGroup {
+    /// Every tier of tiers.toml that names no group (`solve-group` unset or `true`).
+    Default,
+    /// `solve-group = "name"`: the tiers naming the same group.
+    Named(String),
+    /// `solve-group = false`: locked alone.
+    Alone,
+}
+
+impl std::fmt::Display for SolveGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::Named(name) => f.write_str(name),
+            Self::Alone => f.write_str("(alone)"),
+        }
+    }
 }
 
 impl Tier {
@@ -328,6 +352,7 @@ impl Config {
                     .compile_bytecode
                     .or(raw.compile_bytecode)
                     .unwrap_or(true),
+                solve_group: solve_group(&doc, raw_tier.solve_group.as_ref())?,
                 components: raw_tier
                     .components
                     .iter()
@@ -645,6 +670,15 @@ struct RawTier {
     python: Option<PythonVersions>,
     venv: Option<String>,
     compile_bytecode: Option<bool>,
+    /// A group name, `true` (the default group) or `false` (alone).
+    solve_group: Option<Spanned<RawSolveGroup>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawSolveGroup {
+    Flag(bool),
+    Name(String),
 }
 
 #[derive(Deserialize, Clone)]
@@ -652,6 +686,30 @@ struct RawTier {
 enum PythonVersions {
     One(String),
     Several(Vec<String>),
+}
+
+fn solve_group(
+    doc: &Document<'_>,
+    raw: Option<&Spanned<RawSolveGroup>>,
+) -> Result<SolveGroup, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(SolveGroup::Default);
+    };
+    Ok(match raw.get_ref() {
+        RawSolveGroup::Flag(true) => SolveGroup::Default,
+        RawSolveGroup::Flag(false) => SolveGroup::Alone,
+        RawSolveGroup::Name(name) if name == "default" => SolveGroup::Default,
+        RawSolveGroup::Name(name) if is_valid_tier_name(name) => SolveGroup::Named(name.clone()),
+        RawSolveGroup::Name(name) => {
+            return Err(doc.error_at(
+                Some(raw.span()),
+                &format!(
+                    "`solve-group = \"{name}\"` is not a valid group name: use letters, digits, \
+                     `-` and `_`, or `false` to lock the tier alone"
+                ),
+            ));
+        }
+    })
 }
 
 /// The text being parsed, for turning byte offsets into `file:line:col`.

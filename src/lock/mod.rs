@@ -1,21 +1,25 @@
 //! Locking tiers with uv into PEP 751 `pylock.<tier>.toml` files.
 //!
-//! Versions are aligned across tiers: the union of every tier (of one Python
-//! version) is resolved first and its pins constrain each tier, so a package
+//! Versions are aligned across tiers: the union of every solve group (the
+//! tiers of one Python version and one `solve-group`, by default all of
+//! them) is resolved first and its pins constrain each tier, so a package
 //! shared by tiers is the same version everywhere and its files are stored
-//! once. When the union cannot be resolved, each tier is locked on its own
-//! and the packages whose versions then differ are reported.
+//! once. When a union has no solution, the fewest tiers are split off and
+//! locked alone (see [`groups`]), and the packages whose versions then differ
+//! are reported.
 //!
 //! Locks are universal (`--universal`): one lock serves Linux, macOS and
 //! Windows; `fetch` picks the wheel for the actual interpreter. Each lock
 //! starts with a header holding the hash of its inputs; a lock whose hash
 //! matches is reused without running uv.
 
+pub mod groups;
 pub mod pylock;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
 
 use anyhow::Context;
 
@@ -98,7 +102,8 @@ pub fn input_hash(config: &Config, tier: &Tier) -> String {
     for con in &tier.constraints {
         feed("constraint", &con.text);
     }
-    for other in config.tiers.values().filter(|t| t.python == tier.python) {
+    feed("solve-group", &tier.solve_group.to_string());
+    for other in groups::group_of(config, tier) {
         feed("aligned-with", &other.name);
         for req in other.requirements.iter().chain(&other.constraints) {
             feed("aligned-requirement", &req.text);
@@ -136,68 +141,48 @@ pub fn lock_tiers(
             .prefix("lock-")
             .tempdir_in(store.tmp_dir())
             .context("cannot create a work directory in the store")?;
-        let mut pythons: Vec<&str> = stale.iter().map(|t| t.python.as_str()).collect();
-        pythons.sort_unstable();
-        pythons.dedup();
-        for python in pythons {
-            let group: Vec<&Tier> = config
-                .tiers
-                .values()
-                .filter(|t| t.python == python)
-                .collect();
-            // One tier alone needs no union: its own resolution is the union.
-            // Tiers that read different indexes cannot share one either.
-            let same_index = group.iter().all(|t| t.index == group[0].index);
-            if !same_index {
-                progress.notice(&format!(
-                    "the tiers for Python {python} use different package indexes, so each is locked \
-                     on its own and shared packages may differ in version"
-                ));
-            }
-            let (union, union_failure) = if group.len() < 2 || !same_index {
-                (None, None)
-            } else {
-                progress.start("resolving the union of all tiers", 0, 0);
-                let resolved = resolve_union(config, store, uv, &group, work.path(), options);
-                progress.finish();
-                match resolved {
-                    Ok(pins) => (Some(pins), None),
-                    Err(err) => (None, Some(err)),
-                }
-            };
+        for group in groups::solve_groups(config) {
             let to_lock: Vec<&Tier> = stale
                 .iter()
                 .copied()
-                .filter(|t| t.python == python)
+                .filter(|t| group.tiers.iter().any(|g| g.name == t.name))
                 .collect();
+            if to_lock.is_empty() {
+                continue;
+            }
+            let resolution =
+                resolve_solve_group(config, store, uv, &group, work.path(), options, progress);
             progress.start("locking", to_lock.len() as u64, 0);
             for tier in to_lock {
-                let aligned = lock_tier(
+                let split_off = resolution.split_off.contains(&tier.name);
+                let pins = if split_off {
+                    None
+                } else {
+                    resolution.pins.as_deref()
+                };
+                let used_pins = lock_tier(
                     config,
                     store,
                     uv,
                     tier,
-                    union.as_deref(),
+                    pins,
                     work.path(),
                     options,
                     &uv_version,
                     progress,
                 )?;
-                written.insert(tier.name.clone(), aligned || group.len() < 2);
+                // Aligned: it shares its group's versions, or has nobody to
+                // share them with.
+                let aligned = !split_off && (used_pins || pins.is_none());
+                written.insert(tier.name.clone(), aligned);
                 progress.item_done(&tier.name);
             }
             progress.finish();
             // Said only now: if the tiers could not be locked at all, the
             // error above is the one that matters (a network failure, say).
-            if let Some(err) = &union_failure {
-                progress.notice(&format!(
-                    "the tiers cannot share one set of versions for Python {python}, so each was locked \
-                     on its own ({})",
-                    last_lines(&err.to_string(), 3)
-                ));
-            }
-            if union_failure.is_some() || written.values().any(|aligned| !aligned) {
-                report_version_differences(config, store, &group, progress);
+            report_split(&group, &resolution, progress);
+            if !resolution.split_off.is_empty() || written.values().any(|aligned| !aligned) {
+                report_version_differences(config, store, uv, &group.tiers, progress);
             }
         }
     }
@@ -212,6 +197,79 @@ pub fn lock_tiers(
             },
         })
         .collect())
+}
+
+/// Resolves a solve group's union, splitting off the fewest tiers when it
+/// has no solution.
+fn resolve_solve_group(
+    config: &Config,
+    store: &Store,
+    uv: &Uv,
+    group: &groups::Group<'_>,
+    work: &Path,
+    options: &LockOptions,
+    progress: &dyn Progress,
+) -> groups::Resolution {
+    // One tier alone needs no union: its own resolution is the union.
+    if group.tiers.len() < 2 {
+        return groups::Resolution::default();
+    }
+    // Tiers that read different indexes cannot share one either.
+    if !group.tiers.iter().all(|t| t.index == group.tiers[0].index) {
+        progress.notice(&format!(
+            "the tiers of solve group `{}` (Python {}) use different package indexes, so each is \
+             locked on its own and shared packages may differ in version",
+            group.name, group.python
+        ));
+        return groups::Resolution {
+            split_off: group.tiers.iter().map(|t| t.name.clone()).collect(),
+            ..groups::Resolution::default()
+        };
+    }
+    let started = std::time::Instant::now();
+    progress.start(
+        &format!("resolving {} tiers together", group.tiers.len()),
+        0,
+        0,
+    );
+    let resolution = groups::resolve_group(
+        &group.tiers,
+        |tiers| resolve_union(config, store, uv, tiers, work, options),
+        progress,
+    );
+    progress.finish();
+    progress.notice(&format!(
+        "resolving {} tiers together (solve group `{}`, Python {}): {:.1} s",
+        group.tiers.len(),
+        group.name,
+        group.python,
+        started.elapsed().as_secs_f64()
+    ));
+    resolution
+}
+
+/// Says which tiers were split off their solve group, why, and how to make
+/// that explicit.
+fn report_split(
+    group: &groups::Group<'_>,
+    resolution: &groups::Resolution,
+    progress: &dyn Progress,
+) {
+    let Some(conflict) = &resolution.conflict else {
+        return;
+    };
+    let split = resolution.split_off.join("`, `");
+    let kept = group.tiers.len() - resolution.split_off.len();
+    progress.notice(&format!(
+        "solve group `{}` (Python {}) has no common solution: split off `{split}`, locked alone; \
+         the other {kept} tier(s) still share versions. uv said: {}\n  \
+         To say so in tiers.toml, add `solve-group = false` (or a group name of its own) to \
+         [tiers.{}]",
+        group.name,
+        group.python,
+        uv_reason(conflict),
+        resolution.split_off.first().map_or("…", String::as_str),
+    ));
 }
 
 /// Resolves all tiers together; returns requirements.txt-style pins.
@@ -438,44 +496,100 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-/// After a fallback, names the packages whose versions differ between tiers.
-fn report_version_differences(
+/// A package locked at more than one version across tiers that share a
+/// solve group (so stored once per version).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionDifference {
+    pub package: String,
+    /// Version → the tiers that install it.
+    pub versions: BTreeMap<String, Vec<String>>,
+}
+
+/// The packages whose installed versions differ between `tiers`: for each
+/// tier, only what its interpreter installs (a universal lock may hold a
+/// package twice, for different Pythons; only one is installed). Without an
+/// interpreter to ask, every version in the lock counts.
+pub fn version_differences(
     config: &Config,
     store: &Store,
+    uv: &Uv,
     tiers: &[&Tier],
-    progress: &dyn Progress,
-) {
+) -> Vec<VersionDifference> {
     let mut versions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for tier in tiers {
         let Ok((lock, _)) = PyLock::read(&lock_path(config, store, &tier.name)) else {
             continue;
         };
+        let interpreter = crate::interpreter::Interpreter::find(uv, store, &tier.python, true).ok();
         for package in lock.packages {
-            versions
+            if let (Some(marker), Some(interpreter)) = (&package.marker, &interpreter)
+                && uv_pep508::MarkerTree::from_str(marker)
+                    .is_ok_and(|tree| !tree.evaluate(&interpreter.markers, &[]))
+            {
+                continue;
+            }
+            let tiers_of = versions
                 .entry(package.name)
                 .or_default()
                 .entry(package.version.unwrap_or_default())
-                .or_default()
-                .push(tier.name.clone());
+                .or_default();
+            if !tiers_of.contains(&tier.name) {
+                tiers_of.push(tier.name.clone());
+            }
         }
     }
-    let differing: Vec<String> = versions
-        .iter()
+    versions
+        .into_iter()
         .filter(|(_, by_version)| by_version.len() > 1)
-        .map(|(name, by_version)| {
-            let parts: Vec<String> = by_version
-                .iter()
-                .map(|(version, tiers)| format!("{version} in {}", tiers.join(", ")))
-                .collect();
-            format!("{name} ({})", parts.join("; "))
-        })
-        .collect();
-    if !differing.is_empty() {
-        progress.notice(&format!(
-            "these packages differ between tiers and are stored once per version: {}",
-            differing.join(", ")
+        .map(|(package, versions)| VersionDifference { package, versions })
+        .collect()
+}
+
+/// How many differing packages a notice lists before "and N more".
+const DIFFERENCES_SHOWN: usize = 10;
+
+/// After a split or fallback, names the packages whose versions differ
+/// between tiers: one line each, the first few.
+fn report_version_differences(
+    config: &Config,
+    store: &Store,
+    uv: &Uv,
+    tiers: &[&Tier],
+    progress: &dyn Progress,
+) {
+    let differences = version_differences(config, store, uv, tiers);
+    if differences.is_empty() {
+        return;
+    }
+    let mut text =
+        String::from("these packages differ between tiers and are stored once per version:");
+    for difference in differences.iter().take(DIFFERENCES_SHOWN) {
+        let parts: Vec<String> = difference
+            .versions
+            .iter()
+            .map(|(version, tiers)| format!("{version} in {}", tiers.join(", ")))
+            .collect();
+        text.push_str(&format!("\n  {}: {}", difference.package, parts.join("; ")));
+    }
+    if differences.len() > DIFFERENCES_SHOWN {
+        text.push_str(&format!(
+            "\n  and {} more (`tstore lock --json` lists them all)",
+            differences.len() - DIFFERENCES_SHOWN
         ));
     }
+    progress.notice(&text);
+}
+
+/// uv's own words from a failed run's error: what follows `error:`,
+/// without the command line that precedes it.
+fn uv_reason(text: &str) -> String {
+    let from = text.find("error:").unwrap_or(0);
+    text[from..]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn last_lines(text: &str, n: usize) -> String {
