@@ -154,6 +154,11 @@ impl Store {
         self.root.join("manifests")
     }
 
+    /// The copy of a lock a generation was built from, by its bytes' sha256.
+    pub fn lock_snapshot_path(&self, sha256: &str) -> PathBuf {
+        self.root.join(format!("lock-snapshots/{sha256}.toml"))
+    }
+
     pub fn interpreters_dir(&self) -> PathBuf {
         self.root.join("interpreters")
     }
