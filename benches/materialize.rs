@@ -217,8 +217,7 @@ fn main() {
     let (mut warm, mut noop) = (Vec::new(), Vec::new());
     let mut method = None;
     for _ in 0..runs {
-        // The venv and its generations: a kept one would be switched to.
-        let _ = std::fs::remove_dir_all(work.path().join("venvs"));
+        let _ = std::fs::remove_dir_all(&tier.venv);
         let started = Instant::now();
         match materialize::materialize(&input, &options, &Silent).unwrap() {
             Outcome::Built(report) => method = Some(report.method),

@@ -197,12 +197,7 @@ impl Generations {
             std::process::id(),
             crate::store::unique_suffix()
         ));
-        fs_err::write(&temp, text)?;
-        if let Err(err) = fs_err::rename(&temp, self.dir.join(USE_ORDER)) {
-            let _ = fs_err::remove_file(&temp);
-            return Err(err.into());
-        }
-        Ok(())
+        write_then_rename(&temp, text.as_bytes(), None, &self.dir.join(USE_ORDER))
     }
 
     /// Removes staging directories and link files left by dead processes.
@@ -427,13 +422,7 @@ pub fn save_lock_snapshot(store: &Store, lock: &[u8]) -> anyhow::Result<PathBuf>
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir)?;
     }
-    let temp = store.temp_path("lock-snapshot");
-    fs_err::write(&temp, lock)?;
-    fs_err::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
-    if let Err(err) = fs_err::rename(&temp, &path) {
-        let _ = fs_err::remove_file(&temp);
-        return Err(err.into());
-    }
+    write_then_rename(&store.temp_path("lock-snapshot"), lock, Some(0o444), &path)?;
     Ok(path)
 }
 
@@ -487,12 +476,29 @@ fn write_beside(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::process::id(),
         crate::store::unique_suffix()
     ));
-    fs_err::write(&temp, bytes)?;
-    if let Err(err) = fs_err::rename(&temp, path) {
-        let _ = fs_err::remove_file(&temp);
-        return Err(err.into());
+    write_then_rename(&temp, bytes, None, path)
+}
+
+/// Writes `bytes` to `temp` (with `mode`, if given) and renames it to
+/// `path`; on failure the temp file is removed.
+fn write_then_rename(
+    temp: &Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
+        fs_err::write(temp, bytes)?;
+        if let Some(mode) = mode {
+            fs_err::set_permissions(temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+        fs_err::rename(temp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
     }
-    Ok(())
+    result
 }
 
 /// Deletes a tier's venv path, every generation and its records; the

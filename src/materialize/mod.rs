@@ -2,8 +2,8 @@
 //!
 //! 1. [`plan::build`] computes the manifest (every file, its source).
 //! 2. If the venv records the same plan hash and its site-packages holds the
-//!    same entries, nothing is done. If a kept generation does (after a
-//!    rollback, say), the tier's path is switched to it.
+//!    same entries, nothing is done. If another kept generation does (after
+//!    a rollback, say), the tier's path is switched to it.
 //! 3. Otherwise a new generation is built (see [`generations`]): the
 //!    skeleton (a copy of `uv venv`'s output, see [`venv`]), then the tree
 //!    ([`tree`]: directories and files, one parallel task per directory);
@@ -376,16 +376,17 @@ fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
 }
 
 /// The newest kept generation, other than the current one, that was built
-/// from `plan` and is still as built.
+/// from `plan` and is still as built. Only while the tier's path points at
+/// one of its generations: a venv path that was deleted is built afresh.
 fn already_built(
     generations: &generations::Generations,
     recorded: &[GenerationRow],
     plan: &Plan,
 ) -> Option<i64> {
-    let current = generations.current();
+    let current = generations.current()?;
     recorded
         .iter()
-        .filter(|g| Some(g.number) != current && g.plan == plan.hash)
+        .filter(|g| g.number != current && g.plan == plan.hash)
         .map(|g| g.number)
         .filter(|n| is_up_to_date(&generations.path(*n), plan))
         .max()
