@@ -422,7 +422,9 @@ pub fn save_lock_snapshot(store: &Store, lock: &[u8]) -> anyhow::Result<PathBuf>
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir)?;
     }
-    write_then_rename(&store.temp_path("lock-snapshot"), lock, Some(0o444), &path)?;
+    // A prefix without '-': temp names are <prefix>-<pid>-<suffix>, and
+    // gc finds a dead writer's leftovers by that pid.
+    write_then_rename(&store.temp_path("snapshot"), lock, Some(0o444), &path)?;
     Ok(path)
 }
 
