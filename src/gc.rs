@@ -47,6 +47,8 @@ pub struct GcReport {
     pub objects: usize,
     pub generations: usize,
     pub manifests: usize,
+    /// Saved locks of generations no longer kept.
+    pub lock_snapshots: usize,
     pub temp_entries: usize,
     /// Adopted venvs whose folder is gone, forgotten with their objects.
     pub adopted_venvs_forgotten: usize,
@@ -183,12 +185,14 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     }
     report.objects = object_paths.len();
 
-    // Manifests of generations no longer recorded.
+    // Manifests and lock snapshots of generations no longer recorded.
     let mut plans: HashSet<String> = HashSet::new();
+    let mut snapshots: HashSet<PathBuf> = HashSet::new();
     for tier in store.db.tiers()? {
         for generation in store.db.generations(&tier.venv)? {
             if !options.dry_run || !doomed_paths.contains(&PathBuf::from(&generation.path)) {
                 plans.insert(generation.plan);
+                snapshots.insert(PathBuf::from(generation.lock));
             }
         }
     }
@@ -196,6 +200,17 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         let name = entry.file_name().to_string_lossy().into_owned();
         if !plans.contains(name.trim_end_matches(".json")) {
             report.manifests += 1;
+            doomed_paths.push(entry.path());
+        }
+    }
+    let snapshot_dir = store.lock_snapshots_dir();
+    for entry in std::fs::read_dir(snapshot_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !snapshots.contains(&entry.path()) {
+            report.lock_snapshots += 1;
             doomed_paths.push(entry.path());
         }
     }

@@ -111,6 +111,8 @@ fn gc_frees_exactly_what_it_reports() {
 
     let real = s.json(&["gc", "--json"]);
     assert_eq!(real["bytes_freed"].as_u64().unwrap(), would_free, "{real}");
+    // The lock the dropped generation was built from goes with it.
+    assert_eq!(real["lock_snapshots"], 1, "{real}");
     let measured = real["measured_free_growth"].as_i64().unwrap();
     // The index's write-ahead log grows a little while gc records the deletion.
     assert!(

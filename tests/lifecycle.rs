@@ -95,6 +95,7 @@ fn generations_switch_atomically_and_roll_back() {
     let mut on_disk: Vec<String> = fs_err::read_dir(&gens)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
         .collect();
     on_disk.sort();
     assert_eq!(on_disk, ["2", "3"]);

@@ -6,6 +6,7 @@ use anyhow::Context;
 use tstore::config::{LinkMode, Tier};
 use tstore::fetch::{self, FetchOptions, Fetched};
 use tstore::lock::{self, LockOptions, LockStatus};
+use tstore::materialize::generations::LockRestore;
 use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
 
 use tstore::progress::Progress;
@@ -258,6 +259,7 @@ pub fn materialize_tiers(
                 tier,
                 config_label: session.config.source.to_string(),
                 lock_path: &lock_path,
+                lock_bytes: &lock_bytes,
                 fetched: &fetched,
             },
             &options,
@@ -268,6 +270,11 @@ pub fn materialize_tiers(
             Outcome::UpToDate { .. } if !announce_current => continue,
             Outcome::UpToDate { venv } => format!(
                 "{}: up to date: {} ({elapsed:.2}s)",
+                tier.name,
+                venv.display()
+            ),
+            Outcome::Switched { venv, generation } => format!(
+                "{}: switched to generation {generation} (already built): {}",
                 tier.name,
                 venv.display()
             ),
@@ -317,6 +324,7 @@ pub fn materialize_into(
         fetched,
         ..
     } = fetch_tier(session, tier, args.offline)?;
+    let lock_bytes = fs_err::read(&lock_path)?;
     let report = materialize::materialize_into(
         &TierInput {
             inputs_key: String::new(),
@@ -326,6 +334,7 @@ pub fn materialize_into(
             tier: &standalone,
             config_label: session.config.source.to_string(),
             lock_path: &lock_path,
+            lock_bytes: &lock_bytes,
             fetched: &fetched,
         },
         &MaterializeOptions {
@@ -474,11 +483,35 @@ pub fn generations(session: &Session<'_>, name: &str, json: bool) -> anyhow::Res
 
 pub fn rollback(session: &Session<'_>, name: &str, generation: Option<i64>) -> anyhow::Result<()> {
     let tier = session.config.tier(name)?;
-    let (from, to) = materialize::generations::rollback(&session.store, &tier.venv, generation)?;
+    // gc waits: it must not delete the generation being switched to.
+    let _store = share_store(session)?;
+    let lock_path = session.lock_path(name);
+    let done =
+        materialize::generations::rollback(&session.store, &tier.venv, generation, &lock_path)?;
+    let (from, to) = (done.from, done.to);
     session.reporter.summary(&format!(
         "{name}: generation {to} is in use (was {from}): {}",
         tier.venv.display()
     ));
+    let lock = lock_path.display();
+    match done.lock {
+        LockRestore::Restored => {
+            let mut notice =
+                format!("{name}: {lock} now holds the lock generation {to} was built from");
+            if !lock::is_current(&session.config, &session.store, tier) {
+                notice.push_str(&format!(
+                    "; it no longer matches tiers.toml, so the next `tstore materialize {name}` or \
+                     `tstore run` locks again (keeping these versions where they still fit)"
+                ));
+            }
+            session.reporter.notice(&notice);
+        }
+        LockRestore::Unchanged => {}
+        LockRestore::Unavailable(reason) => session.reporter.notice(&format!(
+            "{name}: {lock} was left as it is: {reason}. The next `tstore materialize {name}` or \
+             `tstore run` builds from it; `tstore run --no-sync` keeps generation {to}"
+        )),
+    }
     Ok(())
 }
 
@@ -726,6 +759,17 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
         plural(report.manifests, "manifest"),
         plural(report.temp_entries, "leftover temp entry")
     );
+    if report.lock_snapshots > 0 {
+        println!(
+            "  {} of generations no longer kept {}",
+            plural(report.lock_snapshots, "saved lock"),
+            if dry_run {
+                "would be deleted"
+            } else {
+                "deleted"
+            }
+        );
+    }
     if report.adopted_venvs_forgotten > 0 {
         println!(
             "  {} whose folder is gone {} forgotten",

@@ -217,8 +217,9 @@ pub enum Command {
     /// List a tier's kept generations (the current one is marked).
     ///
     /// Every materialize that changes a tier builds a new generation; the
-    /// tier's path is a symlink that switches atomically to it. The last
-    /// `keep-generations` (tiers.toml, default 3) are kept for rollback.
+    /// tier's path is a symlink that switches atomically to it. The
+    /// `keep-generations` (tiers.toml, default 3) most recently in use are
+    /// kept for rollback, each with the lock it was built from.
     Generations {
         tier: String,
         /// Machine-readable output.
@@ -226,6 +227,10 @@ pub enum Command {
         json: bool,
     },
     /// Point a tier back at an earlier generation (default: the previous one).
+    ///
+    /// The lock that generation was built from is written back at the
+    /// tier's lock path, so venv and lock agree and `run` or `materialize`
+    /// find the tier up to date.
     Rollback {
         tier: String,
         /// Generation number (see `tstore generations TIER`).

@@ -7,13 +7,28 @@
 //! scripts and `pyvenv.cfg` name the stable path, and Python keeps
 //! `sys.prefix` at the path it was started through, so running programs and
 //! new ones keep working across a switch or a rollback.
+//!
+//! Each generation keeps the lock it was built from: a copy of the lock
+//! file's bytes in the store (`lock-snapshots/<sha256>.toml`, named in the
+//! generation's record), which `rollback` puts back at the tier's lock path
+//! so that venv and lock agree again.
+//!
+//! `.tstore-generations/<name>/.use-order` lists the generation numbers in
+//! the order they were last put in use (built or switched to), most recent
+//! last; pruning keeps the most recently used ones.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use sha2::Digest;
 
 use super::venv;
 use crate::store::Store;
+use crate::store::db::GenerationRow;
+
+/// The file in a tier's generations directory that records the order in
+/// which generations were put in use.
+const USE_ORDER: &str = ".use-order";
 
 /// Where a tier's generations live, and its stable path.
 pub struct Generations {
@@ -146,7 +161,43 @@ impl Generations {
         if result.is_err() {
             let _ = fs_err::remove_file(&link);
         }
-        result
+        result?;
+        self.record_use(number).with_context(|| {
+            format!(
+                "{} points at generation {number}, but {} could not be updated",
+                self.target.display(),
+                self.dir.join(USE_ORDER).display()
+            )
+        })
+    }
+
+    /// Generation numbers in the order they were last put in use, most
+    /// recent last (empty for generations made before this was recorded).
+    pub fn use_order(&self) -> Vec<i64> {
+        std::fs::read_to_string(self.dir.join(USE_ORDER))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// Moves `number` to the end of the use order (temp + rename); numbers
+    /// whose directory is gone are dropped.
+    fn record_use(&self, number: i64) -> anyhow::Result<()> {
+        let on_disk = self.on_disk();
+        let mut order: Vec<i64> = self
+            .use_order()
+            .into_iter()
+            .filter(|n| *n != number && on_disk.contains(n))
+            .collect();
+        order.push(number);
+        let text: String = order.iter().map(|n| format!("{n}\n")).collect();
+        let temp = self.dir.join(format!(
+            "{USE_ORDER}.tmp-{}-{}",
+            std::process::id(),
+            crate::store::unique_suffix()
+        ));
+        write_then_rename(&temp, text.as_bytes(), None, &self.dir.join(USE_ORDER))
     }
 
     /// Removes staging directories and link files left by dead processes.
@@ -159,6 +210,10 @@ impl Generations {
                 if !alive(pid) {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
+            } else if let Some(rest) = name.strip_prefix(&format!("{USE_ORDER}.tmp-"))
+                && !alive(rest.split('-').next().unwrap_or(""))
+            {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
         let Some(parent) = self.target.parent() else {
@@ -175,13 +230,18 @@ impl Generations {
         }
     }
 
-    /// Deletes the oldest generations beyond `keep` (never the current one).
-    /// Which of the `recorded` generation numbers to keep: the newest
-    /// `keep` (at least 1), and the current one even if a rollback made it older.
+    /// Which of the `recorded` generation numbers to keep: the `keep` (at
+    /// least 1) most recently put in use, and the current one whatever the
+    /// use order says. So after a rollback to N and a new generation on top,
+    /// N (in use until then) outlives the generation rolled back from.
+    /// Generations the use order does not name count as used before every
+    /// one it names, the higher number the more recent.
     pub fn kept(&self, recorded: &[i64], keep: usize) -> Vec<i64> {
-        let mut newest_first = recorded.to_vec();
-        newest_first.sort_unstable_by(|a, b| b.cmp(a));
-        let mut kept: Vec<i64> = newest_first.into_iter().take(keep.max(1)).collect();
+        let order = self.use_order();
+        let mut most_recent_first = recorded.to_vec();
+        most_recent_first
+            .sort_unstable_by_key(|n| std::cmp::Reverse((order.iter().position(|u| u == n), *n)));
+        let mut kept: Vec<i64> = most_recent_first.into_iter().take(keep.max(1)).collect();
         if let Some(current) = self.current()
             && !kept.contains(&current)
         {
@@ -257,30 +317,57 @@ fn replace_directory(link: &Path, target: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a rollback did.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    pub from: i64,
+    pub to: i64,
+    pub lock: LockRestore,
+}
+
+/// What became of the tier's lock file in a rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockRestore {
+    /// It now holds the lock the generation was built from.
+    Restored,
+    /// It held those bytes already.
+    Unchanged,
+    /// It was left alone, for this reason.
+    Unavailable(String),
+}
+
 /// Points the tier at generation `to` (default: the newest one older than
-/// the current); returns (from, to).
-pub fn rollback(store: &Store, target: &Path, to: Option<i64>) -> anyhow::Result<(i64, i64)> {
+/// the current) and puts the lock that generation was built from back at
+/// `lock_path`, so that the next `materialize` finds the tier up to date.
+/// The lock is written first; if the switch then fails, its old bytes go
+/// back.
+pub fn rollback(
+    store: &Store,
+    target: &Path,
+    to: Option<i64>,
+    lock_path: &Path,
+) -> anyhow::Result<Rollback> {
     let generations = Generations::of(target)?;
     let _guard =
         crate::store::FileLock::acquire(&store.lock_file(&target.display().to_string()), || {})?;
     let current = generations
         .current()
         .with_context(|| format!("{} is not a materialized tier", target.display()))?;
-    let kept: Vec<i64> = store
+    let kept: Vec<GenerationRow> = store
         .db
         .generations(&target.display().to_string())?
-        .iter()
-        .map(|g| g.number)
-        .filter(|n| generations.path(*n).is_dir())
+        .into_iter()
+        .filter(|g| generations.path(g.number).is_dir())
         .collect();
+    let numbers: Vec<i64> = kept.iter().map(|g| g.number).collect();
     let to = match to {
-        Some(n) if kept.contains(&n) => n,
+        Some(n) if numbers.contains(&n) => n,
         Some(n) => bail!(
             "generation {n} of {} is not kept; kept generations: {}",
             target.display(),
-            join_numbers(&kept)
+            join_numbers(&numbers)
         ),
-        None => kept
+        None => numbers
             .iter()
             .copied()
             .filter(|n| *n < current)
@@ -289,13 +376,131 @@ pub fn rollback(store: &Store, target: &Path, to: Option<i64>) -> anyhow::Result
                 format!(
                     "{} has no generation older than {current} to roll back to (kept: {})",
                     target.display(),
-                    join_numbers(&kept)
+                    join_numbers(&numbers)
                 )
             })?,
     };
-    generations.switch_to(to)?;
+    let row = kept
+        .iter()
+        .find(|g| g.number == to)
+        .expect("`to` is one of the kept generations");
+    let previous_lock = std::fs::read(lock_path).ok();
+    let lock = match lock_snapshot(store, row) {
+        Err(reason) => LockRestore::Unavailable(reason),
+        Ok(bytes) if previous_lock.as_ref() == Some(&bytes) => LockRestore::Unchanged,
+        Ok(bytes) => {
+            write_beside(lock_path, &bytes)?;
+            LockRestore::Restored
+        }
+    };
+    if let Err(err) = generations.switch_to(to) {
+        if lock == LockRestore::Restored {
+            let _ = match &previous_lock {
+                Some(bytes) => write_beside(lock_path, bytes),
+                None => fs_err::remove_file(lock_path).map_err(Into::into),
+            };
+        }
+        return Err(err);
+    }
     store.db.set_current(&target.display().to_string(), to)?;
-    Ok((current, to))
+    Ok(Rollback {
+        from: current,
+        to,
+        lock,
+    })
+}
+
+/// Saves a lock file's bytes as the snapshot a new generation keeps
+/// (`lock-snapshots/<sha256>.toml`, read-only, temp + rename; an existing
+/// snapshot of the right size is kept). Returns its path, which the
+/// generation's record names.
+pub fn save_lock_snapshot(store: &Store, lock: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = store.lock_snapshot_path(&hex::encode(sha2::Sha256::digest(lock)));
+    if fs_err::metadata(&path).is_ok_and(|m| m.len() == lock.len() as u64) {
+        return Ok(path);
+    }
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
+    // A prefix without '-': temp names are <prefix>-<pid>-<suffix>, and
+    // gc finds a dead writer's leftovers by that pid.
+    write_then_rename(&store.temp_path("snapshot"), lock, Some(0o444), &path)?;
+    Ok(path)
+}
+
+/// The bytes of the lock generation `row` was built from, checked against
+/// the snapshot's name; else why they cannot be had. The snapshot is looked
+/// up by name in this store, so a moved store still finds it.
+fn lock_snapshot(store: &Store, row: &GenerationRow) -> Result<Vec<u8>, String> {
+    let recorded = Path::new(&row.lock);
+    let sha256 = recorded
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|stem| {
+            recorded.parent().and_then(Path::file_name) == Some("lock-snapshots".as_ref())
+                && stem.len() == 64
+                && stem.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .ok_or_else(|| {
+            format!(
+                "generation {} was built before tstore kept each generation's lock",
+                row.number
+            )
+        })?;
+    let path = store.lock_snapshot_path(sha256);
+    let bytes = std::fs::read(&path).map_err(|err| {
+        format!(
+            "the lock generation {} was built from cannot be read ({}: {err})",
+            row.number,
+            path.display()
+        )
+    })?;
+    if hex::encode(sha2::Sha256::digest(&bytes)) != sha256 {
+        return Err(format!(
+            "the lock generation {} was built from is damaged ({} does not match its name)",
+            row.number,
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Replaces the file at `path` with `bytes`: a temp file in the same
+/// directory, renamed over it.
+fn write_beside(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(
+        ".{}.tstore-{}-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        crate::store::unique_suffix()
+    ));
+    write_then_rename(&temp, bytes, None, path)
+}
+
+/// Writes `bytes` to `temp` (with `mode`, if given) and renames it to
+/// `path`; on failure the temp file is removed.
+fn write_then_rename(
+    temp: &Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<()> {
+        fs_err::write(temp, bytes)?;
+        if let Some(mode) = mode {
+            fs_err::set_permissions(temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+        fs_err::rename(temp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
 }
 
 /// Deletes a tier's venv path, every generation and its records; the
@@ -342,4 +547,53 @@ pub fn current_record(
                 target.display()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generations 1..=4 on disk, `t` pointing at `current`.
+    fn four(current: i64) -> (tempfile::TempDir, Generations) {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = Generations::of(&dir.path().join("t")).unwrap();
+        for n in 1..=4 {
+            fs_err::create_dir_all(generations.path(n)).unwrap();
+        }
+        generations.switch_to(current).unwrap();
+        (dir, generations)
+    }
+
+    #[test]
+    fn without_a_use_order_the_newest_are_kept() {
+        let (_dir, generations) = four(2);
+        fs_err::remove_file(generations.dir.join(USE_ORDER)).unwrap();
+        assert_eq!(generations.kept(&[1, 2, 3, 4], 2), [4, 3, 2]);
+        assert_eq!(generations.kept(&[1, 2, 3, 4], 0), [4, 2]);
+    }
+
+    #[test]
+    fn the_most_recently_used_are_kept() {
+        // Built 1..4 in turn, then rolled back to 2, then forward to 4.
+        let (_dir, generations) = four(1);
+        for n in [2, 3, 4, 2] {
+            generations.switch_to(n).unwrap();
+        }
+        assert_eq!(generations.use_order(), [1, 3, 4, 2]);
+        assert_eq!(generations.kept(&[1, 2, 3, 4], 2), [2, 4]);
+        generations.switch_to(4).unwrap();
+        assert_eq!(generations.kept(&[1, 2, 3, 4], 2), [4, 2]);
+        assert_eq!(generations.kept(&[1, 2, 3, 4], 3), [4, 2, 3]);
+        // A number the order does not know counts as older than those it does.
+        assert_eq!(generations.kept(&[1, 2, 3, 4, 0], 5), [4, 2, 3, 1, 0]);
+    }
+
+    #[test]
+    fn the_use_order_forgets_generations_that_are_gone() {
+        let (_dir, generations) = four(1);
+        generations.switch_to(3).unwrap();
+        fs_err::remove_dir_all(generations.path(1)).unwrap();
+        generations.switch_to(2).unwrap();
+        assert_eq!(generations.use_order(), [3, 2]);
+    }
 }

@@ -2,15 +2,17 @@
 //!
 //! 1. [`plan::build`] computes the manifest (every file, its source).
 //! 2. If the venv records the same plan hash and its site-packages holds the
-//!    same entries, nothing is done.
+//!    same entries, nothing is done. If another kept generation does (after
+//!    a rollback, say), the tier's path is switched to it.
 //! 3. Otherwise a new generation is built (see [`generations`]): the
 //!    skeleton (a copy of `uv venv`'s output, see [`venv`]), then the tree
 //!    ([`tree`]: directories and files, one parallel task per directory);
 //!    objects are linked by the method [`link::Linker`] probed, per-venv
-//!    files written. Its manifest is saved in the store.
+//!    files written. Its manifest and a snapshot of the lock it was built
+//!    from are saved in the store.
 //! 4. The tier's path is switched to the new generation atomically; a failure
 //!    or kill before that leaves the previous generation in use. Generations
-//!    beyond the kept number are deleted.
+//!    beyond the kept number are deleted, least recently used first.
 
 pub mod edit;
 pub mod generations;
@@ -49,7 +51,14 @@ pub struct MaterializeOptions {
 /// What one tier's materialize did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    UpToDate { venv: PathBuf },
+    UpToDate {
+        venv: PathBuf,
+    },
+    /// A kept generation had this plan already; the tier's path now points at it.
+    Switched {
+        venv: PathBuf,
+        generation: i64,
+    },
     Built(BuildReport),
 }
 
@@ -73,6 +82,9 @@ pub struct TierInput<'a> {
     pub tier: &'a Tier,
     pub config_label: String,
     pub lock_path: &'a Path,
+    /// The bytes of the lock at `lock_path` that `fetched` was selected
+    /// from; a new generation keeps a snapshot of them.
+    pub lock_bytes: &'a [u8],
     pub fetched: &'a [Fetched],
 }
 
@@ -180,6 +192,15 @@ pub fn materialize(
 
     let venv_key = target.display().to_string();
     let recorded = input.store.db.generations(&venv_key)?;
+    if let Some(number) = already_built(&generations, &recorded, &plan) {
+        generations.switch_to(number)?;
+        input.store.db.set_current(&venv_key, number)?;
+        generations.prune(input.store, options.keep_generations)?;
+        return Ok(Outcome::Switched {
+            venv: target.clone(),
+            generation: number,
+        });
+    }
     let number = generations.next_number(recorded.iter().map(|g| g.number));
     let staging = generations.staging(number);
     let built = build_venv(input, &plan, &staging, options, progress);
@@ -201,6 +222,7 @@ pub fn materialize(
             let path = generations.path(number);
             fs_err::rename(&staging, &path)?;
             manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
+            let lock = generations::save_lock_snapshot(input.store, input.lock_bytes)?;
             // Recorded before the switch: a generation the path may point at is
             // always a gc root.
             let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
@@ -212,7 +234,7 @@ pub fn materialize(
                     number,
                     path: path.display().to_string(),
                     plan: plan.hash.clone(),
-                    lock: input.lock_path.display().to_string(),
+                    lock: lock.display().to_string(),
                     link_method: report.method.to_string(),
                     created_at: crate::store::db::unix_now(),
                 },
@@ -351,6 +373,23 @@ fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
     venv::recorded_plan(target).as_deref() == Some(plan.hash.as_str())
         && venv::edited_packages(target).is_empty()
         && venv::entries_unchanged(target)
+}
+
+/// The newest kept generation, other than the current one, that was built
+/// from `plan` and is still as built. Only while the tier's path points at
+/// one of its generations: a venv path that was deleted is built afresh.
+fn already_built(
+    generations: &generations::Generations,
+    recorded: &[GenerationRow],
+    plan: &Plan,
+) -> Option<i64> {
+    let current = generations.current()?;
+    recorded
+        .iter()
+        .filter(|g| g.number != current && g.plan == plan.hash)
+        .map(|g| g.number)
+        .filter(|n| is_up_to_date(&generations.path(*n), plan))
+        .max()
 }
 
 fn build_venv(

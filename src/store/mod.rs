@@ -14,6 +14,7 @@
 //!   run/                   advisory lock files
 //!   manifests/<plan>.json  every file of a generation and its source
 //!   records/               what the index holds, as files it is rebuilt from
+//!   lock-snapshots/        the lock each generation was built from, by sha256
 //! ```
 //!
 //! [`Store`] is the one type that knows these paths.
@@ -197,6 +198,15 @@ impl Store {
 
     pub fn manifests_dir(&self) -> PathBuf {
         self.root.join("manifests")
+    }
+
+    /// The copy of a lock a generation was built from, by its bytes' sha256.
+    pub fn lock_snapshot_path(&self, sha256: &str) -> PathBuf {
+        self.lock_snapshots_dir().join(format!("{sha256}.toml"))
+    }
+
+    pub fn lock_snapshots_dir(&self) -> PathBuf {
+        self.root.join("lock-snapshots")
     }
 
     pub fn interpreters_dir(&self) -> PathBuf {
