@@ -114,6 +114,11 @@ fn named_groups_resolve_apart() {
     );
     let out = world.ok(&["lock"]);
     assert!(!out.contains("split off"), "{out}");
+    // What old2 gets, and why.
+    assert!(
+        out.contains("  + websockets 11.0 (pinned by tier old)"),
+        "{out}"
+    );
     assert_eq!(locked_version(&world, "new2", "websockets"), "12.0");
     // Aligned with `old`, not with the newest release.
     assert_eq!(locked_version(&world, "old2", "websockets"), "11.0");

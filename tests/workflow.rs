@@ -61,11 +61,27 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
     world.write_tiers(&format!(
         "{head}[tiers.t]\nrequirements = [\"shared\", \"other\"]\n"
     ));
-    world.ok(&["lock"]);
+    let out = world.ok(&["lock"]);
+    assert!(out.contains("\n  + other 1.0"), "{out}");
+    assert!(!out.contains("shared 1.0 ->"), "{out}");
     assert_eq!(locked_version(&world, "t", "shared"), "1.0", "pin kept");
     assert_eq!(locked_version(&world, "t", "other"), "1.0");
 
+    // An unlocked tier is named once, not listed package by package.
+    world.write_tiers(&format!(
+        "{head}[tiers.t]\nrequirements = [\"shared\", \"other\"]\n[tiers.u]\nrequirements = [\"other\"]\n"
+    ));
     let out = world.run(&["outdated"]);
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        notes.contains("not locked yet") && notes.contains(": u"),
+        "{notes}"
+    );
+    assert!(
+        !stdout(&out).lines().any(|l| l.ends_with(" u")),
+        "{}",
+        stdout(&out)
+    );
     let text = stdout(&out);
     assert!(
         text.lines().any(|l| l.starts_with("shared")
@@ -84,9 +100,13 @@ fn relocks_keep_pins_until_an_upgrade_and_diff_shows_it() {
     let diff = stdout(&world.run(&["diff", "t"]));
     assert!(diff.contains("+ other 1.0"), "{diff}");
 
-    world.ok(&["lock", "-P", "shared"]);
+    let out = world.ok(&["lock", "-P", "shared", "t"]);
+    assert!(out.contains("  ~ shared 1.0 -> 2.0"), "{out}");
     assert_eq!(locked_version(&world, "t", "shared"), "2.0");
-    world.ok(&["materialize", "t"]);
+    // What the venv gets, against its previous generation.
+    let out = world.ok(&["materialize", "t"]);
+    assert!(out.contains("  + other 1.0"), "{out}");
+    assert!(out.contains("  ~ shared 1.0 -> 2.0"), "{out}");
     let diff = stdout(&world.run(&["diff", "t", "1", "2"]));
     assert!(
         diff.contains("~ shared 1.0 -> 2.0") && diff.contains("+ other 1.0"),

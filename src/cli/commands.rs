@@ -55,8 +55,16 @@ pub fn lock(
             tier_lock.tier,
             tier_lock.path.display()
         ));
+        print_changes(session, &tier_lock.changes);
     }
     Ok(())
+}
+
+/// One line per change, under the tier's summary.
+fn print_changes(session: &Session<'_>, changes: &[lock::changes::VersionChange]) {
+    for change in changes {
+        session.reporter.summary(&format!("  {change}"));
+    }
 }
 
 fn print_lock_json(
@@ -91,6 +99,8 @@ fn print_lock_json(
                 "lock": l.path,
                 "status": status,
                 "shares_versions": aligned,
+                "changes": l.changes,
+                "seconds": l.took.as_secs_f64(),
             })
         })
         .collect();
@@ -210,14 +220,21 @@ pub fn materialize_tiers(
     announce_current: bool,
 ) -> anyhow::Result<()> {
     let _store = share_store(session)?;
-    session.ensure_locks(tiers, args)?;
+    let locks = session.ensure_locks(tiers, args)?;
     let options = MaterializeOptions {
         link_mode: link_mode.unwrap_or(session.config.link_mode),
         force,
         keep_generations: session.config.keep_generations,
     };
     for &tier in tiers {
-        let started = Instant::now();
+        // A tier's time covers its lock too.
+        let locked_in = locks
+            .iter()
+            .find(|l| l.tier == tier.name)
+            .map_or(std::time::Duration::ZERO, |l| l.took);
+        let started = Instant::now()
+            .checked_sub(locked_in)
+            .unwrap_or_else(Instant::now);
         let lock_path = session.lock_path(&tier.name);
         let lock_bytes = fs_err::read(&lock_path)?;
         let inputs_key = materialize::inputs_key(
@@ -250,6 +267,7 @@ pub fn materialize_tiers(
             "interpreter, lock and store check",
             || fetch_tier(session, tier, args.offline),
         )?;
+        let before = installed_versions(session, tier);
         let outcome = materialize::materialize(
             &TierInput {
                 inputs_key,
@@ -266,6 +284,7 @@ pub fn materialize_tiers(
             session.reporter,
         )?;
         let elapsed = started.elapsed().as_secs_f64();
+        let changed = !matches!(outcome, Outcome::UpToDate { .. });
         let line = match outcome {
             Outcome::UpToDate { .. } if !announce_current => continue,
             Outcome::UpToDate { venv } => format!(
@@ -295,8 +314,42 @@ pub fn materialize_tiers(
             ),
         };
         session.reporter.summary(&line);
+        if changed {
+            let after = fetched
+                .iter()
+                .map(|f| (f.selected.name.clone(), f.selected.version.clone()))
+                .collect();
+            print_changes(session, &lock::changes::changes(&before, &after));
+        }
     }
     Ok(())
+}
+
+/// Name → version of what the tier's current generation holds (none for a
+/// tier never materialized).
+fn installed_versions(
+    session: &Session<'_>,
+    tier: &Tier,
+) -> std::collections::BTreeMap<String, String> {
+    let venv = tier.venv.display().to_string();
+    let current = session
+        .store
+        .db
+        .tiers()
+        .ok()
+        .and_then(|rows| rows.into_iter().find(|t| t.venv == venv))
+        .map(|t| t.current);
+    let Some(number) = current else {
+        return Default::default();
+    };
+    session
+        .store
+        .db
+        .generation_distributions(&venv, number)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.name, d.version))
+        .collect()
 }
 
 /// `materialize TIER --into DIR`: a standalone venv at DIR.

@@ -10,7 +10,7 @@ use anyhow::bail;
 use tstore::config::{Config, Tier};
 use tstore::interpreter::Interpreter;
 use tstore::lock::pylock::Selected;
-use tstore::lock::{self, LockOptions, LockStatus, PyLock, TierLock};
+use tstore::lock::{self, LockOptions, PyLock, TierLock};
 use tstore::progress::Progress;
 use tstore::store::Store;
 use tstore::uv::Uv;
@@ -134,11 +134,7 @@ impl<'a> Session<'a> {
                         tier.name
                     ));
                 }
-                out.push(TierLock {
-                    tier: tier.name.clone(),
-                    path,
-                    status: LockStatus::Reused,
-                });
+                out.push(TierLock::reused(&tier.name, path));
             }
             return Ok(out);
         }
@@ -149,11 +145,7 @@ impl<'a> Session<'a> {
         {
             return Ok(tiers
                 .iter()
-                .map(|tier| TierLock {
-                    tier: tier.name.clone(),
-                    path: self.lock_path(&tier.name),
-                    status: LockStatus::Reused,
-                })
+                .map(|tier| TierLock::reused(&tier.name, self.lock_path(&tier.name)))
                 .collect());
         }
         lock::lock_tiers(

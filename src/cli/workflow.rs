@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, bail};
 use tstore::lock::{self, LockOptions, PyLock, Upgrade};
 use tstore::materialize::generations::Generations;
+use tstore::progress::Progress;
 
 use super::session::Session;
 
@@ -19,7 +20,28 @@ fn lock_versions(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, Stri
 }
 
 pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result<()> {
-    let tiers = session.config.select(names)?;
+    let mut tiers = session.config.select(names)?;
+    if names.is_empty() {
+        // Without names: the locked tiers. An unlocked one has nothing to
+        // be out of date with; it is named, not listed package by package.
+        let (locked, unlocked): (Vec<_>, Vec<_>) = tiers
+            .into_iter()
+            .partition(|t| session.lock_path(&t.name).is_file());
+        if !unlocked.is_empty() {
+            let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
+            session.reporter.notice(&format!(
+                "not locked yet, so left out (`tstore lock NAME` locks one): {}",
+                names.join(", ")
+            ));
+        }
+        tiers = locked;
+        if tiers.is_empty() {
+            if json {
+                println!("[]");
+            }
+            return Ok(());
+        }
+    }
     let work = tempfile::Builder::new()
         .prefix("outdated-")
         .tempdir_in(session.store.tmp_dir())?;

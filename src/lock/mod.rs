@@ -13,6 +13,7 @@
 //! starts with a header holding the hash of its inputs; a lock whose hash
 //! matches is reused without running uv.
 
+pub mod changes;
 pub mod groups;
 pub mod pylock;
 
@@ -63,6 +64,23 @@ pub struct TierLock {
     pub tier: String,
     pub path: PathBuf,
     pub status: LockStatus,
+    /// What changed since the previous lock (empty when reused).
+    pub changes: Vec<changes::VersionChange>,
+    /// Time spent locking this tier (its share of a union resolve excluded).
+    pub took: std::time::Duration,
+}
+
+impl TierLock {
+    /// A lock used as it is.
+    pub fn reused(tier: &str, path: PathBuf) -> Self {
+        Self {
+            tier: tier.to_owned(),
+            path,
+            status: LockStatus::Reused,
+            changes: Vec::new(),
+            took: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// `pylock.<tier>.toml` beside tiers.toml, or in the store for the embedded default.
@@ -134,7 +152,8 @@ pub fn lock_tiers(
         .copied()
         .filter(|t| options.upgrade != Upgrade::None || !is_current(config, store, t))
         .collect();
-    let mut written: BTreeMap<String, bool> = BTreeMap::new();
+    let mut written: BTreeMap<String, (bool, Vec<changes::VersionChange>, std::time::Duration)> =
+        BTreeMap::new();
     if !stale.is_empty() {
         let uv_version = uv.version().unwrap_or_else(|_| "uv".into());
         let work = tempfile::Builder::new()
@@ -160,6 +179,8 @@ pub fn lock_tiers(
                 } else {
                     resolution.pins.as_deref()
                 };
+                let started = std::time::Instant::now();
+                let before = changes::lock_versions(&lock_path(config, store, &tier.name));
                 let used_pins = lock_tier(
                     config,
                     store,
@@ -174,29 +195,68 @@ pub fn lock_tiers(
                 // Aligned: it shares its group's versions, or has nobody to
                 // share them with.
                 let aligned = !split_off && (used_pins || pins.is_none());
-                written.insert(tier.name.clone(), aligned);
+                let output = options.output_dir.as_ref().map_or_else(
+                    || lock_path(config, store, &tier.name),
+                    |dir| dir.join(format!("pylock.{}.toml", tier.name)),
+                );
+                let mut changed = changes::changes(&before, &changes::lock_versions(&output));
+                if used_pins {
+                    let sharing: Vec<&Tier> = group
+                        .tiers
+                        .iter()
+                        .copied()
+                        .filter(|t| !resolution.split_off.contains(&t.name))
+                        .collect();
+                    name_pinning_tiers(&mut changed, tier, &sharing);
+                }
+                written.insert(tier.name.clone(), (aligned, changed, started.elapsed()));
                 progress.item_done(&tier.name);
             }
             progress.finish();
             // Said only now: if the tiers could not be locked at all, the
             // error above is the one that matters (a network failure, say).
             report_split(&group, &resolution, progress);
-            if !resolution.split_off.is_empty() || written.values().any(|aligned| !aligned) {
+            if !resolution.split_off.is_empty() || written.values().any(|(aligned, ..)| !aligned) {
                 report_version_differences(config, store, uv, &group.tiers, progress);
             }
         }
     }
     Ok(tiers
         .iter()
-        .map(|tier| TierLock {
-            tier: tier.name.clone(),
-            path: lock_path(config, store, &tier.name),
-            status: match written.get(&tier.name) {
-                Some(aligned) => LockStatus::Written { aligned: *aligned },
-                None => LockStatus::Reused,
-            },
+        .map(|tier| {
+            let path = lock_path(config, store, &tier.name);
+            match written.remove(&tier.name) {
+                Some((aligned, changes, took)) => TierLock {
+                    tier: tier.name.clone(),
+                    path,
+                    status: LockStatus::Written { aligned },
+                    changes,
+                    took,
+                },
+                None => TierLock::reused(&tier.name, path),
+            }
         })
         .collect())
+}
+
+/// Marks the changes to packages whose version another tier of the group
+/// constrains (requires with a version specifier): the version came from
+/// resolving with that tier.
+fn name_pinning_tiers(changed: &mut [changes::VersionChange], tier: &Tier, group: &[&Tier]) {
+    for change in changed.iter_mut().filter(|c| c.new.is_some()) {
+        change.pinned_by = group
+            .iter()
+            .filter(|other| other.name != tier.name)
+            .filter(|other| {
+                other
+                    .requirements
+                    .iter()
+                    .chain(&other.constraints)
+                    .any(|r| r.name == change.package && r.text.trim() != r.name)
+            })
+            .map(|other| other.name.clone())
+            .collect();
+    }
 }
 
 /// Resolves a solve group's union, splitting off the fewest tiers when it
