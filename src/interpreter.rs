@@ -258,7 +258,11 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
     let answer: QueryAnswer = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("unexpected answer from {}", executable.display()))?;
     let temp = store.temp_path("interpreter");
-    fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+    crate::fsinfo::write_with_mode(
+        &temp,
+        &serde_json::to_vec(&answer)?,
+        crate::fsinfo::FILE_MODE,
+    )?;
     fs_err::rename(&temp, &cache)?;
     Ok(answer)
 }
@@ -366,7 +370,11 @@ impl FindCache {
             watched: self.state(executable),
         };
         let temp = store.temp_path("find");
-        fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+        crate::fsinfo::write_with_mode(
+            &temp,
+            &serde_json::to_vec(&answer)?,
+            crate::fsinfo::FILE_MODE,
+        )?;
         fs_err::rename(&temp, &self.path)?;
         Ok(())
     }

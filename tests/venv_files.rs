@@ -107,3 +107,81 @@ fn activation_scripts_and_launchers_name_the_stable_path() {
         }
     }
 }
+
+/// Every file and directory under `dir` (symlinks excluded) that the group
+/// or others may write, with its mode.
+fn writable_by_others(dir: &Path, out: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in fs_err::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = fs_err::symlink_metadata(entry.path()).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            out.push(format!("{:o} {}", mode, entry.path().display()));
+        }
+        if meta.is_dir() {
+            writable_by_others(&entry.path(), out);
+        }
+    }
+}
+
+#[test]
+fn modes_do_not_depend_on_the_umask() {
+    use std::os::unix::process::CommandExt;
+
+    let world = World::new();
+    WheelBuilder::new("alpha", "1.0")
+        .file("alpha/__init__.py", "VALUE = 'alpha'\n")
+        .file("alpha/cli.py", "def hello():\n    print('hello')\n")
+        .raw(
+            "alpha-1.0.data/scripts/tool",
+            b"#!python\nprint('tool')\n",
+            0o100755,
+        )
+        .console_script("alpha-hello", "alpha.cli:hello")
+        .build(&world.wheels());
+    WheelBuilder::new("gamma", "1.0")
+        .file("gamma/__init__.py", "NAME = 'gamma'\n")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers("keep-generations = 2\n[tiers.t]\nrequirements = [\"alpha\"]\n");
+    let lock = world.project().join("pylock.t.toml");
+    let run = |args: &[&str]| {
+        let mut cmd = world.tstore(args);
+        // SAFETY: umask is async-signal-safe and touches nothing else.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "tstore {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    lock_served(&lock, &world.wheels(), &["alpha"], &server.url);
+    run(&["materialize", "--frozen", "t"]);
+    // A second generation, and an export imported into a second store.
+    lock_served(&lock, &world.wheels(), &["alpha", "gamma"], &server.url);
+    run(&["materialize", "--frozen", "t"]);
+    let archive = world.path().join("t.tar.zst");
+    run(&["export", "-o", archive.to_str().unwrap()]);
+    run(&["verify"]);
+    python_ok(&world.venv("t"), "import alpha, gamma");
+
+    let mut found = Vec::new();
+    writable_by_others(&world.store(), &mut found);
+    writable_by_others(&world.home().join("venvs"), &mut found);
+    assert_eq!(mode_of(&world.home().join("venvs")), 0o755);
+    assert!(
+        found.is_empty(),
+        "writable by others:\n{}",
+        found.join("\n")
+    );
+}

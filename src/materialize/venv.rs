@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::fsinfo::{DIR_MODE, FILE_MODE, file_mode_like};
 use crate::store::Store;
 use crate::uv::Uv;
 
@@ -68,9 +69,12 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
     // killed build leaves there like any other temp entry.
     let building = store.temp_path("skeleton");
     let made = run_uv_venv(uv, interpreter, &building, TEMPLATE_PROMPT).and_then(|()| {
-        fs_err::write(
-            building.join(TEMPLATE_ORIGIN),
+        // uv's modes follow the umask; the store's do not.
+        set_modes(&building)?;
+        crate::fsinfo::write_with_mode(
+            &building.join(TEMPLATE_ORIGIN),
             building.as_os_str().as_encoded_bytes(),
+            FILE_MODE,
         )?;
         Ok(())
     });
@@ -86,6 +90,24 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
         }
     }
     Ok(template)
+}
+
+/// Gives every directory under `dir` (and `dir`) [`DIR_MODE`] and every file
+/// [`FILE_MODE`] or, if executable, [`crate::fsinfo::EXEC_MODE`]; symlinks are left alone.
+fn set_modes(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            set_modes(&entry.path())?;
+        } else if kind.is_file() {
+            let mode = file_mode_like(entry.metadata()?.permissions().mode());
+            fs_err::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
 }
 
 fn run_uv_venv(uv: &Uv, interpreter: &Path, dir: &Path, prompt: &str) -> anyhow::Result<()> {
@@ -113,6 +135,7 @@ fn copy_template(template: &Path, staging: &Path, prompt: &str) -> anyhow::Resul
         let from = template.join(&relative);
         let to = staging.join(&relative);
         fs_err::create_dir(&to)?;
+        fs_err::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(DIR_MODE))?;
         for entry in fs_err::read_dir(&from)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -133,9 +156,9 @@ fn copy_template(template: &Path, staging: &Path, prompt: &str) -> anyhow::Resul
                     }
                     _ => bytes,
                 };
-                let dest = to.join(&name);
-                fs_err::write(&dest, bytes)?;
-                fs_err::set_permissions(&dest, entry.metadata()?.permissions())?;
+                let mode =
+                    std::os::unix::fs::PermissionsExt::mode(&entry.metadata()?.permissions());
+                crate::fsinfo::write_with_mode(&to.join(&name), &bytes, file_mode_like(mode))?;
             }
         }
     }
@@ -381,7 +404,7 @@ pub fn mark_edited(venv: &Path, package: &str) -> anyhow::Result<()> {
     lines.push(format!("{EDITED_KEY} = {}", edited.join(",")));
     // Written beside and renamed over: a reader never sees half a file.
     let temp = venv.join(".pyvenv.cfg.tstore-tmp");
-    fs_err::write(&temp, lines.join("\n") + "\n")?;
+    crate::fsinfo::write_with_mode(&temp, (lines.join("\n") + "\n").as_bytes(), FILE_MODE)?;
     fs_err::rename(&temp, &cfg)?;
     Ok(())
 }
