@@ -181,6 +181,22 @@ pub fn walk_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Every entry under `dir`, directories included (each before what it
+/// holds), without following symlinks.
+pub fn walk_all(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        out.push(path.clone());
+        if is_dir {
+            walk_all(&path, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
