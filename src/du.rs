@@ -1,11 +1,19 @@
 //! `tstore du`: what the tiers and the store cost on disk, and what the same
 //! tiers would cost as plain copies.
 //!
-//! Every figure is allocated bytes (`st_blocks`), not file sizes. Per tier
-//! (its current generation): files; what a plain copy of it would take (each
-//! of its store objects once, plus its own files); bytes of objects only it
-//! uses; bytes of objects it shares with other tiers; and its private bytes
-//! (files written or copied into the venv, less extents shared by reflink).
+//! Every figure is allocated bytes (`st_blocks`), not file sizes, and counts
+//! each inode once, as `du` does: the store is everything under its root
+//! (objects, their fan-out directories, index, manifests, skeletons, …);
+//! the venvs are every directory, file and symlink of every tier's
+//! generations that is not an inode of the store. So store plus venvs is
+//! what `du -s` says of the store and the venv root (on a filesystem with
+//! reflinks, less the extents a venv file shares, which `du` counts again
+//! for each file). Per tier (its current generation): files; what a plain
+//! copy of it would take (each of its store objects once per file, plus its
+//! own files and directories); bytes of objects only it uses; bytes of
+//! objects it shares with other tiers; and its private bytes (its own
+//! directories and the files written or copied into it, less extents shared
+//! by reflink).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -31,7 +39,8 @@ pub struct TierUsage {
     pub unique_bytes: u64,
     /// Store objects other tiers use too.
     pub shared_bytes: u64,
-    /// Files of the venv that are not store objects (RECORD, launchers, copies).
+    /// Directories of the venv and its files that are not store objects
+    /// (RECORD, launchers, copies).
     pub private_bytes: u64,
 }
 
@@ -39,9 +48,13 @@ pub struct TierUsage {
 pub struct DuReport {
     pub tiers: Vec<TierUsage>,
     pub store_objects: usize,
-    /// Objects, index and manifests.
+    /// The object files, as [`store_size`] counts them.
+    pub object_bytes: u64,
+    /// Everything under the store's root: objects, their directories,
+    /// index, manifests, skeletons, … ([`store_size`]).
     pub store_bytes: u64,
-    /// Private bytes of every kept generation of every tier.
+    /// Directories and private files of every kept generation of every
+    /// tier, with the directories that hold them.
     pub venv_bytes: u64,
     /// The tiers as plain copies, one each.
     pub plain_copies_bytes: u64,
@@ -51,18 +64,18 @@ pub struct DuReport {
 
 /// `names`: tier names to show (all materialized tiers when empty).
 pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
-    // Allocated size and inode of every object.
+    // Allocated size of every object.
     let objects = store.db.all_objects()?;
-    let object_info: HashMap<ObjectKey, (u64, (u64, u64))> = objects
+    let object_bytes: HashMap<ObjectKey, u64> = objects
         .par_iter()
         .filter_map(|(text, _)| {
             let key = ObjectKey::parse(text)?;
             let meta = std::fs::metadata(store.object_path(&key)).ok()?;
-            Some((key, (fsinfo::allocated(&meta), (meta.dev(), meta.ino()))))
+            Some((key, fsinfo::allocated(&meta)))
         })
         .collect();
-    let object_inodes: HashSet<(u64, u64)> =
-        object_info.values().map(|(_, inode)| *inode).collect();
+    let store_size = store_size(store);
+    let store_inodes = &store_size.inodes;
 
     struct Loaded {
         name: String,
@@ -72,16 +85,18 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
         root: PathBuf,
     }
     let mut loaded = Vec::new();
-    let mut all_generation_dirs = Vec::new();
+    // Each tier's generations folder (walked), and its stable path (a
+    // symlink) and the `.tstore-generations` folder holding its generations
+    // (counted alone).
+    let mut walked: Vec<PathBuf> = Vec::new();
+    let mut alone: Vec<PathBuf> = Vec::new();
     for tier in store.db.tiers()? {
         let venv = PathBuf::from(&tier.venv);
-        all_generation_dirs.extend(
-            store
-                .db
-                .generations(&tier.venv)?
-                .iter()
-                .map(|g| PathBuf::from(&g.path)),
-        );
+        if let Ok(generations) = crate::materialize::generations::Generations::of(&venv) {
+            alone.push(venv.clone());
+            alone.extend(generations.dir.parent().map(Path::to_path_buf));
+            walked.push(generations.dir);
+        }
         let Ok(row) = crate::materialize::generations::current_record(store, &venv) else {
             continue;
         };
@@ -115,22 +130,23 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
                 used.insert(*key);
             }
         }
-        let size = |key: &ObjectKey| object_info.get(key).map_or(0, |(bytes, _)| *bytes);
+        let size = |key: &ObjectKey| object_bytes.get(key).copied().unwrap_or(0);
         let unique: u64 = used.iter().filter(|k| users[*k].len() == 1).map(size).sum();
         let shared: u64 = used.iter().filter(|k| users[*k].len() > 1).map(size).sum();
-        let private = private_bytes(&tier.root, &object_inodes);
+        let own = private_bytes(&tier.root, store_inodes);
         // A plain copy holds every file by itself: object contents once per
-        // file, written files as they are.
-        let plain_copy: u64 = tier
-            .manifest
-            .files
-            .par_iter()
-            .map(|file| match &file.source {
-                FileSource::Object(key) => size(key),
-                _ => std::fs::metadata(tier.root.join(&file.dest))
-                    .map_or(0, |m| fsinfo::allocated(&m)),
-            })
-            .sum();
+        // file, written files as they are, and its directories.
+        let plain_copy: u64 = own.dirs
+            + tier
+                .manifest
+                .files
+                .par_iter()
+                .map(|file| match &file.source {
+                    FileSource::Object(key) => size(key),
+                    _ => std::fs::metadata(tier.root.join(&file.dest))
+                        .map_or(0, |m| fsinfo::allocated(&m)),
+                })
+                .sum::<u64>();
         let usage = TierUsage {
             name: tier.name.clone(),
             venv: tier.venv.clone(),
@@ -139,7 +155,7 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
             plain_copy_bytes: plain_copy,
             unique_bytes: unique,
             shared_bytes: shared,
-            private_bytes: private,
+            private_bytes: own.dirs + own.files,
         };
         report.plain_copies_bytes += usage.plain_copy_bytes;
         if names.is_empty() || names.contains(&usage.name) {
@@ -147,45 +163,125 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
         }
     }
 
-    report.store_bytes = object_info.values().map(|(bytes, _)| bytes).sum::<u64>()
-        + dir_bytes(&store.manifests_dir())
-        + ["store.db", "store.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(store.root().join(f)).ok())
-            .map(|m| fsinfo::allocated(&m))
-            .sum::<u64>();
-    report.venv_bytes = all_generation_dirs
-        .iter()
-        .map(|dir| private_bytes(dir, &object_inodes))
-        .sum();
+    report.object_bytes = store_size.object_bytes;
+    report.store_bytes = store_size.bytes;
+    report.venv_bytes = venv_bytes(&walked, &alone, store_inodes);
     report.saving_bytes =
         report.plain_copies_bytes as i64 - (report.store_bytes + report.venv_bytes) as i64;
     Ok(report)
 }
 
-/// Allocated bytes of the files under `root` that are not store objects,
-/// less extents they share with other files.
-fn private_bytes(root: &Path, object_inodes: &HashSet<(u64, u64)>) -> u64 {
-    let mut files = Vec::new();
-    fsinfo::walk_files(root, &mut files);
-    files
-        .par_iter()
-        .filter_map(|path| {
-            let meta = std::fs::symlink_metadata(path).ok()?;
-            if !meta.is_file() || object_inodes.contains(&(meta.dev(), meta.ino())) {
-                return None;
+/// What the store takes on disk.
+#[derive(Debug, Default)]
+pub struct StoreSize {
+    /// Allocated bytes of the object files.
+    pub object_bytes: u64,
+    /// Allocated bytes of everything under the store's root, the root and
+    /// every directory included, each inode once.
+    pub bytes: u64,
+    /// (device, inode) of everything counted.
+    pub inodes: HashSet<(u64, u64)>,
+}
+
+/// The store's size, the one way `du` and `verify` report it.
+pub fn store_size(store: &Store) -> StoreSize {
+    let objects_dir = store.root().join("objects");
+    let mut size = StoreSize::default();
+    for (path, entry) in entries(store.root()) {
+        if size.inodes.insert(entry.inode) {
+            size.bytes += entry.allocated;
+            if entry.is_file && path.starts_with(&objects_dir) {
+                size.object_bytes += entry.allocated;
             }
-            Some(fsinfo::allocated(&meta).saturating_sub(fsinfo::shared_bytes(path)))
-        })
+        }
+    }
+    size
+}
+
+/// Allocated bytes of the tiers' venvs: `walked` and everything under them,
+/// and `alone` (not what they hold), less inodes of the store, each inode
+/// once; files less the extents they share by reflink.
+fn venv_bytes(walked: &[PathBuf], alone: &[PathBuf], store_inodes: &HashSet<(u64, u64)>) -> u64 {
+    let mut all: Vec<(PathBuf, Entry)> = walked.iter().flat_map(|dir| entries(dir)).collect();
+    all.extend(alone.iter().filter_map(|path| {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some((path.clone(), Entry::of(&meta)))
+    }));
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    all.retain(|(_, entry)| !store_inodes.contains(&entry.inode) && seen.insert(entry.inode));
+    all.par_iter()
+        .map(|(path, entry)| entry.private_bytes(path))
         .sum()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut files = Vec::new();
-    fsinfo::walk_files(dir, &mut files);
-    files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| fsinfo::allocated(&m))
-        .sum()
+/// A tier's own bytes: its directories, and its files that are not store
+/// inodes (less extents shared by reflink).
+#[derive(Debug, Default)]
+struct Own {
+    dirs: u64,
+    files: u64,
+}
+
+fn private_bytes(root: &Path, store_inodes: &HashSet<(u64, u64)>) -> Own {
+    let mut seen = HashSet::new();
+    let mine: Vec<(PathBuf, Entry)> = entries(root)
+        .into_iter()
+        .filter(|(_, e)| !store_inodes.contains(&e.inode) && seen.insert(e.inode))
+        .collect();
+    Own {
+        dirs: mine
+            .iter()
+            .filter(|(_, e)| e.is_dir)
+            .map(|(_, e)| e.allocated)
+            .sum(),
+        files: mine
+            .par_iter()
+            .filter(|(_, e)| !e.is_dir)
+            .map(|(path, entry)| entry.private_bytes(path))
+            .sum(),
+    }
+}
+
+/// What `lstat` says of one entry, as far as counting bytes goes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    inode: (u64, u64),
+    allocated: u64,
+    is_dir: bool,
+    is_file: bool,
+}
+
+impl Entry {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            inode: (meta.dev(), meta.ino()),
+            allocated: fsinfo::allocated(meta),
+            is_dir: meta.is_dir(),
+            is_file: meta.is_file(),
+        }
+    }
+
+    /// Its allocated bytes, less extents a file shares with other files.
+    fn private_bytes(&self, path: &Path) -> u64 {
+        if self.is_file {
+            self.allocated.saturating_sub(fsinfo::shared_bytes(path))
+        } else {
+            self.allocated
+        }
+    }
+}
+
+/// `root` and everything under it, without following symlinks; what
+/// vanishes while it is read is left out.
+fn entries(root: &Path) -> Vec<(PathBuf, Entry)> {
+    let mut paths = vec![root.to_path_buf()];
+    fsinfo::walk_all(root, &mut paths);
+    paths
+        .into_par_iter()
+        .filter_map(|path| {
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let entry = Entry::of(&meta);
+            Some((path, entry))
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use uv_pep508::MarkerEnvironment;
 use uv_platform_tags::{Platform, Tags, TagsOptions};
 
 use crate::store::Store;
-use crate::uv::Uv;
+use crate::uv::{Uv, UvError};
 
 const QUERY: &str = r#"
 import importlib.util, json, os, platform, sys, sysconfig
@@ -114,7 +114,7 @@ impl Interpreter {
         let executable = match reuse.then(|| cache.lookup()).flatten() {
             Some(found) => found,
             None => {
-                let found = uv.find_python(request)?;
+                let found = find_with_uv(uv, request)?;
                 // Only a speed-up: failing to remember is not an error.
                 let _ = cache.remember(store, &found);
                 found
@@ -178,6 +178,59 @@ impl Interpreter {
     }
 }
 
+/// The interpreter `uv python find REQUEST` picks.
+///
+/// uv fails the same way (exit status 2) when it finds no interpreter and
+/// when something else goes wrong, so the failure is put down to a missing
+/// Python only when uv exited normally and still answers `uv --version`;
+/// otherwise uv itself is reported as broken, with command, status and stderr.
+fn find_with_uv(uv: &Uv, request: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::process::ExitStatusExt;
+
+    let mut cmd = uv.command();
+    cmd.args(["python", "find", "--no-project", request]);
+    let command = crate::uv::render(&cmd);
+    let uv_failed = |status: String, stderr: String| {
+        anyhow::Error::new(UvError {
+            command: command.clone(),
+            status,
+            stderr,
+        })
+        .context(format!(
+            "uv failed while looking for a Python {request} interpreter: check or reinstall \
+             the uv at {} (or point TSTORE_UV at a working one)",
+            uv.path.display()
+        ))
+    };
+    let output = cmd
+        .output()
+        .map_err(|e| uv_failed("could not start".into(), e.to_string()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if output.status.success() {
+        let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if found.is_empty() {
+            return Err(uv_failed(
+                "exit status 0, but it printed no interpreter".into(),
+                stderr,
+            ));
+        }
+        return Ok(PathBuf::from(found));
+    }
+    if output.status.signal().is_some() || !uv_answers_version(uv) {
+        return Err(uv_failed(output.status.to_string(), stderr));
+    }
+    bail!(
+        "no Python {request} interpreter found ({}): install one (e.g. `uv python install {request}`) \
+         or change `python` in tiers.toml",
+        stderr.lines().last().unwrap_or("uv found none")
+    )
+}
+
+/// Whether uv runs at all: `uv --version` succeeds and names uv.
+fn uv_answers_version(uv: &Uv) -> bool {
+    uv.version().is_ok_and(|v| v.starts_with("uv "))
+}
+
 fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer> {
     let stamp =
         file_stamp(executable).with_context(|| format!("cannot read {}", executable.display()))?;
@@ -205,7 +258,11 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
     let answer: QueryAnswer = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("unexpected answer from {}", executable.display()))?;
     let temp = store.temp_path("interpreter");
-    fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+    crate::fsinfo::write_with_mode(
+        &temp,
+        &serde_json::to_vec(&answer)?,
+        crate::fsinfo::FILE_MODE,
+    )?;
     fs_err::rename(&temp, &cache)?;
     Ok(answer)
 }
@@ -313,7 +370,11 @@ impl FindCache {
             watched: self.state(executable),
         };
         let temp = store.temp_path("find");
-        fs_err::write(&temp, serde_json::to_vec(&answer)?)?;
+        crate::fsinfo::write_with_mode(
+            &temp,
+            &serde_json::to_vec(&answer)?,
+            crate::fsinfo::FILE_MODE,
+        )?;
         fs_err::rename(&temp, &self.path)?;
         Ok(())
     }

@@ -233,3 +233,83 @@ fn missing_uv_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A uv at `TSTORE_UV` that runs `body` (a shell script).
+fn broken_uv(world: &World, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let uv = world.path().join("broken-uv");
+    fs_err::write(&uv, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs_err::set_permissions(&uv, std::fs::Permissions::from_mode(0o755)).unwrap();
+    uv
+}
+
+#[test]
+fn a_broken_uv_is_blamed_not_the_python() {
+    for (body, status) in [
+        (
+            "echo 'uv: cannot load libfoo.so' >&2; exit 1",
+            "exit status: 1",
+        ),
+        ("kill -SEGV $$", "SIGSEGV"),
+    ] {
+        let world = World::new();
+        world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+        fs_err::write(
+            world.project().join("pylock.t.toml"),
+            "lock-version = \"1.0\"\n",
+        )
+        .unwrap();
+        let uv = broken_uv(&world, body);
+        let out = world
+            .tstore(&["materialize", "--frozen", "t"])
+            .env("TSTORE_UV", &uv)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(!err.contains("no Python"), "{err}");
+        assert!(
+            err.contains("uv failed")
+                && err.contains(&format!("{} python find", uv.display()))
+                && err.contains(status),
+            "{err}"
+        );
+        if body.contains("libfoo") {
+            assert!(err.contains("cannot load libfoo.so"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_truncated_export_names_the_archive_and_the_fix() {
+    let world = World::new();
+    let wheel = WheelBuilder::new("pkg", "1.0")
+        .file("pkg/__init__.py", "")
+        .file("pkg/data.txt", &"payload line\n".repeat(40_000))
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(&wheel, &server.url)],
+    );
+    world.ok(&["materialize", "--frozen", "t"]);
+    let archive = world.path().join("export.tar.zst");
+    world.ok(&["export", "-o", archive.to_str().unwrap()]);
+    let bytes = fs_err::read(&archive).unwrap();
+    let cut = world.path().join("cut.tar.zst");
+    for len in [bytes.len() / 2, bytes.len() - 7, 40] {
+        fs_err::write(&cut, &bytes[..len]).unwrap();
+        let dst = World::new();
+        dst.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+        let err = dst.fails(&["import", cut.to_str().unwrap()]);
+        assert!(
+            err.contains(&cut.display().to_string())
+                && err.contains("truncated or damaged")
+                && err.contains("export it again"),
+            "cut at {len} of {}: {err}",
+            bytes.len()
+        );
+        assert_eq!(dst.store_counts().0, 0, "nothing recorded");
+    }
+}

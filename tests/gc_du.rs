@@ -251,3 +251,83 @@ fn gc_prints_one_unit_and_spells_entries() {
         .collect();
     assert_eq!(units.len(), 1, "{text}");
 }
+
+/// Bytes `du -s -B1` (GNU du: each inode once across its arguments) says
+/// `paths` take together.
+fn du_s(paths: &[PathBuf]) -> u64 {
+    let out = Command::new("du")
+        .args(["-s", "-B1"])
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn du_agrees_with_du_s_and_verify_on_the_store() {
+    // ext4: hardlinks, no reflinks, so `du` counts what the disk holds.
+    let fs = match Mount::image("ext4", "64M", &["-q", "-F"]) {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount an ext4 image here ({reason})");
+            return;
+        }
+    };
+    let s = setup(&fs.path);
+    // A second generation of a, with a file of its own, beside the first.
+    fs_err::write(
+        s.root.join("project/tiers.toml"),
+        format!(
+            "venv-root = \"{}\"\nkeep-generations = 2\n[tiers.a]\nrequirements = [\"alpha\"]\n[tiers.b]\nrequirements = [\"alpha\"]\n",
+            s.root.join("venvs").display()
+        ),
+    )
+    .unwrap();
+    s.lock("a", &["alpha"]);
+    s.ok(&["materialize", "--frozen", "a"]);
+
+    let report = s.json(&["du", "--json"]);
+    let ours = report["store_bytes"].as_u64().unwrap() + report["venv_bytes"].as_u64().unwrap();
+    let theirs = du_s(&[s.root.join("store"), s.root.join("venvs")]);
+    let off = (ours as f64 - theirs as f64).abs() / theirs as f64;
+    eprintln!("tstore du: {ours} bytes; du -s -B1 store venvs: {theirs} bytes");
+    assert!(
+        off <= 0.01,
+        "tstore du: {ours} bytes, du -s: {theirs} bytes ({:.1}% apart)\n{report}",
+        off * 100.0
+    );
+    // Each tier's private bytes are within what du says of its generation.
+    for tier in report["tiers"].as_array().unwrap() {
+        let private = tier["private_bytes"].as_u64().unwrap();
+        let generation = s
+            .root
+            .join("venvs/.tstore-generations")
+            .join(tier["name"].as_str().unwrap())
+            .join(tier["generation"].as_u64().unwrap().to_string());
+        // Directories alone take blocks.
+        assert!(private >= 4096 * 4, "{tier}");
+        assert!(private <= du_s(&[generation]), "{tier}");
+    }
+    // verify names the same size for the store's objects.
+    let verify = s.json(&["verify", "--json"]);
+    assert_eq!(verify["bytes_checked"], report["object_bytes"], "{verify}");
+    let text = s.ok(&["du"]);
+    assert!(
+        text.contains("with index, manifests and skeletons"),
+        "{text}"
+    );
+}

@@ -694,7 +694,7 @@ fn print_verify_report(report: &tstore::verify::Report, repair: bool) {
     print_index_report(&report.index);
     let corrupt = report.objects.len();
     println!(
-        "store: {} objects ({}) checked: {}",
+        "store: {} objects ({} on disk) checked: {}",
         report.objects_checked,
         human_bytes(report.bytes_checked),
         if corrupt == 0 {
@@ -872,8 +872,9 @@ pub fn du(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result
         );
     }
     println!(
-        "store: {} objects, {}; venvs (all kept generations): {}",
+        "store: {} objects ({} on disk), {} with index, manifests and skeletons; venvs (all kept generations): {}",
         report.store_objects,
+        human_bytes(report.object_bytes),
         human_bytes(report.store_bytes),
         human_bytes(report.venv_bytes)
     );

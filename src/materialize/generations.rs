@@ -420,7 +420,7 @@ pub fn save_lock_snapshot(store: &Store, lock: &[u8]) -> anyhow::Result<PathBuf>
         return Ok(path);
     }
     if let Some(dir) = path.parent() {
-        fs_err::create_dir_all(dir)?;
+        crate::fsinfo::create_dir_all_with_mode(dir, crate::fsinfo::DIR_MODE)?;
     }
     // A prefix without '-': temp names are <prefix>-<pid>-<suffix>, and
     // gc finds a dead writer's leftovers by that pid.
@@ -490,10 +490,7 @@ fn write_then_rename(
     path: &Path,
 ) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
-        fs_err::write(temp, bytes)?;
-        if let Some(mode) = mode {
-            fs_err::set_permissions(temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        }
+        crate::fsinfo::write_with_mode(temp, bytes, mode.unwrap_or(crate::fsinfo::FILE_MODE))?;
         fs_err::rename(temp, path)?;
         Ok(())
     })();

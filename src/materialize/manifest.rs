@@ -33,7 +33,11 @@ impl Manifest {
             return Ok(());
         }
         let temp = store.temp_path("manifest");
-        fs_err::write(&temp, serde_json::to_vec(self)?)?;
+        crate::fsinfo::write_with_mode(
+            &temp,
+            &serde_json::to_vec(self)?,
+            crate::fsinfo::FILE_MODE,
+        )?;
         fs_err::rename(&temp, &path)?;
         Ok(())
     }

@@ -170,7 +170,7 @@ pub fn materialize(
     }
 
     let generations = generations::Generations::of(target)?;
-    fs_err::create_dir_all(&generations.dir)
+    crate::fsinfo::create_dir_all_with_mode(&generations.dir, crate::fsinfo::DIR_MODE)
         .with_context(|| format!("cannot create {}", generations.dir.display()))?;
     let _guard = FileLock::acquire(
         &input.store.lock_file(&target.display().to_string()),
@@ -274,7 +274,7 @@ pub fn materialize_into(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs_err::create_dir_all(parent)?;
+    crate::fsinfo::create_dir_all_with_mode(parent, crate::fsinfo::DIR_MODE)?;
     let staging = parent.join(format!(
         ".{}.tstore-building-{}",
         dir.file_name().unwrap_or_default().to_string_lossy(),

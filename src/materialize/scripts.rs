@@ -11,10 +11,16 @@ use crate::store::wheel::EntryPoint;
 const MAX_SHEBANG: usize = 127;
 
 /// The first line(s) that make a script run with `python`.
+///
+/// The trampoline is read by sh and by Python: sh runs its second line,
+/// where Python sees the start of a `'''` string closed on the third. The
+/// path is single-quoted for sh, each `'` in it written `'"'"'`, so no
+/// character is special to sh and no `'''` ends Python's string early.
 pub fn shebang(python: &Path) -> String {
     let python = python.display().to_string();
     if python.len() + 3 > MAX_SHEBANG || python.contains([' ', '\t']) {
-        format!("#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\n")
+        let quoted = format!("'{}'", python.replace('\'', r#"'"'"'"#));
+        format!("#!/bin/sh\n'''exec' {quoted} \"$0\" \"$@\"\n' '''\n")
     } else {
         format!("#!{python}\n")
     }
@@ -91,6 +97,10 @@ mod tests {
         let long = format!("/{}/bin/python", "x".repeat(130));
         assert!(shebang(Path::new(&long)).starts_with("#!/bin/sh\n"));
         assert!(shebang(Path::new("/with space/python")).starts_with("#!/bin/sh\n"));
+        assert_eq!(
+            shebang(Path::new("/a ''b'' $c/python")),
+            "#!/bin/sh\n'''exec' '/a '\"'\"''\"'\"'b'\"'\"''\"'\"' $c/python' \"$0\" \"$@\"\n' '''\n"
+        );
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl<'a> Walk<'a> {
         for &child in &dir.children {
             let name = file_name(dirs[child].path)?;
             // SAFETY: `name` is NUL-terminated; `fd` is an open directory.
-            if unsafe { libc::mkdirat(fd, name.as_ptr(), 0o777) } != 0 {
+            if unsafe { libc::mkdirat(fd, name.as_ptr(), 0o755) } != 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() != io::ErrorKind::AlreadyExists {
                     return Err(err).with_context(|| {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::fsinfo::{DIR_MODE, FILE_MODE, file_mode_like};
 use crate::store::Store;
 use crate::uv::Uv;
 
@@ -25,9 +26,10 @@ const EDITED_KEY: &str = "tstore-edited";
 /// Creates the skeleton at `staging` for a venv that will live at `target`.
 ///
 /// `uv venv` runs once per (uv, interpreter) into a template in the store;
-/// each venv gets a copy with the template's path and prompt replaced by its
-/// own, which saves starting uv for every build. Where a path needs quoting
-/// in shell scripts, uv runs for the venv itself, as it quotes per shell.
+/// each venv gets a copy with the template's prompt replaced by its own and
+/// each activation script's venv path set to `target`, quoted for its shell
+/// (see [`name_venv_in_activation_scripts`]), which saves starting uv for
+/// every build.
 pub fn create_skeleton(
     uv: &Uv,
     store: &Store,
@@ -36,14 +38,11 @@ pub fn create_skeleton(
     target: &Path,
     prompt: &str,
 ) -> anyhow::Result<()> {
-    // The template's text names the path it was built at, in the store's tmp.
-    if !is_plain_path(target) || !is_plain_path(&store.tmp_dir()) {
-        run_uv_venv(uv, interpreter, staging, prompt)?;
-        return replace_in_activation_scripts(staging, &staging.display().to_string(), target);
-    }
     let template = skeleton_template(uv, store, interpreter)?;
-    copy_template(&template, staging, target, prompt)
-        .with_context(|| format!("cannot copy the venv skeleton {}", template.display()))
+    copy_template(&template, staging, prompt)
+        .with_context(|| format!("cannot copy the venv skeleton {}", template.display()))?;
+    let origin = fs_err::read_to_string(template.join(TEMPLATE_ORIGIN))?;
+    name_venv_in_activation_scripts(staging, Path::new(&origin), target)
 }
 
 /// The prompt the template is made with, replaced by the tier's name.
@@ -70,9 +69,12 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
     // killed build leaves there like any other temp entry.
     let building = store.temp_path("skeleton");
     let made = run_uv_venv(uv, interpreter, &building, TEMPLATE_PROMPT).and_then(|()| {
-        fs_err::write(
-            building.join(TEMPLATE_ORIGIN),
+        // uv's modes follow the umask; the store's do not.
+        set_modes(&building)?;
+        crate::fsinfo::write_with_mode(
+            &building.join(TEMPLATE_ORIGIN),
             building.as_os_str().as_encoded_bytes(),
+            FILE_MODE,
         )?;
         Ok(())
     });
@@ -88,6 +90,24 @@ fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Resu
         }
     }
     Ok(template)
+}
+
+/// Gives every directory under `dir` (and `dir`) [`DIR_MODE`] and every file
+/// [`FILE_MODE`] or, if executable, [`crate::fsinfo::EXEC_MODE`]; symlinks are left alone.
+fn set_modes(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            set_modes(&entry.path())?;
+        } else if kind.is_file() {
+            let mode = file_mode_like(entry.metadata()?.permissions().mode());
+            fs_err::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
 }
 
 fn run_uv_venv(uv: &Uv, interpreter: &Path, dir: &Path, prompt: &str) -> anyhow::Result<()> {
@@ -107,21 +127,15 @@ fn run_uv_venv(uv: &Uv, interpreter: &Path, dir: &Path, prompt: &str) -> anyhow:
     Ok(())
 }
 
-/// Copies the template to `staging`, naming `target` and `prompt` where the
-/// template names its own path and prompt.
-fn copy_template(
-    template: &Path,
-    staging: &Path,
-    target: &Path,
-    prompt: &str,
-) -> anyhow::Result<()> {
-    let origin = fs_err::read_to_string(template.join(TEMPLATE_ORIGIN))?;
-    let target_text = target.display().to_string();
+/// Copies the template to `staging`, naming `prompt` where the template
+/// names its placeholder prompt.
+fn copy_template(template: &Path, staging: &Path, prompt: &str) -> anyhow::Result<()> {
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
         let from = template.join(&relative);
         let to = staging.join(&relative);
         fs_err::create_dir(&to)?;
+        fs_err::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(DIR_MODE))?;
         for entry in fs_err::read_dir(&from)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -137,46 +151,137 @@ fn copy_template(
             } else {
                 let bytes = fs_err::read(entry.path())?;
                 let bytes = match std::str::from_utf8(&bytes) {
-                    Ok(text) if text.contains(&origin) || text.contains(TEMPLATE_PROMPT) => text
-                        .replace(&origin, &target_text)
-                        .replace(TEMPLATE_PROMPT, prompt)
-                        .into_bytes(),
+                    Ok(text) if text.contains(TEMPLATE_PROMPT) => {
+                        text.replace(TEMPLATE_PROMPT, prompt).into_bytes()
+                    }
                     _ => bytes,
                 };
-                let dest = to.join(&name);
-                fs_err::write(&dest, bytes)?;
-                fs_err::set_permissions(&dest, entry.metadata()?.permissions())?;
+                let mode =
+                    std::os::unix::fs::PermissionsExt::mode(&entry.metadata()?.permissions());
+                crate::fsinfo::write_with_mode(&to.join(&name), &bytes, file_mode_like(mode))?;
             }
         }
     }
     Ok(())
 }
 
-/// Activation scripts spell out the venv's path: make them name `target`.
-fn replace_in_activation_scripts(venv: &Path, from: &str, target: &Path) -> anyhow::Result<()> {
-    let target_text = target.display().to_string();
-    for entry in fs_err::read_dir(venv.join("bin"))? {
-        let path = entry?.path();
-        let is_activate = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("activate"));
-        if is_activate {
-            let text = fs_err::read_to_string(&path)?;
-            if text.contains(from) {
-                fs_err::write(&path, text.replace(from, &target_text))?;
+/// The shells whose activation script spells out the venv's path, and the
+/// line of each that sets it. (`activate.ps1`, `activate.xsh` and
+/// `activate_this.py` find the venv from their own location.)
+const PATH_LINES: [(&str, Shell, &str); 5] = [
+    ("activate", Shell::Posix, "VIRTUAL_ENV="),
+    ("activate.csh", Shell::Csh, "setenv VIRTUAL_ENV "),
+    ("activate.fish", Shell::Fish, "set -gx VIRTUAL_ENV "),
+    ("activate.nu", Shell::Nu, "const virtual_env = "),
+    ("activate.bat", Shell::Batch, "@for %%i in ("),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shell {
+    Posix,
+    Csh,
+    Fish,
+    Nu,
+    Batch,
+}
+
+/// `path` as one word of `shell`'s language, standing for exactly `path`.
+fn quote_for(shell: Shell, path: &str) -> String {
+    match shell {
+        // Inside single quotes nothing is special but the quote itself,
+        // which is closed, given in double quotes, and reopened.
+        Shell::Posix | Shell::Csh => format!("'{}'", path.replace('\'', r#"'"'"'"#)),
+        Shell::Fish => format!("'{}'", path.replace('\\', r"\\").replace('\'', r"\'")),
+        // A double-quoted nu string has backslash escapes and no interpolation.
+        Shell::Nu => format!("\"{}\"", path.replace('\\', r"\\").replace('"', "\\\"")),
+        // Only cmd.exe reads it, and a Windows path holds no `"`.
+        Shell::Batch => format!("\"{path}\""),
+    }
+}
+
+/// Sets the venv path of every activation script under `venv/bin` to
+/// `target`, replacing the line that names where uv made them
+/// (`made_at`). Fails, naming the script, where uv's script has no such
+/// line or still names `made_at` afterwards, rather than leave an activation
+/// script that points elsewhere.
+fn name_venv_in_activation_scripts(
+    venv: &Path,
+    made_at: &Path,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let target_text = target
+        .to_str()
+        .filter(|t| !t.contains(char::is_control))
+        .with_context(|| {
+            format!(
+                "the venv path {} cannot be written into activation scripts: \
+                 use a path of UTF-8 text without control characters",
+                target.display()
+            )
+        })?;
+    let bin = venv.join("bin");
+    for (file, shell, prefix) in PATH_LINES {
+        let script = bin.join(file);
+        let text = match fs_err::read_to_string(&script) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err.into()),
+        };
+        let mut found = 0;
+        let mut out = String::with_capacity(text.len() + target_text.len());
+        for line in text.split_inclusive('\n') {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let body = line.trim_start();
+            let ending = &body[body.trim_end_matches(['\r', '\n']).len()..];
+            let rewritten = match shell {
+                Shell::Batch => body.strip_prefix(prefix).and_then(|rest| {
+                    let (_, after) = rest.split_once(") do @set \"VIRTUAL_ENV=")?;
+                    Some(format!(
+                        "{prefix}{}) do @set \"VIRTUAL_ENV={after}",
+                        quote_for(shell, target_text)
+                    ))
+                }),
+                // Only the top-level assignment (others are indented).
+                Shell::Posix | Shell::Csh | Shell::Fish if !indent.is_empty() => None,
+                _ => body
+                    .starts_with(prefix)
+                    .then(|| format!("{prefix}{}{ending}", quote_for(shell, target_text))),
+            };
+            match rewritten {
+                Some(new) => {
+                    found += 1;
+                    out.push_str(indent);
+                    out.push_str(&new);
+                }
+                None => out.push_str(line),
             }
+        }
+        if found != 1 {
+            bail!(
+                "cannot set the venv path in {} (uv's script has {found} line(s) starting `{prefix}`, \
+                 one expected): tstore does not know this uv's activation scripts",
+                script.display()
+            );
+        }
+        fs_err::write(&script, out)?;
+    }
+    // Its name is enough to find it, however a script quotes the path.
+    let made_at_name = made_at.file_name().unwrap_or_default().as_encoded_bytes();
+    for entry in fs_err::read_dir(&bin)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let bytes = fs_err::read(entry.path())?;
+        if bytes.windows(made_at_name.len()).any(|w| w == made_at_name) {
+            bail!(
+                "{} still names {}, where uv made it: tstore does not know this uv's scripts",
+                entry.path().display(),
+                made_at.display()
+            );
         }
     }
     Ok(())
-}
-
-/// A path no shell needs quoted, so plain text replacement keeps every
-/// activation script valid.
-fn is_plain_path(path: &Path) -> bool {
-    path.to_str().is_some_and(|p| {
-        p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+@,:=".contains(c))
-    })
 }
 
 /// Adds tstore's keys to `pyvenv.cfg`.
@@ -299,7 +404,7 @@ pub fn mark_edited(venv: &Path, package: &str) -> anyhow::Result<()> {
     lines.push(format!("{EDITED_KEY} = {}", edited.join(",")));
     // Written beside and renamed over: a reader never sees half a file.
     let temp = venv.join(".pyvenv.cfg.tstore-tmp");
-    fs_err::write(&temp, lines.join("\n") + "\n")?;
+    crate::fsinfo::write_with_mode(&temp, (lines.join("\n") + "\n").as_bytes(), FILE_MODE)?;
     fs_err::rename(&temp, &cfg)?;
     Ok(())
 }
@@ -325,4 +430,114 @@ pub fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
 #[cfg(not(target_os = "linux"))]
 pub fn exchange(_a: &Path, _b: &Path) -> anyhow::Result<bool> {
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shell_gets_its_own_quoting() {
+        let path = r#"/v/it's "q" $x \ é"#;
+        assert_eq!(quote_for(Shell::Posix, path), r#"'/v/it'"'"'s "q" $x \ é'"#);
+        assert_eq!(quote_for(Shell::Csh, path), quote_for(Shell::Posix, path));
+        assert_eq!(quote_for(Shell::Fish, path), r#"'/v/it\'s "q" $x \\ é'"#);
+        assert_eq!(quote_for(Shell::Nu, path), r#""/v/it's \"q\" $x \\ é""#);
+    }
+
+    /// The lines of uv's scripts that name the venv, as uv 0.13 writes them.
+    fn fake_bin(dir: &Path, made_at: &str) {
+        let bin = dir.join("bin");
+        fs_err::create_dir_all(&bin).unwrap();
+        let files = [
+            (
+                "activate",
+                format!(
+                    "    unset VIRTUAL_ENV\nVIRTUAL_ENV='{made_at}'\n    VIRTUAL_ENV=$(cygpath -u \"$VIRTUAL_ENV\")\nexport VIRTUAL_ENV\n"
+                ),
+            ),
+            (
+                "activate.csh",
+                format!("setenv VIRTUAL_ENV '{made_at}'\n    setenv VIRTUAL_ENV_PROMPT x\n"),
+            ),
+            (
+                "activate.fish",
+                format!("set -gx VIRTUAL_ENV '{made_at}'\r\n"),
+            ),
+            (
+                "activate.nu",
+                format!("export-env {{\n    const virtual_env = '{made_at}'\n}}\n"),
+            ),
+            (
+                "activate.bat",
+                format!("@for %%i in (\"{made_at}\") do @set \"VIRTUAL_ENV=%%~fi\"\n"),
+            ),
+            (
+                "activate_this.py",
+                "base = bin_dir[: -len(\"bin\") - 1]\n".to_string(),
+            ),
+        ];
+        for (name, text) in files {
+            fs_err::write(bin.join(name), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_path_line_of_every_script_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let made_at = "/s/tmp/skeleton-1-abc";
+        fake_bin(dir.path(), made_at);
+        let target = Path::new("/home/o'neil/venvs/t");
+        name_venv_in_activation_scripts(dir.path(), Path::new(made_at), target).unwrap();
+        let read = |name: &str| fs_err::read_to_string(dir.path().join("bin").join(name)).unwrap();
+        assert!(read("activate").contains("\nVIRTUAL_ENV='/home/o'\"'\"'neil/venvs/t'\n"));
+        assert!(read("activate").contains("    VIRTUAL_ENV=$(cygpath"));
+        assert!(
+            read("activate.csh").starts_with("setenv VIRTUAL_ENV '/home/o'\"'\"'neil/venvs/t'\n")
+        );
+        assert_eq!(
+            read("activate.fish"),
+            "set -gx VIRTUAL_ENV '/home/o\\'neil/venvs/t'\r\n"
+        );
+        assert!(read("activate.nu").contains("    const virtual_env = \"/home/o'neil/venvs/t\"\n"));
+        assert_eq!(
+            read("activate.bat"),
+            "@for %%i in (\"/home/o'neil/venvs/t\") do @set \"VIRTUAL_ENV=%%~fi\"\n"
+        );
+    }
+
+    #[test]
+    fn a_script_tstore_cannot_rewrite_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let made_at = "/s/tmp/skeleton-1-abc";
+        fake_bin(dir.path(), made_at);
+        let target = Path::new("/v/t");
+        // A path line in a form tstore does not know.
+        fs_err::write(
+            dir.path().join("bin/activate.fish"),
+            format!("set --global --export VIRTUAL_ENV '{made_at}'\n"),
+        )
+        .unwrap();
+        let err = name_venv_in_activation_scripts(dir.path(), Path::new(made_at), target)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("activate.fish"), "{err}");
+        // Another script naming where it was made.
+        fake_bin(dir.path(), made_at);
+        fs_err::write(dir.path().join("bin/activate.xsh"), made_at).unwrap();
+        let err = name_venv_in_activation_scripts(dir.path(), Path::new(made_at), target)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("activate.xsh"), "{err}");
+        // A path no script can hold.
+        fake_bin(dir.path(), made_at);
+        let err = name_venv_in_activation_scripts(
+            dir.path(),
+            Path::new(made_at),
+            Path::new("/v/new\nline"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("control characters"), "{err}");
+    }
 }

@@ -126,8 +126,11 @@ impl Store {
         let objects = root.join("objects");
         if !objects.join("ff").is_dir() {
             for byte in 0..=255u8 {
-                fs_err::create_dir_all(objects.join(format!("{byte:02x}")))
-                    .with_context(|| format!("cannot create the store at {}", home.display()))?;
+                crate::fsinfo::create_dir_all_with_mode(
+                    &objects.join(format!("{byte:02x}")),
+                    crate::fsinfo::DIR_MODE,
+                )
+                .with_context(|| format!("cannot create the store at {}", home.display()))?;
             }
         }
         for dir in [
@@ -139,7 +142,7 @@ impl Store {
             "run",
             "manifests",
         ] {
-            fs_err::create_dir_all(root.join(dir))?;
+            crate::fsinfo::create_dir_all_with_mode(&root.join(dir), crate::fsinfo::DIR_MODE)?;
         }
         Ok(())
     }
@@ -279,10 +282,12 @@ impl FileLock {
 
     fn take(path: &Path, operation: i32, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::fsinfo::FILE_MODE)
             .open(path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         // SAFETY: flock on a file descriptor we own.

@@ -92,7 +92,7 @@ impl Records {
 
     pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
         for kind in KINDS {
-            fs_err::create_dir_all(dir.join(kind))?;
+            crate::fsinfo::create_dir_all_with_mode(&dir.join(kind), crate::fsinfo::DIR_MODE)?;
         }
         Ok(())
     }

@@ -189,11 +189,63 @@ pub struct ImportReport {
 /// Adds an archive to the store: each object is checked against its key
 /// (blake3) and size before it is stored; records are added only once all
 /// the objects they name are in the store. Importing twice adds nothing.
+///
+/// A file that is not zstd is refused as not an export; one that is, but
+/// whose stream breaks off or does not decode, is reported as truncated or
+/// damaged whichever step noticed it.
 pub fn import(store: &Store, path: &Path, progress: &dyn Progress) -> anyhow::Result<ImportReport> {
-    let file = fs_err::File::open(path)?;
+    let mut file = fs_err::File::open(path)?;
+    let mut magic = [0u8; 4];
+    let starts_as_zstd = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
+    if !starts_as_zstd {
+        bail!("{} is not a tstore export (not zstd)", path.display());
+    }
+    std::io::Seek::rewind(&mut file)?;
     let decoder = zstd::Decoder::new(file)
         .with_context(|| format!("{} is not a tstore export (zstd)", path.display()))?;
-    let mut tar = tar::Archive::new(decoder);
+    let broken = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let stream = Decompressed {
+        inner: decoder,
+        broken: broken.clone(),
+    };
+    let imported = import_stream(store, path, stream, progress);
+    match (imported, broken.take()) {
+        (Err(_), Some(cause)) => bail!(
+            "{} is truncated or damaged ({cause}): objects that arrived intact were kept, \
+             nothing was recorded; copy the file again or export it again",
+            path.display()
+        ),
+        (imported, _) => imported,
+    }
+}
+
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The decompressed archive, remembering the first decompression error so
+/// that the error reported is about the file, not the entry being read.
+struct Decompressed<R> {
+    inner: R,
+    broken: std::rc::Rc<std::cell::RefCell<Option<String>>>,
+}
+
+impl<R: Read> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|err| {
+            self.broken
+                .borrow_mut()
+                .get_or_insert_with(|| err.to_string());
+        })
+    }
+}
+
+fn import_stream(
+    store: &Store,
+    path: &Path,
+    stream: impl Read,
+    progress: &dyn Progress,
+) -> anyhow::Result<ImportReport> {
+    let mut tar = tar::Archive::new(stream);
     let mut entries = tar
         .entries()
         .with_context(|| format!("{} is not a tstore export (tar)", path.display()))?;

@@ -182,10 +182,9 @@ pub fn verify(
         problems: object_problems,
         inodes: object_inodes,
         checked,
-        bytes,
     } = check_objects(store, progress)?;
     report.objects_checked = checked;
-    report.bytes_checked = bytes;
+    report.bytes_checked = crate::du::store_size(store).object_bytes;
 
     let mut tiers = Vec::new();
     for row in store.db.tiers()? {
@@ -287,7 +286,6 @@ struct ObjectCheck {
     /// (device, inode) of every object present, to recognize hardlinks.
     inodes: HashMap<ObjectKey, (u64, u64)>,
     checked: usize,
-    bytes: u64,
 }
 
 /// One object's state.
@@ -348,7 +346,6 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
         problems,
         inodes,
         checked: objects.len(),
-        bytes: total,
     })
 }
 
