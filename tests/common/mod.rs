@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod process;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,12 +22,20 @@ pub struct World {
     pub dir: tempfile::TempDir,
 }
 
+/// A scratch folder `tstore-test-*` in the temp folder. `.ci/run` points
+/// TMPDIR at a folder of its own for the suite, and afterwards fails if a
+/// process still names that folder in its working directory or command line
+/// (a server or a child of tstore the tests left running).
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tstore-test-")
+        .tempdir()
+        .unwrap()
+}
+
 impl World {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tstore-test-")
-            .tempdir()
-            .unwrap();
+        let dir = scratch_dir();
         for sub in ["store", "home", "project", "wheels"] {
             fs_err::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -484,7 +493,7 @@ pub struct Mount {
 impl Mount {
     /// A tmpfs of `size` (e.g. "64m").
     pub fn tmpfs(size: &str) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = scratch_dir();
         let path = dir.path().join("mnt");
         fs_err::create_dir(&path).map_err(|e| e.to_string())?;
         run_ok(
@@ -497,7 +506,7 @@ impl Mount {
 
     /// A loop-mounted image of `size` made by `mkfs.<fstype> MKFS_ARGS`.
     pub fn image(fstype: &str, size: &str, mkfs_args: &[&str]) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = scratch_dir();
         let image = dir.path().join(format!("{fstype}.img"));
         let path = dir.path().join("mnt");
         fs_err::create_dir(&path).map_err(|e| e.to_string())?;
