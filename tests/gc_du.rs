@@ -158,15 +158,24 @@ fn gc_keeps_what_a_current_lock_names_and_removes_leftovers() {
     let s = setup(dir.path());
     // Tier b is removed, but tier a still needs alpha: nothing of alpha goes.
     s.ok(&["remove", "b"]);
-    // Leftovers of a crashed run: a temp file of a dead process, an unrecorded object.
+    // Leftovers of a crashed run: a temp file of a dead process (removed as
+    // soon as a run opens the store), a day-old work folder without a pid
+    // (gc's to judge), an unrecorded object.
     let store = dir.path().join("store/v1");
     fs_err::write(store.join("tmp/download-999999-abc"), "partial").unwrap();
+    let old_work = store.join("tmp/work-abc");
+    fs_err::create_dir(&old_work).unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::open(&old_work)
+        .and_then(|dir| dir.set_modified(two_days_ago))
+        .unwrap();
     fs_err::write(store.join("objects/ab").join("ab".repeat(32)), "orphan").unwrap();
     let report = s.json(&["gc", "--json"]);
     assert_eq!(report["distributions"], 0, "{report}");
     assert_eq!(report["temp_entries"], 1, "{report}");
     assert_eq!(report["objects"], 1, "{report}");
     assert!(!store.join("tmp/download-999999-abc").exists());
+    assert!(!old_work.exists());
     python_ok(&s.venv("a"), "import alpha, gamma");
     assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
 }

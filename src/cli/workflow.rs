@@ -20,9 +20,7 @@ fn lock_versions(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, Stri
 
 pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
-    let work = tempfile::Builder::new()
-        .prefix("outdated-")
-        .tempdir_in(session.store.tmp_dir())?;
+    let work = tstore::store::tmp::temp_dir(&session.store, "outdated")?;
     lock::lock_tiers(
         &session.config,
         &session.store,

@@ -22,6 +22,7 @@ use anyhow::Context;
 use crate::config::{Config, ConfigSource, Tier};
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::tmp::OwnFile;
 use crate::uv::Uv;
 
 pub use pylock::PyLock;
@@ -132,9 +133,7 @@ pub fn lock_tiers(
     let mut written: BTreeMap<String, bool> = BTreeMap::new();
     if !stale.is_empty() {
         let uv_version = uv.version().unwrap_or_else(|_| "uv".into());
-        let work = tempfile::Builder::new()
-            .prefix("lock-")
-            .tempdir_in(store.tmp_dir())
+        let work = crate::store::tmp::temp_dir(store, "lock")
             .context("cannot create a work directory in the store")?;
         let mut pythons: Vec<&str> = stale.iter().map(|t| t.python.as_str()).collect();
         pythons.sort_unstable();
@@ -297,19 +296,19 @@ fn lock_tier(
     let lock_dir = target.parent().unwrap_or(Path::new("."));
     // uv writes local projects' paths relative to its output file, so it
     // writes beside the final lock (under a name uv accepts: no dots).
-    let output = lock_dir.join(format!(
+    let temp_output = OwnFile::new(lock_dir.join(format!(
         "pylock.tstore{}{}.toml",
         std::process::id(),
         crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    ));
-    let _remove_output = RemoveOnDrop(&output);
+    )));
+    let output = temp_output.path();
     let existing = lock_path(config, store, &tier.name);
     let compile = |pins: Option<&str>| -> anyhow::Result<()> {
         // uv keeps the pins of the file it writes to where it can.
         match fs_err::read_to_string(&existing) {
-            Ok(text) => fs_err::write(&output, text)?,
+            Ok(text) => fs_err::write(output, text)?,
             Err(_) => {
-                let _ = fs_err::remove_file(&output);
+                let _ = fs_err::remove_file(output);
             }
         }
         let constraints = work.join(format!("{}.constraints.txt", tier.name));
@@ -322,7 +321,7 @@ fn lock_tier(
             .arg(&constraints)
             .arg(&requirements)
             .arg("-o")
-            .arg(&output);
+            .arg(output);
         uv.run(&mut cmd)?;
         Ok(())
     };
@@ -345,7 +344,7 @@ fn lock_tier(
         }
     };
 
-    let body = fs_err::read_to_string(&output)?;
+    let body = fs_err::read_to_string(output)?;
     let header = format!(
         "# Written by tstore from tier `{}` of {} with {uv_version}. Re-create with `tstore lock {}`.\n{}{}\n",
         tier.name,
@@ -427,15 +426,6 @@ fn current_pins(config: &Config, store: &Store, tiers: &[&Tier]) -> String {
         .filter(|(_, v)| v.len() == 1)
         .map(|(name, v)| format!("{name}=={}\n", v.into_iter().next().unwrap_or_default()))
         .collect()
-}
-
-/// Deletes a file when dropped (uv's output after it was read).
-struct RemoveOnDrop<'a>(&'a Path);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
-    }
 }
 
 /// After a fallback, names the packages whose versions differ between tiers.

@@ -20,6 +20,7 @@
 pub mod bytecode;
 pub mod db;
 pub mod ingest;
+pub mod tmp;
 pub mod wheel;
 
 use std::fmt;
@@ -105,7 +106,9 @@ impl Store {
             let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
             Db::open(&root.join("store.db"))?
         };
-        Ok(Self { root, db })
+        let store = Self { root, db };
+        tmp::on_open(&store)?;
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
