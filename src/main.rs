@@ -52,8 +52,9 @@ fn report(err: &anyhow::Error) {
 
 /// On SIGINT or SIGTERM: removes this run's temp files (a partial download
 /// may be hundreds of MB), then exits with 128 + the signal's number, as a
-/// shell reports a process the signal ended. The signal handler only wakes
-/// this thread, which does the work outside signal context.
+/// shell reports a process the signal ended. Children die with tstore (see
+/// `tstore::process`). The signal handler only wakes this thread, which
+/// does the work outside signal context.
 fn clean_up_when_interrupted() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {

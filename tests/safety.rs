@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::process::ProcessGroup;
+use common::process::{ProcessGroup, processes};
 use common::*;
 
 /// A wheel of `files` modules (enough work that a kill lands mid-way).
@@ -90,23 +90,28 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
         let kind = usize::from(args[0] == "gc");
         let delay = Duration::from_millis(random.next(longest[kind].as_millis() as u64 * 9 / 10));
         let started = Instant::now();
-        let mut child = world
-            .tstore(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = ProcessGroup::spawn(
+            "tstore",
+            world
+                .tstore(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGKILL,
+        );
         std::thread::sleep(delay);
-        let killed = child.try_wait().unwrap().is_none();
+        let killed = child.child().try_wait().unwrap().is_none();
         if killed {
-            child.kill().unwrap();
+            child.signal_leader(libc::SIGKILL);
             kills += 1;
         }
-        child.wait().unwrap();
+        child.child().wait().unwrap();
         if !killed {
             longest[kind] = longest[kind].max(started.elapsed());
         }
         let context = format!("round {round} ({args:?}, killed after {delay:?}: {killed})");
+        // Its children (Python bytecode workers, uv) died with it.
+        let left = child.survivors(Duration::from_secs(5));
+        assert!(left.is_empty(), "{context}: still running: {left:#?}");
         verify_is_clean(&world, &context);
         // The venv in use works, whichever generation it is.
         python_ok(&world.venv("t"), "import base; assert base.OK");
@@ -369,4 +374,53 @@ fn the_next_run_removes_what_dead_processes_left_in_tmp() {
         .collect();
     left.sort();
     assert_eq!(left, [format!("download-{alive}-3c4d"), "unnamed".into()]);
+}
+
+#[test]
+fn killing_tstore_mid_lock_takes_uv_down_and_its_temp_lock_goes_next_run() {
+    let world = World::new();
+    WheelBuilder::new("leaf", "1.0")
+        .file("leaf/__init__.py", "")
+        .build(&world.wheels());
+    let offline =
+        "no-index = true\nfind-links = [\"../wheels\"]\n[tiers.t]\nrequirements = [\"leaf\"]\n";
+    world.write_tiers(offline);
+    world.ok(&["lock"]);
+    // An index that takes connections and never answers: uv waits on it
+    // (for 30 s, uv's default timeout, then it retries).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    world.write_tiers(&format!(
+        "index-url = \"http://{}/simple\"\n[tiers.t]\nrequirements = [\"leaf\"]\n",
+        silent.local_addr().unwrap()
+    ));
+    let temp_locks = || -> Vec<String> {
+        fs_err::read_dir(world.project())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("pylock.") && name.contains("tstore"))
+            .collect()
+    };
+    let mut tstore = ProcessGroup::spawn(
+        "tstore lock",
+        world
+            .tstore(&["lock"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        libc::SIGKILL,
+    );
+    let uv = wait_for("uv pip compile", || {
+        processes()
+            .into_iter()
+            .find(|p| p.ppid == tstore.pid() && p.cmdline.contains("pip compile"))
+    });
+    assert!(!temp_locks().is_empty(), "uv's output is beside the lock");
+
+    tstore.signal_leader(libc::SIGKILL);
+    tstore.wait_leader(Duration::from_secs(10)).expect("killed");
+    let left = tstore.survivors(Duration::from_secs(5));
+    assert!(left.is_empty(), "uv was {uv}; still running: {left:#?}");
+
+    world.write_tiers(offline);
+    world.ok(&["lock"]);
+    assert_eq!(temp_locks(), Vec::<String>::new());
 }
