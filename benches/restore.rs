@@ -14,8 +14,13 @@
 //! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
 //! `TSTORE_BENCH_DIR` picks the filesystem.
 
+// Shared with the tests, which use more of them than this bench does.
 #[path = "../tests/common/garage.rs"]
+#[allow(dead_code)]
 mod garage;
+#[path = "../tests/common/process.rs"]
+#[allow(dead_code)]
+mod process;
 
 mod support;
 

@@ -116,7 +116,7 @@ pub fn check(
 
 /// Imports `module` in a fresh interpreter; the error line if it fails.
 fn import(python: &Path, module: &str) -> Result<(), String> {
-    let mut child = Command::new(python)
+    let mut child = crate::process::dies_with_parent(&mut Command::new(python))
         .args(["-c", &format!("import {module}")])
         .env_remove("PYTHONPATH")
         .env_remove("PYTHONHOME")

@@ -243,7 +243,7 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
     {
         return Ok(answer);
     }
-    let output = Command::new(executable)
+    let output = crate::process::dies_with_parent(&mut Command::new(executable))
         .args(["-I", "-c", QUERY])
         .output()
         .with_context(|| format!("cannot run {}", executable.display()))?;

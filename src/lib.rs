@@ -22,6 +22,7 @@ pub mod interpreter;
 pub mod local;
 pub mod lock;
 pub mod materialize;
+pub mod process;
 pub mod progress;
 pub mod store;
 pub mod transfer;

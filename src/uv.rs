@@ -62,8 +62,10 @@ impl Uv {
         Ok(Self { path: installed })
     }
 
+    /// A uv command that dies with tstore (see [`crate::process`]).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.path);
+        crate::process::dies_with_parent(&mut cmd);
         // tstore decides what to resolve; a user's uv.toml must not change it silently.
         cmd.env("UV_NO_CONFIG", "1");
         cmd

@@ -160,15 +160,24 @@ fn gc_keeps_what_a_kept_generation_uses_and_removes_leftovers() {
     let s = setup(dir.path());
     // Tier b is removed, but tier a still needs alpha: nothing of alpha goes.
     s.ok(&["remove", "b"]);
-    // Leftovers of a crashed run: a temp file of a dead process, an unrecorded object.
+    // Leftovers of a crashed run: a temp file of a dead process (removed as
+    // soon as a run opens the store), a day-old work folder without a pid
+    // (gc's to judge), an unrecorded object.
     let store = dir.path().join("store/v1");
     fs_err::write(store.join("tmp/download-999999-abc"), "partial").unwrap();
+    let old_work = store.join("tmp/work-abc");
+    fs_err::create_dir(&old_work).unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::open(&old_work)
+        .and_then(|dir| dir.set_modified(two_days_ago))
+        .unwrap();
     fs_err::write(store.join("objects/ab").join("ab".repeat(32)), "orphan").unwrap();
     let report = s.json(&["gc", "--json"]);
     assert_eq!(report["distributions"], 0, "{report}");
     assert_eq!(report["temp_entries"], 1, "{report}");
     assert_eq!(report["objects"], 1, "{report}");
     assert!(!store.join("tmp/download-999999-abc").exists());
+    assert!(!old_work.exists());
     python_ok(&s.venv("a"), "import alpha, gamma");
     assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
 }
@@ -237,11 +246,17 @@ fn remove_then_gc_frees_what_du_said_was_only_there() {
 fn gc_prints_one_unit_and_spells_entries() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(dir.path());
-    let store = dir.path().join("store/v1");
-    for pid in [999_998, 999_999] {
-        fs_err::write(store.join(format!("tmp/download-{pid}-abc")), "partial").unwrap();
-    }
     s.ok(&["remove", "a"]);
+    // Two day-old work folders without a pid: gc's to judge.
+    let store = dir.path().join("store/v1");
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for name in ["work-a", "work-b"] {
+        let old_work = store.join("tmp").join(name);
+        fs_err::create_dir(&old_work).unwrap();
+        std::fs::File::open(&old_work)
+            .and_then(|dir| dir.set_modified(two_days_ago))
+            .unwrap();
+    }
     let text = s.ok(&["gc"]);
     assert!(text.contains("2 leftover temp entries"), "{text}");
     let units: std::collections::BTreeSet<&str> = text

@@ -224,3 +224,24 @@ fn a_store_from_before_records_gets_them_on_first_open() {
     remove_wal(&world);
     assert_rebuilt(&world);
 }
+
+#[test]
+fn a_blank_index_in_a_store_from_before_records_is_refused() {
+    let Setup { world, .. } = setup();
+    // A store made before records, whose index an older tstore replaced by
+    // a new, empty one after the file was lost.
+    fs_err::remove_dir_all(world.store().join("v1/records")).unwrap();
+    fs_err::remove_file(index(&world)).unwrap();
+    remove_wal(&world);
+    rusqlite::Connection::open(index(&world))
+        .unwrap()
+        .execute_batch("CREATE TABLE placeholder (x)")
+        .unwrap();
+    let objects = world.object_files();
+    let err = world.fails(&["gc"]);
+    assert!(err.contains("it is empty"), "{err}");
+    assert_eq!(world.object_files(), objects);
+    // Objects come back; distributions and generations had no records.
+    let out = world.ok(&["verify", "--repair"]);
+    assert!(out.contains("index rebuilt"), "{out}");
+}

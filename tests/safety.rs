@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::process::{ProcessGroup, processes};
 use common::*;
 
 /// A wheel of `files` modules (enough work that a kill lands mid-way).
@@ -89,23 +90,28 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
         let kind = usize::from(args[0] == "gc");
         let delay = Duration::from_millis(random.next(longest[kind].as_millis() as u64 * 9 / 10));
         let started = Instant::now();
-        let mut child = world
-            .tstore(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = ProcessGroup::spawn(
+            "tstore",
+            world
+                .tstore(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGKILL,
+        );
         std::thread::sleep(delay);
-        let killed = child.try_wait().unwrap().is_none();
+        let killed = child.child().try_wait().unwrap().is_none();
         if killed {
-            child.kill().unwrap();
+            child.signal_leader(libc::SIGKILL);
             kills += 1;
         }
-        child.wait().unwrap();
+        child.child().wait().unwrap();
         if !killed {
             longest[kind] = longest[kind].max(started.elapsed());
         }
         let context = format!("round {round} ({args:?}, killed after {delay:?}: {killed})");
+        // Its children (Python bytecode workers, uv) died with it.
+        let left = child.survivors(Duration::from_secs(5));
+        assert!(left.is_empty(), "{context}: still running: {left:#?}");
         verify_is_clean(&world, &context);
         // The venv in use works, whichever generation it is.
         python_ok(&world.venv("t"), "import base; assert base.OK");
@@ -265,4 +271,156 @@ fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Entries of the store's tmp/ made by process `pid` (`<prefix>-<pid>-…`).
+fn temp_entries_of(world: &World, pid: i32) -> Vec<String> {
+    let Ok(entries) = fs_err::read_dir(world.store().join("v1/tmp")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.split('-').nth(1) == Some(pid.to_string().as_str()))
+        .collect()
+}
+
+/// Waits up to 30 s for `found` to return something.
+fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_interrupted_fetch_removes_its_partial_download_and_exits_128_plus_the_signal() {
+    let world = World::new();
+    // Incompressible, so the wheel itself is large.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let wheel = WheelBuilder::new("big", "1.0")
+        .raw("big/blob.bin", &noise, 0o100644)
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    server
+        .bytes_per_second
+        .store(256 << 10, std::sync::atomic::Ordering::SeqCst);
+    world.write_tiers("[tiers.t]\nrequirements = [\"big\"]\n");
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(&wheel, &server.url)],
+    );
+    world.ok(&["list"]);
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let mut tstore = ProcessGroup::spawn(
+            "tstore fetch",
+            world
+                .tstore(&["fetch", "--frozen", "t"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGKILL,
+        );
+        let pid = tstore.pid();
+        let tmp = world.store().join("v1/tmp");
+        // Midway: part of the wheel is on disk.
+        wait_for("a partial download", || {
+            temp_entries_of(&world, pid).into_iter().find(|name| {
+                fs_err::metadata(tmp.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
+            })
+        });
+        tstore.signal_leader(signal);
+        let status = tstore
+            .wait_leader(Duration::from_secs(10))
+            .expect("tstore exits when interrupted");
+        assert_eq!(status.code(), Some(code), "signal {signal}: {status}");
+        let left = temp_entries_of(&world, pid);
+        assert!(left.is_empty(), "signal {signal} left in tmp: {left:?}");
+    }
+    assert_eq!(world.store_counts(), (0, 0), "nothing was recorded");
+}
+
+#[test]
+fn the_next_run_removes_what_dead_processes_left_in_tmp() {
+    let world = World::new();
+    world.write_tiers("[tiers.t]\nrequirements = [\"anything\"]\n");
+    world.ok(&["list"]);
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let tmp = world.store().join("v1/tmp");
+    let alive = std::process::id();
+    fs_err::write(tmp.join(format!("download-{dead}-1a2b")), "partial").unwrap();
+    fs_err::create_dir_all(tmp.join(format!("build-{dead}-Xy9/dist"))).unwrap();
+    fs_err::write(tmp.join(format!("download-{alive}-3c4d")), "in use").unwrap();
+    fs_err::write(tmp.join("unnamed"), "not ours to judge").unwrap();
+
+    world.ok(&["list"]);
+    let mut left: Vec<String> = fs_err::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [format!("download-{alive}-3c4d"), "unnamed".into()]);
+}
+
+#[test]
+fn killing_tstore_mid_lock_takes_uv_down_and_its_temp_lock_goes_next_run() {
+    let world = World::new();
+    WheelBuilder::new("leaf", "1.0")
+        .file("leaf/__init__.py", "")
+        .build(&world.wheels());
+    let offline =
+        "no-index = true\nfind-links = [\"../wheels\"]\n[tiers.t]\nrequirements = [\"leaf\"]\n";
+    world.write_tiers(offline);
+    world.ok(&["lock"]);
+    // An index that takes connections and never answers: uv waits on it
+    // (for 30 s, uv's default timeout, then it retries).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    world.write_tiers(&format!(
+        "index-url = \"http://{}/simple\"\n[tiers.t]\nrequirements = [\"leaf\"]\n",
+        silent.local_addr().unwrap()
+    ));
+    let temp_locks = || -> Vec<String> {
+        fs_err::read_dir(world.project())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("pylock.") && name.contains("tstore"))
+            .collect()
+    };
+    let mut tstore = ProcessGroup::spawn(
+        "tstore lock",
+        world
+            .tstore(&["lock"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        libc::SIGKILL,
+    );
+    let uv = wait_for("uv pip compile", || {
+        processes()
+            .into_iter()
+            .find(|p| p.ppid == tstore.pid() && p.cmdline.contains("pip compile"))
+    });
+    assert!(!temp_locks().is_empty(), "uv's output is beside the lock");
+
+    tstore.signal_leader(libc::SIGKILL);
+    tstore.wait_leader(Duration::from_secs(10)).expect("killed");
+    let left = tstore.survivors(Duration::from_secs(5));
+    assert!(left.is_empty(), "uv was {uv}; still running: {left:#?}");
+
+    world.write_tiers(offline);
+    world.ok(&["lock"]);
+    assert_eq!(temp_locks(), Vec::<String>::new());
 }

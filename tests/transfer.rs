@@ -6,9 +6,10 @@ mod common;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::ProcessGroup;
 use common::*;
 
 /// A project with tiers `t1` (alpha, gamma) and `t2` (alpha), served by a
@@ -275,7 +276,7 @@ fn push_then_pull(remote: &str, env: &[(&str, String)]) {
 
 #[test]
 fn a_folder_remote_serves_push_and_pull_and_refuses_damage() {
-    let holder = tempfile::tempdir().unwrap();
+    let holder = scratch_dir();
     let remote = format!("file://{}", holder.path().join("remote").display());
     push_then_pull(&remote, &[]);
 
@@ -328,24 +329,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+fn wait_for_port(port: u16, server: &mut ProcessGroup, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = server.child().try_wait() {
             panic!("{what} exited: {status}");
         }
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A process killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -369,7 +360,7 @@ fn nginx_webdav_remote() {
         eprintln!("skipped: nginx is not installed (.ci/run installs it)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let port = free_port();
     let root = dir.path().join("www");
     fs_err::create_dir_all(&root).unwrap();
@@ -393,22 +384,27 @@ fn nginx_webdav_remote() {
         ),
     )
     .unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    let _server = Server(child);
+    // nginx stops gracefully on SIGQUIT (what `nginx -s quit` sends): the
+    // master lets its workers finish, and they exit with it.
+    let mut server = ProcessGroup::spawn(
+        "nginx",
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        libc::SIGQUIT,
+    );
+    wait_for_port(port, &mut server, "nginx");
     push_then_pull(&format!("http://127.0.0.1:{port}/tstore"), &[]);
     assert!(
         root.join("tstore/objects").is_dir(),
         "objects were PUT under the prefix"
     );
+    server.stop().unwrap();
 }
 
 /// Garage (S3-compatible) on 127.0.0.1, one node, sqlite metadata.
@@ -419,12 +415,13 @@ fn garage_s3_remote() {
         eprintln!("skipped: no garage binary (.ci/run builds it with cargo install garage)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::garage::Garage::start(&garage, dir.path(), "tstore");
+    let dir = scratch_dir();
+    let mut server = common::garage::Garage::start(&garage, dir.path(), "tstore");
     let env: Vec<(&str, String)> = server
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
     push_then_pull("s3://tstore/team-store", &env);
+    server.stop().unwrap();
 }

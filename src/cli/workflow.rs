@@ -42,9 +42,7 @@ pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::
             return Ok(());
         }
     }
-    let work = tempfile::Builder::new()
-        .prefix("outdated-")
-        .tempdir_in(session.store.tmp_dir())?;
+    let work = tstore::store::tmp::temp_dir(&session.store, "outdated")?;
     lock::lock_tiers(
         &session.config,
         &session.store,

@@ -255,9 +255,7 @@ fn fetch_and_build_sdist(
 ) -> anyhow::Result<(i64, u64)> {
     let uv = uv.context("building an sdist needs uv")?;
     let (temp, size) = download_verified(store, client, sdist, progress)?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(store.tmp_dir())?;
+    let work = crate::store::tmp::temp_dir(store, "build")?;
     // uv recognizes an sdist by its file name.
     let named = work.path().join(&sdist.filename);
     fs_err::rename(&temp.0, &named)?;
@@ -305,9 +303,7 @@ fn build_local(
         unreachable!("called for local projects only")
     };
     let uv = uv.context("building a local project needs uv")?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(store.tmp_dir())?;
+    let work = crate::store::tmp::temp_dir(store, "build")?;
     let out_dir = work.path().join("dist");
     progress.start(&format!("building {}", item.name), 0, 0);
     let mut cmd = uv.command();

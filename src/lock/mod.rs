@@ -27,6 +27,7 @@ use anyhow::Context;
 use crate::config::{Config, ConfigSource, Tier};
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::tmp::OwnFile;
 use crate::uv::Uv;
 
 pub use pylock::PyLock;
@@ -85,11 +86,14 @@ impl TierLock {
 
 /// `pylock.<tier>.toml` beside tiers.toml, or in the store for the embedded default.
 pub fn lock_path(config: &Config, store: &Store, tier: &str) -> PathBuf {
-    let dir = match &config.source {
+    locks_dir(config, store).join(format!("pylock.{tier}.toml"))
+}
+
+fn locks_dir(config: &Config, store: &Store) -> PathBuf {
+    match &config.source {
         ConfigSource::File(path) => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         ConfigSource::Embedded => store.default_locks_dir(),
-    };
-    dir.join(format!("pylock.{tier}.toml"))
+    }
 }
 
 /// Hash of everything that decides a tier's lock: its requirements and
@@ -152,13 +156,12 @@ pub fn lock_tiers(
         .copied()
         .filter(|t| options.upgrade != Upgrade::None || !is_current(config, store, t))
         .collect();
+    remove_dead_temp_locks(&locks_dir(config, store))?;
     let mut written: BTreeMap<String, (bool, Vec<changes::VersionChange>, std::time::Duration)> =
         BTreeMap::new();
     if !stale.is_empty() {
         let uv_version = uv.version().unwrap_or_else(|_| "uv".into());
-        let work = tempfile::Builder::new()
-            .prefix("lock-")
-            .tempdir_in(store.tmp_dir())
+        let work = crate::store::tmp::temp_dir(store, "lock")
             .context("cannot create a work directory in the store")?;
         for group in groups::solve_groups(config) {
             let to_lock: Vec<&Tier> = stale
@@ -415,19 +418,19 @@ fn lock_tier(
     let lock_dir = target.parent().unwrap_or(Path::new("."));
     // uv writes local projects' paths relative to its output file, so it
     // writes beside the final lock (under a name uv accepts: no dots).
-    let output = lock_dir.join(format!(
-        "pylock.tstore{}{}.toml",
+    let temp_output = OwnFile::new(lock_dir.join(format!(
+        "{TEMP_LOCK_PREFIX}{}-{}.toml",
         std::process::id(),
         crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    ));
-    let _remove_output = RemoveOnDrop(&output);
+    )));
+    let output = temp_output.path();
     let existing = lock_path(config, store, &tier.name);
     let compile = |pins: Option<&str>| -> anyhow::Result<()> {
         // uv keeps the pins of the file it writes to where it can.
         match fs_err::read_to_string(&existing) {
-            Ok(text) => fs_err::write(&output, text)?,
+            Ok(text) => fs_err::write(output, text)?,
             Err(_) => {
-                let _ = fs_err::remove_file(&output);
+                let _ = fs_err::remove_file(output);
             }
         }
         let constraints = work.join(format!("{}.constraints.txt", tier.name));
@@ -440,7 +443,7 @@ fn lock_tier(
             .arg(&constraints)
             .arg(&requirements)
             .arg("-o")
-            .arg(&output);
+            .arg(output);
         uv.run(&mut cmd)?;
         Ok(())
     };
@@ -463,7 +466,7 @@ fn lock_tier(
         }
     };
 
-    let body = fs_err::read_to_string(&output)?;
+    let body = fs_err::read_to_string(output)?;
     let header = format!(
         "# Written by tstore from tier `{}` of {} with {uv_version}. Re-create with `tstore lock {}`.\n{}{}\n",
         tier.name,
@@ -476,7 +479,11 @@ fn lock_tier(
         Some(dir) => dir.join(format!("pylock.{}.toml", tier.name)),
         None => target,
     };
-    let temp = target.with_extension(format!("toml.tmp-{}", std::process::id()));
+    let temp = target.with_extension(format!(
+        "{}{}",
+        REPLACING_LOCK_INFIX.trim_start_matches('.'),
+        std::process::id()
+    ));
     fs_err::write(&temp, format!("{header}{body}"))?;
     fs_err::rename(&temp, &target)?;
     Ok(aligned)
@@ -547,13 +554,44 @@ fn current_pins(config: &Config, store: &Store, tiers: &[&Tier]) -> String {
         .collect()
 }
 
-/// Deletes a file when dropped (uv's output after it was read).
-struct RemoveOnDrop<'a>(&'a Path);
+/// How uv's output beside the final lock is named:
+/// `pylock._tstore-<pid>-<suffix>.toml`. Tier names start with a letter or
+/// digit, so no tier's lock is ever named so.
+const TEMP_LOCK_PREFIX: &str = "pylock._tstore-";
+/// How a lock being replaced is named: `pylock.<tier>.toml.tmp-<pid>`.
+const REPLACING_LOCK_INFIX: &str = ".toml.tmp-";
 
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
+/// The pid of the tstore that wrote a temp file beside the locks.
+fn temp_lock_owner(name: &str) -> Option<i32> {
+    if let Some(rest) = name.strip_prefix(TEMP_LOCK_PREFIX) {
+        return rest.split_once('-')?.0.parse().ok();
     }
+    let (_, pid) = name
+        .strip_prefix("pylock.")?
+        .rsplit_once(REPLACING_LOCK_INFIX)?;
+    pid.parse().ok()
+}
+
+/// Removes the temp locks of tstores that died while locking (killed, so
+/// they could not remove their own): they must not be committed beside
+/// tiers.toml.
+fn remove_dead_temp_locks(dir: &Path) -> anyhow::Result<()> {
+    let entries = match fs_err::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    let me = std::process::id() as i32;
+    for entry in entries.flatten() {
+        let Some(pid) = temp_lock_owner(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if pid != me && !crate::store::process_alive(pid) {
+            fs_err::remove_file(entry.path())
+                .context("cannot remove a temp lock left by an interrupted tstore")?;
+        }
+    }
+    Ok(())
 }
 
 /// A package locked at more than one version across tiers that share a
@@ -655,4 +693,22 @@ fn uv_reason(text: &str) -> String {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_locks_name_their_writer() {
+        assert_eq!(temp_lock_owner("pylock._tstore-4242-1a2b.toml"), Some(4242));
+        assert_eq!(temp_lock_owner("pylock.api.toml.tmp-77"), Some(77));
+        assert_eq!(temp_lock_owner("pylock.api.toml"), None);
+        assert_eq!(
+            temp_lock_owner("pylock.tstore-4242-1a2b.toml"),
+            None,
+            "a tier's lock"
+        );
+        assert_eq!(temp_lock_owner("tiers.toml"), None);
+    }
 }

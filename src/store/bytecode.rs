@@ -165,7 +165,7 @@ fn run_worker(
     fs_err::File::create(jobs_file)?.write_all(text.as_bytes())?;
     // stderr goes to a file: a worker blocked on a full pipe would never finish.
     let errors = jobs_file.with_extension("err");
-    let mut child = Command::new(&interpreter.executable)
+    let mut child = crate::process::dies_with_parent(&mut Command::new(&interpreter.executable))
         .args(["-I", "-W", "ignore", "-c", COMPILE])
         .arg(jobs_file)
         .stdin(Stdio::null())

@@ -6,7 +6,8 @@
 //! - SQLite cannot read it (a damaged header, say).
 //! - Records on disk name distributions, generations or adopted venvs the
 //!   index does not know (see [`super::records`]): it is older than the disk.
-//! - The index knows no object while object files exist.
+//! - In a store from before records: the index knows no object while object
+//!   files exist.
 //!
 //! SQLite's own page check (`quick_check`) reads the whole file, so it runs
 //! only where the index decides deletions (gc) and in `verify`.
@@ -69,9 +70,14 @@ pub fn check_index(root: &Path, db: &Db, records: &Records) -> Option<IndexProbl
         Ok(Some(problem)) => return Some(problem),
         Ok(None) => {}
     }
+    // With records, an emptied index is caught by them; objects without
+    // rows are then only what an interrupted or refused run left (gc's).
+    // A store from before records has nothing else to go by.
     match db.record_keys() {
         Err(err) => Some(unreadable(&err)),
-        Ok(keys) if keys.objects == 0 && any_object(root) => Some(IndexProblem::Empty),
+        Ok(keys) if keys.objects == 0 && !records.exist() && any_object(root) => {
+            Some(IndexProblem::Empty)
+        }
         Ok(_) => None,
     }
 }

@@ -24,6 +24,7 @@ pub mod db;
 pub mod health;
 pub mod ingest;
 pub mod records;
+pub mod tmp;
 pub mod wheel;
 
 use std::fmt;
@@ -119,7 +120,10 @@ impl Store {
             Records::create_dirs(records.dir())?;
             db.write_missing_records()?;
         }
-        Ok(Self { root, db })
+        drop(_opening);
+        let store = Self { root, db };
+        tmp::on_open(&store)?;
+        Ok(store)
     }
 
     fn create_dirs(home: &Path, root: &Path) -> anyhow::Result<()> {

@@ -1,14 +1,17 @@
 //! A one-node Garage (S3-compatible) on 127.0.0.1, for the remote-store
 //! tests and the restore bench: sqlite metadata, replication factor 1, a key
-//! and a bucket it may read and write. Stopped when dropped.
+//! and a bucket it may read and write. Stopped when dropped, as Garage's
+//! documentation says: SIGTERM, then wait (see [`ProcessGroup`]).
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::process::ProcessGroup;
+
 pub struct Garage {
-    child: Child,
+    server: ProcessGroup,
     /// `AWS_*` variables that point an S3 client at it, with the key.
     pub env: Vec<(String, String)>,
 }
@@ -41,17 +44,20 @@ impl Garage {
             ),
         )
         .unwrap();
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .arg("server")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut server = ProcessGroup::spawn(
+            "garage",
+            Command::new(binary)
+                .arg("-c")
+                .arg(&conf)
+                .arg("server")
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", s3)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = server.child().try_wait() {
                 panic!("garage exited: {status}");
             }
             assert!(Instant::now() < deadline, "garage did not listen on {s3}");
@@ -103,13 +109,11 @@ impl Garage {
         cli(&[
             "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "tstore",
         ]);
-        Self { child, env }
+        Self { server, env }
     }
-}
 
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Stops Garage; an error if it had to be killed.
+    pub fn stop(&mut self) -> Result<(), String> {
+        self.server.stop()
     }
 }

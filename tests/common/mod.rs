@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod process;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,12 +22,20 @@ pub struct World {
     pub dir: tempfile::TempDir,
 }
 
+/// A scratch folder `tstore-test-*` in the temp folder. `.ci/run` points
+/// TMPDIR at a folder of its own for the suite, and afterwards fails if a
+/// process still names that folder in its working directory or command line
+/// (a server or a child of tstore the tests left running).
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tstore-test-")
+        .tempdir()
+        .unwrap()
+}
+
 impl World {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tstore-test-")
-            .tempdir()
-            .unwrap();
+        let dir = scratch_dir();
         for sub in ["store", "home", "project", "wheels"] {
             fs_err::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -360,6 +369,9 @@ pub struct FileServer {
     pub requests: Arc<AtomicUsize>,
     /// While > 0, answer 503 and count down (to test retries).
     pub fail_next: Arc<AtomicUsize>,
+    /// When > 0, files are sent at about this many bytes per second (to
+    /// interrupt a download midway).
+    pub bytes_per_second: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
 }
@@ -370,11 +382,13 @@ impl FileServer {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let fail_next = Arc::new(AtomicUsize::new(0));
+        let bytes_per_second = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (root, req, fail, halt) = (
+        let (root, req, fail, rate, halt) = (
             root.to_path_buf(),
             requests.clone(),
             fail_next.clone(),
+            bytes_per_second.clone(),
             stop.clone(),
         );
         std::thread::spawn(move || {
@@ -383,14 +397,16 @@ impl FileServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (root, req, fail) = (root.clone(), req.clone(), fail.clone());
-                std::thread::spawn(move || serve(stream, &root, &req, &fail));
+                let (root, req, fail, rate) =
+                    (root.clone(), req.clone(), fail.clone(), rate.clone());
+                std::thread::spawn(move || serve(stream, &root, &req, &fail, &rate));
             }
         });
         Self {
             url: format!("http://{addr}"),
             requests,
             fail_next,
+            bytes_per_second,
             stop,
             addr,
         }
@@ -408,7 +424,13 @@ impl Drop for FileServer {
     }
 }
 
-fn serve(mut stream: TcpStream, root: &Path, requests: &AtomicUsize, fail_next: &AtomicUsize) {
+fn serve(
+    mut stream: TcpStream,
+    root: &Path,
+    requests: &AtomicUsize,
+    fail_next: &AtomicUsize,
+    bytes_per_second: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -426,13 +448,24 @@ fn serve(mut stream: TcpStream, root: &Path, requests: &AtomicUsize, fail_next: 
         .nth(1)
         .unwrap_or("/")
         .trim_start_matches('/');
+    let rate = bytes_per_second.load(Ordering::SeqCst);
     let reply = |stream: &mut TcpStream, status: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         let _ = stream.write_all(head.as_bytes());
-        let _ = stream.write_all(body);
+        if rate == 0 {
+            let _ = stream.write_all(body);
+            return;
+        }
+        // A tenth of the rate every 100 ms, until the client hangs up.
+        for chunk in body.chunks((rate / 10).max(1)) {
+            if stream.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     };
     if fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -484,7 +517,7 @@ pub struct Mount {
 impl Mount {
     /// A tmpfs of `size` (e.g. "64m").
     pub fn tmpfs(size: &str) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = scratch_dir();
         let path = dir.path().join("mnt");
         fs_err::create_dir(&path).map_err(|e| e.to_string())?;
         run_ok(
@@ -497,7 +530,7 @@ impl Mount {
 
     /// A loop-mounted image of `size` made by `mkfs.<fstype> MKFS_ARGS`.
     pub fn image(fstype: &str, size: &str, mkfs_args: &[&str]) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = scratch_dir();
         let image = dir.path().join(format!("{fstype}.img"));
         let path = dir.path().join("mnt");
         fs_err::create_dir(&path).map_err(|e| e.to_string())?;
