@@ -359,6 +359,8 @@ fn plan_distribution(
                 site.join(&inside)
             }
             Some(rest) => {
+                wheel::check_install_path(&row.path, &data_prefix)
+                    .map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
                 let (scheme, rest) = rest.split_once('/').unwrap_or((rest, ""));
                 let rest =
                     safe_relative_path(rest).map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
@@ -419,16 +421,13 @@ fn plan_distribution(
     {
         let text = String::from_utf8_lossy(&read_object(input.store, row)?).into_owned();
         for entry in wheel::parse_entry_points(&text).map_err(|e| anyhow::anyhow!(e))? {
-            let script = safe_relative_path(&entry.name)
-                .ok()
-                .filter(|p| p.components().count() == 1)
-                .with_context(|| {
-                    format!("entry point name `{}` is not a plain file name", entry.name)
-                })?;
+            // Checked at ingest too; a store may hold wheels ingested before.
+            wheel::check_script_name(&entry.name)
+                .map_err(|e| anyhow::anyhow!("entry point `{}` {e}", entry.name))?;
             push_content(
                 &mut files,
                 &mut record,
-                Path::new("bin").join(script),
+                Path::new("bin").join(&entry.name),
                 scripts::launcher(&entry, python),
                 0o755,
             );
