@@ -1,5 +1,5 @@
 //! A wheel that would damage a venv is refused before anything of it is
-//! stored.
+//! stored, and two wheels installing one path are named with it.
 
 mod common;
 
@@ -118,4 +118,28 @@ fn wheels_that_would_damage_the_venv_leave_nothing_stored() {
     }
     // The venv in use is the good one.
     python_ok(&world.venv("t"), "import pkg");
+}
+
+#[test]
+fn two_wheels_installing_one_path_are_named_with_the_path() {
+    let world = World::new();
+    let one = module("one", "1.0")
+        .file("shared/x.py", "WHO = 'one'\n")
+        .build(&world.wheels());
+    let two = module("two", "1.0")
+        .file("shared/x.py", "WHO = 'two'\n")
+        .build(&world.wheels());
+    let _server = lock_tier(&world, &["one", "two"], &[one, two]);
+    // Like uv and pip, both are installed and the later one's file is used.
+    let out = world.ok(&["materialize", "--frozen", "t"]);
+    assert!(
+        out.contains("one-1.0-py3-none-any.whl")
+            && out.contains("two-1.0-py3-none-any.whl")
+            && out.contains("site-packages/shared/x.py"),
+        "{out}"
+    );
+    assert_eq!(
+        python_ok(&world.venv("t"), "from shared.x import WHO; print(WHO)").trim(),
+        "two"
+    );
 }

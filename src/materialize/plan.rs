@@ -55,7 +55,7 @@ pub struct Plan {
     pub site_packages: PathBuf,
     /// Hash of everything above plus the venv's location and interpreter.
     pub hash: String,
-    /// Conflicting paths between distributions, already resolved.
+    /// Paths two distributions both ship, with the wheels and which copy is used.
     pub warnings: Vec<String>,
 }
 
@@ -166,6 +166,14 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
     // deterministic); the sort is stable, so of two distributions shipping
     // the same path the one later by name wins, and is next to the other.
     files.sort_by(|a, b| path_bytes(&a.dest).cmp(path_bytes(&b.dest)));
+    // Like uv and pip, which install both wheels and leave the file of the
+    // one written last, the plan keeps one copy and says which wheels clash.
+    let wheel_of = |dist: &str| {
+        dists
+            .iter()
+            .find(|d| d.fetched.selected.name == dist)
+            .map_or_else(|| dist.to_string(), |d| d.fetched.selected.label())
+    };
     let mut warnings = Vec::new();
     let mut kept: Vec<PlannedFile> = Vec::with_capacity(files.len());
     for file in files {
@@ -173,10 +181,12 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
             Some(previous) if previous.dest == file.dest => {
                 if previous.source != file.source {
                     warnings.push(format!(
-                        "{} and {} both ship {} with different content; {}'s copy is used",
+                        "{} and {} both ship {} with different content ({} and {}); {}'s copy is used",
                         previous.dist,
                         file.dist,
                         file.dest.display(),
+                        wheel_of(&previous.dist),
+                        wheel_of(&file.dist),
                         file.dist
                     ));
                 }
