@@ -1,5 +1,7 @@
-//! A wheel that would damage a venv is refused before anything of it is
-//! stored, and two wheels installing one path are named with it.
+//! A lock is checked before it is trusted: the selected distributions must
+//! hold what their METADATA and the tier require; a wheel that would damage
+//! a venv is refused before anything of it is stored; two wheels installing
+//! one path are named with it.
 
 mod common;
 
@@ -26,6 +28,158 @@ fn lock_tier(world: &World, requirements: &[&str], wheels: &[PathBuf]) -> FileSe
 /// A wheel with one module named after the package.
 fn module(name: &str, version: &str) -> WheelBuilder {
     WheelBuilder::new(name, version).file(&format!("{}/__init__.py", name.replace('-', "_")), "")
+}
+
+#[test]
+fn a_hand_trimmed_lock_is_refused() {
+    let world = World::new();
+    let requests = module("requests", "2.32.3")
+        .requires("urllib3<3,>=1.21.1")
+        .requires("idna<4,>=2.5")
+        .build(&world.wheels());
+    let urllib3 = module("urllib3", "2.2.3").build(&world.wheels());
+    let idna = module("idna", "3.10").build(&world.wheels());
+
+    // urllib3 removed by hand.
+    let _server = lock_tier(&world, &["requests"], &[requests.clone(), idna.clone()]);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("requests 2.32.3")
+            && err.contains("urllib3<3,>=1.21.1")
+            && err.contains("pylock.t.toml")
+            && err.contains("tstore lock"),
+        "{err}"
+    );
+    assert!(!err.contains("idna"), "idna is in the lock: {err}");
+    assert!(!world.venv("t").exists(), "a venv was created");
+    // `fetch` checks the same.
+    let err = world.fails(&["fetch", "--frozen", "t"]);
+    assert!(err.contains("urllib3<3,>=1.21.1"), "{err}");
+
+    // A requirement of the tier itself missing from the lock.
+    let _server = lock_tier(
+        &world,
+        &["requests", "idna"],
+        std::slice::from_ref(&urllib3),
+    );
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("the tier requires `requests`") && err.contains("pylock.t.toml"),
+        "{err}"
+    );
+
+    let _server = lock_tier(&world, &["requests"], &[requests, urllib3, idna]);
+    world.ok(&["materialize", "--frozen", "t"]);
+    python_ok(&world.venv("t"), "import requests, urllib3, idna");
+}
+
+#[test]
+fn a_version_the_requirement_excludes_is_refused() {
+    let world = World::new();
+    let app = module("app", "1.0")
+        .requires("lib (>=1.0,<2)")
+        .build(&world.wheels());
+    let lib = module("lib", "2.1").build(&world.wheels());
+    let _server = lock_tier(&world, &["app"], &[app, lib]);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("app 1.0")
+            && err.contains("lib (>=1.0,<2)")
+            && err.contains("lib 2.1")
+            && err.contains("pylock.t.toml"),
+        "{err}"
+    );
+    assert!(!world.venv("t").exists());
+}
+
+#[test]
+fn false_markers_and_unrequested_extras_do_not_count() {
+    let world = World::new();
+    let app = module("app", "1.0")
+        .requires("legacy-only; python_version < \"3\"")
+        .requires("windows-only; sys_platform == \"win32\"")
+        .requires("socks-lib>=1; extra == \"socks\"")
+        .requires("lib[fast]; python_version >= \"3.8\"")
+        .build(&world.wheels());
+    // `fast` is requested by app; `docs` by nobody.
+    let lib = module("lib", "1.0")
+        .requires("speedups; extra == \"fast\"")
+        .requires("sphinx; extra == \"docs\"")
+        .build(&world.wheels());
+    let speedups = module("speedups", "0.3").build(&world.wheels());
+    let _server = lock_tier(&world, &["app"], &[app, lib, speedups]);
+    world.ok(&["materialize", "--frozen", "t"]);
+    python_ok(&world.venv("t"), "import app, lib, speedups");
+}
+
+#[test]
+fn requested_extras_count() {
+    let world = World::new();
+    let app = module("app", "1.0")
+        .requires("socks-lib>=1; extra == \"socks\"")
+        .build(&world.wheels());
+    // The tier asks for the extra.
+    let _server = lock_tier(&world, &["app[socks]"], std::slice::from_ref(&app));
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("app 1.0")
+            && err.contains("socks-lib>=1")
+            && err.contains("[socks]")
+            && err.contains("pylock.t.toml"),
+        "{err}"
+    );
+
+    // Another package asks for it.
+    let top = module("top", "1.0")
+        .requires("app[socks]>=1")
+        .build(&world.wheels());
+    let _server = lock_tier(&world, &["top"], &[top.clone(), app.clone()]);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(err.contains("socks-lib>=1"), "{err}");
+
+    let socks = module("socks-lib", "1.7").build(&world.wheels());
+    let _server = lock_tier(&world, &["top"], &[top, app, socks]);
+    world.ok(&["materialize", "--frozen", "t"]);
+}
+
+/// About 150 packages with a dependency web like a real application's:
+/// several requirements each, version ranges, markers that hold and do not,
+/// extras requested and not.
+#[test]
+fn a_tekton_sized_lock_passes() {
+    const COUNT: usize = 150;
+    let world = World::new();
+    let name = |i: usize| format!("dep{i:03}");
+    let mut wheels = Vec::new();
+    for i in 0..COUNT {
+        let mut builder = module(&name(i), "1.0")
+            .requires("not-installed; python_version < \"3\"")
+            .requires("docs-only; extra == \"docs\"");
+        // Up to five requirements on later packages (a DAG, like a lock).
+        for step in [1, 3, 7, 19, 41] {
+            let j = i + step + i % 5;
+            if j >= COUNT {
+                continue;
+            }
+            let spec = match (i + step) % 4 {
+                0 => format!("{}>=1.0", name(j)),
+                1 => format!("{}<2,>=0.9", name(j)),
+                2 => format!("{}~=1.0; python_version >= \"3.8\"", name(j)),
+                _ => format!("{}[fast]==1.*", name(j)),
+            };
+            builder = builder.requires(&spec);
+        }
+        if i + 2 < COUNT {
+            builder = builder.requires(&format!("{}; extra == \"fast\"", name(i + 2)));
+        }
+        wheels.push(builder.build(&world.wheels()));
+    }
+    let roots: Vec<String> = (0..10).map(name).collect();
+    let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let _server = lock_tier(&world, &roots, &wheels);
+    let out = world.ok(&["materialize", "--frozen", "t"]);
+    assert!(out.contains("150 packages"), "{out}");
+    python_ok(&world.venv("t"), "import dep000, dep149");
 }
 
 /// Builds each crafted wheel (as `pkg` at its own version), serves it as

@@ -152,6 +152,33 @@ pub fn parse_metadata(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The `Requires-Dist` headers of `METADATA`, as written (a folded header's
+/// continuation lines joined by a space).
+pub fn parse_requires_dist(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_requires = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if in_requires && let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            continue;
+        }
+        in_requires = false;
+        if let Some((key, value)) = line.split_once(':')
+            && key.trim().eq_ignore_ascii_case("Requires-Dist")
+        {
+            in_requires = true;
+            out.push(value.trim().to_string());
+        }
+    }
+    out
+}
+
 /// Checks the `WHEEL` file's `Wheel-Version` is one this installer reads.
 pub fn check_wheel_file(text: &str) -> Result<(), String> {
     let version = text
@@ -372,6 +399,15 @@ mod tests {
         assert!(parse_metadata("Version: 1\n").is_err());
         assert!(check_wheel_file("Wheel-Version: 1.0\nRoot-Is-Purelib: true\n").is_ok());
         assert!(check_wheel_file("Wheel-Version: 2.0\n").is_err());
+    }
+
+    #[test]
+    fn requires_dist_headers() {
+        let meta = "Name: a\nVersion: 1\nRequires-Dist: b>=1\nrequires-dist: c ;\n  extra == 'x'\nSummary: s\n\nRequires-Dist: body\n";
+        assert_eq!(
+            parse_requires_dist(meta),
+            ["b>=1".to_string(), "c ; extra == 'x'".to_string()]
+        );
     }
 
     #[test]
