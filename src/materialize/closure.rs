@@ -8,9 +8,13 @@
 //! environment and the extras asked of the package (by the tier's
 //! requirements, and by other `Requires-Dist` entries such as `pkg[socks]`)
 //! must be met by a selected distribution whose version the specifier
-//! allows. The tier's own requirements must be met the same way. Any
-//! failure refuses the lock, naming each unmet requirement and the lock
-//! file. Markers and specifiers are evaluated by `uv-pep508`/`uv-pep440`.
+//! allows. Any failure refuses the lock, naming each unmet requirement and
+//! the lock file. Markers and specifiers are evaluated by
+//! `uv-pep508`/`uv-pep440`.
+//!
+//! Whether the lock still matches the tier's own requirements is the input
+//! hash's question, not this one: `--frozen` and `--offline` use a stale
+//! lock as it is, as uv does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
@@ -66,8 +70,8 @@ pub fn check(input: &ClosureInput<'_>, progress: &dyn Progress) -> anyhow::Resul
         })?;
         installed.insert(key, dist);
     }
-    let roots = tier_requirements(input.tier);
-    let unmet = unmet(&installed, &roots, &input.interpreter.markers);
+    let tier = tier_requirements(input.tier);
+    let unmet = unmet(&installed, &tier, &input.interpreter.markers);
     if unmet.is_empty() {
         return Ok(());
     }
@@ -156,21 +160,17 @@ fn tier_requirements(tier: &Tier) -> Vec<Requires> {
         .collect()
 }
 
-/// Every unmet requirement, described, in a stable order: `roots` (the
-/// tier's requirements) first, then each package's by name.
+/// Every unmet requirement of the installed packages, described, by
+/// package name; `tier` (the tier's requirements) only asks for extras.
 fn unmet(
     installed: &HashMap<PackageName, Installed>,
-    roots: &[Requires],
+    tier: &[Requires],
     env: &MarkerEnvironment,
 ) -> Vec<String> {
-    let roots: Vec<&Requires> = roots
-        .iter()
-        .filter(|root| root.parsed.marker.evaluate(env, &[]))
-        .collect();
     // The extras asked of each package, grown until no requirement that
     // holds asks for a new one.
     let mut extras: HashMap<&PackageName, BTreeSet<ExtraName>> = HashMap::new();
-    for root in &roots {
+    for root in tier.iter().filter(|r| r.parsed.marker.evaluate(env, &[])) {
         extras
             .entry(&root.parsed.name)
             .or_default()
@@ -199,11 +199,6 @@ fn unmet(
     }
 
     let mut out = Vec::new();
-    for root in &roots {
-        if let Some(problem) = problem(installed, &root.parsed) {
-            out.push(format!("the tier requires `{}`: {problem}", root.text));
-        }
-    }
     let mut names: Vec<&PackageName> = installed.keys().collect();
     names.sort();
     for name in names {
@@ -320,11 +315,11 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        // A tier requirement asks for extras; it is not itself checked.
         let problems = unmet(&installed, &roots(&["app", "gone>=1"]), &env());
         assert_eq!(
             problems,
             [
-                "the tier requires `gone>=1`: the lock selects no such package",
                 "Requests 2.32.3 requires `urllib3<3,>=1.21.1`: the lock selects no such package",
                 "Requests 2.32.3 requires `idna>=2.5`: the lock selects idna 1.0",
                 "Requests 2.32.3 [socks] requires `PySocks>=1.5.6; extra == 'socks'`: the lock selects no such package",
