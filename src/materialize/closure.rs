@@ -58,8 +58,8 @@ struct Installed {
     requires: Vec<Requires>,
 }
 
-/// Refuses the lock unless the selected distributions meet every
-/// requirement of the tier and of each other (see the module docs).
+/// Refuses the lock unless the selected distributions meet each other's
+/// requirements (see the module docs).
 /// A `Requires-Dist` that does not parse is reported and not checked.
 pub fn check(input: &ClosureInput<'_>, progress: &dyn Progress) -> anyhow::Result<()> {
     let mut installed: HashMap<PackageName, Installed> = HashMap::new();
@@ -145,8 +145,8 @@ fn read_installed(
     })
 }
 
-/// The tier's requirements (local projects, named only once built, are
-/// checked through their own METADATA instead).
+/// The tier's requirements that name a package, for the extras they ask
+/// for (a local project's line is a path: its extras are not read).
 fn tier_requirements(tier: &Tier) -> Vec<Requires> {
     tier.requirements
         .iter()
