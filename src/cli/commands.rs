@@ -155,6 +155,14 @@ fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Resu
         session.reporter,
     )
     .with_context(|| format!("tier `{}`", tier.name))?;
+    let closure = materialize::closure::ClosureInput {
+        store: &session.store,
+        tier,
+        interpreter: &interpreter,
+        lock_path: &lock_path,
+        fetched: &fetched,
+    };
+    materialize::closure::check(&closure, session.reporter)?;
     Ok(TierFetch {
         interpreter,
         lock_path,

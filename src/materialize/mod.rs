@@ -14,6 +14,7 @@
 //!    or kill before that leaves the previous generation in use. Generations
 //!    beyond the kept number are deleted, least recently used first.
 
+pub mod closure;
 pub mod edit;
 pub mod generations;
 pub mod link;

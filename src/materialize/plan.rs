@@ -55,7 +55,7 @@ pub struct Plan {
     pub site_packages: PathBuf,
     /// Hash of everything above plus the venv's location and interpreter.
     pub hash: String,
-    /// Conflicting paths between distributions, already resolved.
+    /// Paths two distributions both ship, with the wheels and which copy is used.
     pub warnings: Vec<String>,
 }
 
@@ -166,6 +166,14 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
     // deterministic); the sort is stable, so of two distributions shipping
     // the same path the one later by name wins, and is next to the other.
     files.sort_by(|a, b| path_bytes(&a.dest).cmp(path_bytes(&b.dest)));
+    // Like uv and pip, which install both wheels and leave the file of the
+    // one written last, the plan keeps one copy and says which wheels clash.
+    let wheel_of = |dist: &str| {
+        dists
+            .iter()
+            .find(|d| d.fetched.selected.name == dist)
+            .map_or_else(|| dist.to_string(), |d| d.fetched.selected.label())
+    };
     let mut warnings = Vec::new();
     let mut kept: Vec<PlannedFile> = Vec::with_capacity(files.len());
     for file in files {
@@ -173,10 +181,12 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
             Some(previous) if previous.dest == file.dest => {
                 if previous.source != file.source {
                     warnings.push(format!(
-                        "{} and {} both ship {} with different content; {}'s copy is used",
+                        "{} and {} both ship {} with different content ({} and {}); {}'s copy is used",
                         previous.dist,
                         file.dist,
                         file.dest.display(),
+                        wheel_of(&previous.dist),
+                        wheel_of(&file.dist),
                         file.dist
                     ));
                 }
@@ -359,6 +369,8 @@ fn plan_distribution(
                 site.join(&inside)
             }
             Some(rest) => {
+                wheel::check_install_path(&row.path, &data_prefix)
+                    .map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
                 let (scheme, rest) = rest.split_once('/').unwrap_or((rest, ""));
                 let rest =
                     safe_relative_path(rest).map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
@@ -419,16 +431,13 @@ fn plan_distribution(
     {
         let text = String::from_utf8_lossy(&read_object(input.store, row)?).into_owned();
         for entry in wheel::parse_entry_points(&text).map_err(|e| anyhow::anyhow!(e))? {
-            let script = safe_relative_path(&entry.name)
-                .ok()
-                .filter(|p| p.components().count() == 1)
-                .with_context(|| {
-                    format!("entry point name `{}` is not a plain file name", entry.name)
-                })?;
+            // Checked at ingest too; a store may hold wheels ingested before.
+            wheel::check_script_name(&entry.name)
+                .map_err(|e| anyhow::anyhow!("entry point `{}` {e}", entry.name))?;
             push_content(
                 &mut files,
                 &mut record,
-                Path::new("bin").join(script),
+                Path::new("bin").join(&entry.name),
                 scripts::launcher(&entry, python),
                 0o755,
             );

@@ -2,7 +2,10 @@
 //!
 //! A wheel is checked before anything of it counts: its file name, every entry
 //! name (through [`safe_relative_path`]), no symlinks, `METADATA` agreeing with
-//! the file name, and each file's sha256 agreeing with `RECORD`. Contents are
+//! the file name, where each file and launcher would land in a venv (a
+//! `.data` scheme of the five, no `entry_points.txt` script name that is not
+//! a plain file name, nothing on the venv's own `pyvenv.cfg`, interpreter or
+//! activation scripts), and each file's sha256 agreeing with `RECORD`. Contents are
 //! streamed out of the zip (in parallel over entries), hashed with blake3 and
 //! sha256, and staged in the store's tmp directory; only when the whole wheel
 //! checks out are new objects renamed into `objects/` (read-only) and the
@@ -51,6 +54,14 @@ pub enum IngestError {
     UnsafeEntry {
         wheel: String,
         entry: String,
+        reason: String,
+    },
+    #[error(
+        "{wheel}: entry point `{name}` in entry_points.txt {reason}; refusing to ingest this wheel"
+    )]
+    UnsafeScript {
+        wheel: String,
+        name: String,
         reason: String,
     },
     #[error("{wheel}: {message}; nothing was ingested")]
@@ -147,9 +158,11 @@ pub struct Inspection {
     pub record_name: String,
 }
 
-/// Checks a wheel's file name and every entry name, refuses links, and reads
-/// and checks METADATA (against the file name), WHEEL and RECORD, so a wheel
-/// that lies about itself is refused before any content is staged.
+/// Checks a wheel's file name and every entry name, refuses links, reads
+/// and checks METADATA (against the file name), WHEEL and RECORD, and checks
+/// where its files and launchers would land in a venv, so a wheel that lies
+/// about itself or would damage a venv is refused before any content is
+/// staged.
 pub fn inspect_archive<R: Read + Seek>(
     reader: R,
     wheel_name: &str,
@@ -213,6 +226,29 @@ pub fn inspect_archive<R: Read + Seek>(
     wheel::check_wheel_file(&read_text(&format!("{dist_info}/WHEEL"))?).map_err(invalid)?;
     let record_name = format!("{dist_info}/RECORD");
     let record = wheel::parse_record(&read_text(&record_name)?).map_err(invalid)?;
+    // Where each file and launcher will land in a venv is known now: a
+    // wheel that would land on the venv's own files is refused here, not
+    // when a tier is planned.
+    let data_prefix = format!("{}.data/", dist_info.trim_end_matches(".dist-info"));
+    for name in &names {
+        wheel::check_install_path(name, &data_prefix).map_err(|reason| {
+            IngestError::UnsafeEntry {
+                wheel: wheel_name.to_string(),
+                entry: name.clone(),
+                reason,
+            }
+        })?;
+    }
+    let entry_points = format!("{dist_info}/entry_points.txt");
+    if names.contains(&entry_points) {
+        for script in wheel::parse_entry_points(&read_text(&entry_points)?).map_err(invalid)? {
+            wheel::check_script_name(&script.name).map_err(|reason| IngestError::UnsafeScript {
+                wheel: wheel_name.to_string(),
+                name: script.name.clone(),
+                reason,
+            })?;
+        }
+    }
     Ok(Inspection {
         filename,
         file_indices,

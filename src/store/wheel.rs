@@ -152,6 +152,33 @@ pub fn parse_metadata(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The `Requires-Dist` headers of `METADATA`, as written (a folded header's
+/// continuation lines joined by a space).
+pub fn parse_requires_dist(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_requires = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if in_requires && let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            continue;
+        }
+        in_requires = false;
+        if let Some((key, value)) = line.split_once(':')
+            && key.trim().eq_ignore_ascii_case("Requires-Dist")
+        {
+            in_requires = true;
+            out.push(value.trim().to_string());
+        }
+    }
+    out
+}
+
 /// Checks the `WHEEL` file's `Wheel-Version` is one this installer reads.
 pub fn check_wheel_file(text: &str) -> Result<(), String> {
     let version = text
@@ -228,6 +255,98 @@ pub fn parse_entry_points(text: &str) -> Result<Vec<EntryPoint>, String> {
     Ok(out)
 }
 
+/// The schemes a wheel's `<name>-<version>.data/` directory may hold.
+pub const DATA_SCHEMES: [&str; 5] = ["purelib", "platlib", "headers", "scripts", "data"];
+
+/// Checks where a wheel entry (already a safe relative path) lands in a
+/// venv: under `data_prefix` (`<name>-<version>.data/`) only in one of
+/// [`DATA_SCHEMES`], and never on a file the venv itself owns (see
+/// [`venv_owned`]). Entries outside the data directory land in
+/// site-packages and cannot reach those files.
+pub fn check_install_path(path: &str, data_prefix: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix(data_prefix) else {
+        return Ok(());
+    };
+    let (scheme, inside) = rest.split_once('/').unwrap_or((rest, ""));
+    if !DATA_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "is in `.data/{scheme}`, which is not a scheme a wheel may install into (only {})",
+            DATA_SCHEMES.join(", ")
+        ));
+    }
+    let inside = safe_relative_path(inside)
+        .map_err(|e| format!("is not a file inside `.data/{scheme}/`: its path {e}"))?;
+    let inside = inside.to_string_lossy();
+    let dest = match scheme {
+        "scripts" => format!("bin/{inside}"),
+        "data" => inside.into_owned(),
+        _ => return Ok(()),
+    };
+    match venv_owned(&dest) {
+        Some(what) => Err(format!("would replace {what} (`{dest}`)")),
+        None => Ok(()),
+    }
+}
+
+/// Checks a console or GUI script name from `entry_points.txt`: one plain
+/// file name, and not one of the venv's own files in `bin/`.
+pub fn check_script_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !(name.len() > 1 && name.as_bytes()[1] == b':');
+    if !plain {
+        return Err("is not a plain file name (a launcher is written to `bin/<name>`)".into());
+    }
+    match venv_owned(&format!("bin/{name}")) {
+        Some(what) => Err(format!("would replace {what} (`bin/{name}`)")),
+        None => Ok(()),
+    }
+}
+
+/// What a path relative to the venv root names, when it is one of the
+/// files the venv itself is made of (what `uv venv` writes: `pyvenv.cfg`,
+/// the interpreter links `bin/python`, `bin/python3`, `bin/python3.N`, the
+/// activation scripts, `lib64`), which no package may replace.
+pub fn venv_owned(dest: &str) -> Option<&'static str> {
+    match dest {
+        "pyvenv.cfg" => return Some("the venv's configuration"),
+        ".gitignore" | "CACHEDIR.TAG" | "bin" | "lib" | "lib64" => {
+            return Some("a file of the venv itself");
+        }
+        _ => {}
+    }
+    if dest.starts_with("lib64/") {
+        return Some("a file of the venv itself (`lib64` links to `lib`)");
+    }
+    let name = dest.strip_prefix("bin/").filter(|n| !n.contains('/'))?;
+    if is_interpreter_name(name) {
+        return Some("the venv's interpreter");
+    }
+    if name == "activate"
+        || name.starts_with("activate.")
+        || name == "activate_this.py"
+        || name == "deactivate.bat"
+        || name == "pydoc.bat"
+    {
+        return Some("an activation script of the venv");
+    }
+    None
+}
+
+/// `python`, `pythonw`, `python3`, `python3.12`, `python3.13t`, …
+fn is_interpreter_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("python") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('w').unwrap_or(rest);
+    let rest = rest.strip_suffix('t').unwrap_or(rest);
+    let (major, minor) = rest.split_once('.').unwrap_or((rest, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(minor) && (minor.is_empty() || !major.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +399,61 @@ mod tests {
         assert!(parse_metadata("Version: 1\n").is_err());
         assert!(check_wheel_file("Wheel-Version: 1.0\nRoot-Is-Purelib: true\n").is_ok());
         assert!(check_wheel_file("Wheel-Version: 2.0\n").is_err());
+    }
+
+    #[test]
+    fn requires_dist_headers() {
+        let meta = "Name: a\nVersion: 1\nRequires-Dist: b>=1\nrequires-dist: c ;\n  extra == 'x'\nSummary: s\n\nRequires-Dist: body\n";
+        assert_eq!(
+            parse_requires_dist(meta),
+            ["b>=1".to_string(), "c ; extra == 'x'".to_string()]
+        );
+    }
+
+    #[test]
+    fn install_paths_stay_out_of_the_venvs_own_files() {
+        let data = "pkg-1.0.data/";
+        for ok in [
+            "pkg/__init__.py",
+            "pyvenv.cfg",
+            "pkg-1.0.data/purelib/pkg/x.py",
+            "pkg-1.0.data/scripts/tool",
+            "pkg-1.0.data/scripts/python-tool",
+            "pkg-1.0.data/data/share/man/x.1",
+            "pkg-1.0.data/data/bin/pythonista",
+            "pkg-1.0.data/headers/x.h",
+        ] {
+            assert_eq!(check_install_path(ok, data), Ok(()), "{ok}");
+        }
+        for bad in [
+            "pkg-1.0.data/unknown/x",
+            "pkg-1.0.data/scripts",
+            "pkg-1.0.data/data/pyvenv.cfg",
+            "pkg-1.0.data/data/bin/python",
+            "pkg-1.0.data/data/lib64/x",
+            "pkg-1.0.data/scripts/python3.12",
+            "pkg-1.0.data/scripts/python3.13t",
+            "pkg-1.0.data/scripts/pythonw",
+            "pkg-1.0.data/scripts/activate",
+            "pkg-1.0.data/scripts/activate.fish",
+            "pkg-1.0.data/scripts/activate_this.py",
+        ] {
+            assert!(check_install_path(bad, data).is_err(), "{bad}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "",
+            "a/b",
+            "/abs",
+            "../x",
+            "python3",
+            "activate.csh",
+        ] {
+            assert!(check_script_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_script_name("black"), Ok(()));
+        assert_eq!(check_script_name("python-tool"), Ok(()));
     }
 
     #[test]
