@@ -245,3 +245,63 @@ fn a_blank_index_in_a_store_from_before_records_is_refused() {
     let out = world.ok(&["verify", "--repair"]);
     assert!(out.contains("index rebuilt"), "{out}");
 }
+
+#[test]
+fn a_full_disk_while_rebuilding_names_the_store_and_keeps_the_old_index() {
+    let fs = match Mount::tmpfs("24m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
+            return;
+        }
+    };
+    let Setup { world, .. } = setup();
+    // The store moves to the small filesystem, venvs keep their links there.
+    let store = fs.path.join("store");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(world.store())
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let run = |args: &[&str]| {
+        world
+            .tstore(args)
+            .env("TSTORE_HOME", &store)
+            .output()
+            .unwrap()
+    };
+    let index = store.join("v1/store.db");
+    std::fs::File::create(&index).unwrap();
+    // Fill what is left, so the new index cannot be written.
+    let filler = fs.path.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![7u8; 1 << 16];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+
+    let out = run(&["verify", "--repair"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("hint: the disk is full"), "{stderr}");
+    assert!(stderr.contains(&store.display().to_string()), "{stderr}");
+    assert!(stderr.contains("the old one is untouched"), "{stderr}");
+    // The emptied index is still where it was; nothing of the attempt is left.
+    assert!(index.exists());
+    let leftovers: Vec<_> = fs_err::read_dir(store.join("v1/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // With room again, the same command rebuilds it.
+    fs_err::remove_file(&filler).unwrap();
+    let out = run(&["verify", "--repair"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("index rebuilt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -54,19 +54,38 @@ pub fn rebuild_index(root: &Path, progress: &dyn Progress) -> anyhow::Result<Reb
         crate::store::unique_suffix()
     ));
     let mut report = RebuildReport::default();
-    {
-        let db = Db::open(&temp)?;
-        let records = Records::at(root.join("records"));
-        progress.start("rebuilding the index", 0, 0);
-        report.objects = restore_objects(&db, root)?;
-        let ids = restore_distributions(&db, &records, &mut report)?;
-        let generations = restore_generations(&db, &records, &ids, &mut report)?;
-        report.bytecode = restore_bytecode(&db, root, &generations, &mut report)?;
-        report.adopted_venvs = restore_adopted(&db, &records, &mut report)?;
-        progress.finish();
+    let built = fill_index(root, &temp, &mut report, progress);
+    progress.finish();
+    if let Err(err) = built {
+        // Nothing was swapped: the old index stays as it was.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+        }
+        return Err(err.context(format!(
+            "cannot rebuild the index of {}; the old one is untouched",
+            root.display()
+        )));
     }
     report.kept_as = swap_in(root, &temp)?;
     Ok(report)
+}
+
+/// Writes everything the store's files say into a new index at `path`.
+fn fill_index(
+    root: &Path,
+    path: &Path,
+    report: &mut RebuildReport,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let db = Db::open(path)?;
+    let records = Records::at(root.join("records"));
+    progress.start("rebuilding the index", 0, 0);
+    report.objects = restore_objects(&db, root)?;
+    let ids = restore_distributions(&db, &records, report)?;
+    let generations = restore_generations(&db, &records, &ids, report)?;
+    report.bytecode = restore_bytecode(&db, root, &generations, report)?;
+    report.adopted_venvs = restore_adopted(&db, &records, report)?;
+    Ok(())
 }
 
 fn restore_objects(db: &Db, root: &Path) -> anyhow::Result<usize> {
