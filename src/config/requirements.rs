@@ -1,14 +1,34 @@
-//! pip-style requirement files: one PEP 508 requirement a line, `#`
-//! comments, `\` continuations, `-r FILE` includes and `-c FILE` constraints
-//! (paths relative to the including file), local projects (`-e PATH` for
-//! editable, a bare `./path` for a built wheel, as pip reads them) and the
-//! index options `--index-url`, `--extra-index-url`, `--find-links`,
-//! `--no-index`, which apply to the tier that uses the file.
+//! pip-style requirement files, read as pip and uv read them.
+//!
+//! Text: UTF-8 (a UTF-8 byte-order mark is skipped; UTF-16 with its mark is
+//! decoded), lines ending in `\n`, `\r\n` or `\r`, the last one with or
+//! without an end. A line ending in `\` continues on the next one, unless it
+//! is a comment line; a comment line also ends a continuation. `#` starts a
+//! comment at the start of a line or after whitespace only, so `#egg=` and
+//! `#sha256=` in URLs stay. `${VAR}` is replaced by the environment variable
+//! (uv-pep508's `expand_env_vars`), after comments are removed.
+//!
+//! Lines: a PEP 508 requirement (parsed by uv-pep508), optionally followed by
+//! `--hash=ALGO:HEX` options; `-r`/`--requirement` and `-c`/`--constraint`
+//! (paths relative to the including file); local projects (`-e PATH` for
+//! editable, a bare `./path` or `file:` URL for a built wheel, relative to the
+//! including file); the index options `--index-url`, `--extra-index-url`,
+//! `--find-links`, `--no-index`, which apply to the tier that uses the file.
+//! Everything else a tier cannot honour (VCS and remote archive URLs, pip's
+//! other options) is refused with `file:line` and the reason.
+//!
+//! uv's own reader, the crate `uv-requirements-txt`, is not used: see
+//! ARCHITECTURE.md ("Requirement files").
+
+mod options;
+mod text;
 
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use super::ConfigError;
+use options::{hash_options, refusal, split_option, split_trailing_options};
+use text::{decode, logical_lines};
 
 /// One requirement with the place it was written, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +42,10 @@ pub struct RequirementLine {
     /// `file:line[:col]` it came from.
     pub origin: String,
     pub local: Option<LocalProject>,
+    /// `ALGO:HEX` digests from `--hash` options, as written. Carried with the
+    /// requirement; not yet compared with the lock (see README, "Current
+    /// limits").
+    pub hashes: Vec<String>,
 }
 
 /// A project folder on this machine, installed from its source.
@@ -47,11 +71,20 @@ impl RequirementLine {
                     ),
                 }
             })?;
+        if let Some(uv_pep508::VersionOrUrl::Url(url)) = &parsed.version_or_url
+            && let Some(why) = unsupported_url(url.as_str())
+        {
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: format!("`{text}`: {why}"),
+            });
+        }
         Ok(Self {
             text: text.to_string(),
             name: parsed.name.to_string(),
             origin,
             local: None,
+            hashes: Vec::new(),
         })
     }
 
@@ -65,6 +98,17 @@ impl RequirementLine {
         config_dir: &Path,
     ) -> Result<Self, ConfigError> {
         let path = normalize(path);
+        if path.is_file() {
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: format!(
+                    "{} is a file: tstore installs a local project from its folder (the one \
+                     with pyproject.toml, setup.py or setup.cfg); for a wheel or sdist, put it in \
+                     a `--find-links` folder and require it by name",
+                    path.display()
+                ),
+            });
+        }
         if !crate::local::is_project(&path) {
             return Err(ConfigError::Invalid {
                 location: origin,
@@ -91,6 +135,7 @@ impl RequirementLine {
             name: project_name(&path).unwrap_or_default(),
             origin,
             local: Some(LocalProject { path, editable }),
+            hashes: Vec::new(),
         })
     }
 }
@@ -98,6 +143,25 @@ impl RequirementLine {
 /// Whether a requirement string names a folder rather than a package.
 pub fn looks_like_path(text: &str) -> bool {
     text == "." || text == ".." || ["./", "../", "/", "~/"].iter().any(|p| text.starts_with(p))
+}
+
+/// Why a tier cannot install from `url`, if it cannot: tstore's lock reader
+/// installs packages from an index and local folders only.
+fn unsupported_url(url: &str) -> Option<&'static str> {
+    let (scheme, _) = uv_pep508::split_scheme(url)?;
+    match uv_pep508::Scheme::parse(scheme)? {
+        uv_pep508::Scheme::File => None,
+        uv_pep508::Scheme::Http | uv_pep508::Scheme::Https => Some(
+            "a direct URL to an archive is not supported (the lock reader installs from an \
+             index or a local folder); publish the file to an index or a `--find-links` folder \
+             and require it by name and version",
+        ),
+        _ => Some(
+            "VCS requirements are not supported (the lock reader cannot install from a \
+             repository); check the repository out and name its folder (`-e ./path`), or \
+             require a released version",
+        ),
+    }
 }
 
 /// The project's name when its metadata states it statically.
@@ -222,86 +286,261 @@ pub(super) fn read_file(
             ),
         });
     }
-    let text = fs_err::read_to_string(&canonical).map_err(|source| ConfigError::Read {
+    let bytes = fs_err::read(&canonical).map_err(|source| ConfigError::Read {
         path: canonical.clone(),
         source,
     })?;
+    let text = decode(&bytes).ok_or_else(|| ConfigError::Invalid {
+        location: canonical.display().to_string(),
+        message: "not UTF-8 text (requirement files are read as UTF-8, or as UTF-16 when they \
+                  start with its byte-order mark)"
+            .to_string(),
+    })?;
     stack.push(canonical.clone());
-    let dir = canonical.parent().unwrap_or(Path::new(".")).to_path_buf();
-
+    let file = FileContext {
+        dir: canonical.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        config_dir,
+    };
     for (line_no, line) in logical_lines(&text) {
         let origin = format!("{}:{line_no}", canonical.display());
-        let include = |arg: &str| -> Result<PathBuf, ConfigError> {
-            let target = dir.join(arg.trim());
-            if target.is_file() {
-                Ok(target)
-            } else {
-                Err(ConfigError::Invalid {
-                    location: origin.clone(),
-                    message: format!(
-                        "included file {} does not exist (paths are relative to the including file)",
-                        target.display()
-                    ),
-                })
-            }
-        };
-        let local_path = |arg: &str| normalize(&super::expand_path(arg.trim(), &dir));
-        if let Some(arg) = option_argument(&line, &["-r", "--requirement"]) {
-            read_file(&include(arg)?, stack, out, config_dir)?;
-        } else if let Some(arg) = option_argument(&line, &["-c", "--constraint"]) {
-            // Everything in a constraints file is a constraint.
-            let mut nested = Collected::default();
-            read_file(&include(arg)?, stack, &mut nested, config_dir)?;
-            out.constraints.extend(nested.requirements);
-            out.constraints.extend(nested.constraints);
-            merge_index(&mut out.index, nested.index)?;
-        } else if let Some(arg) = option_argument(&line, &["-e", "--editable"]) {
-            out.requirements.push(RequirementLine::local(
-                &local_path(arg),
-                true,
-                origin,
-                config_dir,
-            )?);
-        } else if let Some(arg) = option_argument(&line, &["-i", "--index-url"]) {
-            let lines = IndexLines {
-                index_url: Some((arg.to_string(), origin)),
-                ..IndexLines::default()
-            };
-            merge_index(&mut out.index, lines)?;
-        } else if let Some(arg) = option_argument(&line, &["--extra-index-url"]) {
-            out.index.extra_index_urls.push(arg.to_string());
-        } else if let Some(arg) = option_argument(&line, &["-f", "--find-links"]) {
-            out.index.find_links.push(if arg.contains("://") {
-                arg.to_string()
-            } else {
-                local_path(arg).display().to_string()
-            });
-        } else if line == "--no-index" {
-            out.index.no_index = true;
-        } else if line.starts_with('-') {
-            return Err(ConfigError::Invalid {
-                location: origin,
-                message: format!(
-                    "`{line}` is not supported in requirement files here: tstore reads `-r`, `-c`, \
-                     `-e`, `--index-url`, `--extra-index-url`, `--find-links` and `--no-index`; \
-                     write requirements as plain PEP 508 lines"
-                ),
-            });
-        } else if looks_like_path(&line) {
-            // As pip reads it: a bare path is built and installed, not editable.
-            out.requirements.push(RequirementLine::local(
-                &local_path(&line),
-                false,
-                origin,
-                config_dir,
-            )?);
+        if line.starts_with('-') {
+            file.option(&line, origin, stack, out)?;
         } else {
-            out.requirements
-                .push(RequirementLine::parse(&line, origin)?);
+            out.requirements.push(file.requirement(&line, origin)?);
         }
     }
     stack.pop();
     Ok(())
+}
+
+/// Where the file being read is, for the paths written in it.
+struct FileContext<'a> {
+    /// The including file's folder: includes and local paths are relative
+    /// to it.
+    dir: PathBuf,
+    /// tiers.toml's folder, where uv runs.
+    config_dir: &'a Path,
+}
+
+impl FileContext<'_> {
+    /// A line that starts with an option.
+    fn option(
+        &self,
+        line: &str,
+        origin: String,
+        stack: &mut Vec<PathBuf>,
+        out: &mut Collected,
+    ) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            location: origin.clone(),
+            message,
+        };
+        let (name, value) = split_option(line);
+        let takes_value = matches!(
+            name,
+            "-r" | "--requirement"
+                | "-c"
+                | "--constraint"
+                | "-e"
+                | "--editable"
+                | "-i"
+                | "--index-url"
+                | "--extra-index-url"
+                | "-f"
+                | "--find-links"
+        );
+        let value = match (takes_value, value) {
+            (true, Some(value)) => value,
+            (true, None) => return Err(invalid(format!("`{name}` needs a value"))),
+            (false, None) if name == "--no-index" => {
+                out.index.no_index = true;
+                return Ok(());
+            }
+            (false, Some(value)) if name == "--no-index" => {
+                return Err(invalid(format!(
+                    "`--no-index` takes no value (found `{value}`)"
+                )));
+            }
+            (false, _) => return Err(invalid(refusal(name))),
+        };
+        match name {
+            "-r" | "--requirement" => {
+                read_file(&self.include(value, &origin)?, stack, out, self.config_dir)
+            }
+            "-c" | "--constraint" => {
+                // Everything a constraints file holds or includes is a
+                // constraint, and a constraint names a package.
+                let mut nested = Collected::default();
+                read_file(
+                    &self.include(value, &origin)?,
+                    stack,
+                    &mut nested,
+                    self.config_dir,
+                )?;
+                if let Some(local) = nested.requirements.iter().find(|r| r.local.is_some()) {
+                    return Err(ConfigError::Invalid {
+                        location: local.origin.clone(),
+                        message: format!(
+                            "`{}` is a local project, read as a constraint through `-c` at \
+                             {origin}: a constraint limits the versions of a named package; \
+                             include this file with `-r` instead",
+                            local.text
+                        ),
+                    });
+                }
+                out.constraints.extend(nested.requirements);
+                out.constraints.extend(nested.constraints);
+                merge_index(&mut out.index, nested.index)
+            }
+            "-e" | "--editable" => {
+                out.requirements.push(self.editable(value, origin)?);
+                Ok(())
+            }
+            "-i" | "--index-url" => {
+                let lines = IndexLines {
+                    index_url: Some((value.to_string(), origin)),
+                    ..IndexLines::default()
+                };
+                merge_index(&mut out.index, lines)
+            }
+            "--extra-index-url" => {
+                out.index.extra_index_urls.push(value.to_string());
+                Ok(())
+            }
+            _ => {
+                // `-f` / `--find-links`: a URL, or a folder relative to the file.
+                out.index.find_links.push(if value.contains("://") {
+                    value.to_string()
+                } else {
+                    self.path(value).display().to_string()
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The file a `-r` or `-c` line names.
+    fn include(&self, value: &str, origin: &str) -> Result<PathBuf, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            location: origin.to_string(),
+            message,
+        };
+        let target = match value.split_once("://") {
+            Some(("file", _)) => file_url_path(value)
+                .ok_or_else(|| invalid(format!("`{value}` is not a file URL of a local path")))?,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`{value}`: requirement files are read from this machine only; save it \
+                     beside the including file and include it by path"
+                )));
+            }
+            None => self.path(value),
+        };
+        if target.is_file() {
+            Ok(target)
+        } else {
+            Err(invalid(format!(
+                "included file {} does not exist (paths are relative to the including file)",
+                target.display()
+            )))
+        }
+    }
+
+    /// `-e TARGET`: a local project folder, linked editable.
+    fn editable(&self, value: &str, origin: String) -> Result<RequirementLine, ConfigError> {
+        let (target, options) = split_trailing_options(value);
+        if let Some(option) = options.split_whitespace().next() {
+            let name = split_option(option).0;
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: if name == "--hash" {
+                    "an editable project is linked from its folder: there is no file for \
+                     `--hash` to check; remove the hash"
+                        .to_string()
+                } else {
+                    refusal(name)
+                },
+            });
+        }
+        let path = self.local_target(target, &origin)?;
+        RequirementLine::local(&path, true, origin, self.config_dir)
+    }
+
+    /// A requirement line: PEP 508, a local path or a URL, then options.
+    fn requirement(&self, line: &str, origin: String) -> Result<RequirementLine, ConfigError> {
+        let (target, options) = split_trailing_options(line);
+        let hashes = hash_options(options, &origin)?;
+        let mut requirement = if looks_like_path(target) || target.starts_with("file:") {
+            let path = self.local_target(target, &origin)?;
+            if !hashes.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: origin,
+                    message: format!(
+                        "`{target}` is built from its folder: there is no file for `--hash` to \
+                         check; remove the hash"
+                    ),
+                });
+            }
+            RequirementLine::local(&path, false, origin, self.config_dir)?
+        } else if let Some(why) = unsupported_url(target) {
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: format!("`{target}`: {why}"),
+            });
+        } else if (target.ends_with(".txt") || target.ends_with(".in"))
+            && self.dir.join(target).is_file()
+        {
+            return Err(ConfigError::Invalid {
+                location: origin,
+                message: format!(
+                    "`{target}` is a file beside this one, not a package: include it with \
+                     `-r {target}`"
+                ),
+            });
+        } else {
+            RequirementLine::parse(target, origin)?
+        };
+        requirement.hashes = hashes;
+        Ok(requirement)
+    }
+
+    /// The folder a local project line names (`./x`, `../x`, `/x`, `~/x`,
+    /// a bare name after `-e`, or a `file:` URL); VCS and remote URLs are
+    /// refused.
+    fn local_target(&self, target: &str, origin: &str) -> Result<PathBuf, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            location: origin.to_string(),
+            message,
+        };
+        if let Some(why) = unsupported_url(target) {
+            return Err(invalid(format!("`{target}`: {why}")));
+        }
+        let path = if target.starts_with("file:") {
+            file_url_path(target)
+                .ok_or_else(|| invalid(format!("`{target}` is not a file URL of a local path")))?
+        } else {
+            self.path(target)
+        };
+        if target.ends_with(']')
+            && let Some((folder, _)) = target.split_once('[')
+        {
+            return Err(invalid(format!(
+                "`{target}`: extras of a local project are not supported; require \
+                 `{folder}` and list what the extra adds in the same set"
+            )));
+        }
+        Ok(path)
+    }
+
+    /// A path written in the file, made absolute.
+    fn path(&self, written: &str) -> PathBuf {
+        normalize(&super::expand_path(written.trim(), &self.dir))
+    }
+}
+
+/// The local path of a `file:` URL.
+fn file_url_path(text: &str) -> Option<PathBuf> {
+    url::Url::parse(text).ok()?.to_file_path().ok()
 }
 
 /// Adds `more` to `into`; two different `--index-url`s are an error.
@@ -324,57 +563,6 @@ pub(super) fn merge_index(into: &mut IndexLines, more: IndexLines) -> Result<(),
     into.find_links.extend(more.find_links);
     into.no_index |= more.no_index;
     Ok(())
-}
-
-/// `-r file`, `-rfile`, `--requirement=file`, `--requirement file`.
-fn option_argument<'a>(line: &'a str, names: &[&str]) -> Option<&'a str> {
-    for name in names {
-        if let Some(rest) = line.strip_prefix(name) {
-            let rest = rest.strip_prefix('=').unwrap_or(rest);
-            if name.starts_with("--")
-                && !(rest.starts_with(char::is_whitespace) || line.contains('='))
-            {
-                continue;
-            }
-            let arg = rest.trim();
-            if !arg.is_empty() {
-                return Some(arg);
-            }
-        }
-    }
-    None
-}
-
-/// Lines with comments stripped and `\` continuations joined, numbered by
-/// the line they start on.
-fn logical_lines(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (index, raw) in text.lines().enumerate() {
-        let without_comment = match raw.find(" #").or_else(|| raw.find("\t#")) {
-            Some(i) => &raw[..i],
-            None if raw.trim_start().starts_with('#') => "",
-            None => raw,
-        };
-        let (start, mut acc) = pending.take().unwrap_or((index + 1, String::new()));
-        let trimmed = without_comment.trim_end();
-        if let Some(body) = trimmed.strip_suffix('\\') {
-            acc.push_str(body);
-            pending = Some((start, acc));
-            continue;
-        }
-        acc.push_str(trimmed);
-        let line = acc.trim().to_string();
-        if !line.is_empty() {
-            out.push((start, line));
-        }
-    }
-    if let Some((start, acc)) = pending
-        && !acc.trim().is_empty()
-    {
-        out.push((start, acc.trim().to_string()));
-    }
-    out
 }
 
 #[cfg(test)]

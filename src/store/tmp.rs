@@ -89,10 +89,12 @@ pub(super) fn on_open(store: &Store) -> anyhow::Result<()> {
 /// The lock file held exclusively, or `None` when another process holds it.
 fn try_lock_exclusive(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::fsinfo::FILE_MODE)
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
     // SAFETY: flock on a file descriptor `file` owns; released when it closes.
