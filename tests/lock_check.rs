@@ -291,3 +291,40 @@ fn two_wheels_installing_one_path_are_named_with_the_path() {
         "two"
     );
 }
+
+#[test]
+fn a_requirement_files_hash_must_match_the_locked_file() {
+    let world = World::new();
+    let alpha = module("alpha", "1.0").build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(&alpha, &server.url)],
+    );
+    let tiers = |hash: &str| {
+        fs_err::write(
+            world.project().join("requirements.txt"),
+            format!("# pinned by digest\r\nalpha==1.0 \\\r\n    --hash=sha256:{hash}"),
+        )
+        .unwrap();
+        world.write_tiers(
+            "[sets.pinned]\nfile = \"requirements.txt\"\n[tiers.t]\nsets = [\"pinned\"]\n",
+        );
+    };
+    let wrong = "ab".repeat(32);
+    tiers(&wrong);
+    let err = world.fails(&["materialize", "--frozen", "t"]);
+    assert!(
+        err.contains("requirements.txt:2")
+            && err.contains(&wrong)
+            && err.contains(&sha256_hex(&alpha))
+            && err.contains("pylock.t.toml"),
+        "{err}"
+    );
+    assert!(!world.venv("t").exists());
+    assert_eq!(world.store_counts().0, 0, "nothing fetched");
+
+    tiers(&sha256_hex(&alpha));
+    world.ok(&["materialize", "--frozen", "t"]);
+    python_ok(&world.venv("t"), "import alpha");
+}

@@ -127,6 +127,7 @@ struct TierFetch {
 /// Selects and fetches what `tier` needs.
 fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Result<TierFetch> {
     let (interpreter, selected, lock_path) = session.select(tier)?;
+    lock::requirement_hashes::check(tier, &selected, &lock_path)?;
     // A remote store is asked before the index; what it lacks is downloaded.
     let pulled = if offline {
         Default::default()

@@ -42,9 +42,8 @@ pub struct RequirementLine {
     /// `file:line[:col]` it came from.
     pub origin: String,
     pub local: Option<LocalProject>,
-    /// `ALGO:HEX` digests from `--hash` options, as written. Carried with the
-    /// requirement; not yet compared with the lock (see README, "Current
-    /// limits").
+    /// `ALGO:HEX` digests from `--hash` options, as written; the file the
+    /// lock pins must match one (`lock::requirement_hashes`).
     pub hashes: Vec<String>,
 }
 

@@ -16,6 +16,7 @@
 pub mod changes;
 pub mod groups;
 pub mod pylock;
+pub mod requirement_hashes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,6 +117,9 @@ pub fn input_hash(config: &Config, tier: &Tier) -> String {
     );
     for req in &tier.requirements {
         feed("requirement", &req.text);
+        for hash in &req.hashes {
+            feed("requirement-hash", hash);
+        }
         if let Some(local) = &req.local {
             // Its dependencies come from its metadata files.
             feed("local-metadata", &crate::local::metadata_hash(&local.path));
