@@ -178,3 +178,72 @@ fn which_env_and_component_list_agree() {
     let fish = w.ok(&["env", "core", "--shell", "fish"]);
     assert!(fish.contains("set -gx PATH '"), "{fish}");
 }
+
+#[test]
+fn run_in_a_components_folder_reads_the_checkouts_tiers() {
+    let p = project();
+    let w = &p.world;
+    w.ok(&["materialize", "--frozen", "core"]);
+    // Tekton's launcher starts a component in its own folder.
+    let folder = w.project().join("Hermes").join("hermes");
+    fs_err::create_dir_all(&folder).unwrap();
+    let out = w
+        .tstore(&[
+            "run",
+            "--frozen",
+            "hermes",
+            "--",
+            "python",
+            "-c",
+            "import alpha",
+        ])
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Up to date from the same tiers.toml: nothing rebuilt, nothing said.
+    assert!(stderr.is_empty(), "{stderr}");
+    let gens: serde_json::Value =
+        serde_json::from_str(&w.ok(&["generations", "core", "--json"])).unwrap();
+    assert_eq!(gens.as_array().map(Vec::len), Some(1), "{gens}");
+}
+
+#[test]
+fn a_venv_built_from_another_tiers_toml_is_named_before_it_is_replaced() {
+    let p = project();
+    let w = &p.world;
+    w.ok(&["materialize", "--frozen", "core"]);
+    // The same venv path in a second checkout, with another requirement set.
+    let other = w.path().join("elsewhere");
+    fs_err::create_dir_all(&other).unwrap();
+    fs_err::write(
+        other.join("tiers.toml"),
+        format!(
+            "venv-root = \"{}\"\n[tiers.core]\nrequirements = [\"alpha\", \"beta\"]\n",
+            w.home().join("venvs").display()
+        ),
+    )
+    .unwrap();
+    WheelBuilder::new("beta", "1.0")
+        .file("beta/__init__.py", "")
+        .build(&w.wheels());
+    let server = FileServer::start(&w.wheels());
+    lock_served(
+        &other.join("pylock.core.toml"),
+        &w.wheels(),
+        &["alpha", "beta"],
+        &server.url,
+    );
+    let out = w
+        .tstore(&["materialize", "--frozen", "core"])
+        .current_dir(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was built from") && stderr.contains("project/tiers.toml"),
+        "{stderr}"
+    );
+}

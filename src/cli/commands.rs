@@ -276,6 +276,7 @@ pub fn materialize_tiers(
             "interpreter, lock and store check",
             || fetch_tier(session, tier, args.offline),
         )?;
+        warn_if_built_from_another_config(session, tier);
         let before = installed_versions(session, tier);
         let outcome = materialize::materialize(
             &TierInput {
@@ -332,6 +333,32 @@ pub fn materialize_tiers(
         }
     }
     Ok(())
+}
+
+/// A venv path built from one tiers.toml and now from another (a command
+/// run outside the checkout reads the embedded tiers, say) is said before it
+/// is replaced; `tstore rollback` brings the previous generation back.
+fn warn_if_built_from_another_config(session: &Session<'_>, tier: &Tier) {
+    let venv = tier.venv.display().to_string();
+    let now = session.config.source.to_string();
+    let Some(row) = session
+        .store
+        .db
+        .tiers()
+        .ok()
+        .and_then(|rows| rows.into_iter().find(|t| t.venv == venv))
+    else {
+        return;
+    };
+    if row.config != now {
+        session.reporter.notice(&format!(
+            "{} was built from {}, and is now built from {now}; run tstore where that file is (or \
+             pass --config) to keep it, or `tstore rollback {}` afterwards",
+            tier.venv.display(),
+            row.config,
+            tier.name
+        ));
+    }
 }
 
 /// Name → version of what the tier's current generation holds (none for a

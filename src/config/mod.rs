@@ -180,14 +180,20 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads `explicit`, else `./tiers.toml`, else the embedded default.
+    /// Loads `explicit`, else the nearest `tiers.toml` in the current folder
+    /// or one above it (so a command run in a component's folder of a
+    /// checkout reads the checkout's tiers), else the embedded default.
     pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
         if let Some(path) = explicit {
             return Self::from_file(path);
         }
-        let local = Path::new("tiers.toml");
-        if local.is_file() {
-            return Self::from_file(local);
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        if let Some(found) = here
+            .ancestors()
+            .map(|dir| dir.join("tiers.toml"))
+            .find(|path| path.is_file())
+        {
+            return Self::from_file(&found);
         }
         Self::parse(EMBEDDED_TIERS, ConfigSource::Embedded, Path::new("."))
     }

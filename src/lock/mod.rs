@@ -247,20 +247,22 @@ pub fn lock_tiers(
 }
 
 /// Marks the changes to packages whose version another tier of the group
-/// constrains (requires with a version specifier): the version came from
-/// resolving with that tier.
+/// constrains (requires with a version specifier) while this tier does not:
+/// the version came from resolving with that tier.
 fn name_pinning_tiers(changed: &mut [changes::VersionChange], tier: &Tier, group: &[&Tier]) {
+    let constrains = |t: &Tier, package: &str| {
+        t.requirements
+            .iter()
+            .chain(&t.constraints)
+            .any(|r| r.name == package && r.text.trim() != r.name)
+    };
     for change in changed.iter_mut().filter(|c| c.new.is_some()) {
+        if constrains(tier, &change.package) {
+            continue;
+        }
         change.pinned_by = group
             .iter()
-            .filter(|other| other.name != tier.name)
-            .filter(|other| {
-                other
-                    .requirements
-                    .iter()
-                    .chain(&other.constraints)
-                    .any(|r| r.name == change.package && r.text.trim() != r.name)
-            })
+            .filter(|other| other.name != tier.name && constrains(other, &change.package))
             .map(|other| other.name.clone())
             .collect();
     }
