@@ -154,7 +154,8 @@ pub struct IndexKeys {
     pub distributions: std::collections::HashSet<String>,
     pub generations: std::collections::HashSet<String>,
     pub adopted: std::collections::HashSet<String>,
-    pub objects: u64,
+    /// Whether any object is recorded (not a count: counting scans the table).
+    pub has_objects: bool,
 }
 
 pub struct Db {
@@ -716,12 +717,13 @@ impl Db {
                 Ok(generation_key(&r.get::<_, String>(0)?, r.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
-        let objects: i64 = conn.query_row("SELECT count(*) FROM objects", [], |r| r.get(0))?;
+        let has_objects: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM objects)", [], |r| r.get(0))?;
         Ok(IndexKeys {
             distributions,
             generations,
             adopted,
-            objects: objects as u64,
+            has_objects,
         })
     }
 

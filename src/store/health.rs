@@ -75,7 +75,7 @@ pub fn check_index(root: &Path, db: &Db, records: &Records) -> Option<IndexProbl
     // A store from before records has nothing else to go by.
     match db.record_keys() {
         Err(err) => Some(unreadable(&err)),
-        Ok(keys) if keys.objects == 0 && !records.exist() && any_object(root) => {
+        Ok(keys) if !keys.has_objects && !records.exist() && any_object(root) => {
             Some(IndexProblem::Empty)
         }
         Ok(_) => None,
