@@ -181,7 +181,8 @@ pub fn top_level_modules(store: &Store, dist_id: i64) -> anyhow::Result<Vec<Stri
     }) && let Some(key) = &row.object
     {
         let key = ObjectKey::parse(key).ok_or_else(|| anyhow::anyhow!("bad object key `{key}`"))?;
-        hint = fs_err::read_to_string(store.object_path(&key))?;
+        // Only a hint: bytes that are not UTF-8 cannot name a module.
+        hint = String::from_utf8_lossy(&fs_err::read(store.object_path(&key))?).into_owned();
     }
     Ok(importable_names(
         rows.iter().map(|r| r.path.as_str()),

@@ -125,7 +125,7 @@ fn check_imports_each_layout_as_python_does() {
         .build(&wheels);
     // Names that are not identifiers, a .pth file, a data-only folder, a
     // package installed from .data/purelib, and a top_level.txt that names
-    // what is not there.
+    // what is not there (and has a line that is not UTF-8).
     WheelBuilder::new("odd", "1.0")
         .file("odd/__init__.py", "")
         .file("odd-tools/run.py", "raise SystemExit('not importable')\n")
@@ -134,7 +134,11 @@ fn check_imports_each_layout_as_python_does() {
         .file("odd_paths.pth", "does-not-exist\n")
         .file("odd_docs/index.txt", "docs\n")
         .file("odd-1.0.data/purelib/oddpure/__init__.py", "")
-        .file("odd-1.0.dist-info/top_level.txt", "odd\nghost\nodd_docs\n")
+        .raw(
+            "odd-1.0.dist-info/top_level.txt",
+            b"odd\nghost\nodd_docs\n\xff\xfe not UTF-8\n",
+            0o100644,
+        )
         .build(&wheels);
     // Failures: a dependency no package of the tier provides, a missing
     // submodule of one the tier has, and a package two distributions ship.
