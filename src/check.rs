@@ -11,11 +11,12 @@
 //! - a file at the top is a module when it is source (`.py`), sourceless
 //!   bytecode (`.pyc`) or an extension module (`.so`, `.abi3.so`,
 //!   `.cpython-*.so`: the suffixes of `importlib.machinery.EXTENSION_SUFFIXES`
-//!   on Linux);
+//!   on Linux); other files there (`.pth` files, shared libraries such as
+//!   `libfoo.so.1`, data) are not modules;
 //! - names that are not identifiers an `import` statement accepts are
 //!   skipped, which leaves out `*.libs` (auditwheel's vendored libraries),
-//!   `*.dist-info`, `*.data`, `*-stubs` (PEP 561 stub-only packages) and
-//!   `.pth` files; so is `__pycache__`;
+//!   `*.dist-info`, `*.data` and `*-stubs` (PEP 561 stub-only packages); so
+//!   is `__pycache__`;
 //! - `top_level.txt` is a hint, checked against the files: it adds a folder
 //!   the files show but hold no module (Python imports it as a namespace
 //!   package) and nothing the files do not show.
