@@ -293,6 +293,28 @@ requirements = [
 "#,
     );
     world.ok(&["materialize", "shapes"]);
+    let site = world.venv("shapes").join("lib/python3.11/site-packages");
+    for shape in [
+        "pyzmq.libs",
+        "six-stubs",
+        "jaraco/functools",
+        "jaraco/classes",
+    ] {
+        assert!(
+            site.join(shape).is_dir(),
+            "no {shape} in {}",
+            site.display()
+        );
+    }
+    assert!(
+        fs_err::read_dir(&site).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("_cffi_backend.cpython-")),
+        "no extension module at the top of {}",
+        site.display()
+    );
     let out = world.run(&["check", "shapes", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
