@@ -178,35 +178,24 @@ pub fn check(
         .store
         .db
         .generation_distributions(&tier.venv.display().to_string(), current)?;
-    let mut modules = Vec::new();
-    for dist in &dists {
-        for module in tstore::check::top_level_modules(&session.store, dist.id)? {
-            modules.push((dist.name.clone(), module));
-        }
-    }
     let jobs = jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let failures = tstore::check::check(&tier.venv, &modules, jobs, session.reporter)?;
-    let report = tstore::check::CheckReport {
-        distributions: dists.len(),
-        modules: modules.len(),
-        failures,
-    };
+    let report = tstore::check::check(&session.store, &tier.venv, &dists, jobs, session.reporter)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for failure in &report.failures {
             println!(
-                "FAIL {} ({}): {}",
-                failure.module, failure.distribution, failure.error
+                "FAIL {} ({}): {failure}",
+                failure.module, failure.distribution
             );
         }
         println!(
             "{name}: {} of {} modules from {} packages imported",
-            report.modules - report.failures.len(),
+            report.modules - report.failed_modules,
             report.modules,
             report.distributions
         );
