@@ -340,6 +340,37 @@ impl Db {
         records.write_distribution(&self.distribution_entry(id)?)
     }
 
+    /// Records a distribution as records and archives carry it (see
+    /// [`Db::insert_distribution`]).
+    pub fn insert_entry(&self, entry: &DistributionEntry) -> anyhow::Result<i64> {
+        let details = &entry.details;
+        let files: Vec<FileRow> = entry
+            .files
+            .iter()
+            .map(|f| FileRow {
+                path: f.path.clone(),
+                object: f.object.clone(),
+                mode: f.mode,
+                size: f.size,
+                sha256: f.sha256.clone(),
+                bytecode: Bytecode::Unknown,
+            })
+            .collect();
+        self.insert_distribution(
+            &NewDistribution {
+                name: &details.name,
+                version: &details.version,
+                filename: &details.filename,
+                sha256: &details.sha256,
+                size: details.size,
+                tags: &details.tags,
+                url: details.url.as_deref(),
+                built_from_sdist: details.built_from.as_deref(),
+            },
+            &files,
+        )
+    }
+
     /// A distribution's details and files, as records and archives carry them.
     pub fn distribution_entry(&self, id: i64) -> anyhow::Result<DistributionEntry> {
         let files = self

@@ -18,7 +18,6 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::pylock::{Selected, Source};
-use crate::store::db::{Bytecode, FileRow, NewDistribution};
 use crate::store::{ObjectKey, Store};
 
 pub use crate::store::records::{DistributionEntry, FileEntry};
@@ -77,20 +76,8 @@ pub fn needed(store: &Store, ids: &[i64]) -> anyhow::Result<Needed> {
     let mut distributions = BTreeMap::new();
     let mut sources = Vec::new();
     for &id in ids {
-        let details = store.db.distribution_details(id)?;
-        let files: Vec<FileEntry> = store
-            .db
-            .distribution_files(id)?
-            .into_iter()
-            .map(|f| FileEntry {
-                path: f.path,
-                object: f.object,
-                mode: f.mode,
-                size: f.size,
-                sha256: f.sha256,
-            })
-            .collect();
-        for file in &files {
+        let entry = store.db.distribution_entry(id)?;
+        for file in &entry.files {
             if let Some(key) = &file.object {
                 out.objects.insert(key.clone(), file.size);
                 if file.path.ends_with(".py") {
@@ -98,7 +85,7 @@ pub fn needed(store: &Store, ids: &[i64]) -> anyhow::Result<Needed> {
                 }
             }
         }
-        distributions.insert(details.sha256.clone(), DistributionEntry { details, files });
+        distributions.insert(entry.details.sha256.clone(), entry);
     }
     sources.sort();
     sources.dedup();
@@ -294,11 +281,11 @@ pub fn record(
                 && store.db.sdist_build(from)?.is_none()
             {
                 // Known wheel, unknown build key: add the mapping.
-                record_distribution(store, dist)?;
+                store.db.insert_entry(dist)?;
             }
             continue;
         }
-        record_distribution(store, dist)?;
+        store.db.insert_entry(dist)?;
         new += 1;
     }
     let mut by_tag: BTreeMap<&str, Vec<(String, crate::store::db::Pyc)>> = BTreeMap::new();
@@ -322,34 +309,6 @@ pub fn record(
         store.db.record_bytecode(tag, &entries)?;
     }
     Ok(new)
-}
-
-fn record_distribution(store: &Store, dist: &DistributionEntry) -> anyhow::Result<i64> {
-    let rows: Vec<FileRow> = dist
-        .files
-        .iter()
-        .map(|f| FileRow {
-            path: f.path.clone(),
-            object: f.object.clone(),
-            mode: f.mode,
-            size: f.size,
-            sha256: f.sha256.clone(),
-            bytecode: Bytecode::Unknown,
-        })
-        .collect();
-    store.db.insert_distribution(
-        &NewDistribution {
-            name: &dist.details.name,
-            version: &dist.details.version,
-            filename: &dist.details.filename,
-            sha256: &dist.details.sha256,
-            size: dist.details.size,
-            tags: &dist.details.tags,
-            url: dist.details.url.as_deref(),
-            built_from_sdist: dist.details.built_from.as_deref(),
-        },
-        &rows,
-    )
 }
 
 /// The lock files of tiers, by name, for an archive or a remote.

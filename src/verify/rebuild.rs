@@ -23,10 +23,8 @@ use serde::Serialize;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
-use crate::store::db::{Bytecode, Db, EMPTY_SOURCE, FileRow, GenerationRow, NewDistribution};
-use crate::store::records::{
-    AdoptedRecord, DistributionEntry, GenerationRecord, Readable, Records,
-};
+use crate::store::db::{Db, EMPTY_SOURCE, GenerationRow};
+use crate::store::records::{AdoptedRecord, GenerationRecord, Readable, Records};
 use crate::store::{FileLock, ObjectKey};
 
 #[derive(Debug, Default, Serialize)]
@@ -120,40 +118,11 @@ fn restore_distributions(
                 continue;
             }
         };
-        let id = insert_distribution(db, &entry)?;
+        let id = db.insert_entry(&entry)?;
         ids.insert(entry.details.sha256.clone(), id);
         report.distributions += 1;
     }
     Ok(ids)
-}
-
-fn insert_distribution(db: &Db, entry: &DistributionEntry) -> anyhow::Result<i64> {
-    let details = &entry.details;
-    let files: Vec<FileRow> = entry
-        .files
-        .iter()
-        .map(|f| FileRow {
-            path: f.path.clone(),
-            object: f.object.clone(),
-            mode: f.mode,
-            size: f.size,
-            sha256: f.sha256.clone(),
-            bytecode: Bytecode::Unknown,
-        })
-        .collect();
-    db.insert_distribution(
-        &NewDistribution {
-            name: &details.name,
-            version: &details.version,
-            filename: &details.filename,
-            sha256: &details.sha256,
-            size: details.size,
-            tags: &details.tags,
-            url: details.url.as_deref(),
-            built_from_sdist: details.built_from.as_deref(),
-        },
-        &files,
-    )
 }
 
 /// Generations whose directory exists, oldest first per tier; returns their plans.
