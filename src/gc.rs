@@ -332,10 +332,7 @@ fn count_freed(files: &[PathBuf], objects: &[PathBuf]) -> (u64, u64) {
 }
 
 fn is_stale_temp(entry: &std::fs::DirEntry) -> bool {
-    let name = entry.file_name().to_string_lossy().into_owned();
-    // Names made by Store::temp_path: <prefix>-<pid>-<suffix>.
-    let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
-    if let Some(pid) = pid {
+    if let Some(pid) = crate::store::tmp::owner_pid(&entry.file_name().to_string_lossy()) {
         return pid as u32 != std::process::id() && !crate::store::process_alive(pid);
     }
     // Other temp directories (uv work dirs): stale after a day.

@@ -277,9 +277,13 @@ pub enum Command {
     },
     /// Delete what no tier can use any more, and say how much it frees.
     ///
-    /// Roots are the kept generations of every tier and everything the
-    /// current locks name. Unused distributions and objects, generations
-    /// beyond keep-generations, and leftovers of crashed runs go. Freed bytes
+    /// Roots are the kept generations of every tier and the adopted venvs
+    /// that still exist; a lock alone keeps nothing, so a tier fetched but
+    /// never materialized, or removed, is collected. Unused distributions and
+    /// objects, generations beyond keep-generations, their saved locks, and
+    /// leftovers of crashed runs go. gc refuses to run on an index that fails
+    /// its checks (see `tstore verify --repair`) and never deletes an object
+    /// a kept generation's manifest names. Freed bytes
     /// count allocated blocks, and only for files whose every link is
     /// deleted: an object still linked from a venv outside the store frees
     /// nothing, and extents shared by reflinks are not counted.
