@@ -13,6 +13,7 @@ use super::records::{
     AdoptedRecord, DistributionEntry, FileEntry, GenerationRecord, Records, generation_key,
     path_key,
 };
+pub use super::records::{DistDetails, GenerationRow};
 
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;
@@ -67,21 +68,6 @@ pub struct DistRecord {
     pub sha256: String,
 }
 
-/// A distribution's record, without its files (as an export or a remote
-/// carries it, too).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DistDetails {
-    pub name: String,
-    pub version: String,
-    pub filename: String,
-    pub sha256: String,
-    pub size: u64,
-    pub tags: String,
-    pub url: Option<String>,
-    /// For a wheel tstore built: the sdist's sha256 or the local project key.
-    pub built_from: Option<String>,
-}
-
 /// One file of a distribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRow {
@@ -134,18 +120,6 @@ pub struct TierRow {
     pub name: String,
     pub config: String,
     pub current: i64,
-}
-
-/// One kept generation of a tier.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GenerationRow {
-    pub venv: String,
-    pub number: i64,
-    pub path: String,
-    pub plan: String,
-    pub lock: String,
-    pub link_method: String,
-    pub created_at: i64,
 }
 
 /// What the index holds, named as [`Records`] name it.
@@ -512,13 +486,7 @@ impl Db {
         Ok(GenerationRecord {
             name: name.to_owned(),
             config: config.to_owned(),
-            venv: generation.venv.clone(),
-            number: generation.number,
-            path: generation.path.clone(),
-            plan: generation.plan.clone(),
-            lock: generation.lock.clone(),
-            link_method: generation.link_method.clone(),
-            created_at: generation.created_at,
+            generation: generation.clone(),
             distributions,
         })
     }

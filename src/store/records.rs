@@ -24,7 +24,32 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::db::DistDetails;
+/// A distribution's record, without its files (as an export or a remote
+/// carries it, too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DistDetails {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+    pub tags: String,
+    pub url: Option<String>,
+    /// For a wheel tstore built: the sdist's sha256 or the local project key.
+    pub built_from: Option<String>,
+}
+
+/// One kept generation of a tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRow {
+    pub venv: String,
+    pub number: i64,
+    pub path: String,
+    pub plan: String,
+    pub lock: String,
+    pub link_method: String,
+    pub created_at: i64,
+}
 
 /// A distribution as recorded (and as it travels in archives and remotes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,13 +75,8 @@ pub struct FileEntry {
 pub struct GenerationRecord {
     pub name: String,
     pub config: String,
-    pub venv: String,
-    pub number: i64,
-    pub path: String,
-    pub plan: String,
-    pub lock: String,
-    pub link_method: String,
-    pub created_at: i64,
+    #[serde(flatten)]
+    pub generation: GenerationRow,
     pub distributions: Vec<String>,
 }
 
@@ -122,7 +142,11 @@ impl Records {
     }
 
     pub fn write_generation(&self, record: &GenerationRecord) -> anyhow::Result<()> {
-        write_atomic(&self.generation_path(&record.venv, record.number), record)
+        let generation = &record.generation;
+        write_atomic(
+            &self.generation_path(&generation.venv, generation.number),
+            record,
+        )
     }
 
     pub fn remove_generation(&self, venv: &str, number: i64) -> anyhow::Result<()> {

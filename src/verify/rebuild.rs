@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
-use crate::store::db::{Db, EMPTY_SOURCE, GenerationRow};
+use crate::store::db::{Db, EMPTY_SOURCE};
 use crate::store::records::{AdoptedRecord, GenerationRecord, Readable, Records};
 use crate::store::{FileLock, ObjectKey};
 
@@ -135,11 +135,14 @@ fn restore_generations(
     let mut by_venv: BTreeMap<String, Vec<GenerationRecord>> = BTreeMap::new();
     for record in records.read_generations()? {
         match record {
-            Readable::Ok(g) if Path::new(&g.path).is_dir() => {
-                by_venv.entry(g.venv.clone()).or_default().push(g)
-            }
+            Readable::Ok(g) if Path::new(&g.generation.path).is_dir() => by_venv
+                .entry(g.generation.venv.clone())
+                .or_default()
+                .push(g),
             // Its directory is gone: the record describes nothing any more.
-            Readable::Ok(g) => records.remove_generation(&g.venv, g.number)?,
+            Readable::Ok(g) => {
+                records.remove_generation(&g.generation.venv, g.generation.number)?
+            }
             Readable::Damaged(path, why) => {
                 report.skipped.push(format!("{}: {why}", path.display()))
             }
@@ -147,28 +150,20 @@ fn restore_generations(
     }
     let mut plans = Vec::new();
     for (venv, mut generations) in by_venv {
-        generations.sort_by_key(|g| g.number);
+        generations.sort_by_key(|g| g.generation.number);
         for generation in &generations {
             let dist_ids = dist_ids_of(generation, ids, report);
             db.record_generation(
                 &generation.name,
                 &generation.config,
-                &GenerationRow {
-                    venv: generation.venv.clone(),
-                    number: generation.number,
-                    path: generation.path.clone(),
-                    plan: generation.plan.clone(),
-                    lock: generation.lock.clone(),
-                    link_method: generation.link_method.clone(),
-                    created_at: generation.created_at,
-                },
+                &generation.generation,
                 &dist_ids,
             )?;
-            plans.push(generation.plan.clone());
+            plans.push(generation.generation.plan.clone());
             report.generations += 1;
         }
         if let Some(current) = current_generation(&venv)
-            && generations.iter().any(|g| g.number == current)
+            && generations.iter().any(|g| g.generation.number == current)
         {
             db.set_current(&venv, current)?;
         }
@@ -187,7 +182,7 @@ fn dist_ids_of(
             Some(id) => found.push(*id),
             None => report.skipped.push(format!(
                 "generation {} of {} names distribution {sha256}, which has no record",
-                generation.number, generation.venv
+                generation.generation.number, generation.generation.venv
             )),
         }
     }
