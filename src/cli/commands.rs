@@ -335,19 +335,24 @@ pub fn materialize_tiers(
     Ok(())
 }
 
+/// What the store recorded of the tier's venv path, if it was materialized.
+fn recorded_tier(session: &Session<'_>, tier: &Tier) -> Option<tstore::store::db::TierRow> {
+    let venv = tier.venv.display().to_string();
+    session
+        .store
+        .db
+        .tiers()
+        .ok()?
+        .into_iter()
+        .find(|t| t.venv == venv)
+}
+
 /// A venv path built from one tiers.toml and now from another (a command
 /// run outside the checkout reads the embedded tiers, say) is said before it
 /// is replaced; `tstore rollback` brings the previous generation back.
 fn warn_if_built_from_another_config(session: &Session<'_>, tier: &Tier) {
-    let venv = tier.venv.display().to_string();
     let now = session.config.source.to_string();
-    let Some(row) = session
-        .store
-        .db
-        .tiers()
-        .ok()
-        .and_then(|rows| rows.into_iter().find(|t| t.venv == venv))
-    else {
+    let Some(row) = recorded_tier(session, tier) else {
         return;
     };
     if row.config != now {
@@ -367,21 +372,13 @@ fn installed_versions(
     session: &Session<'_>,
     tier: &Tier,
 ) -> std::collections::BTreeMap<String, String> {
-    let venv = tier.venv.display().to_string();
-    let current = session
-        .store
-        .db
-        .tiers()
-        .ok()
-        .and_then(|rows| rows.into_iter().find(|t| t.venv == venv))
-        .map(|t| t.current);
-    let Some(number) = current else {
+    let Some(row) = recorded_tier(session, tier) else {
         return Default::default();
     };
     session
         .store
         .db
-        .generation_distributions(&venv, number)
+        .generation_distributions(&row.venv, row.current)
         .unwrap_or_default()
         .into_iter()
         .map(|d| (d.name, d.version))
