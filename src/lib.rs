@@ -11,14 +11,12 @@
 //! `progress` is how the library reports to whoever drives it.
 
 pub mod activate;
-pub mod adopt;
 pub mod check;
 pub mod config;
-pub mod du;
 pub mod fetch;
 pub mod fsinfo;
-pub mod gc;
 pub mod interpreter;
+pub mod link;
 pub mod local;
 pub mod lock;
 pub mod materialize;
@@ -26,5 +24,5 @@ pub mod process;
 pub mod progress;
 pub mod store;
 pub mod transfer;
+pub mod upkeep;
 pub mod uv;
-pub mod verify;

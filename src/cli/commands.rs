@@ -634,7 +634,7 @@ pub fn rebuild_untrusted_index(reporter: &Reporter, full: bool) -> anyhow::Resul
     reporter.notice(&format!(
         "the store index cannot be trusted: {problem}; rebuilding it from the store's files"
     ));
-    let report = tstore::verify::rebuild_index(&home.join("v1"), reporter)?;
+    let report = tstore::upkeep::verify::rebuild_index(&home.join("v1"), reporter)?;
     println!(
         "index rebuilt: {} objects, {} distributions, {} generations, {} bytecode entries, {} adopted venvs",
         report.objects,
@@ -683,9 +683,9 @@ pub fn verify(
     } else {
         None
     };
-    let report = tstore::verify::verify(
+    let report = tstore::upkeep::verify::verify(
         &session.store,
-        &tstore::verify::VerifyOptions {
+        &tstore::upkeep::verify::VerifyOptions {
             repair,
             full,
             venvs,
@@ -704,7 +704,7 @@ pub fn verify(
     })
 }
 
-fn print_index_report(index: &tstore::verify::IndexReport) {
+fn print_index_report(index: &tstore::upkeep::verify::IndexReport) {
     if index.integrity.is_empty() {
         println!("index: SQLite reports it sound");
     } else {
@@ -722,8 +722,8 @@ fn print_index_report(index: &tstore::verify::IndexReport) {
     }
 }
 
-fn print_verify_report(report: &tstore::verify::Report, repair: bool) {
-    use tstore::verify::{FileFault, ObjectFault};
+fn print_verify_report(report: &tstore::upkeep::verify::Report, repair: bool) {
+    use tstore::upkeep::verify::{FileFault, ObjectFault};
     print_index_report(&report.index);
     let corrupt = report.objects.len();
     println!(
@@ -816,9 +816,9 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
             .reporter
             .notice("waiting for other tstore processes using the store to finish")
     })?;
-    let report = tstore::gc::gc(
+    let report = tstore::upkeep::gc::gc(
         &session.store,
-        &tstore::gc::GcOptions {
+        &tstore::upkeep::gc::GcOptions {
             dry_run,
             keep_generations: session.config.keep_generations,
         },
@@ -883,7 +883,7 @@ pub fn du(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result
     for name in names {
         session.config.tier(name)?;
     }
-    let report = tstore::du::du(&session.store, names)?;
+    let report = tstore::upkeep::du::du(&session.store, names)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -1031,14 +1031,14 @@ pub fn adopt(
     json: bool,
 ) -> anyhow::Result<()> {
     let _store = share_store(session)?;
-    let options = tstore::adopt::AdoptOptions {
+    let options = tstore::upkeep::adopt::AdoptOptions {
         dry_run,
         link_mode: link_mode.unwrap_or(LinkMode::Auto),
     };
     let mut reports = Vec::new();
     let mut planned = std::collections::HashMap::new();
     for path in paths {
-        let report = tstore::adopt::adopt(
+        let report = tstore::upkeep::adopt::adopt(
             &session.store,
             path,
             &options,
@@ -1056,7 +1056,7 @@ pub fn adopt(
     Ok(())
 }
 
-fn print_adopt_report(session: &Session<'_>, report: &tstore::adopt::AdoptReport) {
+fn print_adopt_report(session: &Session<'_>, report: &tstore::upkeep::adopt::AdoptReport) {
     let (would, link_verb) = if report.dry_run {
         ("would ", "would link")
     } else {

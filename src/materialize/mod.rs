@@ -7,7 +7,7 @@
 //! 3. Otherwise a new generation is built (see [`generations`]): the
 //!    skeleton (a copy of `uv venv`'s output, see [`venv`]), then the tree
 //!    ([`tree`]: directories and files, one parallel task per directory);
-//!    objects are linked by the method [`link::Linker`] probed, per-venv
+//!    objects are linked by the method [`crate::link::Linker`] probed, per-venv
 //!    files written. Its manifest and a snapshot of the lock it was built
 //!    from are saved in the store.
 //! 4. The tier's path is switched to the new generation atomically; a failure
@@ -17,7 +17,6 @@
 pub mod closure;
 pub mod edit;
 pub mod generations;
-pub mod link;
 pub mod manifest;
 pub mod plan;
 pub mod scripts;
@@ -37,7 +36,7 @@ use crate::store::db::{Bytecode, GenerationRow};
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
 
-pub use link::LinkMethod;
+pub use crate::link::LinkMethod;
 use plan::Plan;
 
 #[derive(Debug, Clone, Default)]
@@ -411,7 +410,7 @@ fn build_venv(
             &input.tier.name,
         )
     })?;
-    let probe = link::Linker::probe(options.link_mode, input.store, staging)?;
+    let probe = crate::link::Linker::probe(options.link_mode, input.store, staging)?;
     if let Some(reason) = &probe.fallback_reason {
         if probe.linker.method() == LinkMethod::Copy {
             progress.notice(reason);

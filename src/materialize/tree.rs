@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use super::link::{LinkMethod, Linker};
 use super::plan::{FileSource, Plan, PlannedFile};
+use crate::link::{LinkMethod, Linker};
 use crate::progress::Progress;
 use crate::store::{ObjectKey, Store};
 

@@ -31,7 +31,7 @@ use sha2::Digest;
 
 use crate::config::LinkMode;
 use crate::fsinfo;
-use crate::materialize::link::{LinkMethod, Linker};
+use crate::link::{LinkMethod, Linker};
 use crate::progress::Progress;
 use crate::store::{ObjectKey, Store};
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{FileFault, GoodCopy, ObjectFault, TierReport, TierState};
+use crate::link::Linker;
 use crate::lock::pylock::Location;
-use crate::materialize::link::Linker;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
 use crate::store::{ObjectKey, Store};

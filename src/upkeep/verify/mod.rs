@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::materialize::link::LinkMethod;
+use crate::link::LinkMethod;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::materialize::venv;
@@ -184,7 +184,7 @@ pub fn verify(
         checked,
     } = check_objects(store, progress)?;
     report.objects_checked = checked;
-    report.bytes_checked = crate::du::store_size(store).object_bytes;
+    report.bytes_checked = crate::upkeep::du::store_size(store).object_bytes;
 
     let mut tiers = Vec::new();
     for row in store.db.tiers()? {

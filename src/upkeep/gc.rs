@@ -129,7 +129,7 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         .collect();
     report.distributions = doomed_dists.len();
     // Adopted venvs keep their objects until their folder is gone.
-    let vanished_adopted: Vec<String> = crate::adopt::adopted_venvs(store)?
+    let vanished_adopted: Vec<String> = crate::upkeep::adopt::adopted_venvs(store)?
         .into_iter()
         .filter(|(_, exists)| !exists)
         .map(|(path, _)| path)
