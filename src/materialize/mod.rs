@@ -117,7 +117,7 @@ fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Pla
             let compiled = timed(progress, "bytecode", || {
                 crate::store::bytecode::compile(
                     input.store,
-                    input.interpreter,
+                    &input.interpreter.executable,
                     tag,
                     &sources,
                     progress,
