@@ -13,6 +13,7 @@ use uv_distribution_filename::WheelFilename;
 use uv_pep508::MarkerTree;
 use uv_platform_tags::TagCompatibility;
 
+use crate::dist::{Location, PinnedFile, Selected, Source};
 use crate::interpreter::Interpreter;
 
 /// The header line tstore prepends to the locks it writes.
@@ -50,70 +51,6 @@ pub struct Artifact {
     pub size: Option<u64>,
     #[serde(default)]
     pub hashes: BTreeMap<String, String>,
-}
-
-/// Where to get an artifact's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Url(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Url(url) => f.write_str(url),
-            Self::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// A file the lock pins: location, file name, size and sha256 (hex).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinnedFile {
-    pub location: Location,
-    pub filename: String,
-    pub size: Option<u64>,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Wheel(PinnedFile),
-    /// No wheel fits the interpreter: build this sdist.
-    Sdist(PinnedFile),
-    /// A project folder on this machine (absolute path), built with uv;
-    /// `editable` puts its source on `sys.path` instead of its built files.
-    Local {
-        path: PathBuf,
-        editable: bool,
-    },
-}
-
-/// The distribution to install for one package.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
-    pub name: String,
-    pub version: String,
-    pub source: Source,
-}
-
-impl Selected {
-    /// The file the lock pins, unless the source is a local folder.
-    pub fn pinned(&self) -> Option<&PinnedFile> {
-        match &self.source {
-            Source::Wheel(f) | Source::Sdist(f) => Some(f),
-            Source::Local { .. } => None,
-        }
-    }
-
-    /// What the user sees for it: the file name, or the folder.
-    pub fn label(&self) -> String {
-        match &self.source {
-            Source::Wheel(f) | Source::Sdist(f) => f.filename.clone(),
-            Source::Local { path, .. } => path.display().to_string(),
-        }
-    }
 }
 
 impl PyLock {
