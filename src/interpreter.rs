@@ -189,35 +189,32 @@ fn find_with_uv(uv: &Uv, request: &str) -> anyhow::Result<PathBuf> {
 
     let mut cmd = uv.command();
     cmd.args(["python", "find", "--no-project", request]);
-    let command = crate::uv::render(&cmd);
-    let uv_failed = |status: String, stderr: String| {
-        anyhow::Error::new(UvError {
-            command: command.clone(),
-            status,
-            stderr,
-        })
-        .context(format!(
+    let uv_failed = |err: UvError| {
+        anyhow::Error::new(err).context(format!(
             "uv failed while looking for a Python {request} interpreter: check or reinstall \
              the uv at {} (or point TSTORE_UV at a working one)",
             uv.path.display()
         ))
     };
-    let output = cmd
-        .output()
-        .map_err(|e| uv_failed("could not start".into(), e.to_string()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let output = crate::uv::output(&mut cmd).map_err(uv_failed)?;
+    let stderr = crate::uv::stderr_text(&output);
     if output.status.success() {
         let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
         if found.is_empty() {
-            return Err(uv_failed(
-                "exit status 0, but it printed no interpreter".into(),
+            return Err(uv_failed(UvError::NoAnswer {
+                command: crate::uv::render(&cmd),
+                missing: "no interpreter",
                 stderr,
-            ));
+            }));
         }
         return Ok(PathBuf::from(found));
     }
     if output.status.signal().is_some() || !uv_answers_version(uv) {
-        return Err(uv_failed(output.status.to_string(), stderr));
+        return Err(uv_failed(UvError::Exited {
+            command: crate::uv::render(&cmd),
+            status: output.status,
+            stderr,
+        }));
     }
     bail!(
         "no Python {request} interpreter found ({}): install one (e.g. `uv python install {request}`) \

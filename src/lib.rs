@@ -8,13 +8,17 @@
 //! ```
 //!
 //! `uv` runs uv; `interpreter` describes the base Python (markers, tags);
+//! `dist` holds the selected distributions that lock hands to the later
+//! steps; `http` downloads one file, hashed as it streams;
 //! `progress` is how the library reports to whoever drives it.
 
 pub mod activate;
 pub mod check;
 pub mod config;
+pub mod dist;
 pub mod fetch;
 pub mod fsinfo;
+pub mod http;
 pub mod interpreter;
 pub mod link;
 pub mod local;

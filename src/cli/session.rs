@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use anyhow::bail;
 use tstore::config::{Config, Tier};
+use tstore::dist::Selected;
 use tstore::interpreter::Interpreter;
-use tstore::lock::pylock::Selected;
 use tstore::lock::{self, LockOptions, PyLock, TierLock};
 use tstore::progress::Progress;
 use tstore::store::Store;

@@ -212,14 +212,14 @@ pub fn pull_missing(
     session: &Session<'_>,
     tier: &Tier,
     interpreter: &tstore::interpreter::Interpreter,
-    selected: &[tstore::lock::pylock::Selected],
+    selected: &[tstore::dist::Selected],
 ) -> anyhow::Result<transfer::remote::TransferReport> {
     let Some(remote) = session.remote()? else {
         return Ok(Default::default());
     };
     let mut missing = Vec::new();
     for item in selected {
-        let local = matches!(item.source, tstore::lock::pylock::Source::Local { .. });
+        let local = matches!(item.source, tstore::dist::Source::Local { .. });
         if !local && transfer::stored_distribution(&session.store, item)?.is_none() {
             missing.push(item);
         }

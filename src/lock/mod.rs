@@ -161,71 +161,22 @@ pub fn lock_tiers(
         .filter(|t| options.upgrade != Upgrade::None || !is_current(config, store, t))
         .collect();
     remove_dead_temp_locks(&locks_dir(config, store))?;
-    let mut written: BTreeMap<String, (bool, Vec<changes::VersionChange>, std::time::Duration)> =
-        BTreeMap::new();
+    let mut written = BTreeMap::new();
     if !stale.is_empty() {
         let uv_version = uv.version().unwrap_or_else(|_| "uv".into());
         let work = crate::store::tmp::temp_dir(store, "lock")
             .context("cannot create a work directory in the store")?;
+        let locker = Locker {
+            config,
+            store,
+            uv,
+            work: work.path(),
+            options,
+            uv_version,
+            progress,
+        };
         for group in groups::solve_groups(config) {
-            let to_lock: Vec<&Tier> = stale
-                .iter()
-                .copied()
-                .filter(|t| group.tiers.iter().any(|g| g.name == t.name))
-                .collect();
-            if to_lock.is_empty() {
-                continue;
-            }
-            let resolution =
-                resolve_solve_group(config, store, uv, &group, work.path(), options, progress);
-            progress.start("locking", to_lock.len() as u64, 0);
-            for tier in to_lock {
-                let split_off = resolution.split_off.contains(&tier.name);
-                let pins = if split_off {
-                    None
-                } else {
-                    resolution.pins.as_deref()
-                };
-                let started = std::time::Instant::now();
-                let before = changes::lock_versions(&lock_path(config, store, &tier.name));
-                let used_pins = lock_tier(
-                    config,
-                    store,
-                    uv,
-                    tier,
-                    pins,
-                    work.path(),
-                    options,
-                    &uv_version,
-                    progress,
-                )?;
-                // Aligned: it shares its group's versions, or has nobody to
-                // share them with.
-                let aligned = !split_off && (used_pins || pins.is_none());
-                let output = options.output_dir.as_ref().map_or_else(
-                    || lock_path(config, store, &tier.name),
-                    |dir| dir.join(format!("pylock.{}.toml", tier.name)),
-                );
-                let mut changed = changes::changes(&before, &changes::lock_versions(&output));
-                if used_pins {
-                    let sharing: Vec<&Tier> = group
-                        .tiers
-                        .iter()
-                        .copied()
-                        .filter(|t| !resolution.split_off.contains(&t.name))
-                        .collect();
-                    name_pinning_tiers(&mut changed, tier, &sharing);
-                }
-                written.insert(tier.name.clone(), (aligned, changed, started.elapsed()));
-                progress.item_done(&tier.name);
-            }
-            progress.finish();
-            // Said only now: if the tiers could not be locked at all, the
-            // error above is the one that matters (a network failure, say).
-            report_split(&group, &resolution, progress);
-            if !resolution.split_off.is_empty() || written.values().any(|(aligned, ..)| !aligned) {
-                report_version_differences(config, store, uv, &group.tiers, progress);
-            }
+            locker.lock_group(&group, &stale, &mut written)?;
         }
     }
     Ok(tiers
@@ -233,17 +184,316 @@ pub fn lock_tiers(
         .map(|tier| {
             let path = lock_path(config, store, &tier.name);
             match written.remove(&tier.name) {
-                Some((aligned, changes, took)) => TierLock {
+                Some(written) => TierLock {
                     tier: tier.name.clone(),
                     path,
-                    status: LockStatus::Written { aligned },
-                    changes,
-                    took,
+                    status: LockStatus::Written {
+                        aligned: written.aligned,
+                    },
+                    changes: written.changes,
+                    took: written.took,
                 },
                 None => TierLock::reused(&tier.name, path),
             }
         })
         .collect())
+}
+
+/// What locking one tier did.
+struct Written {
+    /// It shares its group's versions, or has nobody to share them with.
+    aligned: bool,
+    changes: Vec<changes::VersionChange>,
+    took: std::time::Duration,
+}
+
+/// What locking every tier of one run shares.
+struct Locker<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    uv: &'a Uv,
+    /// Where the requirement and constraint files handed to uv are written.
+    work: &'a Path,
+    options: &'a LockOptions,
+    /// Named in each lock's header.
+    uv_version: String,
+    progress: &'a dyn Progress,
+}
+
+impl Locker<'_> {
+    /// Locks the `stale` tiers of one solve group, constrained by the
+    /// group's union where they can be.
+    fn lock_group(
+        &self,
+        group: &groups::Group<'_>,
+        stale: &[&Tier],
+        written: &mut BTreeMap<String, Written>,
+    ) -> anyhow::Result<()> {
+        let to_lock: Vec<&Tier> = stale
+            .iter()
+            .copied()
+            .filter(|t| group.tiers.iter().any(|g| g.name == t.name))
+            .collect();
+        if to_lock.is_empty() {
+            return Ok(());
+        }
+        let resolution = self.resolve_solve_group(group);
+        self.progress.start("locking", to_lock.len() as u64, 0);
+        for tier in to_lock {
+            let outcome = self.lock_in_group(tier, group, &resolution)?;
+            written.insert(tier.name.clone(), outcome);
+            self.progress.item_done(&tier.name);
+        }
+        self.progress.finish();
+        // Said only now: if the tiers could not be locked at all, the
+        // error above is the one that matters (a network failure, say).
+        report_split(group, &resolution, self.progress);
+        if !resolution.split_off.is_empty() || written.values().any(|w| !w.aligned) {
+            report_version_differences(
+                self.config,
+                self.store,
+                self.uv,
+                &group.tiers,
+                self.progress,
+            );
+        }
+        Ok(())
+    }
+
+    /// Locks one tier of `group` and says what changed in its lock.
+    fn lock_in_group(
+        &self,
+        tier: &Tier,
+        group: &groups::Group<'_>,
+        resolution: &groups::Resolution,
+    ) -> anyhow::Result<Written> {
+        let split_off = resolution.split_off.contains(&tier.name);
+        let pins = if split_off {
+            None
+        } else {
+            resolution.pins.as_deref()
+        };
+        let started = std::time::Instant::now();
+        let before = changes::lock_versions(&lock_path(self.config, self.store, &tier.name));
+        let used_pins = self.lock_tier(tier, pins)?;
+        let mut changed = changes::changes(&before, &changes::lock_versions(&self.output(tier)));
+        if used_pins {
+            let sharing: Vec<&Tier> = group
+                .tiers
+                .iter()
+                .copied()
+                .filter(|t| !resolution.split_off.contains(&t.name))
+                .collect();
+            name_pinning_tiers(&mut changed, tier, &sharing);
+        }
+        Ok(Written {
+            aligned: !split_off && (used_pins || pins.is_none()),
+            changes: changed,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Where the tier's new lock is written.
+    fn output(&self, tier: &Tier) -> PathBuf {
+        self.options.output_dir.as_ref().map_or_else(
+            || lock_path(self.config, self.store, &tier.name),
+            |dir| dir.join(format!("pylock.{}.toml", tier.name)),
+        )
+    }
+
+    /// Resolves a solve group's union, splitting off the fewest tiers when it
+    /// has no solution.
+    fn resolve_solve_group(&self, group: &groups::Group<'_>) -> groups::Resolution {
+        // One tier alone needs no union: its own resolution is the union.
+        if group.tiers.len() < 2 {
+            return groups::Resolution::default();
+        }
+        // Tiers that read different indexes cannot share one either.
+        if !group.tiers.iter().all(|t| t.index == group.tiers[0].index) {
+            self.progress.notice(&format!(
+            "the tiers of solve group `{}` (Python {}) use different package indexes, so each is \
+             locked on its own and shared packages may differ in version",
+            group.name, group.python
+        ));
+            return groups::Resolution {
+                split_off: group.tiers.iter().map(|t| t.name.clone()).collect(),
+                ..groups::Resolution::default()
+            };
+        }
+        let started = std::time::Instant::now();
+        self.progress.start(
+            &format!("resolving {} tiers together", group.tiers.len()),
+            0,
+            0,
+        );
+        let resolution = groups::resolve_group(
+            &group.tiers,
+            |tiers| self.resolve_union(tiers),
+            self.progress,
+        );
+        self.progress.finish();
+        self.progress.notice(&format!(
+            "resolving {} tiers together (solve group `{}`, Python {}): {:.1} s",
+            group.tiers.len(),
+            group.name,
+            group.python,
+            started.elapsed().as_secs_f64()
+        ));
+        resolution
+    }
+
+    /// Resolves all tiers together; returns requirements.txt-style pins.
+    fn resolve_union(&self, tiers: &[&Tier]) -> anyhow::Result<String> {
+        let python = &tiers[0].python;
+        let requirements = self.work.join(format!("union-{python}.in"));
+        let constraints = self.work.join(format!("union-{python}.constraints.txt"));
+        let output = self.work.join(format!("union-{python}.txt"));
+        // A local project is editable in one tier and built in another, with
+        // the same dependencies either way: the union names it once, built.
+        let lines = |select: fn(&Tier) -> &Vec<crate::config::RequirementLine>| {
+            let mut all: Vec<&str> = tiers
+                .iter()
+                .flat_map(|t| {
+                    select(t)
+                        .iter()
+                        .map(|r| r.text.strip_prefix("-e ").unwrap_or(&r.text))
+                })
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all.join("\n") + "\n"
+        };
+        fs_err::write(&requirements, lines(|t| &t.requirements))?;
+        fs_err::write(&constraints, lines(|t| &t.constraints))?;
+        // uv prefers the versions already in its output file: the current
+        // locks' pins, so that a re-lock moves only what it must.
+        fs_err::write(&output, current_pins(self.config, self.store, tiers))?;
+        let mut cmd = compile_command(self.config, self.uv, tiers[0], self.options);
+        cmd.args(["--no-header", "--no-annotate", "-c"])
+            .arg(&constraints)
+            .arg(&requirements)
+            .arg("-o")
+            .arg(&output);
+        self.uv.run(&mut cmd)?;
+        // Only `name==version` pins can constrain: local projects (`-e ./x`,
+        // `./x`) are requirements of their tiers already.
+        Ok(fs_err::read_to_string(&output)?
+            .lines()
+            .filter(|line| {
+                line.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && line.contains("==")
+                    && !line.contains(" @ ")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect())
+    }
+
+    /// Locks one tier; returns whether the union's pins constrained it.
+    fn lock_tier(&self, tier: &Tier, union: Option<&str>) -> anyhow::Result<bool> {
+        let requirements = self.work.join(format!("{}.in", tier.name));
+        fs_err::write(
+            &requirements,
+            tier.requirements
+                .iter()
+                .map(|r| format!("{}\n", r.text))
+                .collect::<String>(),
+        )?;
+        let existing = lock_path(self.config, self.store, &tier.name);
+        let lock_dir = existing.parent().unwrap_or(Path::new("."));
+        // uv writes local projects' paths relative to its output file, so it
+        // writes beside the final lock (under a name uv accepts: no dots).
+        let temp_output = OwnFile::new(lock_dir.join(format!(
+            "{TEMP_LOCK_PREFIX}{}-{}.toml",
+            std::process::id(),
+            crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        )));
+        let compile = |pins: Option<&str>| {
+            self.compile_tier(tier, &requirements, &existing, temp_output.path(), pins)
+        };
+        let alone = || compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name));
+        let aligned = match union {
+            Some(pins) => match compile(Some(pins)) {
+                Ok(()) => true,
+                Err(err) => {
+                    alone()?;
+                    self.progress.notice(&format!(
+                    "tier `{}` cannot use the versions shared by all tiers, so it was locked on its own ({})",
+                    tier.name,
+                    last_lines(&format!("{err:#}"), 3)
+                ));
+                    false
+                }
+            },
+            None => {
+                alone()?;
+                false
+            }
+        };
+        self.publish(tier, temp_output.path())?;
+        Ok(aligned)
+    }
+
+    /// Runs `uv pip compile` for one tier into `output`, starting from the
+    /// `existing` lock's pins, constrained by the tier's own constraints and
+    /// the union's `pins`.
+    fn compile_tier(
+        &self,
+        tier: &Tier,
+        requirements: &Path,
+        existing: &Path,
+        output: &Path,
+        pins: Option<&str>,
+    ) -> anyhow::Result<()> {
+        // uv keeps the pins of the file it writes to where it can.
+        match fs_err::read_to_string(existing) {
+            Ok(text) => fs_err::write(output, text)?,
+            Err(_) => {
+                let _ = fs_err::remove_file(output);
+            }
+        }
+        let own_constraints: String = tier
+            .constraints
+            .iter()
+            .map(|c| format!("{}\n", c.text))
+            .collect();
+        let constraints = self.work.join(format!("{}.constraints.txt", tier.name));
+        fs_err::write(
+            &constraints,
+            format!("{own_constraints}{}", pins.unwrap_or("")),
+        )?;
+        let mut cmd = compile_command(self.config, self.uv, tier, self.options);
+        cmd.args(["--format", "pylock.toml", "--no-header", "-c"])
+            .arg(&constraints)
+            .arg(requirements)
+            .arg("-o")
+            .arg(output);
+        self.uv.run(&mut cmd)?;
+        Ok(())
+    }
+
+    /// Writes uv's lock at `compiled` to the tier's output with tstore's
+    /// header (the input hash), replacing the old lock atomically.
+    fn publish(&self, tier: &Tier, compiled: &Path) -> anyhow::Result<()> {
+        let body = fs_err::read_to_string(compiled)?;
+        let header = format!(
+            "# Written by tstore from tier `{}` of {} with {}. Re-create with `tstore lock {}`.\n{}{}\n",
+            tier.name,
+            self.config.source,
+            self.uv_version,
+            tier.name,
+            pylock::INPUT_HASH_PREFIX,
+            input_hash(self.config, tier),
+        );
+        let target = self.output(tier);
+        let temp = target.with_extension(format!(
+            "{}{}",
+            REPLACING_LOCK_INFIX.trim_start_matches('.'),
+            std::process::id()
+        ));
+        fs_err::write(&temp, format!("{header}{body}"))?;
+        fs_err::rename(&temp, &target)?;
+        Ok(())
+    }
 }
 
 /// Marks the changes to packages whose version another tier of the group
@@ -268,55 +518,6 @@ fn name_pinning_tiers(changed: &mut [changes::VersionChange], tier: &Tier, group
     }
 }
 
-/// Resolves a solve group's union, splitting off the fewest tiers when it
-/// has no solution.
-fn resolve_solve_group(
-    config: &Config,
-    store: &Store,
-    uv: &Uv,
-    group: &groups::Group<'_>,
-    work: &Path,
-    options: &LockOptions,
-    progress: &dyn Progress,
-) -> groups::Resolution {
-    // One tier alone needs no union: its own resolution is the union.
-    if group.tiers.len() < 2 {
-        return groups::Resolution::default();
-    }
-    // Tiers that read different indexes cannot share one either.
-    if !group.tiers.iter().all(|t| t.index == group.tiers[0].index) {
-        progress.notice(&format!(
-            "the tiers of solve group `{}` (Python {}) use different package indexes, so each is \
-             locked on its own and shared packages may differ in version",
-            group.name, group.python
-        ));
-        return groups::Resolution {
-            split_off: group.tiers.iter().map(|t| t.name.clone()).collect(),
-            ..groups::Resolution::default()
-        };
-    }
-    let started = std::time::Instant::now();
-    progress.start(
-        &format!("resolving {} tiers together", group.tiers.len()),
-        0,
-        0,
-    );
-    let resolution = groups::resolve_group(
-        &group.tiers,
-        |tiers| resolve_union(config, store, uv, tiers, work, options),
-        progress,
-    );
-    progress.finish();
-    progress.notice(&format!(
-        "resolving {} tiers together (solve group `{}`, Python {}): {:.1} s",
-        group.tiers.len(),
-        group.name,
-        group.python,
-        started.elapsed().as_secs_f64()
-    ));
-    resolution
-}
-
 /// Says which tiers were split off their solve group, why, and how to make
 /// that explicit.
 fn report_split(
@@ -339,160 +540,6 @@ fn report_split(
         uv_reason(conflict),
         resolution.split_off.first().map_or("…", String::as_str),
     ));
-}
-
-/// Resolves all tiers together; returns requirements.txt-style pins.
-fn resolve_union(
-    config: &Config,
-    store: &Store,
-    uv: &Uv,
-    tiers: &[&Tier],
-    work: &Path,
-    options: &LockOptions,
-) -> anyhow::Result<String> {
-    let python = &tiers[0].python;
-    let requirements = work.join(format!("union-{python}.in"));
-    let constraints = work.join(format!("union-{python}.constraints.txt"));
-    let output = work.join(format!("union-{python}.txt"));
-    // A local project is editable in one tier and built in another, with
-    // the same dependencies either way: the union names it once, built.
-    let lines = |select: fn(&Tier) -> &Vec<crate::config::RequirementLine>| {
-        let mut all: Vec<&str> = tiers
-            .iter()
-            .flat_map(|t| {
-                select(t)
-                    .iter()
-                    .map(|r| r.text.strip_prefix("-e ").unwrap_or(&r.text))
-            })
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        all.join("\n") + "\n"
-    };
-    fs_err::write(&requirements, lines(|t| &t.requirements))?;
-    fs_err::write(&constraints, lines(|t| &t.constraints))?;
-    // uv prefers the versions already in its output file: the current
-    // locks' pins, so that a re-lock moves only what it must.
-    fs_err::write(&output, current_pins(config, store, tiers))?;
-    let mut cmd = compile_command(config, uv, tiers[0], options);
-    cmd.args(["--no-header", "--no-annotate", "-c"])
-        .arg(&constraints)
-        .arg(&requirements)
-        .arg("-o")
-        .arg(&output);
-    uv.run(&mut cmd)?;
-    // Only `name==version` pins can constrain: local projects (`-e ./x`,
-    // `./x`) are requirements of their tiers already.
-    Ok(fs_err::read_to_string(&output)?
-        .lines()
-        .filter(|line| {
-            line.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && line.contains("==")
-                && !line.contains(" @ ")
-        })
-        .map(|line| format!("{line}\n"))
-        .collect())
-}
-
-/// Locks one tier; returns whether the union's pins constrained it.
-#[allow(clippy::too_many_arguments)]
-fn lock_tier(
-    config: &Config,
-    store: &Store,
-    uv: &Uv,
-    tier: &Tier,
-    union: Option<&str>,
-    work: &Path,
-    options: &LockOptions,
-    uv_version: &str,
-    progress: &dyn Progress,
-) -> anyhow::Result<bool> {
-    let requirements = work.join(format!("{}.in", tier.name));
-    let own_constraints: String = tier
-        .constraints
-        .iter()
-        .map(|c| format!("{}\n", c.text))
-        .collect();
-    fs_err::write(
-        &requirements,
-        tier.requirements
-            .iter()
-            .map(|r| format!("{}\n", r.text))
-            .collect::<String>(),
-    )?;
-    let target = lock_path(config, store, &tier.name);
-    let lock_dir = target.parent().unwrap_or(Path::new("."));
-    // uv writes local projects' paths relative to its output file, so it
-    // writes beside the final lock (under a name uv accepts: no dots).
-    let temp_output = OwnFile::new(lock_dir.join(format!(
-        "{TEMP_LOCK_PREFIX}{}-{}.toml",
-        std::process::id(),
-        crate::store::unique_suffix().replace(|c: char| !c.is_ascii_alphanumeric(), "")
-    )));
-    let output = temp_output.path();
-    let existing = lock_path(config, store, &tier.name);
-    let compile = |pins: Option<&str>| -> anyhow::Result<()> {
-        // uv keeps the pins of the file it writes to where it can.
-        match fs_err::read_to_string(&existing) {
-            Ok(text) => fs_err::write(output, text)?,
-            Err(_) => {
-                let _ = fs_err::remove_file(output);
-            }
-        }
-        let constraints = work.join(format!("{}.constraints.txt", tier.name));
-        fs_err::write(
-            &constraints,
-            format!("{own_constraints}{}", pins.unwrap_or("")),
-        )?;
-        let mut cmd = compile_command(config, uv, tier, options);
-        cmd.args(["--format", "pylock.toml", "--no-header", "-c"])
-            .arg(&constraints)
-            .arg(&requirements)
-            .arg("-o")
-            .arg(output);
-        uv.run(&mut cmd)?;
-        Ok(())
-    };
-    let aligned = match union {
-        Some(pins) => match compile(Some(pins)) {
-            Ok(()) => true,
-            Err(err) => {
-                compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
-                progress.notice(&format!(
-                    "tier `{}` cannot use the versions shared by all tiers, so it was locked on its own ({})",
-                    tier.name,
-                    last_lines(&err.to_string(), 3)
-                ));
-                false
-            }
-        },
-        None => {
-            compile(None).with_context(|| format!("cannot lock tier `{}`", tier.name))?;
-            false
-        }
-    };
-
-    let body = fs_err::read_to_string(output)?;
-    let header = format!(
-        "# Written by tstore from tier `{}` of {} with {uv_version}. Re-create with `tstore lock {}`.\n{}{}\n",
-        tier.name,
-        config.source,
-        tier.name,
-        pylock::INPUT_HASH_PREFIX,
-        input_hash(config, tier),
-    );
-    let target = match &options.output_dir {
-        Some(dir) => dir.join(format!("pylock.{}.toml", tier.name)),
-        None => target,
-    };
-    let temp = target.with_extension(format!(
-        "{}{}",
-        REPLACING_LOCK_INFIX.trim_start_matches('.'),
-        std::process::id()
-    ));
-    fs_err::write(&temp, format!("{header}{body}"))?;
-    fs_err::rename(&temp, &target)?;
-    Ok(aligned)
 }
 
 /// `uv pip compile` for `tier`'s Python and indexes, run in tiers.toml's

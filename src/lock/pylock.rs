@@ -13,6 +13,7 @@ use uv_distribution_filename::WheelFilename;
 use uv_pep508::MarkerTree;
 use uv_platform_tags::TagCompatibility;
 
+use crate::dist::{Location, PinnedFile, Selected, Source};
 use crate::interpreter::Interpreter;
 
 /// The header line tstore prepends to the locks it writes.
@@ -50,70 +51,6 @@ pub struct Artifact {
     pub size: Option<u64>,
     #[serde(default)]
     pub hashes: BTreeMap<String, String>,
-}
-
-/// Where to get an artifact's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Url(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Url(url) => f.write_str(url),
-            Self::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// A file the lock pins: location, file name, size and sha256 (hex).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinnedFile {
-    pub location: Location,
-    pub filename: String,
-    pub size: Option<u64>,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Wheel(PinnedFile),
-    /// No wheel fits the interpreter: build this sdist.
-    Sdist(PinnedFile),
-    /// A project folder on this machine (absolute path), built with uv;
-    /// `editable` puts its source on `sys.path` instead of its built files.
-    Local {
-        path: PathBuf,
-        editable: bool,
-    },
-}
-
-/// The distribution to install for one package.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
-    pub name: String,
-    pub version: String,
-    pub source: Source,
-}
-
-impl Selected {
-    /// The file the lock pins, unless the source is a local folder.
-    pub fn pinned(&self) -> Option<&PinnedFile> {
-        match &self.source {
-            Source::Wheel(f) | Source::Sdist(f) => Some(f),
-            Source::Local { .. } => None,
-        }
-    }
-
-    /// What the user sees for it: the file name, or the folder.
-    pub fn label(&self) -> String {
-        match &self.source {
-            Source::Wheel(f) | Source::Sdist(f) => f.filename.clone(),
-            Source::Local { path, .. } => path.display().to_string(),
-        }
-    }
 }
 
 impl PyLock {
@@ -156,7 +93,7 @@ impl PyLock {
             let context = || format!("{}: package `{}`", lock_path.display(), package.name);
             if let Some(marker) = &package.marker {
                 let tree = MarkerTree::from_str(marker)
-                    .map_err(|e| anyhow::anyhow!("invalid marker `{marker}`: {e}"))
+                    .with_context(|| format!("invalid marker `{marker}`"))
                     .with_context(context)?;
                 if !tree.evaluate(&interpreter.markers, &[]) {
                     continue;
@@ -212,7 +149,7 @@ fn choose_artifact(
     for wheel in &package.wheels {
         let pinned = pin(wheel, lock_dir)?;
         let filename = WheelFilename::from_str(&pinned.filename)
-            .map_err(|e| anyhow::anyhow!("wheel `{}`: {e}", pinned.filename))?;
+            .with_context(|| format!("wheel `{}`", pinned.filename))?;
         let compatibility = filename.compatibility(&interpreter.tags);
         if compatibility.is_compatible() && best.as_ref().is_none_or(|(c, _)| compatibility > *c) {
             best = Some((compatibility, pinned));
@@ -319,6 +256,99 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("p.toml:3:"), "{err}");
+    }
+
+    /// CPython 3.11 on x86_64 glibc Linux.
+    fn linux_cpython() -> Interpreter {
+        let markers = uv_pep508::MarkerEnvironment::try_from(uv_pep508::MarkerEnvironmentBuilder {
+            implementation_name: "cpython",
+            implementation_version: "3.11.9",
+            os_name: "posix",
+            platform_machine: "x86_64",
+            platform_python_implementation: "CPython",
+            platform_release: "6.1",
+            platform_system: "Linux",
+            platform_version: "#1",
+            python_full_version: "3.11.9",
+            python_version: "3.11",
+            sys_platform: "linux",
+        })
+        .unwrap();
+        let platform: uv_platform_tags::Platform = serde_json::from_value(serde_json::json!({
+            "os": { "name": "manylinux", "major": 2, "minor": 28 },
+            "arch": "x86_64",
+        }))
+        .unwrap();
+        let tags = uv_platform_tags::Tags::from_env(
+            platform,
+            (3, 11),
+            "cpython",
+            (3, 11),
+            uv_platform_tags::TagsOptions {
+                manylinux_compatible: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Interpreter {
+            executable: "/usr/bin/python3.11".into(),
+            markers,
+            tags,
+            version: (3, 11),
+            gil_disabled: false,
+            cache_tag: Some("cpython-311".into()),
+            magic: "a70d0d0a".into(),
+        }
+    }
+
+    #[test]
+    fn selection_follows_markers_and_tags_and_names_bad_markers() {
+        let text = r#"lock-version = "1.0"
+[[packages]]
+name = "a"
+version = "1"
+marker = "sys_platform == 'linux'"
+wheels = [
+  { url = "https://x/a-1-cp311-cp311-win_amd64.whl", hashes = { sha256 = "01" } },
+  { url = "https://x/a-1-py3-none-any.whl", hashes = { sha256 = "02" } },
+  { url = "https://x/a-1-cp311-cp311-manylinux_2_17_x86_64.whl", hashes = { sha256 = "03" } },
+]
+[[packages]]
+name = "b"
+version = "1"
+marker = "sys_platform == 'win32'"
+wheels = [{ url = "https://x/b-1-py3-none-any.whl", hashes = { sha256 = "04" } }]
+"#;
+        let lock = PyLock::parse(text, Path::new("pylock.t.toml")).unwrap();
+        let selected = lock
+            .select(
+                &linux_cpython(),
+                Path::new("/p"),
+                Path::new("pylock.t.toml"),
+            )
+            .unwrap();
+        assert_eq!(selected.len(), 1, "b is for Windows only");
+        assert_eq!(
+            selected[0].label(),
+            "a-1-cp311-cp311-manylinux_2_17_x86_64.whl"
+        );
+
+        let bad = text.replace("sys_platform == 'win32'", "sys_platform ==");
+        let lock = PyLock::parse(&bad, Path::new("pylock.t.toml")).unwrap();
+        let err = lock
+            .select(
+                &linux_cpython(),
+                Path::new("/p"),
+                Path::new("pylock.t.toml"),
+            )
+            .unwrap_err();
+        let causes: Vec<String> = err.chain().map(ToString::to_string).collect();
+        assert_eq!(causes[0], "pylock.t.toml: package `b`");
+        assert_eq!(causes[1], "invalid marker `sys_platform ==`");
+        assert!(
+            causes.len() > 2,
+            "the parser's own words follow: {causes:?}"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::pylock::Selected;
 use crate::config::Tier;
+use crate::dist::Selected;
 
 /// Refuses when a requirement with `--hash` options gets a file whose
 /// sha256 is not among them, naming the requirement, both digests and the

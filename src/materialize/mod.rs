@@ -95,7 +95,7 @@ fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Pla
     let mut requested = input.tier.requested_names();
     // A local project's name is known once uv has read its metadata.
     for item in input.fetched {
-        if let crate::lock::pylock::Source::Local { path, .. } = &item.selected.source
+        if let crate::dist::Source::Local { path, .. } = &item.selected.source
             && input
                 .tier
                 .requirements
@@ -117,7 +117,7 @@ fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Pla
             let compiled = timed(progress, "bytecode", || {
                 crate::store::bytecode::compile(
                     input.store,
-                    input.interpreter,
+                    &input.interpreter.executable,
                     tag,
                     &sources,
                     progress,

@@ -18,8 +18,8 @@ use rayon::prelude::*;
 use sha2::Digest;
 
 use super::scripts;
+use crate::dist::Source;
 use crate::fetch::Fetched;
-use crate::lock::pylock::Source;
 use crate::store::db::{Bytecode, EMPTY_SOURCE, FileRow};
 use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};

@@ -19,7 +19,6 @@ use anyhow::{Context, bail};
 
 use super::db::{Bytecode, EMPTY_SOURCE};
 use super::{ObjectKey, Store};
-use crate::interpreter::Interpreter;
 use crate::progress::Progress;
 
 /// The worker: compiles each `source<TAB>pyc<TAB>display name` line of the
@@ -41,11 +40,12 @@ with open(sys.argv[1], encoding="utf-8") as jobs:
 const MIN_BATCH: usize = 64;
 
 /// Compiles `sources` (a source's object key, or [`EMPTY_SOURCE`], with its
-/// path in the wheel for messages) for `tag`, records the outcome in the
-/// store and returns it per source.
+/// path in the wheel for messages) with the interpreter at `python`, whose
+/// bytecode tag is `tag`; records the outcome in the store and returns it
+/// per source.
 pub fn compile(
     store: &Store,
-    interpreter: &Interpreter,
+    python: &Path,
     tag: &str,
     sources: &[(String, String)],
     progress: &dyn Progress,
@@ -55,83 +55,31 @@ pub fn compile(
     }
     let work = store.temp_path("bytecode");
     fs_err::create_dir_all(&work)?;
-    let result = compile_into(store, interpreter, tag, sources, &work, progress);
+    let result = compile_into(store, python, tag, sources, &work, progress);
     let _ = fs_err::remove_dir_all(&work);
     result
 }
 
 fn compile_into(
     store: &Store,
-    interpreter: &Interpreter,
+    python: &Path,
     tag: &str,
     sources: &[(String, String)],
     work: &Path,
     progress: &dyn Progress,
 ) -> anyhow::Result<HashMap<String, Bytecode>> {
-    let empty_source = work.join("empty.py");
-    fs_err::write(&empty_source, b"")?;
-    let jobs: Vec<(PathBuf, PathBuf, &str)> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, (source, path))| -> anyhow::Result<_> {
-            let source_path = if source == EMPTY_SOURCE {
-                empty_source.clone()
-            } else {
-                let key = ObjectKey::parse(source)
-                    .with_context(|| format!("bad object key `{source}` in the store index"))?;
-                store.object_path(&key)
-            };
-            Ok((source_path, work.join(format!("{i}.pyc")), path.as_str()))
-        })
-        .collect::<anyhow::Result<_>>()?;
-
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(jobs.len().div_ceil(MIN_BATCH))
-        .max(1);
+    let jobs = plan_jobs(store, sources, work)?;
     progress.start("compiling bytecode", jobs.len() as u64, 0);
-    let chunk = jobs.len().div_ceil(workers);
-    let outcomes: Vec<Vec<bool>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .enumerate()
-            .map(|(n, batch)| {
-                scope.spawn(move || {
-                    run_worker(
-                        interpreter,
-                        &work.join(format!("jobs-{n}")),
-                        batch,
-                        progress,
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("a compile worker panicked"))
-            })
-            .collect::<anyhow::Result<_>>()
-    })?;
+    let outcomes = run_workers(python, &jobs, work, progress)?;
     progress.finish();
-
     let mut entries = Vec::with_capacity(jobs.len());
-    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes.iter().flatten()).zip(sources) {
-        if !ok {
-            entries.push((source.clone(), None));
-            continue;
-        }
-        let bytes = fs_err::read(&job.1)?;
-        let key = ObjectKey {
-            hash: *blake3::hash(&bytes).as_bytes(),
-            executable: false,
+    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes).zip(sources) {
+        let pyc = if ok {
+            Some(store_pyc(store, &job.1)?)
+        } else {
+            None
         };
-        let object = store.object_path(&key);
-        if !object.exists() {
-            super::ingest::publish_object(store, &job.1, &key)?;
-        }
-        entries.push((source.clone(), Some((key.to_string(), bytes.len() as u64))));
+        entries.push((source.clone(), pyc));
     }
     store.db.record_bytecode(tag, &entries)?;
     Ok(entries
@@ -146,9 +94,82 @@ fn compile_into(
         .collect())
 }
 
+/// One job per source: the file to compile, the pyc to write, the name
+/// shown in messages.
+fn plan_jobs<'a>(
+    store: &Store,
+    sources: &'a [(String, String)],
+    work: &Path,
+) -> anyhow::Result<Vec<(PathBuf, PathBuf, &'a str)>> {
+    let empty_source = work.join("empty.py");
+    fs_err::write(&empty_source, b"")?;
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, (source, path))| -> anyhow::Result<_> {
+            let source_path = if source == EMPTY_SOURCE {
+                empty_source.clone()
+            } else {
+                let key = ObjectKey::parse(source)
+                    .with_context(|| format!("bad object key `{source}` in the store index"))?;
+                store.object_path(&key)
+            };
+            Ok((source_path, work.join(format!("{i}.pyc")), path.as_str()))
+        })
+        .collect()
+}
+
+/// Splits `jobs` among a few interpreters running at once; returns whether
+/// each job compiled, in order.
+fn run_workers(
+    python: &Path,
+    jobs: &[(PathBuf, PathBuf, &str)],
+    work: &Path,
+    progress: &dyn Progress,
+) -> anyhow::Result<Vec<bool>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.len().div_ceil(MIN_BATCH))
+        .max(1);
+    let chunk = jobs.len().div_ceil(workers);
+    let outcomes: Vec<Vec<bool>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, batch)| {
+                scope.spawn(move || {
+                    run_worker(python, &work.join(format!("jobs-{n}")), batch, progress)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a compile worker panicked"))
+            })
+            .collect::<anyhow::Result<_>>()
+    })?;
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// Publishes a compiled pyc as a store object (once per content); returns
+/// its key and size.
+fn store_pyc(store: &Store, pyc: &Path) -> anyhow::Result<(String, u64)> {
+    let bytes = fs_err::read(pyc)?;
+    let key = ObjectKey {
+        hash: *blake3::hash(&bytes).as_bytes(),
+        executable: false,
+    };
+    if !store.object_path(&key).exists() {
+        super::ingest::publish_object(store, pyc, &key)?;
+    }
+    Ok((key.to_string(), bytes.len() as u64))
+}
+
 /// One interpreter compiling `batch`; returns whether each job compiled.
 fn run_worker(
-    interpreter: &Interpreter,
+    python: &Path,
     jobs_file: &Path,
     batch: &[(PathBuf, PathBuf, &str)],
     progress: &dyn Progress,
@@ -165,14 +186,14 @@ fn run_worker(
     fs_err::File::create(jobs_file)?.write_all(text.as_bytes())?;
     // stderr goes to a file: a worker blocked on a full pipe would never finish.
     let errors = jobs_file.with_extension("err");
-    let mut child = crate::process::dies_with_parent(&mut Command::new(&interpreter.executable))
+    let mut child = crate::process::dies_with_parent(&mut Command::new(python))
         .args(["-I", "-W", "ignore", "-c", COMPILE])
         .arg(jobs_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(fs_err::File::create(&errors)?.into_parts().0)
         .spawn()
-        .with_context(|| format!("cannot run {}", interpreter.executable.display()))?;
+        .with_context(|| format!("cannot run {}", python.display()))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -185,7 +206,7 @@ fn run_worker(
         let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
         bail!(
             "{} stopped while compiling bytecode ({status}, {} of {} files done): {}",
-            interpreter.executable.display(),
+            python.display(),
             outcomes.len(),
             batch.len(),
             stderr.trim()

@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::lock::pylock::{Selected, Source};
+use crate::dist::{Selected, Source};
 use crate::store::{ObjectKey, Store};
 
 pub use crate::store::records::{DistributionEntry, FileEntry};

@@ -30,7 +30,7 @@ use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{BytecodeEntry, DistributionEntry, Incoming, Needed};
-use crate::lock::pylock::{Selected, Source};
+use crate::dist::{Selected, Source};
 use crate::progress::Progress;
 use crate::store::Store;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{FileFault, GoodCopy, ObjectFault, TierReport, TierState};
+use crate::dist::Location;
 use crate::link::Linker;
-use crate::lock::pylock::Location;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
 use crate::store::{ObjectKey, Store};
@@ -102,7 +102,7 @@ fn content_from_wheel(
     progress: &dyn Progress,
 ) -> anyhow::Result<(Vec<u8>, String)> {
     let users = store.db.object_users(&key.to_string())?;
-    let client = crate::fetch::http::client()?;
+    let client = crate::http::client()?;
     let mut reasons = Vec::new();
     for (dist_id, name, version, member) in users {
         let (url, sha256, filename, built_from) = store.db.distribution_source(dist_id)?;
@@ -125,7 +125,7 @@ fn content_from_wheel(
         };
         let temp = store.temp_path("redownload");
         let result = (|| -> anyhow::Result<Vec<u8>> {
-            let got = crate::fetch::http::download(&client, &location, &temp, progress)?;
+            let got = crate::http::download(&client, location.origin(), &temp, progress)?;
             anyhow::ensure!(
                 got.sha256 == sha256,
                 "{url} no longer matches the sha256 recorded for {filename}"

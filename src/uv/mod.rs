@@ -4,9 +4,11 @@
 //! installs into the store from PyPI (the uv wheel carries the binary).
 //! Every failed uv call reports the command, its exit status and stderr.
 
+pub mod install;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 
 use anyhow::{Context, bail};
 
@@ -23,11 +25,47 @@ pub struct Uv {
 
 /// A uv invocation that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("`{command}` failed ({status}):\n{stderr}")]
-pub struct UvError {
-    pub command: String,
-    pub status: String,
-    pub stderr: String,
+pub enum UvError {
+    /// uv ran and failed (or was killed by a signal).
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    Exited {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    /// uv succeeded but printed nothing where an answer was due.
+    #[error("`{command}` failed (exit status 0, but it printed {missing}):\n{stderr}")]
+    NoAnswer {
+        command: String,
+        /// What it should have printed ("no interpreter").
+        missing: &'static str,
+        stderr: String,
+    },
+    #[error("`{command}` failed (could not start)")]
+    NotStarted {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl UvError {
+    /// uv's exit code; `None` when a signal killed it or it never ran.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Exited { status, .. } => status.code(),
+            Self::NoAnswer { .. } => Some(0),
+            Self::NotStarted { .. } => None,
+        }
+    }
+
+    /// What uv wrote to stderr (empty when it never ran).
+    pub fn stderr(&self) -> &str {
+        match self {
+            Self::Exited { stderr, .. } | Self::NoAnswer { stderr, .. } => stderr,
+            Self::NotStarted { .. } => "",
+        }
+    }
 }
 
 impl Uv {
@@ -57,7 +95,7 @@ impl Uv {
             "uv not found (set TSTORE_UV or put uv on PATH); installing uv {PINNED_UV_VERSION} from PyPI into {}",
             installed.display()
         ));
-        crate::fetch::install_uv(store, PINNED_UV_VERSION, &installed)
+        install::install(store, PINNED_UV_VERSION, &installed)
             .with_context(|| format!("cannot install uv {PINNED_UV_VERSION} from PyPI"))?;
         Ok(Self { path: installed })
     }
@@ -73,17 +111,12 @@ impl Uv {
 
     /// Runs `cmd`, returning its output, or an error with command and stderr.
     pub fn run(&self, cmd: &mut Command) -> Result<Output, UvError> {
-        let rendered = render(cmd);
-        let output = cmd.output().map_err(|e| UvError {
-            command: rendered.clone(),
-            status: "could not start".into(),
-            stderr: e.to_string(),
-        })?;
+        let output = output(cmd)?;
         if !output.status.success() {
-            return Err(UvError {
-                command: rendered,
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            return Err(UvError::Exited {
+                command: render(cmd),
+                status: output.status,
+                stderr: stderr_text(&output),
             });
         }
         Ok(output)
@@ -92,20 +125,6 @@ impl Uv {
     pub fn version(&self) -> anyhow::Result<String> {
         let out = self.run(self.command().arg("--version"))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    /// The interpreter `uv python find REQUEST` picks.
-    pub fn find_python(&self, request: &str) -> anyhow::Result<PathBuf> {
-        let mut cmd = self.command();
-        cmd.args(["python", "find", "--no-project", request]);
-        match self.run(&mut cmd) {
-            Ok(out) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
-            Err(err) => bail!(
-                "no Python {request} interpreter found ({}): install one (e.g. `uv python install {request}`) \
-                 or change `python` in tiers.toml",
-                err.stderr.lines().last().unwrap_or("uv found none")
-            ),
-        }
     }
 }
 
@@ -122,6 +141,19 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Runs `cmd` to its end, whatever its exit status.
+pub fn output(cmd: &mut Command) -> Result<Output, UvError> {
+    cmd.output().map_err(|source| UvError::NotStarted {
+        command: render(cmd),
+        source,
+    })
+}
+
+/// A finished command's stderr, as text without surrounding blank space.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_string()
+}
+
 /// A command as a shell-like string, for error messages.
 pub fn render(cmd: &Command) -> String {
     let quote = |s: &OsStr| {
@@ -136,4 +168,48 @@ pub fn render(cmd: &Command) -> String {
         .chain(cmd.get_args().map(quote))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_sh(script: &str) -> Result<Output, UvError> {
+        let uv = Uv {
+            path: "/bin/sh".into(),
+        };
+        uv.run(Command::new("/bin/sh").args(["-c", script]))
+    }
+
+    #[test]
+    fn a_failed_run_keeps_exit_code_and_stderr() {
+        let err = run_sh("echo 'uv: broken' >&2; exit 3").unwrap_err();
+        assert_eq!(err.exit_code(), Some(3));
+        assert_eq!(err.stderr(), "uv: broken");
+        assert_eq!(
+            err.to_string(),
+            "`/bin/sh -c 'echo '\\''uv: broken'\\'' >&2; exit 3'` failed (exit status: 3):\nuv: broken"
+        );
+    }
+
+    #[test]
+    fn a_signal_leaves_no_exit_code_but_is_named() {
+        let err = run_sh("kill -KILL $$").unwrap_err();
+        assert_eq!(err.exit_code(), None);
+        assert!(err.to_string().contains("SIGKILL"), "{err}");
+    }
+
+    #[test]
+    fn a_uv_that_cannot_start_keeps_its_io_error() {
+        let uv = Uv {
+            path: "/no/such/uv".into(),
+        };
+        let err = uv.run(&mut uv.command()).unwrap_err();
+        assert!(matches!(err, UvError::NotStarted { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), None);
+        let io = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the io::Error is the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
 }
