@@ -1158,6 +1158,12 @@ mod tests {
                 "`union` names `b`",
             ),
             (
+                "[tiers.a]\nrequirements = [\"x\"]\npython = \"3.12\"\n[tiers.all]\nunion = [\"a\"]\n",
+                5,
+                10,
+                "a union shares one Python version",
+            ),
+            (
                 "[tiers.a]\nrequirements = [\"x\"]\n\n[tiers.b]\nrequirements = [\"y\"]\npython = []\n",
                 6,
                 10,
