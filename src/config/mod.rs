@@ -216,181 +216,11 @@ impl Config {
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|err| doc.error_at(err.span(), err.message()))?;
-
-        let link_mode = match &raw.link_mode {
-            None => LinkMode::Auto,
-            Some(mode) => mode
-                .get_ref()
-                .parse::<LinkMode>()
-                .map_err(|message: String| doc.error_at(Some(mode.span()), &message))?,
-        };
-        let python = raw.python.clone().unwrap_or_else(|| "3.11".to_string());
-        let venv_root = match &raw.venv_root {
-            Some(root) => expand_path(root, dir),
-            None => expand_path("~/venvs", dir),
-        };
-
-        let sets = SetResolver {
-            doc: &doc,
-            raw: &raw.sets,
-            dir,
-        };
-        let mut tiers: BTreeMap<String, Tier> = BTreeMap::new();
-        // Plain tiers first: a union tier takes its members' requirements.
-        let mut order: Vec<(&String, &RawTier)> = raw.tiers.iter().collect();
-        order.sort_by_key(|(_, t)| !t.union.is_empty());
-        for (name, raw_tier) in order {
-            if !is_valid_tier_name(name) {
-                return Err(ConfigError::Invalid {
-                    location: doc.location(0),
-                    message: format!(
-                        "tier name `{name}` is not allowed: it names the venv directory and the lock \
-                         file, so use letters, digits, `-`, `_` and `.`, starting with a letter or digit"
-                    ),
-                });
-            }
-            let mut collected = Collected::default();
-            for set in &raw_tier.sets {
-                sets.expand(set, &mut Vec::new(), &mut collected)?;
-            }
-            for req in &raw_tier.requirements {
-                collected
-                    .requirements
-                    .push(requirement_value(&doc, req, dir)?);
-            }
-            let versions: Vec<String> = match &raw_tier.python {
-                None => vec![python.clone()],
-                Some(PythonVersions::One(v)) => vec![v.clone()],
-                Some(PythonVersions::Several(list)) if !list.is_empty() => list.clone(),
-                Some(PythonVersions::Several(_)) => {
-                    return Err(ConfigError::Invalid {
-                        location: doc.location(0),
-                        message: format!(
-                            "tier `{name}` has `python = []`: name at least one version"
-                        ),
-                    });
-                }
-            };
-            let python_of_tier = versions[0].clone();
-            let mut union_index = None;
-            for member in &raw_tier.union {
-                let Some(tier) = tiers.get(member.get_ref()) else {
-                    let known: Vec<&str> = raw
-                        .tiers
-                        .iter()
-                        .filter(|(_, t)| t.union.is_empty())
-                        .map(|(n, _)| n.as_str())
-                        .collect();
-                    return Err(doc.error_at(
-                        Some(member.span()),
-                        &format!(
-                            "`union` names `{}`, which is not a tier without a union of its own; \
-                             use one of: {}",
-                            member.get_ref(),
-                            known.join(", ")
-                        ),
-                    ));
-                };
-                if tier.python != python_of_tier {
-                    return Err(doc.error_at(
-                        Some(member.span()),
-                        &format!(
-                            "tier `{name}` (Python {python_of_tier}) cannot be the union of `{}` \
-                             (Python {}): a union shares one Python version",
-                            tier.name, tier.python
-                        ),
-                    ));
-                }
-                collected
-                    .requirements
-                    .extend(tier.requirements.iter().cloned());
-                collected
-                    .constraints
-                    .extend(tier.constraints.iter().cloned());
-                match &union_index {
-                    None => union_index = Some(tier.index.clone()),
-                    Some(index) if *index != tier.index => {
-                        return Err(doc.error_at(
-                            Some(member.span()),
-                            &format!(
-                                "tier `{name}` unites tiers with different package indexes \
-                                 (`{}` differs); they cannot be locked as one",
-                                tier.name
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-            let Collected {
-                mut requirements,
-                mut constraints,
-                index: index_lines,
-            } = collected;
-            dedup_by_text(&mut requirements);
-            dedup_by_text(&mut constraints);
-            if requirements.is_empty() {
-                return Err(ConfigError::Invalid {
-                    location: doc.location(0),
-                    message: format!(
-                        "tier `{name}` has no requirements: give it `sets = [...]`, `requirements = [...]` \
-                         or `union = [...]`"
-                    ),
-                });
-            }
-            let venv = match &raw_tier.venv {
-                Some(path) => expand_path(path, dir),
-                None => venv_root.join(name),
-            };
-            let tier = Tier {
-                name: name.clone(),
-                variant_of: None,
-                python: python_of_tier,
-                venv,
-                requirements,
-                constraints,
-                index: match union_index {
-                    // A union reads its members' indexes.
-                    Some(index) if index_lines.is_empty() => index,
-                    _ => tier_index(&raw, index_lines, dir),
-                },
-                compile_bytecode: raw_tier
-                    .compile_bytecode
-                    .or(raw.compile_bytecode)
-                    .unwrap_or(true),
-                solve_group: solve_group(&doc, raw_tier.solve_group.as_ref())?,
-                components: raw_tier
-                    .components
-                    .iter()
-                    .map(|c| c.to_lowercase())
-                    .collect(),
-            };
-            // Every further Python version is a tier of its own, named
-            // `<tier>-py<version>`, with its own venv and lock; its objects
-            // are shared wherever the files are the same.
-            for version in &versions[1..] {
-                let variant = format!("{name}-py{version}");
-                if raw.tiers.contains_key(&variant) || !is_valid_tier_name(&variant) {
-                    return Err(ConfigError::Invalid {
-                        location: doc.location(0),
-                        message: format!(
-                            "tier `{name}`: Python `{version}` would make a tier named `{variant}`, \
-                             which is taken or not a valid name"
-                        ),
-                    });
-                }
-                let mut other = tier.clone();
-                other.venv = PathBuf::from(format!("{}-py{version}", tier.venv.display()));
-                other.name = variant.clone();
-                other.variant_of = Some(name.clone());
-                other.python = version.clone();
-                other.components = Vec::new();
-                tiers.insert(variant, other);
-            }
-            tiers.insert(name.clone(), tier);
-        }
-        check_components(&tiers, &doc)?;
+        let link_mode = link_mode(&doc, raw.link_mode.as_ref())?;
+        let tiers = TierReader::new(&doc, &raw, dir).read_all()?;
+        check_components(&raw.tiers, &tiers, &doc)?;
         if tiers.is_empty() {
+            // Nothing to point at: the whole file lacks a table.
             return Err(ConfigError::Invalid {
                 location: doc.location(0),
                 message:
@@ -398,19 +228,8 @@ impl Config {
                         .into(),
             });
         }
-
-        let keep_generations = match &raw.keep_generations {
-            None => 3,
-            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
-            Some(n) => {
-                return Err(doc.error_at(
-                    Some(n.span()),
-                    "keep-generations must be at least 1 (the generation in use is always kept)",
-                ));
-            }
-        };
         Ok(Config {
-            keep_generations,
+            keep_generations: keep_generations(&doc, raw.keep_generations.as_ref())?,
             source,
             dir: dir.to_path_buf(),
             link_mode,
@@ -500,32 +319,309 @@ impl Config {
     }
 }
 
+/// `link-mode`, `auto` when unset.
+fn link_mode(doc: &Document<'_>, raw: Option<&Spanned<String>>) -> Result<LinkMode, ConfigError> {
+    match raw {
+        None => Ok(LinkMode::Auto),
+        Some(mode) => mode
+            .get_ref()
+            .parse::<LinkMode>()
+            .map_err(|message: String| doc.error_at(Some(mode.span()), &message)),
+    }
+}
+
+/// `keep-generations`, 3 when unset.
+fn keep_generations(doc: &Document<'_>, raw: Option<&Spanned<i64>>) -> Result<usize, ConfigError> {
+    match raw {
+        None => Ok(3),
+        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref() as usize),
+        Some(n) => Err(doc.error_at(
+            Some(n.span()),
+            "keep-generations must be at least 1 (the generation in use is always kept)",
+        )),
+    }
+}
+
+/// Turns the `[tiers.*]` tables into tiers: each plain tier from its sets
+/// and requirements, each union from its members, and one more tier per
+/// further Python version.
+struct TierReader<'a> {
+    doc: &'a Document<'a>,
+    raw: &'a RawConfig,
+    dir: &'a Path,
+    sets: SetResolver<'a>,
+    /// The top-level `python`, for tiers that name none.
+    python: String,
+    venv_root: PathBuf,
+}
+
+impl<'a> TierReader<'a> {
+    fn new(doc: &'a Document<'a>, raw: &'a RawConfig, dir: &'a Path) -> Self {
+        Self {
+            doc,
+            raw,
+            dir,
+            sets: SetResolver {
+                doc,
+                raw: &raw.sets,
+                dir,
+            },
+            python: raw.python.clone().unwrap_or_else(|| "3.11".to_string()),
+            venv_root: match &raw.venv_root {
+                Some(root) => expand_path(root, dir),
+                None => expand_path("~/venvs", dir),
+            },
+        }
+    }
+
+    fn read_all(&self) -> Result<BTreeMap<String, Tier>, ConfigError> {
+        let mut tiers: BTreeMap<String, Tier> = BTreeMap::new();
+        // Plain tiers first: a union tier takes its members' requirements.
+        let mut order: Vec<(&Spanned<String>, &RawTier)> = self.raw.tiers.iter().collect();
+        order.sort_by_key(|(_, t)| !t.union.is_empty());
+        for (name, raw_tier) in order {
+            self.check_name(name)?;
+            let collected = self.own_requirements(raw_tier)?;
+            let versions = self.python_versions(name, raw_tier)?;
+            let tier = self.tier(name, raw_tier, collected, &versions[0], &tiers)?;
+            for variant in self.python_variants(name, raw_tier, &tier, &versions[1..])? {
+                tiers.insert(variant.name.clone(), variant);
+            }
+            tiers.insert(name.get_ref().clone(), tier);
+        }
+        Ok(tiers)
+    }
+
+    /// One tier, for its first Python version: `collected` (its own
+    /// requirements) with those of the tiers it unites.
+    fn tier(
+        &self,
+        name: &Spanned<String>,
+        raw_tier: &RawTier,
+        mut collected: Collected,
+        python: &str,
+        earlier: &BTreeMap<String, Tier>,
+    ) -> Result<Tier, ConfigError> {
+        let union_index =
+            self.union_members(name.get_ref(), raw_tier, python, earlier, &mut collected)?;
+        let Collected {
+            mut requirements,
+            mut constraints,
+            index: index_lines,
+        } = collected;
+        dedup_by_text(&mut requirements);
+        dedup_by_text(&mut constraints);
+        if requirements.is_empty() {
+            return Err(self.doc.error_at(
+                Some(name.span()),
+                &format!(
+                    "tier `{name}` has no requirements: give it `sets = [...]`, `requirements = [...]` \
+                     or `union = [...]`"
+                ),
+            ));
+        }
+        Ok(Tier {
+            name: name.get_ref().clone(),
+            variant_of: None,
+            python: python.to_string(),
+            venv: match &raw_tier.venv {
+                Some(path) => expand_path(path, self.dir),
+                None => self.venv_root.join(name.get_ref()),
+            },
+            requirements,
+            constraints,
+            index: match union_index {
+                // A union reads its members' indexes.
+                Some(index) if index_lines.is_empty() => index,
+                _ => tier_index(self.raw, index_lines, self.dir),
+            },
+            compile_bytecode: raw_tier
+                .compile_bytecode
+                .or(self.raw.compile_bytecode)
+                .unwrap_or(true),
+            solve_group: solve_group(self.doc, raw_tier.solve_group.as_ref())?,
+            components: raw_tier
+                .components
+                .iter()
+                .map(|c| c.get_ref().to_lowercase())
+                .collect(),
+        })
+    }
+
+    /// The requirements of the tier's sets, then its own.
+    fn own_requirements(&self, raw_tier: &RawTier) -> Result<Collected, ConfigError> {
+        let mut collected = Collected::default();
+        for set in &raw_tier.sets {
+            self.sets.expand(set, &mut Vec::new(), &mut collected)?;
+        }
+        for req in &raw_tier.requirements {
+            collected
+                .requirements
+                .push(requirement_value(self.doc, req, self.dir)?);
+        }
+        Ok(collected)
+    }
+
+    fn check_name(&self, name: &Spanned<String>) -> Result<(), ConfigError> {
+        if is_valid_tier_name(name.get_ref()) {
+            return Ok(());
+        }
+        Err(self.doc.error_at(
+            Some(name.span()),
+            &format!(
+                "tier name `{name}` is not allowed: it names the venv directory and the lock \
+                 file, so use letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+            ),
+        ))
+    }
+
+    /// The tier's Python versions, the first being the tier's own.
+    fn python_versions(
+        &self,
+        name: &Spanned<String>,
+        raw_tier: &RawTier,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(python) = &raw_tier.python else {
+            return Ok(vec![self.python.clone()]);
+        };
+        match python.get_ref() {
+            PythonVersions::One(v) => Ok(vec![v.clone()]),
+            PythonVersions::Several(list) if !list.is_empty() => Ok(list.clone()),
+            PythonVersions::Several(_) => Err(self.doc.error_at(
+                Some(python.span()),
+                &format!("tier `{name}` has `python = []`: name at least one version"),
+            )),
+        }
+    }
+
+    /// Adds the requirements and constraints of a union's members (plain
+    /// tiers read before it) and returns the package indexes they share.
+    fn union_members(
+        &self,
+        name: &str,
+        raw_tier: &RawTier,
+        python: &str,
+        earlier: &BTreeMap<String, Tier>,
+        collected: &mut Collected,
+    ) -> Result<Option<IndexSettings>, ConfigError> {
+        let mut union_index = None;
+        for member in &raw_tier.union {
+            let Some(tier) = earlier.get(member.get_ref()) else {
+                let known: Vec<&str> = self
+                    .raw
+                    .tiers
+                    .iter()
+                    .filter(|(_, t)| t.union.is_empty())
+                    .map(|(n, _)| n.get_ref().as_str())
+                    .collect();
+                return Err(self.doc.error_at(
+                    Some(member.span()),
+                    &format!(
+                        "`union` names `{}`, which is not a tier without a union of its own; \
+                         use one of: {}",
+                        member.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if tier.python != python {
+                return Err(self.doc.error_at(
+                    Some(member.span()),
+                    &format!(
+                        "tier `{name}` (Python {python}) cannot be the union of `{}` \
+                         (Python {}): a union shares one Python version",
+                        tier.name, tier.python
+                    ),
+                ));
+            }
+            collected
+                .requirements
+                .extend(tier.requirements.iter().cloned());
+            collected
+                .constraints
+                .extend(tier.constraints.iter().cloned());
+            match &union_index {
+                None => union_index = Some(tier.index.clone()),
+                Some(index) if *index != tier.index => {
+                    return Err(self.doc.error_at(
+                        Some(member.span()),
+                        &format!(
+                            "tier `{name}` unites tiers with different package indexes \
+                             (`{}` differs); they cannot be locked as one",
+                            tier.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(union_index)
+    }
+
+    /// Every further Python version is a tier of its own, named
+    /// `<tier>-py<version>`, with its own venv and lock; its objects are
+    /// shared wherever the files are the same.
+    fn python_variants(
+        &self,
+        name: &Spanned<String>,
+        raw_tier: &RawTier,
+        tier: &Tier,
+        versions: &[String],
+    ) -> Result<Vec<Tier>, ConfigError> {
+        let mut variants = Vec::with_capacity(versions.len());
+        for version in versions {
+            let variant = format!("{name}-py{version}");
+            if self.raw.tiers.contains_key(variant.as_str()) || !is_valid_tier_name(&variant) {
+                return Err(self.doc.error_at(
+                    raw_tier.python.as_ref().map(Spanned::span),
+                    &format!(
+                        "tier `{name}`: Python `{version}` would make a tier named `{variant}`, \
+                         which is taken or not a valid name"
+                    ),
+                ));
+            }
+            let mut other = tier.clone();
+            other.venv = PathBuf::from(format!("{}-py{version}", tier.venv.display()));
+            other.name = variant;
+            other.variant_of = Some(name.get_ref().clone());
+            other.python = version.clone();
+            other.components = Vec::new();
+            variants.push(other);
+        }
+        Ok(variants)
+    }
+}
+
 /// A component names one tier: it may not appear in two, nor be another
 /// tier's name (`tstore run NAME` must mean one venv).
-fn check_components(tiers: &BTreeMap<String, Tier>, doc: &Document<'_>) -> Result<(), ConfigError> {
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
-    for tier in tiers.values() {
-        for component in &tier.components {
-            if let Some(other) = owner.insert(component, &tier.name)
-                && other != tier.name
+fn check_components(
+    raw: &BTreeMap<Spanned<String>, RawTier>,
+    tiers: &BTreeMap<String, Tier>,
+    doc: &Document<'_>,
+) -> Result<(), ConfigError> {
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for (tier, raw_tier) in raw {
+        let tier = tier.get_ref();
+        for written in &raw_tier.components {
+            let component = written.get_ref().to_lowercase();
+            if let Some(other) = owner.insert(component.clone(), tier)
+                && other != tier
             {
-                return Err(ConfigError::Invalid {
-                    location: doc.location(0),
-                    message: format!(
-                        "component `{component}` is listed in tiers `{other}` and `{}`: a component \
-                         runs in one tier, so remove it from one of them",
-                        tier.name
+                return Err(doc.error_at(
+                    Some(written.span()),
+                    &format!(
+                        "component `{component}` is listed in tiers `{other}` and `{tier}`: a component \
+                         runs in one tier, so remove it from one of them"
                     ),
-                });
+                ));
             }
-            if tiers.contains_key(component.as_str()) && *component != tier.name {
-                return Err(ConfigError::Invalid {
-                    location: doc.location(0),
-                    message: format!(
-                        "component `{component}` of tier `{}` has the name of another tier: rename one",
-                        tier.name
+            if tiers.contains_key(component.as_str()) && component != *tier {
+                return Err(doc.error_at(
+                    Some(written.span()),
+                    &format!(
+                        "component `{component}` of tier `{tier}` has the name of another tier: rename one"
                     ),
-                });
+                ));
             }
         }
     }
@@ -645,8 +741,9 @@ struct RawConfig {
     remote: Option<String>,
     #[serde(default)]
     sets: BTreeMap<String, RawSet>,
+    /// Keys spanned, so errors about a tier point at its table.
     #[serde(default)]
-    tiers: BTreeMap<String, RawTier>,
+    tiers: BTreeMap<Spanned<String>, RawTier>,
 }
 
 #[derive(Deserialize)]
@@ -671,9 +768,9 @@ struct RawTier {
     #[serde(default)]
     union: Vec<Spanned<String>>,
     #[serde(default)]
-    components: Vec<String>,
+    components: Vec<Spanned<String>>,
     /// One version, or a list: one venv per version.
-    python: Option<PythonVersions>,
+    python: Option<Spanned<PythonVersions>>,
     venv: Option<String>,
     compile_bytecode: Option<bool>,
     /// A group name, `true` (the default group) or `false` (alone).
@@ -1024,6 +1121,120 @@ mod tests {
             err.contains("`web` is listed in tiers `a` and `b`"),
             "{err}"
         );
+    }
+
+    /// The `file:line:col` an error names, and its message.
+    fn located(text: &str) -> (usize, usize, String) {
+        let err = parse(text).unwrap_err().to_string();
+        let rest = err
+            .strip_prefix("tiers.toml:")
+            .unwrap_or_else(|| panic!("no location in {err}"));
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().unwrap().parse().unwrap();
+        let col = parts.next().unwrap().parse().unwrap();
+        (line, col, err)
+    }
+
+    #[test]
+    fn every_error_points_at_the_key_at_fault() {
+        // (text, line, column, words of the message)
+        let cases: &[(&str, usize, usize, &str)] = &[
+            (
+                "[sets.a]\nrequirements = [\"x\"]\n\n[tiers.t]\nsets = [\"a\"]\n[sets.b]\ninclude = [\"nope\"]\n[tiers.u]\nsets = [\"b\"]\n",
+                7,
+                12,
+                "unknown set `nope`",
+            ),
+            (
+                "[sets.a]\ninclude = [\"b\"]\n[sets.b]\ninclude = [\"a\"]\n[tiers.t]\nsets = [\"a\"]\n",
+                4,
+                12,
+                "a -> b -> a",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\n[tiers.all]\nunion = [\"a\", \"b\"]\n",
+                4,
+                15,
+                "`union` names `b`",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\npython = \"3.12\"\n[tiers.all]\nunion = [\"a\"]\n",
+                5,
+                10,
+                "a union shares one Python version",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\n\n[tiers.b]\nrequirements = [\"y\"]\npython = []\n",
+                6,
+                10,
+                "has `python = []`",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\npython = [\"3.11\", \"3.12\"]\n[tiers.\"a-py3.12\"]\nrequirements = [\"x\"]\n",
+                3,
+                10,
+                "would make a tier named `a-py3.12`",
+            ),
+            (
+                "# how venvs get their files\nlink-mode = \"symlink\"\n[tiers.t]\nrequirements = [\"x\"]\n",
+                2,
+                13,
+                "unknown link mode `symlink`",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\ncomponents = [\"web\"]\n[tiers.b]\nrequirements = [\"y\"]\ncomponents = [\"api\", \"Web\"]\n",
+                6,
+                22,
+                "`web` is listed in tiers `a` and `b`",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\n[tiers.b]\nrequirements = [\"y\"]\ncomponents = [\"a\"]\n",
+                5,
+                15,
+                "has the name of another tier",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\n\n[tiers.\"../x\"]\nrequirements = [\"x\"]\n",
+                4,
+                8,
+                "tier name `../x` is not allowed",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\n\n[tiers.empty]\ncomponents = [\"e\"]\n",
+                4,
+                8,
+                "tier `empty` has no requirements",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\nsolve-group = \"a b\"\n",
+                3,
+                15,
+                "not a valid group name",
+            ),
+            (
+                "python = \"3.12\"\nkeep-generations = 0\n[tiers.a]\nrequirements = [\"x\"]\n",
+                2,
+                20,
+                "keep-generations must be at least 1",
+            ),
+            (
+                "[sets.s]\nfile = \"missing.txt\"\n[tiers.a]\nsets = [\"s\"]\n",
+                2,
+                8,
+                "requirement file /nonexistent/missing.txt does not exist",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\", { path = \"./p\", bogus = 1 }]\n",
+                2,
+                22,
+                "a local project is written",
+            ),
+        ];
+        for (text, line, col, words) in cases {
+            let (at_line, at_col, err) = located(text);
+            assert_eq!((at_line, at_col), (*line, *col), "{err}");
+            assert!(err.contains(words), "{err}");
+        }
     }
 
     #[test]

@@ -312,6 +312,46 @@ pub(super) fn read_file(
     Ok(())
 }
 
+/// The value of option `name`, checked: `None` when the option takes no
+/// value and is applied here (`--no-index`); an error for an option that
+/// needs a value and has none, or one tstore does not accept.
+fn option_value<'v>(
+    name: &str,
+    value: Option<&'v str>,
+    origin: &str,
+    out: &mut Collected,
+) -> Result<Option<&'v str>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        location: origin.to_string(),
+        message,
+    };
+    let takes_value = matches!(
+        name,
+        "-r" | "--requirement"
+            | "-c"
+            | "--constraint"
+            | "-e"
+            | "--editable"
+            | "-i"
+            | "--index-url"
+            | "--extra-index-url"
+            | "-f"
+            | "--find-links"
+    );
+    match (takes_value, value) {
+        (true, Some(value)) => Ok(Some(value)),
+        (true, None) => Err(invalid(format!("`{name}` needs a value"))),
+        (false, None) if name == "--no-index" => {
+            out.index.no_index = true;
+            Ok(None)
+        }
+        (false, Some(value)) if name == "--no-index" => Err(invalid(format!(
+            "`--no-index` takes no value (found `{value}`)"
+        ))),
+        (false, _) => Err(invalid(refusal(name))),
+    }
+}
+
 /// Where the file being read is, for the paths written in it.
 struct FileContext<'a> {
     /// The including file's folder: includes and local paths are relative
@@ -330,67 +370,15 @@ impl FileContext<'_> {
         stack: &mut Vec<PathBuf>,
         out: &mut Collected,
     ) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            location: origin.clone(),
-            message,
-        };
         let (name, value) = split_option(line);
-        let takes_value = matches!(
-            name,
-            "-r" | "--requirement"
-                | "-c"
-                | "--constraint"
-                | "-e"
-                | "--editable"
-                | "-i"
-                | "--index-url"
-                | "--extra-index-url"
-                | "-f"
-                | "--find-links"
-        );
-        let value = match (takes_value, value) {
-            (true, Some(value)) => value,
-            (true, None) => return Err(invalid(format!("`{name}` needs a value"))),
-            (false, None) if name == "--no-index" => {
-                out.index.no_index = true;
-                return Ok(());
-            }
-            (false, Some(value)) if name == "--no-index" => {
-                return Err(invalid(format!(
-                    "`--no-index` takes no value (found `{value}`)"
-                )));
-            }
-            (false, _) => return Err(invalid(refusal(name))),
+        let Some(value) = option_value(name, value, &origin, out)? else {
+            return Ok(());
         };
         match name {
             "-r" | "--requirement" => {
                 read_file(&self.include(value, &origin)?, stack, out, self.config_dir)
             }
-            "-c" | "--constraint" => {
-                // Everything a constraints file holds or includes is a
-                // constraint, and a constraint names a package.
-                let mut nested = Collected::default();
-                read_file(
-                    &self.include(value, &origin)?,
-                    stack,
-                    &mut nested,
-                    self.config_dir,
-                )?;
-                if let Some(local) = nested.requirements.iter().find(|r| r.local.is_some()) {
-                    return Err(ConfigError::Invalid {
-                        location: local.origin.clone(),
-                        message: format!(
-                            "`{}` is a local project, read as a constraint through `-c` at \
-                             {origin}: a constraint limits the versions of a named package; \
-                             include this file with `-r` instead",
-                            local.text
-                        ),
-                    });
-                }
-                out.constraints.extend(nested.requirements);
-                out.constraints.extend(nested.constraints);
-                merge_index(&mut out.index, nested.index)
-            }
+            "-c" | "--constraint" => self.constraints(value, &origin, stack, out),
             "-e" | "--editable" => {
                 out.requirements.push(self.editable(value, origin)?);
                 Ok(())
@@ -416,6 +404,38 @@ impl FileContext<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// A `-c FILE` line. Everything a constraints file holds or includes is
+    /// a constraint, and a constraint names a package.
+    fn constraints(
+        &self,
+        value: &str,
+        origin: &str,
+        stack: &mut Vec<PathBuf>,
+        out: &mut Collected,
+    ) -> Result<(), ConfigError> {
+        let mut nested = Collected::default();
+        read_file(
+            &self.include(value, origin)?,
+            stack,
+            &mut nested,
+            self.config_dir,
+        )?;
+        if let Some(local) = nested.requirements.iter().find(|r| r.local.is_some()) {
+            return Err(ConfigError::Invalid {
+                location: local.origin.clone(),
+                message: format!(
+                    "`{}` is a local project, read as a constraint through `-c` at \
+                     {origin}: a constraint limits the versions of a named package; \
+                     include this file with `-r` instead",
+                    local.text
+                ),
+            });
+        }
+        out.constraints.extend(nested.requirements);
+        out.constraints.extend(nested.constraints);
+        merge_index(&mut out.index, nested.index)
     }
 
     /// The file a `-r` or `-c` line names.
@@ -625,6 +645,28 @@ mod tests {
             err.contains("c.txt:2") && err.contains("not supported"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn options_take_a_value_or_none() {
+        let mut out = Collected::default();
+        let value = |name, value, out: &mut Collected| {
+            option_value(name, value, "req.txt:3", out).map_err(|e| e.to_string())
+        };
+        assert_eq!(value("-r", Some("a.txt"), &mut out), Ok(Some("a.txt")));
+        assert_eq!(
+            value("--index-url", None, &mut out),
+            Err("req.txt:3: `--index-url` needs a value".to_string())
+        );
+        assert!(!out.index.no_index);
+        assert_eq!(value("--no-index", None, &mut out), Ok(None));
+        assert!(out.index.no_index);
+        assert_eq!(
+            value("--no-index", Some("x"), &mut out),
+            Err("req.txt:3: `--no-index` takes no value (found `x`)".to_string())
+        );
+        let refused = value("--pre", None, &mut out).unwrap_err();
+        assert!(refused.contains("not supported"), "{refused}");
     }
 
     #[test]

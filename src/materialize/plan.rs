@@ -141,6 +141,33 @@ pub fn apply_bytecode(dists: &mut [DistributionFiles<'_>], compiled: &HashMap<St
 
 /// Plans the venv of `dists` (from [`read_distributions`]).
 pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::Result<Plan> {
+    let files = plan_each_distribution(input, dists)?;
+    let wheel_of = |dist: &str| {
+        dists
+            .iter()
+            .find(|d| d.fetched.selected.name == dist)
+            .map_or_else(|| dist.to_string(), |d| d.fetched.selected.label())
+    };
+    let (files, warnings) = keep_one_file_per_path(files, wheel_of);
+    let summary = summarize(input, &files);
+    Ok(Plan {
+        files,
+        dirs: summary.dirs,
+        site_packages_entries: summary.site_packages_entries,
+        site_packages: input.site_packages.clone(),
+        hash: summary.hash,
+        warnings,
+    })
+}
+
+/// Every distribution's files, planned in parallel, ordered by the bytes of
+/// their paths (cheaper than component order and as deterministic). The
+/// sort is stable, so of two distributions shipping the same path the one
+/// later by name comes last, next to the other.
+fn plan_each_distribution(
+    input: &PlanInput<'_>,
+    dists: &[DistributionFiles<'_>],
+) -> anyhow::Result<Vec<PlannedFile>> {
     let python = input.venv.join("bin/python");
     let per_dist = dists
         .par_iter()
@@ -162,18 +189,17 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut files: Vec<PlannedFile> = per_dist.into_iter().flatten().collect();
-    // Paths are ordered by their bytes (cheaper than component order and as
-    // deterministic); the sort is stable, so of two distributions shipping
-    // the same path the one later by name wins, and is next to the other.
     files.sort_by(|a, b| path_bytes(&a.dest).cmp(path_bytes(&b.dest)));
-    // Like uv and pip, which install both wheels and leave the file of the
-    // one written last, the plan keeps one copy and says which wheels clash.
-    let wheel_of = |dist: &str| {
-        dists
-            .iter()
-            .find(|d| d.fetched.selected.name == dist)
-            .map_or_else(|| dist.to_string(), |d| d.fetched.selected.label())
-    };
+    Ok(files)
+}
+
+/// Of `files` (sorted by path) that share a path, keeps the last; a warning
+/// names the two wheels when their copies differ. Like uv and pip, which
+/// install both wheels and leave the file of the one written last.
+fn keep_one_file_per_path(
+    files: Vec<PlannedFile>,
+    wheel_of: impl Fn(&str) -> String,
+) -> (Vec<PlannedFile>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut kept: Vec<PlannedFile> = Vec::with_capacity(files.len());
     for file in files {
@@ -195,7 +221,20 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
             _ => kept.push(file),
         }
     }
+    (kept, warnings)
+}
 
+/// What a plan derives from its files.
+struct Summary {
+    /// Parents first: by depth, then by bytes for a stable order.
+    dirs: Vec<PathBuf>,
+    site_packages_entries: BTreeSet<String>,
+    hash: String,
+}
+
+/// The directories `files` need, the names directly under site-packages,
+/// and the plan's hash (of the files, the venv's location and interpreter).
+fn summarize(input: &PlanInput<'_>, files: &[PlannedFile]) -> Summary {
     let mut dirs: HashSet<&Path> = HashSet::new();
     let mut site_packages_entries = BTreeSet::new();
     let site_prefix = path_bytes(&input.site_packages);
@@ -204,7 +243,7 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
     hasher.update(input.venv.as_os_str().as_encoded_bytes());
     hasher.update(input.interpreter.as_os_str().as_encoded_bytes());
     let mut last_parent: Option<&Path> = None;
-    for file in &kept {
+    for file in files {
         let parent = file.dest.parent();
         if parent != last_parent {
             last_parent = parent;
@@ -226,40 +265,43 @@ pub fn build(input: &PlanInput<'_>, dists: &[DistributionFiles<'_>]) -> anyhow::
                 site_packages_entries.insert(first.to_vec());
             }
         }
-        hasher
-            .update(&(dest.len() as u64).to_le_bytes())
-            .update(dest);
-        match &file.source {
-            FileSource::Object(key) => hasher.update(&key.hash).update(&[u8::from(key.executable)]),
-            FileSource::Empty => hasher.update(b"empty"),
-            FileSource::Content(bytes, mode) => hasher
-                .update(&(bytes.len() as u64).to_le_bytes())
-                .update(bytes)
-                .update(&mode.to_le_bytes()),
-        };
+        hash_file(&mut hasher, dest, &file.source);
     }
-    // Parents first: by depth, then by bytes for a stable order.
     let mut dirs: Vec<PathBuf> = dirs.into_iter().map(Path::to_path_buf).collect();
     dirs.sort_by_cached_key(|d| (d.components().count(), d.as_os_str().to_owned()));
-    Ok(Plan {
-        files: kept,
+    Summary {
         dirs,
         site_packages_entries: site_packages_entries
             .into_iter()
             .map(|name| String::from_utf8_lossy(&name).into_owned())
             .collect(),
-        site_packages: input.site_packages.clone(),
         hash: hasher.finalize().to_hex().to_string(),
-        warnings,
-    })
+    }
+}
+
+fn hash_file(hasher: &mut blake3::Hasher, dest: &[u8], source: &FileSource) {
+    hasher
+        .update(&(dest.len() as u64).to_le_bytes())
+        .update(dest);
+    match source {
+        FileSource::Object(key) => hasher.update(&key.hash).update(&[u8::from(key.executable)]),
+        FileSource::Empty => hasher.update(b"empty"),
+        FileSource::Content(bytes, mode) => hasher
+            .update(&(bytes.len() as u64).to_le_bytes())
+            .update(bytes)
+            .update(&mode.to_le_bytes()),
+    };
 }
 
 fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_encoded_bytes()
 }
 
-/// The files of one distribution, including its RECORD, INSTALLER,
-/// REQUESTED and launchers.
+/// The files of one distribution, in the steps of installing a wheel
+/// (PEP 427 and the installation spec): what PEP 610 and an editable
+/// install add, the wheel's files placed by scheme, launchers for its entry
+/// points, then the installer's own files, RECORD last since it lists the
+/// others.
 fn plan_distribution(
     input: &PlanInput<'_>,
     python: &Path,
@@ -267,209 +309,277 @@ fn plan_distribution(
     source: &Source,
     rows: &[FileRow],
 ) -> anyhow::Result<Vec<PlannedFile>> {
-    let dist_info = dist_info_dir(name, rows)?;
-    let data_prefix = data_prefix(name, rows)?;
-    let site = &input.site_packages;
-    let (major, minor) = input.python_version;
-    // One shared name for every file of the distribution.
-    let dist: Arc<str> = Arc::from(name);
+    let mut plan = DistributionPlan::new(input, python, name, rows)?;
+    let mut editable = false;
+    if let Source::Local {
+        path,
+        editable: is_editable,
+    } = source
+    {
+        editable = *is_editable;
+        if editable {
+            plan.editable_pth(path, rows)?;
+        }
+        plan.direct_url(path, editable);
+    }
+    plan.wheel_files(rows, editable)?;
+    plan.launchers(rows)?;
+    plan.installer_files(input.requested.iter().any(|r| r == name));
+    Ok(plan.finish())
+}
 
-    let mut files = Vec::with_capacity(rows.len() + 4);
-    let mut record = RecordWriter::default();
-    let push_content = |files: &mut Vec<PlannedFile>,
-                        record: &mut RecordWriter,
-                        dest: PathBuf,
-                        bytes: Vec<u8>,
-                        mode: u32| {
-        record.push(
-            &relative_to_site(site, &dest),
+/// Where a wheel path goes in the venv.
+#[derive(Debug, PartialEq, Eq)]
+enum Placement {
+    /// Linked from the store to `dest`, listed in RECORD as `record`.
+    Linked { dest: PathBuf, record: String },
+    /// A `.data/scripts` file, written to `bin/` with its `#!python` line
+    /// naming the venv's interpreter.
+    Script(PathBuf),
+}
+
+/// The install schemes of one distribution: the archive root and
+/// `.data/purelib|platlib` to site-packages, `.data/scripts` to `bin/`,
+/// `.data/headers` to `include/site/pythonX.Y/<name>/`, `.data/data` to the
+/// venv root.
+struct Schemes<'a> {
+    site: &'a Path,
+    /// `<name>-<version>.data/`.
+    data_prefix: String,
+    headers: PathBuf,
+}
+
+impl Schemes<'_> {
+    fn place(&self, wheel_path: &str) -> anyhow::Result<Placement> {
+        let inside = safe_relative_path(wheel_path)
+            .map_err(|e| anyhow::anyhow!("store path `{wheel_path}` {e}"))?;
+        let Some(rest) = wheel_path.strip_prefix(&self.data_prefix) else {
+            return Ok(Placement::Linked {
+                dest: self.site.join(&inside),
+                record: inside.to_string_lossy().into_owned(),
+            });
+        };
+        wheel::check_install_path(wheel_path, &self.data_prefix)
+            .map_err(|e| anyhow::anyhow!("`{wheel_path}` {e}"))?;
+        let (scheme, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let rest = safe_relative_path(rest).map_err(|e| anyhow::anyhow!("`{wheel_path}` {e}"))?;
+        let dest = match scheme {
+            "purelib" | "platlib" => self.site.join(rest),
+            "headers" => self.headers.join(rest),
+            "data" => rest.into_owned(),
+            "scripts" => return Ok(Placement::Script(Path::new("bin").join(rest))),
+            other => bail!("`{wheel_path}` uses unknown .data scheme `{other}`"),
+        };
+        Ok(Placement::Linked {
+            record: relative_to_site(self.site, &dest),
+            dest,
+        })
+    }
+}
+
+/// One distribution's files as they are planned, with its RECORD.
+struct DistributionPlan<'a> {
+    store: &'a Store,
+    python: &'a Path,
+    pyc_cache_tag: Option<&'a str>,
+    schemes: Schemes<'a>,
+    /// `<name>-<version>.dist-info`.
+    dist_info: String,
+    /// One shared name for every file of the distribution.
+    dist: Arc<str>,
+    files: Vec<PlannedFile>,
+    record: RecordWriter,
+}
+
+impl<'a> DistributionPlan<'a> {
+    fn new(
+        input: &'a PlanInput<'_>,
+        python: &'a Path,
+        name: &str,
+        rows: &[FileRow],
+    ) -> anyhow::Result<Self> {
+        let (major, minor) = input.python_version;
+        Ok(Self {
+            store: input.store,
+            python,
+            pyc_cache_tag: input.pyc_cache_tag,
+            schemes: Schemes {
+                site: &input.site_packages,
+                data_prefix: data_prefix(name, rows)?,
+                headers: PathBuf::from(format!("include/site/python{major}.{minor}/{name}")),
+            },
+            dist_info: dist_info_dir(name, rows)?,
+            dist: Arc::from(name),
+            files: Vec::with_capacity(rows.len() + 4),
+            record: RecordWriter::default(),
+        })
+    }
+
+    fn site(&self) -> &'a Path {
+        self.schemes.site
+    }
+
+    /// Plans a file written from `bytes`, and lists it in RECORD.
+    fn write(&mut self, dest: PathBuf, bytes: Vec<u8>, mode: u32) {
+        self.record.push(
+            &relative_to_site(self.site(), &dest),
             &sha256_b64(&bytes),
             bytes.len() as u64,
         );
-        files.push(PlannedFile {
+        self.files.push(PlannedFile {
             dest,
             source: FileSource::Content(bytes, mode),
-            dist: dist.clone(),
+            dist: self.dist.clone(),
         });
-    };
+    }
 
-    let skip: [String; 4] = [
-        format!("{dist_info}/RECORD"),
-        format!("{dist_info}/INSTALLER"),
-        format!("{dist_info}/REQUESTED"),
-        format!("{dist_info}/direct_url.json"),
-    ];
-    // An editable project's modules stay in its folder: of its wheel only
-    // the metadata and scripts are installed, and a `.pth` file puts the
-    // folders holding its modules on sys.path.
-    let editable_from = match source {
-        Source::Local {
-            path,
-            editable: true,
-        } => Some(path.as_path()),
-        _ => None,
-    };
-    if let Some(project) = editable_from {
+    /// An editable project's modules stay in its folder: a `.pth` file puts
+    /// the folders holding them on sys.path.
+    fn editable_pth(&mut self, project: &Path, rows: &[FileRow]) -> anyhow::Result<()> {
         let top_level = crate::local::wheel_top_level(rows.iter().map(|r| r.path.as_str()));
-        let roots = crate::local::import_roots(project, &top_level)?;
         let mut text = String::new();
-        for root in roots {
+        for root in crate::local::import_roots(project, &top_level)? {
             text.push_str(&root.to_string_lossy());
             text.push('\n');
         }
-        push_content(
-            &mut files,
-            &mut record,
-            site.join(format!(
-                "__editable__.{}.pth",
-                dist_info.trim_end_matches(".dist-info")
-            )),
-            text.into_bytes(),
-            0o644,
-        );
+        let dest = self.site().join(format!(
+            "__editable__.{}.pth",
+            self.dist_info.trim_end_matches(".dist-info")
+        ));
+        self.write(dest, text.into_bytes(), 0o644);
+        Ok(())
     }
-    if let Source::Local { path, editable } = source {
-        // PEP 610: where the project came from, and that it is editable.
+
+    /// PEP 610: where a local project came from, and whether it is editable.
+    fn direct_url(&mut self, project: &Path, editable: bool) {
         let direct_url = serde_json::json!({
-            "url": file_url(path),
-            "dir_info": if *editable {
+            "url": file_url(project),
+            "dir_info": if editable {
                 serde_json::json!({"editable": true})
             } else {
                 serde_json::json!({})
             },
         });
-        push_content(
-            &mut files,
-            &mut record,
-            site.join(&dist_info).join("direct_url.json"),
-            direct_url.to_string().into_bytes(),
-            0o644,
-        );
-    }
-    for row in rows {
-        if skip.contains(&row.path) {
-            continue;
-        }
-        if editable_from.is_some() {
-            let metadata = row
-                .path
-                .strip_prefix(dist_info.as_str())
-                .is_some_and(|rest| rest.starts_with('/'));
-            let scripts_or_data = row.path.starts_with(&data_prefix)
-                && !imports_from_site_packages(&row.path, &data_prefix);
-            if !metadata && !scripts_or_data {
-                continue;
-            }
-        }
-        let inside = safe_relative_path(&row.path)
-            .map_err(|e| anyhow::anyhow!("store path `{}` {e}", row.path))?;
-        let dest = match row.path.strip_prefix(&data_prefix) {
-            None => {
-                record.push(&inside.to_string_lossy(), &row.sha256, row.size);
-                site.join(&inside)
-            }
-            Some(rest) => {
-                wheel::check_install_path(&row.path, &data_prefix)
-                    .map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
-                let (scheme, rest) = rest.split_once('/').unwrap_or((rest, ""));
-                let rest =
-                    safe_relative_path(rest).map_err(|e| anyhow::anyhow!("`{}` {e}", row.path))?;
-                let dest = match scheme {
-                    "purelib" | "platlib" => site.join(rest),
-                    "headers" => {
-                        PathBuf::from(format!("include/site/python{major}.{minor}/{name}"))
-                            .join(rest)
-                    }
-                    "data" => rest.into_owned(),
-                    "scripts" => {
-                        let dest = Path::new("bin").join(rest);
-                        let content = read_object(input.store, row)?;
-                        push_content(
-                            &mut files,
-                            &mut record,
-                            dest,
-                            scripts::rewrite_script(&content, python),
-                            0o755,
-                        );
-                        continue;
-                    }
-                    other => bail!("`{}` uses unknown .data scheme `{other}`", row.path),
-                };
-                record.push(&relative_to_site(site, &dest), &row.sha256, row.size);
-                dest
-            }
-        };
-        let source = match &row.object {
-            None => FileSource::Empty,
-            Some(key) => FileSource::Object(
-                ObjectKey::parse(key)
-                    .with_context(|| format!("bad object key `{key}` in the store index"))?,
-            ),
-        };
-        if let (Some(cache_tag), Bytecode::Object(pyc)) = (input.pyc_cache_tag, &row.bytecode)
-            && imports_from_site_packages(&row.path, &data_prefix)
-            && let Some(pyc_dest) = pyc_path(&dest, cache_tag)
-        {
-            let key = ObjectKey::parse(pyc)
-                .with_context(|| format!("bad object key `{pyc}` in the store index"))?;
-            files.push(PlannedFile {
-                dest: pyc_dest,
-                source: FileSource::Object(key),
-                dist: dist.clone(),
-            });
-        }
-        files.push(PlannedFile {
-            dest,
-            source,
-            dist: dist.clone(),
-        });
+        let dest = self.site().join(&self.dist_info).join("direct_url.json");
+        self.write(dest, direct_url.to_string().into_bytes(), 0o644);
     }
 
-    if let Some(row) = rows
-        .iter()
-        .find(|r| r.path == format!("{dist_info}/entry_points.txt"))
-    {
-        let text = String::from_utf8_lossy(&read_object(input.store, row)?).into_owned();
+    /// The wheel's own files, each where its scheme puts it, with its
+    /// bytecode. Of an editable project's wheel only the metadata, scripts
+    /// and data are installed: its modules are imported from its folder.
+    fn wheel_files(&mut self, rows: &[FileRow], editable: bool) -> anyhow::Result<()> {
+        for row in rows {
+            if self.is_written_by_installer(&row.path)
+                || (editable && self.is_importable_module(&row.path))
+            {
+                continue;
+            }
+            match self.schemes.place(&row.path)? {
+                Placement::Script(dest) => {
+                    let content = read_object(self.store, row)?;
+                    let script = scripts::rewrite_script(&content, self.python);
+                    self.write(dest, script, 0o755);
+                }
+                Placement::Linked { dest, record } => {
+                    self.record.push(&record, &row.sha256, row.size);
+                    self.link(row, dest)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The files an installer writes itself, so the wheel's copies (if it
+    /// ships any) are not installed.
+    fn is_written_by_installer(&self, wheel_path: &str) -> bool {
+        wheel_path
+            .strip_prefix(self.dist_info.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|file| {
+                ["RECORD", "INSTALLER", "REQUESTED", "direct_url.json"].contains(&file)
+            })
+    }
+
+    /// Whether a wheel path is part of the code Python imports (not
+    /// metadata, scripts, data or headers).
+    fn is_importable_module(&self, wheel_path: &str) -> bool {
+        let metadata = wheel_path
+            .strip_prefix(self.dist_info.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        let scripts_or_data = wheel_path.starts_with(&self.schemes.data_prefix)
+            && !imports_from_site_packages(wheel_path, &self.schemes.data_prefix);
+        !metadata && !scripts_or_data
+    }
+
+    /// Plans `row`'s store object at `dest`, preceded by its bytecode when
+    /// the store has it and Python would import it from there.
+    fn link(&mut self, row: &FileRow, dest: PathBuf) -> anyhow::Result<()> {
+        let source = match &row.object {
+            None => FileSource::Empty,
+            Some(key) => FileSource::Object(parse_key(key)?),
+        };
+        if let (Some(cache_tag), Bytecode::Object(pyc)) = (self.pyc_cache_tag, &row.bytecode)
+            && imports_from_site_packages(&row.path, &self.schemes.data_prefix)
+            && let Some(pyc_dest) = pyc_path(&dest, cache_tag)
+        {
+            self.files.push(PlannedFile {
+                dest: pyc_dest,
+                source: FileSource::Object(parse_key(pyc)?),
+                dist: self.dist.clone(),
+            });
+        }
+        self.files.push(PlannedFile {
+            dest,
+            source,
+            dist: self.dist.clone(),
+        });
+        Ok(())
+    }
+
+    /// A launcher in `bin/` for each console and GUI entry point.
+    fn launchers(&mut self, rows: &[FileRow]) -> anyhow::Result<()> {
+        let entry_points = format!("{}/entry_points.txt", self.dist_info);
+        let Some(row) = rows.iter().find(|r| r.path == entry_points) else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&read_object(self.store, row)?).into_owned();
         for entry in wheel::parse_entry_points(&text).map_err(|e| anyhow::anyhow!(e))? {
             // Checked at ingest too; a store may hold wheels ingested before.
             wheel::check_script_name(&entry.name)
                 .map_err(|e| anyhow::anyhow!("entry point `{}` {e}", entry.name))?;
-            push_content(
-                &mut files,
-                &mut record,
-                Path::new("bin").join(&entry.name),
-                scripts::launcher(&entry, python),
-                0o755,
-            );
+            let launcher = scripts::launcher(&entry, self.python);
+            self.write(Path::new("bin").join(&entry.name), launcher, 0o755);
+        }
+        Ok(())
+    }
+
+    /// INSTALLER, and REQUESTED when the distribution was asked for by name.
+    fn installer_files(&mut self, requested: bool) {
+        let dist_info = self.site().join(&self.dist_info);
+        self.write(dist_info.join("INSTALLER"), b"tstore\n".to_vec(), 0o644);
+        if requested {
+            self.write(dist_info.join("REQUESTED"), Vec::new(), 0o644);
         }
     }
 
-    let dist_info_dir = site.join(&dist_info);
-    push_content(
-        &mut files,
-        &mut record,
-        dist_info_dir.join("INSTALLER"),
-        b"tstore\n".to_vec(),
-        0o644,
-    );
-    if input.requested.iter().any(|r| r == name) {
-        push_content(
-            &mut files,
-            &mut record,
-            dist_info_dir.join("REQUESTED"),
-            Vec::new(),
-            0o644,
-        );
+    /// The planned files with RECORD, which lists them all and itself
+    /// without a hash.
+    fn finish(mut self) -> Vec<PlannedFile> {
+        let dest = self.site().join(&self.dist_info).join("RECORD");
+        let mut text = self.record.text;
+        text.push_str(&csv_field(&format!("{}/RECORD", self.dist_info)));
+        text.push_str(",,\n");
+        self.files.push(PlannedFile {
+            dest,
+            source: FileSource::Content(text.into_bytes(), 0o644),
+            dist: self.dist,
+        });
+        self.files
     }
-    let mut text = record.text;
-    text.push_str(&csv_field(&format!("{dist_info}/RECORD")));
-    text.push_str(",,\n");
-    files.push(PlannedFile {
-        dest: dist_info_dir.join("RECORD"),
-        source: FileSource::Content(text.into_bytes(), 0o644),
-        dist,
-    });
-    Ok(files)
+}
+
+fn parse_key(key: &str) -> anyhow::Result<ObjectKey> {
+    ObjectKey::parse(key).with_context(|| format!("bad object key `{key}` in the store index"))
 }
 
 /// The distribution's `<name>-<version>.dist-info` directory.
@@ -600,7 +710,366 @@ mod base64_text {
 
 #[cfg(test)]
 mod tests {
-    use super::imports_from_site_packages;
+    use super::*;
+
+    const SITE: &str = "lib/python3.12/site-packages";
+
+    /// A store in a temporary folder and the venv planned from it.
+    struct Fixture {
+        _home: tempfile::TempDir,
+        store: Store,
+        requested: Vec<String>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let home = tempfile::tempdir().unwrap();
+            let store = Store::open(home.path()).unwrap();
+            Self {
+                _home: home,
+                store,
+                requested: vec!["pkg".to_string()],
+            }
+        }
+
+        fn input(&self) -> PlanInput<'_> {
+            PlanInput {
+                store: &self.store,
+                requested: &self.requested,
+                venv: Path::new("/venv"),
+                site_packages: PathBuf::from(SITE),
+                python_version: (3, 12),
+                interpreter: Path::new("/usr/bin/python3.12"),
+                pyc_cache_tag: Some("cpython-312"),
+            }
+        }
+
+        /// A row whose bytes are in the store (scripts and entry points are read).
+        fn stored(&self, path: &str, bytes: &[u8]) -> FileRow {
+            let key = ObjectKey {
+                hash: *blake3::hash(bytes).as_bytes(),
+                executable: false,
+            };
+            std::fs::write(self.store.object_path(&key), bytes).unwrap();
+            FileRow {
+                object: Some(key.to_string()),
+                size: bytes.len() as u64,
+                sha256: sha256_b64(bytes),
+                ..row(path)
+            }
+        }
+
+        fn plan(&self, source: &Source, rows: &[FileRow]) -> Vec<PlannedFile> {
+            let input = self.input();
+            plan_distribution(&input, Path::new("/venv/bin/python"), "pkg", source, rows).unwrap()
+        }
+    }
+
+    /// A linked file's row; its object is not read while planning.
+    fn row(path: &str) -> FileRow {
+        FileRow {
+            path: path.to_string(),
+            object: Some(format!("{:064x}", path.len())),
+            mode: 0o644,
+            size: 3,
+            sha256: "c2hh".to_string(),
+            bytecode: Bytecode::Unknown,
+        }
+    }
+
+    fn from_index() -> Source {
+        Source::Wheel(crate::lock::pylock::PinnedFile {
+            location: crate::lock::pylock::Location::Url(
+                "https://example.invalid/pkg-1.0-py3-none-any.whl".to_string(),
+            ),
+            filename: "pkg-1.0-py3-none-any.whl".to_string(),
+            sha256: String::new(),
+            size: None,
+        })
+    }
+
+    fn dests(files: &[PlannedFile]) -> Vec<String> {
+        files.iter().map(|f| f.dest.display().to_string()).collect()
+    }
+
+    fn find<'f>(files: &'f [PlannedFile], dest: &str) -> &'f PlannedFile {
+        files
+            .iter()
+            .find(|f| f.dest == Path::new(dest))
+            .unwrap_or_else(|| panic!("{dest} is not planned: {:?}", dests(files)))
+    }
+
+    fn content(file: &PlannedFile) -> (String, u32) {
+        match &file.source {
+            FileSource::Content(bytes, mode) => (String::from_utf8(bytes.clone()).unwrap(), *mode),
+            other => panic!("{} is not written but {other:?}", file.dest.display()),
+        }
+    }
+
+    fn record_lines(files: &[PlannedFile]) -> Vec<String> {
+        let record = find(files, &format!("{SITE}/pkg-1.0.dist-info/RECORD"));
+        content(record).0.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn data_scripts_land_in_bin_with_the_venv_interpreter() {
+        let fx = Fixture::new();
+        let rows = [
+            row("pkg-1.0.dist-info/METADATA"),
+            fx.stored("pkg-1.0.data/scripts/tool", b"#!python\nprint(1)\n"),
+        ];
+        let files = fx.plan(&from_index(), &rows);
+        let (text, mode) = content(find(&files, "bin/tool"));
+        assert_eq!(text, "#!/venv/bin/python\nprint(1)\n");
+        assert_eq!(mode, 0o755);
+        let script_hash = sha256_b64(text.as_bytes());
+        assert!(
+            record_lines(&files).contains(&format!(
+                "../../../bin/tool,sha256={script_hash},{}",
+                text.len()
+            )),
+            "{:?}",
+            record_lines(&files)
+        );
+    }
+
+    #[test]
+    fn each_data_scheme_has_its_place() {
+        let schemes = Schemes {
+            site: Path::new(SITE),
+            data_prefix: "pkg-1.0.data/".to_string(),
+            headers: PathBuf::from("include/site/python3.12/pkg"),
+        };
+        let linked = |path: &str| match schemes.place(path).unwrap() {
+            Placement::Linked { dest, record } => (dest.display().to_string(), record),
+            other => panic!("{path} is not linked: {other:?}"),
+        };
+        assert_eq!(
+            linked("pkg/mod.py"),
+            (format!("{SITE}/pkg/mod.py"), "pkg/mod.py".to_string())
+        );
+        assert_eq!(
+            linked("pkg-1.0.data/purelib/pkg/a.py"),
+            (format!("{SITE}/pkg/a.py"), "pkg/a.py".to_string())
+        );
+        assert_eq!(
+            linked("pkg-1.0.data/platlib/pkg/b.so"),
+            (format!("{SITE}/pkg/b.so"), "pkg/b.so".to_string())
+        );
+        assert_eq!(
+            linked("pkg-1.0.data/headers/pkg.h"),
+            (
+                "include/site/python3.12/pkg/pkg.h".to_string(),
+                "../../../include/site/python3.12/pkg/pkg.h".to_string()
+            )
+        );
+        assert_eq!(
+            linked("pkg-1.0.data/data/share/pkg/x.txt"),
+            (
+                "share/pkg/x.txt".to_string(),
+                "../../../share/pkg/x.txt".to_string()
+            )
+        );
+        assert_eq!(
+            schemes.place("pkg-1.0.data/scripts/tool").unwrap(),
+            Placement::Script(PathBuf::from("bin/tool"))
+        );
+        assert!(schemes.place("pkg-1.0.data/other/x").is_err());
+        assert!(schemes.place("../escape.py").is_err());
+        assert!(schemes.place("pkg-1.0.data/data/../../escape").is_err());
+    }
+
+    #[test]
+    fn headers_are_linked_under_include_site() {
+        let fx = Fixture::new();
+        let rows = [
+            row("pkg-1.0.dist-info/METADATA"),
+            row("pkg-1.0.data/headers/pkg.h"),
+        ];
+        let files = fx.plan(&from_index(), &rows);
+        let header = find(&files, "include/site/python3.12/pkg/pkg.h");
+        assert!(matches!(header.source, FileSource::Object(_)));
+        assert!(
+            record_lines(&files)
+                .contains(&"../../../include/site/python3.12/pkg/pkg.h,sha256=c2hh,3".to_string())
+        );
+    }
+
+    #[test]
+    fn editable_project_gets_a_pth_and_only_its_metadata_and_scripts() {
+        let fx = Fixture::new();
+        let project = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(project.path().join("src/pkg")).unwrap();
+        std::fs::write(project.path().join("src/pkg/__init__.py"), "").unwrap();
+        let rows = [
+            row("pkg-1.0.dist-info/METADATA"),
+            row("pkg/__init__.py"),
+            row("pkg-1.0.data/purelib/pkg/extra.py"),
+            fx.stored("pkg-1.0.data/scripts/tool", b"#!python\n"),
+            row("pkg-1.0.data/data/share/pkg.txt"),
+        ];
+        let source = Source::Local {
+            path: project.path().to_path_buf(),
+            editable: true,
+        };
+        let files = fx.plan(&source, &rows);
+        let mut planned = dests(&files);
+        planned.sort();
+        assert_eq!(
+            planned,
+            [
+                "bin/tool".to_string(),
+                format!("{SITE}/__editable__.pkg-1.0.pth"),
+                format!("{SITE}/pkg-1.0.dist-info/INSTALLER"),
+                format!("{SITE}/pkg-1.0.dist-info/METADATA"),
+                format!("{SITE}/pkg-1.0.dist-info/RECORD"),
+                format!("{SITE}/pkg-1.0.dist-info/REQUESTED"),
+                format!("{SITE}/pkg-1.0.dist-info/direct_url.json"),
+                "share/pkg.txt".to_string(),
+            ]
+        );
+        let (pth, _) = content(find(&files, &format!("{SITE}/__editable__.pkg-1.0.pth")));
+        assert_eq!(pth, format!("{}\n", project.path().join("src").display()));
+        let (direct_url, _) = content(find(
+            &files,
+            &format!("{SITE}/pkg-1.0.dist-info/direct_url.json"),
+        ));
+        assert_eq!(
+            direct_url,
+            format!(
+                r#"{{"dir_info":{{"editable":true}},"url":"file://{}"}}"#,
+                project.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn local_project_says_where_it_came_from() {
+        let fx = Fixture::new();
+        let rows = [row("pkg-1.0.dist-info/METADATA"), row("pkg/__init__.py")];
+        let source = Source::Local {
+            path: PathBuf::from("/src/my project/ü"),
+            editable: false,
+        };
+        let files = fx.plan(&source, &rows);
+        let (direct_url, _) = content(find(
+            &files,
+            &format!("{SITE}/pkg-1.0.dist-info/direct_url.json"),
+        ));
+        assert_eq!(
+            direct_url,
+            r#"{"dir_info":{},"url":"file:///src/my%20project/%C3%BC"}"#
+        );
+        // Not editable: the modules are installed.
+        find(&files, &format!("{SITE}/pkg/__init__.py"));
+        // A wheel from an index has no direct_url.json.
+        let files = fx.plan(&from_index(), &rows);
+        assert!(!dests(&files).iter().any(|d| d.ends_with("direct_url.json")));
+    }
+
+    #[test]
+    fn record_lists_every_planned_file() {
+        let fx = Fixture::new();
+        let rows = [
+            row("pkg-1.0.dist-info/METADATA"),
+            fx.stored(
+                "pkg-1.0.dist-info/entry_points.txt",
+                b"[console_scripts]\npkg-cli = pkg.cli:main\n",
+            ),
+            row("pkg/__init__.py"),
+            row("pkg-1.0.data/data/share/x.txt"),
+            fx.stored("pkg-1.0.data/scripts/tool", b"#!/bin/sh\n"),
+            // A wheel's own installer files are replaced by the installer's.
+            row("pkg-1.0.dist-info/RECORD"),
+            row("pkg-1.0.dist-info/INSTALLER"),
+        ];
+        let files = fx.plan(&from_index(), &rows);
+        let mut listed: Vec<String> = record_lines(&files)
+            .iter()
+            .map(|line| line.split(',').next().unwrap().to_string())
+            .map(|path| Path::new(SITE).join(path).display().to_string())
+            .collect();
+        listed.sort();
+        let mut planned: Vec<String> = files
+            .iter()
+            .map(|f| {
+                if f.dest.starts_with(SITE) {
+                    f.dest.display().to_string()
+                } else {
+                    format!("{SITE}/../../../{}", f.dest.display())
+                }
+            })
+            .collect();
+        planned.sort();
+        assert_eq!(listed, planned);
+        let (installer, _) = content(find(&files, &format!("{SITE}/pkg-1.0.dist-info/INSTALLER")));
+        assert_eq!(installer, "tstore\n");
+        let (launcher, mode) = content(find(&files, "bin/pkg-cli"));
+        assert!(launcher.starts_with("#!/venv/bin/python\n"));
+        assert!(launcher.contains("from pkg.cli import main"));
+        assert_eq!(mode, 0o755);
+        assert!(record_lines(&files).ends_with(&["pkg-1.0.dist-info/RECORD,,".to_string()]));
+    }
+
+    #[test]
+    fn requested_marker_only_for_requested_distributions() {
+        let mut fx = Fixture::new();
+        let rows = [row("pkg-1.0.dist-info/METADATA")];
+        let requested = format!("{SITE}/pkg-1.0.dist-info/REQUESTED");
+        assert!(dests(&fx.plan(&from_index(), &rows)).contains(&requested));
+        fx.requested.clear();
+        assert!(!dests(&fx.plan(&from_index(), &rows)).contains(&requested));
+    }
+
+    #[test]
+    fn bytecode_is_linked_beside_importable_sources() {
+        let fx = Fixture::new();
+        let pyc = format!("{:064x}", 7);
+        let with_pyc = |path: &str| FileRow {
+            bytecode: Bytecode::Object(pyc.clone()),
+            ..row(path)
+        };
+        let rows = [
+            row("pkg-1.0.dist-info/METADATA"),
+            with_pyc("pkg/mod.py"),
+            with_pyc("pkg-1.0.data/data/share/tool.py"),
+        ];
+        let files = fx.plan(&from_index(), &rows);
+        let planned = dests(&files);
+        assert!(planned.contains(&format!("{SITE}/pkg/__pycache__/mod.cpython-312.pyc")));
+        assert!(!planned.iter().any(|d| d.starts_with("share/__pycache__")));
+    }
+
+    #[test]
+    fn of_two_copies_of_a_path_the_later_is_kept_and_a_difference_named() {
+        let file = |dest: &str, dist: &str, bytes: &[u8]| PlannedFile {
+            dest: PathBuf::from(dest),
+            source: FileSource::Content(bytes.to_vec(), 0o644),
+            dist: Arc::from(dist),
+        };
+        let files = vec![
+            file("a", "one", b"1"),
+            file("a", "two", b"2"),
+            file("b", "one", b"same"),
+            file("b", "two", b"same"),
+            file("c", "two", b"3"),
+        ];
+        let (kept, warnings) = keep_one_file_per_path(files, |dist| format!("{dist}.whl"));
+        let kept: Vec<(String, String)> = kept
+            .iter()
+            .map(|f| (f.dest.display().to_string(), f.dist.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            [("a", "two"), ("b", "two"), ("c", "two")].map(|(d, n)| (d.to_string(), n.to_string()))
+        );
+        assert_eq!(
+            warnings,
+            [
+                "one and two both ship a with different content (one.whl and two.whl); two's copy is used"
+            ]
+        );
+    }
 
     #[test]
     fn only_files_in_site_packages_are_importable() {

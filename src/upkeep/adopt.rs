@@ -109,9 +109,68 @@ pub fn adopt(
         dry_run: options.dry_run,
         ..AdoptReport::default()
     };
-    let probe = Linker::probe(options.link_mode, store, &venv)?;
-    let method = probe.linker.method();
-    if method == LinkMethod::Copy && !options.dry_run {
+    let linker = choose_linker(store, &venv, options)?;
+    report.method = Some(linker.method());
+
+    let recorded = read_records(&venv, &mut report)?;
+    let candidates = inspect_recorded(&venv, &recorded, &mut report, progress);
+    // Sources first: with hardlinks a `.py` takes its object's modification
+    // time, which the venv's timestamp pycs must then name (see
+    // `retimed_pycs`); the pycs are linked after that.
+    let (pycs, sources): (Vec<Candidate>, Vec<Candidate>) =
+        candidates.into_iter().partition(is_cached_bytecode);
+    let free_before = fsinfo::free_bytes(&venv).ok();
+    let mut linking = Linking {
+        store,
+        linker: &linker,
+        venv: &venv,
+        dry_run: options.dry_run,
+        planned,
+        progress,
+        objects: Vec::new(),
+        errors: Vec::new(),
+        new_times: HashMap::new(),
+    };
+    linking.link("linking", sources, &mut report);
+    let pycs = retimed_pycs(
+        pycs,
+        &linking.new_times,
+        options.dry_run,
+        &mut linking.errors,
+    );
+    linking.link("linking bytecode of", pycs, &mut report);
+    let Linking {
+        objects, errors, ..
+    } = linking;
+
+    if !options.dry_run {
+        // Recorded even after a partial failure: the files linked so far
+        // keep their objects alive.
+        store
+            .db
+            .record_adopted(&venv.display().to_string(), &objects)?;
+        report.measured_free_growth = free_before.and_then(|before| {
+            fsinfo::free_bytes(&venv)
+                .ok()
+                .map(|after| after as i64 - before as i64)
+        });
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{}: {} file group(s) could not be linked and were left as they were:\n  {}",
+            venv.display(),
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    Ok(report)
+}
+
+/// How files will be linked, refusing (but for a dry run) when the store
+/// cannot share files with the venv.
+fn choose_linker(store: &Store, venv: &Path, options: &AdoptOptions) -> anyhow::Result<Linker> {
+    let probe = Linker::probe(options.link_mode, store, venv)?;
+    if probe.linker.method() == LinkMethod::Copy && !options.dry_run {
         bail!(
             "{}: the store ({}) cannot share files with this venv ({}), so adopting would save \
              nothing. Put the store on the venv's filesystem (TSTORE_HOME) and run adopt again",
@@ -120,18 +179,33 @@ pub fn adopt(
             probe.fallback_reason.unwrap_or_default()
         );
     }
-    report.method = Some(method);
+    Ok(probe.linker)
+}
 
-    let (recorded, distributions) = recorded_files(&venv, &mut report)?;
+/// The files the venv's RECORDs list, with what they say of each; counts the
+/// distributions and reports the files no RECORD lists.
+fn read_records(venv: &Path, report: &mut AdoptReport) -> anyhow::Result<Vec<Recorded>> {
+    let (recorded, distributions) = recorded_files(venv, report)?;
     report.distributions = distributions;
-    report.unrecorded = unrecorded_files(&venv, &recorded);
+    report.unrecorded = unrecorded_files(venv, &recorded);
     report.unrecorded_bytes = report
         .unrecorded
         .iter()
         .filter_map(|p| fs_err::symlink_metadata(p).ok())
         .map(|m| m.len())
         .sum();
+    Ok(recorded)
+}
 
+/// Reads every recorded file in parallel: those still as RECORD says become
+/// candidates; changed ones are reported as modified, unreadable ones as
+/// skipped.
+fn inspect_recorded(
+    venv: &Path,
+    recorded: &[Recorded],
+    report: &mut AdoptReport,
+    progress: &dyn Progress,
+) -> Vec<Candidate> {
     progress.start(
         &format!("reading {}", venv.display()),
         recorded.len() as u64,
@@ -142,7 +216,7 @@ pub fn adopt(
     let candidates: Vec<Candidate> = recorded
         .par_iter()
         .filter_map(|(path, hash)| {
-            let result = inspect(&venv, path, hash.as_ref());
+            let result = inspect(venv, path, hash.as_ref());
             progress.item_done("");
             match result {
                 Ok(Some(candidate)) => Some(candidate),
@@ -166,99 +240,90 @@ pub fn adopt(
     let mut skipped = skipped.into_inner().unwrap();
     skipped.sort();
     report.skipped.extend(skipped);
+    candidates
+}
 
-    // Sources first: with hardlinks a `.py` takes its object's modification
-    // time, which the venv's timestamp pycs must then name (see
-    // `retimed_pycs`); the pycs are linked after that.
-    let (mut pycs, sources): (Vec<Candidate>, Vec<Candidate>) =
-        candidates.into_iter().partition(is_cached_bytecode);
-    let free_before = fsinfo::free_bytes(&venv).ok();
-    let linker = &probe.linker;
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
-    let mut new_times: HashMap<PathBuf, (u32, u32)> = HashMap::new();
-    let mut phases = [("linking", sources), ("linking bytecode of", Vec::new())];
-    for phase in 0..phases.len() {
-        if phase == 1 {
-            phases[1].1 = retimed_pycs(
-                std::mem::take(&mut pycs),
-                &new_times,
-                options.dry_run,
-                &mut errors,
-            );
-        }
-        let files = std::mem::take(&mut phases[phase].1);
-        // One object per content: files that already are it stay; the
-        // store provides the rest, or the first file of a group becomes it.
-        let mut groups: BTreeMap<ObjectKey, Vec<Candidate>> = BTreeMap::new();
-        for candidate in files {
-            groups.entry(candidate.key).or_default().push(candidate);
-        }
-        progress.start(
-            &format!("{} {}", phases[phase].0, venv.display()),
+/// One object per content: the files of each content, by object key.
+fn group_by_content(files: Vec<Candidate>) -> BTreeMap<ObjectKey, Vec<Candidate>> {
+    let mut groups: BTreeMap<ObjectKey, Vec<Candidate>> = BTreeMap::new();
+    for candidate in files {
+        groups.entry(candidate.key).or_default().push(candidate);
+    }
+    groups
+}
+
+/// Linking a venv's files to store objects, in passes (sources, then
+/// bytecode), with what the passes found so far.
+struct Linking<'a> {
+    store: &'a Store,
+    linker: &'a Linker,
+    venv: &'a Path,
+    dry_run: bool,
+    /// Objects stored (or, dry, to be stored) by earlier venvs and passes.
+    planned: &'a mut HashMap<ObjectKey, i64>,
+    progress: &'a dyn Progress,
+    /// Every object the venv's files now are, for the store's record.
+    objects: Vec<(String, u64)>,
+    /// Groups that could not be linked (left as they were).
+    errors: Vec<String>,
+    /// `.py` files a hardlink gave a new modification time: (before, after).
+    new_times: HashMap<PathBuf, (u32, u32)>,
+}
+
+impl Linking<'_> {
+    /// One pass: makes each content group of `files` links to its object.
+    /// Files that already are it stay; the store provides the rest, or the
+    /// first file of a group becomes it.
+    fn link(&mut self, label: &str, files: Vec<Candidate>, report: &mut AdoptReport) {
+        let groups = group_by_content(files);
+        self.progress.start(
+            &format!("{label} {}", self.venv.display()),
             groups.len() as u64,
             0,
         );
-        let planned_before: &HashMap<ObjectKey, i64> = planned;
+        let planned_before: &HashMap<ObjectKey, i64> = self.planned;
         let outcomes: Vec<anyhow::Result<GroupOutcome>> = groups
             .into_par_iter()
             .map(|(key, files)| {
                 let outcome = adopt_group(
-                    store,
-                    linker,
+                    self.store,
+                    self.linker,
                     key,
                     files,
-                    options.dry_run,
+                    self.dry_run,
                     planned_before.get(&key).copied(),
                 );
-                progress.item_done("");
+                self.progress.item_done("");
                 outcome
             })
             .collect();
-        progress.finish();
+        self.progress.finish();
         for outcome in outcomes {
             match outcome {
-                Ok(group) => {
-                    report.files_linked += group.linked;
-                    report.bytes_linked += group.bytes_linked;
-                    report.already_linked += group.already;
-                    report.bytes_freed += group.freed;
-                    report.bytes_linked_elsewhere += group.elsewhere;
-                    if linker.method() == LinkMethod::Hardlink {
-                        for (path, before) in group.sources {
-                            if before != group.object_mtime as u32 {
-                                new_times.insert(path, (before, group.object_mtime as u32));
-                            }
-                        }
-                    }
-                    planned.insert(group.object, group.object_mtime);
-                    objects.push((group.key, group.size));
-                }
-                Err(err) => errors.push(format!("{err:#}")),
+                Ok(group) => self.count(group, report),
+                Err(err) => self.errors.push(format!("{err:#}")),
             }
         }
     }
-    if !options.dry_run {
-        // Recorded even after a partial failure: the files linked so far
-        // keep their objects alive.
-        store
-            .db
-            .record_adopted(&venv.display().to_string(), &objects)?;
-        report.measured_free_growth = free_before.and_then(|before| {
-            fsinfo::free_bytes(&venv)
-                .ok()
-                .map(|after| after as i64 - before as i64)
-        });
+
+    /// Adds a linked group to the report and remembers its object.
+    fn count(&mut self, group: GroupOutcome, report: &mut AdoptReport) {
+        report.files_linked += group.linked;
+        report.bytes_linked += group.bytes_linked;
+        report.already_linked += group.already;
+        report.bytes_freed += group.freed;
+        report.bytes_linked_elsewhere += group.elsewhere;
+        if self.linker.method() == LinkMethod::Hardlink {
+            for (path, before) in group.sources {
+                if before != group.object_mtime as u32 {
+                    self.new_times
+                        .insert(path, (before, group.object_mtime as u32));
+                }
+            }
+        }
+        self.planned.insert(group.object, group.object_mtime);
+        self.objects.push((group.key, group.size));
     }
-    if !errors.is_empty() {
-        bail!(
-            "{}: {} file group(s) could not be linked and were left as they were:\n  {}",
-            venv.display(),
-            errors.len(),
-            errors.join("\n  ")
-        );
-    }
-    Ok(report)
 }
 
 /// The venv's absolute path, after checking it is one tstore may adopt.
@@ -306,13 +371,12 @@ fn site_packages_dirs(venv: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Every file some RECORD lists (absolute, inside the venv), with the hash
-/// RECORD gives for it; and how many distributions there are.
-#[allow(clippy::type_complexity)]
-fn recorded_files(
-    venv: &Path,
-    report: &mut AdoptReport,
-) -> anyhow::Result<(Vec<(PathBuf, Option<(String, String)>)>, usize)> {
+/// A file some RECORD lists (absolute, inside the venv), with the hash
+/// RECORD gives for it: (algorithm, urlsafe base64 digest).
+type Recorded = (PathBuf, Option<(String, String)>);
+
+/// Every file some RECORD lists, and how many distributions there are.
+fn recorded_files(venv: &Path, report: &mut AdoptReport) -> anyhow::Result<(Vec<Recorded>, usize)> {
     let mut files: BTreeMap<PathBuf, Option<(String, String)>> = BTreeMap::new();
     let mut distributions = 0;
     for site in site_packages_dirs(venv) {
@@ -380,7 +444,7 @@ fn lexical_join(base: &Path, relative: &str) -> PathBuf {
 }
 
 /// Files in site-packages and bin/ that no RECORD lists.
-fn unrecorded_files(venv: &Path, recorded: &[(PathBuf, Option<(String, String)>)]) -> Vec<PathBuf> {
+fn unrecorded_files(venv: &Path, recorded: &[Recorded]) -> Vec<PathBuf> {
     let known: HashSet<&Path> = recorded.iter().map(|(p, _)| p.as_path()).collect();
     let mut all = Vec::new();
     for site in site_packages_dirs(venv) {
@@ -712,4 +776,191 @@ pub fn adopted_venvs(store: &Store) -> anyhow::Result<Vec<(String, bool)>> {
             (path, exists)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(digest: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(digest)
+    }
+
+    /// A venv made by another installer: one distribution whose RECORD
+    /// lists two files of one content, a file edited since, a script with a
+    /// sha512, and an entry pointing outside the venv; plus a stray file.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        venv: PathBuf,
+        site: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let venv = fs_err::canonicalize(dir.path()).unwrap().join("venv");
+            let site = venv.join("lib/python3.12/site-packages");
+            fs_err::create_dir_all(site.join("pkg")).unwrap();
+            fs_err::create_dir_all(site.join("pkg-1.0.dist-info")).unwrap();
+            fs_err::create_dir_all(venv.join("bin")).unwrap();
+            fs_err::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+            let same = b"print('same')\n";
+            fs_err::write(site.join("pkg/a.py"), same).unwrap();
+            fs_err::write(site.join("pkg/b.py"), same).unwrap();
+            fs_err::write(site.join("pkg/c.txt"), b"edited\n").unwrap();
+            fs_err::write(site.join("pkg-1.0.dist-info/METADATA"), b"Name: pkg\n").unwrap();
+            fs_err::write(venv.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+            fs_err::write(site.join("stray.txt"), b"mine\n").unwrap();
+            let sha256 = b64(&sha2::Sha256::digest(same));
+            let sha512 = b64(&sha2::Sha512::digest(b"#!/bin/sh\n"));
+            let original = b64(&sha2::Sha256::digest(b"original\n"));
+            fs_err::write(
+                site.join("pkg-1.0.dist-info/RECORD"),
+                format!(
+                    "pkg/a.py,sha256={sha256},14\npkg/b.py,sha256={sha256},14\n\
+                     pkg/c.txt,sha256={original},9\npkg-1.0.dist-info/METADATA,,\n\
+                     ../../../bin/tool,sha512={sha512},10\n../../../../outside,,\n\
+                     pkg-1.0.dist-info/RECORD,,\n"
+                ),
+            )
+            .unwrap();
+            Self { dir, venv, site }
+        }
+    }
+
+    #[test]
+    fn files_of_one_content_become_one_object() {
+        let fx = Fixture::new();
+        let store = Store::open(&fx.dir.path().join("store")).unwrap();
+        let report = adopt(
+            &store,
+            &fx.venv,
+            &AdoptOptions::default(),
+            &mut HashMap::new(),
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        assert_eq!(report.distributions, 1);
+        // a.py, b.py, METADATA and bin/tool; c.txt no longer matches RECORD.
+        assert_eq!(report.files_linked, 4);
+        assert_eq!(report.modified, [fx.site.join("pkg/c.txt")]);
+        assert_eq!(report.unrecorded, [fx.site.join("stray.txt")]);
+        assert_eq!(report.unrecorded_bytes, 5);
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|s| s.contains("points outside the venv")),
+            "{:?}",
+            report.skipped
+        );
+        let mut objects = Vec::new();
+        fsinfo::walk_files(&store.root().join("objects"), &mut objects);
+        assert_eq!(objects.len(), 3, "{objects:?}");
+        let inode = |p: &Path| fs_err::metadata(p).unwrap().ino();
+        if report.method == Some(LinkMethod::Hardlink) {
+            assert_eq!(
+                inode(&fx.site.join("pkg/a.py")),
+                inode(&fx.site.join("pkg/b.py"))
+            );
+        }
+        assert_eq!(
+            fs_err::read(fx.site.join("pkg/c.txt")).unwrap(),
+            b"edited\n"
+        );
+
+        // Adopting again finds every file linked already.
+        let again = adopt(
+            &store,
+            &fx.venv,
+            &AdoptOptions::default(),
+            &mut HashMap::new(),
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        assert_eq!(again.files_linked, 0);
+        if report.method == Some(LinkMethod::Hardlink) {
+            assert_eq!(again.already_linked, 4);
+        }
+    }
+
+    #[test]
+    fn a_dry_run_counts_and_changes_nothing() {
+        let fx = Fixture::new();
+        let store = Store::open(&fx.dir.path().join("store")).unwrap();
+        let before = fs_err::metadata(fx.site.join("pkg/b.py")).unwrap().ino();
+        let report = adopt(
+            &store,
+            &fx.venv,
+            &AdoptOptions {
+                dry_run: true,
+                ..AdoptOptions::default()
+            },
+            &mut HashMap::new(),
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        assert_eq!(report.files_linked, 4);
+        // The second copy of a content would free its blocks; the first
+        // becomes the object.
+        assert!(report.bytes_freed > 0);
+        let after = fs_err::metadata(fx.site.join("pkg/b.py")).unwrap().ino();
+        assert_eq!(before, after);
+        let mut objects = Vec::new();
+        fsinfo::walk_files(&store.root().join("objects"), &mut objects);
+        assert!(objects.is_empty(), "{objects:?}");
+    }
+
+    #[test]
+    fn each_record_hash_algorithm_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = fs_err::canonicalize(dir.path()).unwrap();
+        let path = venv.join("f");
+        fs_err::write(&path, b"content").unwrap();
+        let check = |algo: &str, digest: String| {
+            inspect(&venv, &path, Some(&(algo.to_string(), digest)))
+                .unwrap()
+                .is_some()
+        };
+        assert!(check("sha256", b64(&sha2::Sha256::digest(b"content"))));
+        assert!(check("sha384", b64(&sha2::Sha384::digest(b"content"))));
+        assert!(check("sha512", b64(&sha2::Sha512::digest(b"content"))));
+        // RECORDs written with padding match too.
+        assert!(check(
+            "sha256",
+            format!("{}=", b64(&sha2::Sha256::digest(b"content")))
+        ));
+        assert!(!check("sha256", b64(&sha2::Sha256::digest(b"other"))));
+        assert!(!check("sha384", b64(&sha2::Sha256::digest(b"content"))));
+        // A hash tstore cannot check counts as changed.
+        assert!(!check("md5", "x".to_string()));
+        let unhashed = inspect(&venv, &path, None).unwrap().unwrap();
+        assert!(!unhashed.hashed);
+        assert_eq!(unhashed.key.hash, *blake3::hash(b"content").as_bytes());
+        assert!(inspect(&venv, &venv.join("missing"), None).is_err());
+    }
+
+    #[test]
+    fn candidates_are_grouped_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = fs_err::canonicalize(dir.path()).unwrap();
+        let mut files = Vec::new();
+        for (name, content) in [("a", "x"), ("b", "y"), ("c", "x")] {
+            let path = venv.join(name);
+            fs_err::write(&path, content).unwrap();
+            files.push(inspect(&venv, &path, None).unwrap().unwrap());
+        }
+        let groups = group_by_content(files);
+        let mut names: Vec<Vec<String>> = groups
+            .values()
+            .map(|files| {
+                files
+                    .iter()
+                    .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, [vec!["a", "c"], vec!["b"]]);
+    }
 }
