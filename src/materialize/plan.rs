@@ -778,8 +778,8 @@ mod tests {
     }
 
     fn from_index() -> Source {
-        Source::Wheel(crate::lock::pylock::PinnedFile {
-            location: crate::lock::pylock::Location::Url(
+        Source::Wheel(crate::dist::PinnedFile {
+            location: crate::dist::Location::Url(
                 "https://example.invalid/pkg-1.0-py3-none-any.whl".to_string(),
             ),
             filename: "pkg-1.0-py3-none-any.whl".to_string(),
