@@ -182,6 +182,33 @@ mod tests {
         assert!(root.open_at(Path::new("missing")).is_err());
     }
 
+    /// The store locks with std's `File::lock` family and relies on flock
+    /// semantics: a lock belongs to an open file, so two opens in one
+    /// process exclude each other, and closing the file releases it.
+    #[test]
+    fn std_file_locks_are_per_open_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("lock");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let would_block = |result| matches!(result, Err(std::fs::TryLockError::WouldBlock));
+        let (first, second) = (open(), open());
+        first.try_lock().unwrap();
+        assert!(would_block(second.try_lock()));
+        assert!(would_block(second.try_lock_shared()));
+        drop(first);
+        second.try_lock_shared().unwrap();
+        let third = open();
+        third.try_lock_shared().unwrap();
+        assert!(would_block(open().try_lock()));
+    }
+
     #[test]
     fn a_name_with_nul_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
