@@ -350,90 +350,106 @@ fn blank_literals(code: &str) -> String {
     let chars: Vec<char> = code.chars().collect();
     let mut out = String::with_capacity(code.len());
     let mut i = 0;
-    let ident_before = |i: usize| i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
+        let after_ident = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
         if c == '/' && next == Some('/') {
             while i < chars.len() && chars[i] != '\n' {
                 i += 1;
             }
         } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
+            i = block_comment_end(&chars, i);
             out.push(' ');
-        } else if (c == 'r' || (c == 'b' && next == Some('r'))) && !ident_before(i) && {
-            let mut j = i + if c == 'b' { 2 } else { 1 };
-            while chars.get(j) == Some(&'#') {
-                j += 1;
-            }
-            chars.get(j) == Some(&'"')
-        } {
-            // Raw string: r"…", r#"…"#, br"…".
-            let mut j = i + if c == 'b' { 2 } else { 1 };
-            let mut hashes = 0;
-            while chars[j] == '#' {
-                hashes += 1;
-                j += 1;
-            }
-            j += 1;
-            loop {
-                if j >= chars.len() {
-                    break;
-                }
-                if chars[j] == '"' && (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) {
-                    j += 1 + hashes;
-                    break;
-                }
-                j += 1;
-            }
-            i = j;
+        } else if let Some(end) = raw_string_end(&chars, i).filter(|_| !after_ident) {
+            i = end;
             out.push_str("\"\"");
         } else if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = string_end(&chars, i);
             out.push_str("\"\"");
-        } else if c == '\'' {
-            // A character literal ('x', '\n', '\u{…}'), else a lifetime.
-            if next == Some('\\') {
-                let mut j = i + 3;
-                while j < chars.len() && chars[j] != '\'' {
-                    j += 1;
-                }
-                i = j + 1;
-                out.push_str("' '");
-            } else if chars.get(i + 2) == Some(&'\'') {
-                i += 3;
-                out.push_str("' '");
-            } else {
-                out.push(c);
-                i += 1;
-            }
+        } else if let Some(end) = char_literal_end(&chars, i) {
+            i = end;
+            out.push_str("' '");
         } else {
             out.push(c);
             i += 1;
         }
     }
     out
+}
+
+/// The index after the (nested) block comment starting at `i`.
+fn block_comment_end(chars: &[char], mut i: usize) -> usize {
+    let mut depth = 0;
+    while i < chars.len() {
+        if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+            depth += 1;
+            i += 2;
+        } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                break;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// The index after the raw string (`r"…"`, `r#"…"#`, `br"…"`) starting at
+/// `i`, if one starts there.
+fn raw_string_end(chars: &[char], i: usize) -> Option<usize> {
+    let mut j = match (chars[i], chars.get(i + 1)) {
+        ('r', _) => i + 1,
+        ('b', Some('r')) => i + 2,
+        _ => return None,
+    };
+    let mut hashes = 0;
+    while chars.get(j) == Some(&'#') {
+        hashes += 1;
+        j += 1;
+    }
+    if chars.get(j) != Some(&'"') {
+        return None;
+    }
+    j += 1;
+    while j < chars.len() {
+        if chars[j] == '"' && (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) {
+            return Some(j + 1 + hashes);
+        }
+        j += 1;
+    }
+    Some(j)
+}
+
+/// The index after the string literal whose opening quote is at `i`.
+fn string_end(chars: &[char], mut i: usize) -> usize {
+    i += 1;
+    while i < chars.len() && chars[i] != '"' {
+        if chars[i] == '\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
+}
+
+/// The index after the character literal (`'x'`, `'\n'`, `'\u{…}'`)
+/// starting at `i`; `None` for a lifetime or anything else.
+fn char_literal_end(chars: &[char], i: usize) -> Option<usize> {
+    if chars[i] != '\'' {
+        return None;
+    }
+    if chars.get(i + 1) == Some(&'\\') {
+        let mut j = i + 3;
+        while j < chars.len() && chars[j] != '\'' {
+            j += 1;
+        }
+        return Some(j + 1);
+    }
+    (chars.get(i + 2) == Some(&'\'')).then_some(i + 3)
 }
 
 /// Removes each item after a `#[cfg(test)]`-like attribute: up to its
