@@ -2,8 +2,6 @@
 //! the keys tstore keeps in its `pyvenv.cfg` (the plan it was built from, the
 //! packages `tstore edit` made private).
 
-#[cfg(target_os = "linux")]
-#[cfg(target_os = "linux")]
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
