@@ -78,92 +78,15 @@ pub fn allocated(meta: &std::fs::Metadata) -> u64 {
 }
 
 /// Bytes of a file's extents that are shared with other files (reflinks,
-/// deduplication), from FIEMAP. 0 where the filesystem does not report
-/// extents (tmpfs) or shares none.
+/// deduplication). 0 where the filesystem does not report extents (tmpfs)
+/// or shares none.
 pub fn shared_bytes(path: &Path) -> u64 {
-    fiemap_shared(path).unwrap_or(0)
+    crate::platform::shared_bytes(path).unwrap_or(0)
 }
 
 /// Free bytes for unprivileged use on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
-}
-
-#[cfg(target_os = "linux")]
-fn fiemap_shared(path: &Path) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
-
-    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
-    const FIEMAP_FLAG_SYNC: u32 = 0x1;
-    const FIEMAP_EXTENT_LAST: u32 = 0x1;
-    const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
-    const BATCH: usize = 64;
-
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Extent {
-        logical: u64,
-        physical: u64,
-        length: u64,
-        reserved64: [u64; 2],
-        flags: u32,
-        reserved: [u32; 3],
-    }
-    #[repr(C)]
-    struct Request {
-        start: u64,
-        length: u64,
-        flags: u32,
-        mapped_extents: u32,
-        extent_count: u32,
-        reserved: u32,
-        extents: [Extent; BATCH],
-    }
-
-    let file = std::fs::File::open(path)?;
-    let mut shared = 0u64;
-    let mut start = 0u64;
-    loop {
-        let mut request = Request {
-            start,
-            length: u64::MAX - start,
-            flags: FIEMAP_FLAG_SYNC,
-            mapped_extents: 0,
-            extent_count: BATCH as u32,
-            reserved: 0,
-            extents: [Extent::default(); BATCH],
-        };
-        // SAFETY: FS_IOC_FIEMAP fills `request`, which has room for BATCH extents.
-        if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut request) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mapped = request.mapped_extents as usize;
-        if mapped == 0 {
-            return Ok(shared);
-        }
-        for extent in &request.extents[..mapped] {
-            if extent.flags & FIEMAP_EXTENT_SHARED != 0 {
-                shared += extent.length;
-            }
-            if extent.flags & FIEMAP_EXTENT_LAST != 0 {
-                return Ok(shared);
-            }
-        }
-        let last = request.extents[mapped - 1];
-        start = last.logical + last.length;
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn fiemap_shared(_path: &Path) -> std::io::Result<u64> {
-    Ok(0)
+    crate::platform::free_bytes(path)
 }
 
 /// Every entry under `dir` that is not a directory (files, symlinks, …),

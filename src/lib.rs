@@ -24,6 +24,7 @@ pub mod link;
 pub mod local;
 pub mod lock;
 pub mod materialize;
+pub mod platform;
 pub mod process;
 pub mod progress;
 pub mod store;

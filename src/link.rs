@@ -151,7 +151,7 @@ impl Linker {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
+            Err(err) if crate::platform::is_link_limit(&err) => {
                 self.renew_object(object)?;
                 std::fs::hard_link(object, dest).or_else(|_| {
                     self.copied_instead.fetch_add(1, Ordering::Relaxed);
@@ -191,10 +191,7 @@ impl Linker {
 
 /// Errors after which a copy still gives a correct venv.
 fn is_fallback_error(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EMLINK | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL)
-    )
+    crate::platform::is_unshareable(err)
 }
 
 fn copy_private(object: &Path, dest: &Path, executable: bool) -> io::Result<()> {

@@ -14,39 +14,16 @@ use std::process::Command;
 
 /// Makes `cmd`'s process receive SIGKILL when tstore (the spawning thread)
 /// ends, however it ends.
-#[cfg(target_os = "linux")]
 pub fn dies_with_parent(cmd: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    let hook = move || {
-        // SAFETY: prctl, getppid and _exit are async-signal-safe, as code
-        // between fork and exec must be.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before the request above was made;
-            // then no signal would ever come.
-            if libc::getppid() != parent {
-                libc::_exit(128 + libc::SIGKILL);
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the hook only calls async-signal-safe functions and touches no
-    // memory shared with the parent.
-    unsafe { cmd.pre_exec(hook) }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn dies_with_parent(cmd: &mut Command) -> &mut Command {
-    cmd
+    crate::platform::kill_with_parent(cmd)
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    const SIGKILL: i32 = 9;
 
     #[test]
     fn a_child_is_killed_when_the_thread_that_started_it_ends() {
@@ -58,6 +35,6 @@ mod tests {
         .join()
         .unwrap();
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        assert_eq!(status.signal(), Some(SIGKILL), "{status}");
     }
 }

@@ -2,10 +2,6 @@
 //! the keys tstore keeps in its `pyvenv.cfg` (the plan it was built from, the
 //! packages `tstore edit` made private).
 
-#[cfg(target_os = "linux")]
-use std::ffi::CString;
-#[cfg(target_os = "linux")]
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -410,26 +406,8 @@ pub fn mark_edited(venv: &Path, package: &str) -> anyhow::Result<()> {
 }
 
 /// Swaps two paths in one step where the kernel can; false where it cannot.
-#[cfg(target_os = "linux")]
 pub fn exchange(a: &Path, b: &Path) -> anyhow::Result<bool> {
-    let from = CString::new(a.as_os_str().as_bytes())?;
-    let to = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both paths are valid NUL-terminated strings.
-    let result = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    Ok(result == 0)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn exchange(_a: &Path, _b: &Path) -> anyhow::Result<bool> {
-    Ok(false)
+    Ok(crate::platform::exchange(a, b)?)
 }
 
 #[cfg(test)]

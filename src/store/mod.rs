@@ -167,14 +167,8 @@ impl Store {
 
     /// Flushes everything written to the store's filesystem (one `syncfs`).
     pub fn sync_filesystem(&self) -> anyhow::Result<()> {
-        use std::os::fd::AsRawFd;
         let dir = fs_err::File::open(self.root())?;
-        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("cannot flush the store's filesystem");
-        }
-        Ok(())
+        crate::platform::sync_filesystem(dir.file()).context("cannot flush the store's filesystem")
     }
 
     pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
@@ -253,8 +247,7 @@ impl Store {
 /// Whether a process with this pid exists (temp and staging names carry the
 /// pid of the process that made them).
 pub fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    crate::platform::process_exists(pid)
 }
 
 /// A process-unique counter mixed with time, for temp names.
@@ -276,16 +269,15 @@ pub struct FileLock {
 impl FileLock {
     /// Takes the lock exclusively, calling `on_wait` once if another process holds it.
     pub fn acquire(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
-        Self::take(path, libc::LOCK_EX, on_wait)
+        Self::take(path, true, on_wait)
     }
 
     /// Takes the lock shared with other shared holders.
     pub fn acquire_shared(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
-        Self::take(path, libc::LOCK_SH, on_wait)
+        Self::take(path, false, on_wait)
     }
 
-    fn take(path: &Path, operation: i32, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
-        use std::os::fd::AsRawFd;
+    fn take(path: &Path, exclusive: bool, on_wait: impl FnOnce()) -> anyhow::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -294,13 +286,20 @@ impl FileLock {
             .mode(crate::fsinfo::FILE_MODE)
             .open(path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) } != 0 {
+        // std's file locks are flock(2) on unix.
+        let held = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        if held.is_err() {
             on_wait();
-            if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("cannot lock {}", path.display()));
-            }
+            let locked = if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            };
+            locked.with_context(|| format!("cannot lock {}", path.display()))?;
         }
         Ok(Self { _file: file })
     }

@@ -88,7 +88,6 @@ pub(super) fn on_open(store: &Store) -> anyhow::Result<()> {
 
 /// The lock file held exclusively, or `None` when another process holds it.
 fn try_lock_exclusive(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -97,15 +96,14 @@ fn try_lock_exclusive(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
         .mode(crate::fsinfo::FILE_MODE)
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    // SAFETY: flock on a file descriptor `file` owns; released when it closes.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(file));
+    // std's file locks are flock(2) on unix, released when `file` closes.
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
-    let err = std::io::Error::last_os_error();
-    if err.kind() == std::io::ErrorKind::WouldBlock {
-        return Ok(None);
-    }
-    Err(err).with_context(|| format!("cannot lock {}", path.display()))
 }
 
 fn remove_entry(path: &Path) -> std::io::Result<()> {
