@@ -23,6 +23,7 @@ pub mod materialize;
 pub mod process;
 pub mod progress;
 pub mod store;
+pub mod sync;
 pub mod transfer;
 pub mod upkeep;
 pub mod uv;

@@ -136,7 +136,7 @@ pub fn diff(
             let current = Generations::of(&tier.venv)?.current().with_context(|| {
                 format!("tier `{name}` is not materialized: run `tstore materialize {name}`")
             })?;
-            let (_, selected, _) = session.select(tier)?;
+            let selected = session.select(tier)?.selected;
             (
                 format!("the venv (generation {current})"),
                 of_generation(current)?,
