@@ -512,7 +512,7 @@ fn print_index_report(index: &tstore::upkeep::verify::IndexReport) {
 }
 
 fn print_verify_report(report: &tstore::upkeep::verify::Report, repair: bool) {
-    use tstore::upkeep::verify::{FileFault, ObjectFault};
+    use tstore::upkeep::verify::ObjectFault;
     print_index_report(&report.index);
     let corrupt = report.objects.len();
     println!(
@@ -548,54 +548,61 @@ fn print_verify_report(report: &tstore::upkeep::verify::Report, repair: bool) {
         }
     }
     for tier in &report.tiers {
-        let generation = tier
-            .generation
-            .map(|g| format!(" (generation {g})"))
-            .unwrap_or_default();
-        if let Some(error) = &tier.error {
-            println!("{}{generation}: cannot check: {error}", tier.name);
-            continue;
-        }
-        let state = if tier.problems.is_empty() {
-            "ok".to_string()
-        } else {
-            plural(tier.problems.len(), "problem")
-        };
-        println!(
-            "{}{generation}: {} files, {state}",
-            tier.name, tier.files_checked
-        );
-        for problem in &tier.problems {
-            let what = match problem.fault {
-                FileFault::Missing => "missing",
-                FileFault::Modified => "modified",
-                FileFault::Extra => "extra (not from any package; left alone)",
-            };
-            let package = if problem.package.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", problem.package)
-            };
-            let repaired = if repair && problem.fault != FileFault::Extra {
-                if problem.repaired {
-                    " [repaired]"
-                } else {
-                    " [not repaired]"
-                }
-            } else {
-                ""
-            };
-            println!("  {package}{} {what}{repaired}", problem.path.display());
-        }
-        if !tier.edited.is_empty() {
-            println!(
-                "  edited (private copies, see `tstore edit`): {}",
-                tier.edited.join(", ")
-            );
-        }
+        print_tier_check(tier, repair);
     }
     if !repair && report.problems() > 0 {
         println!("run `tstore verify --repair` to fix what can be fixed");
+    }
+}
+
+/// One tier's venv check: its files, what is wrong with them, and what
+/// `--repair` did.
+fn print_tier_check(tier: &tstore::upkeep::verify::TierReport, repair: bool) {
+    use tstore::upkeep::verify::FileFault;
+    let generation = tier
+        .generation
+        .map(|g| format!(" (generation {g})"))
+        .unwrap_or_default();
+    if let Some(error) = &tier.error {
+        println!("{}{generation}: cannot check: {error}", tier.name);
+        return;
+    }
+    let state = if tier.problems.is_empty() {
+        "ok".to_string()
+    } else {
+        plural(tier.problems.len(), "problem")
+    };
+    println!(
+        "{}{generation}: {} files, {state}",
+        tier.name, tier.files_checked
+    );
+    for problem in &tier.problems {
+        let what = match problem.fault {
+            FileFault::Missing => "missing",
+            FileFault::Modified => "modified",
+            FileFault::Extra => "extra (not from any package; left alone)",
+        };
+        let package = if problem.package.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", problem.package)
+        };
+        let repaired = if repair && problem.fault != FileFault::Extra {
+            if problem.repaired {
+                " [repaired]"
+            } else {
+                " [not repaired]"
+            }
+        } else {
+            ""
+        };
+        println!("  {package}{} {what}{repaired}", problem.path.display());
+    }
+    if !tier.edited.is_empty() {
+        println!(
+            "  edited (private copies, see `tstore edit`): {}",
+            tier.edited.join(", ")
+        );
     }
 }
 

@@ -212,3 +212,32 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_read_as_english() {
+        assert_eq!(plural(1, "package"), "1 package");
+        assert_eq!(plural(0, "file"), "0 files");
+        assert_eq!(plural(2, "entry"), "2 entries");
+        assert_eq!(plural(3, "key"), "3 keys");
+    }
+
+    #[test]
+    fn bytes_take_the_largest_unit_below_1024() {
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(signed_bytes(-3 * 1024 * 1024), "-3.0 MiB");
+        let unit = ByteUnit::for_largest(&[10, 5 * 1024 * 1024]);
+        assert_eq!(unit.format(512 * 1024), "0.5 MiB");
+    }
+
+    #[test]
+    fn unix_seconds_read_as_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc_time(-1), "1969-12-31 23:59:59");
+    }
+}
