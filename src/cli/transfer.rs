@@ -130,10 +130,10 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
             selected,
             ..
         } = session.select(tier)?;
-        let report =
-            session
-                .workspace
-                .pull_missing(tier, &interpreter, &selected, session.reporter)?;
+        let tag = tstore::sync::bytecode_tag(tier, &interpreter);
+        let report = session
+            .workspace
+            .pull_missing(&selected, tag.as_deref(), session.reporter)?;
         if !report.refused.is_empty() {
             failed = true;
         }

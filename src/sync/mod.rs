@@ -31,7 +31,7 @@ use crate::materialize::{self, BuildReport, MaterializeOptions, Outcome, TierInp
 use crate::progress::{Progress, timed};
 
 pub use locks::LockRules;
-pub use transfer::TiersNeed;
+pub use transfer::{TiersNeed, bytecode_tag};
 pub use workspace::{Selection, Workspace};
 
 /// How to sync.
@@ -309,7 +309,8 @@ impl Workspace {
         let pulled = if offline {
             0
         } else {
-            self.pull_or_fall_back(tier, &interpreter, &selected, progress)
+            let tag = bytecode_tag(tier, &interpreter);
+            self.pull_or_fall_back(&selected, tag.as_deref(), progress)
         };
         let uv = if offline {
             self.uv(progress).ok()
@@ -354,12 +355,11 @@ impl Workspace {
     /// everything, so it is said and the index is used.
     fn pull_or_fall_back(
         &self,
-        tier: &Tier,
-        interpreter: &Interpreter,
         selected: &[crate::lock::pylock::Selected],
+        bytecode_tag: Option<&str>,
         progress: &dyn Progress,
     ) -> usize {
-        match self.pull_missing(tier, interpreter, selected, progress) {
+        match self.pull_missing(selected, bytecode_tag, progress) {
             Ok(report) => report.distributions_moved,
             Err(err) => {
                 progress.notice(&format!(

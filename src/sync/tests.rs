@@ -109,3 +109,31 @@ fn a_tier_counts_its_lock_time() {
     let other = started_with_lock(&[], tiers[0]);
     assert!(other.elapsed() < Duration::from_millis(200));
 }
+
+#[test]
+fn an_unusable_remote_is_a_notice_and_nothing_pulled() {
+    let (_dir, ws) = workspace();
+    let ws = Workspace::new(ws.config, ws.store, Some("not a url".to_string()));
+    let notices = Notices::default();
+    assert_eq!(ws.pull_or_fall_back(&[], None, &notices), 0);
+    let said = notices.taken();
+    let [notice] = said.as_slice() else {
+        panic!("one notice expected: {said:?}");
+    };
+    assert!(
+        notice.starts_with("the remote store could not be used (remote `not a url` is not a URL"),
+        "{notice}"
+    );
+    assert!(
+        notice.ends_with("; downloading from the index instead"),
+        "{notice}"
+    );
+}
+
+#[test]
+fn without_a_remote_nothing_is_pulled_and_nothing_said() {
+    let (_dir, ws) = workspace();
+    let notices = Notices::default();
+    assert_eq!(ws.pull_or_fall_back(&[], None, &notices), 0);
+    assert!(notices.taken().is_empty());
+}

@@ -17,13 +17,13 @@ pub struct TiersNeed {
 }
 
 impl Workspace {
-    /// Pulls from the remote, if one is configured, what `tier`'s lock
-    /// selects and the store lacks. Refused objects are reported as notices.
+    /// Pulls from the remote, if one is configured, what `selected` names
+    /// and the store lacks, with bytecode for `bytecode_tag` (see
+    /// [`bytecode_tag`]). Refused objects are reported as notices.
     pub fn pull_missing(
         &self,
-        tier: &Tier,
-        interpreter: &Interpreter,
         selected: &[Selected],
+        bytecode_tag: Option<&str>,
         progress: &dyn Progress,
     ) -> anyhow::Result<TransferReport> {
         let Some(remote) = self.remote()? else {
@@ -39,11 +39,7 @@ impl Workspace {
         if missing.is_empty() {
             return Ok(TransferReport::default());
         }
-        let tag = tier
-            .compile_bytecode
-            .then(|| interpreter.bytecode_tag())
-            .flatten();
-        let report = remote.pull(&self.store, &missing, tag.as_deref(), progress)?;
+        let report = remote.pull(&self.store, &missing, bytecode_tag, progress)?;
         for problem in &report.refused {
             progress.notice(&format!("refused: {problem}"));
         }
@@ -81,6 +77,14 @@ impl Workspace {
             needed: transfer::needed(&self.store, &ids)?,
         })
     }
+}
+
+/// The bytecode a pull brings along for `tier`: its interpreter's, when
+/// the tier compiles bytecode.
+pub fn bytecode_tag(tier: &Tier, interpreter: &Interpreter) -> Option<String> {
+    tier.compile_bytecode
+        .then(|| interpreter.bytecode_tag())
+        .flatten()
 }
 
 /// The first `shown` items, then how many more there are.
