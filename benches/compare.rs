@@ -657,58 +657,12 @@ impl Bench {
     fn upgrade(&self, tier: &str) -> Option<Upgrade> {
         let dir = self.work.join("upgrade");
         std::fs::create_dir_all(&dir).unwrap();
-        let old_lock = dir.join(format!("pylock.{tier}.toml"));
-        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
-        // The tier's own requirements (a flat list of locked names would
-        // lose the markers that keep Windows-only packages out).
-        let requirements = dir.join("requirements.in");
-        let config = tstore::config::Config::parse(
-            tstore::config::EMBEDDED_TIERS,
-            tstore::config::ConfigSource::Embedded,
-            Path::new("."),
-        )
-        .unwrap();
-        let lines: Vec<String> = config
-            .tier(tier)
-            .unwrap()
-            .requirements
-            .iter()
-            .map(|r| r.text.clone())
-            .collect();
-        std::fs::write(&requirements, lines.join("\n")).unwrap();
-        run(self
-            .uv(&self.work.join("uv-cache"))
-            .args([
-                "pip",
-                "compile",
-                "--universal",
-                "--format",
-                "pylock.toml",
-                "--python-version",
-                "3.11",
-                "--no-header",
-                "--exclude-newer",
-                &month_ago,
-            ])
-            .arg(&requirements)
-            .arg("-o")
-            .arg(&old_lock))
-        .ok()?;
+        let old_lock = self.month_old_lock(tier, &dir)?;
         let current = std::fs::read_to_string(self.lock(tier)).ok()?;
         let old = std::fs::read_to_string(&old_lock).ok()?;
-        let versions = |text: &str| -> std::collections::BTreeSet<String> {
-            let mut out = std::collections::BTreeSet::new();
-            let mut name = String::new();
-            for line in text.lines() {
-                if let Some(n) = line.strip_prefix("name = ") {
-                    name = n.to_string();
-                } else if let Some(v) = line.strip_prefix("version = ") {
-                    out.insert(format!("{name}{v}"));
-                }
-            }
-            out
-        };
-        let packages_changed = versions(&current).difference(&versions(&old)).count();
+        let packages_changed = locked_versions(&current)
+            .difference(&locked_versions(&old))
+            .count();
 
         // tstore: a project tiers.toml whose lock is first the old one, then
         // today's, on a store of its own (the main store has today's already).
@@ -756,6 +710,63 @@ impl Bench {
             uv_cache_growth: disk_bytes(&[&cache]).saturating_sub(cache_before),
         })
     }
+
+    /// The tier's requirements locked by uv as of 30 days ago, in `dir`.
+    fn month_old_lock(&self, tier: &str, dir: &Path) -> Option<PathBuf> {
+        let old_lock = dir.join(format!("pylock.{tier}.toml"));
+        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
+        // The tier's own requirements (a flat list of locked names would
+        // lose the markers that keep Windows-only packages out).
+        let requirements = dir.join("requirements.in");
+        let config = tstore::config::Config::parse(
+            tstore::config::EMBEDDED_TIERS,
+            tstore::config::ConfigSource::Embedded,
+            Path::new("."),
+        )
+        .unwrap();
+        let lines: Vec<String> = config
+            .tier(tier)
+            .unwrap()
+            .requirements
+            .iter()
+            .map(|r| r.text.clone())
+            .collect();
+        std::fs::write(&requirements, lines.join("\n")).unwrap();
+        run(self
+            .uv(&self.work.join("uv-cache"))
+            .args([
+                "pip",
+                "compile",
+                "--universal",
+                "--format",
+                "pylock.toml",
+                "--python-version",
+                "3.11",
+                "--no-header",
+                "--exclude-newer",
+                &month_ago,
+            ])
+            .arg(&requirements)
+            .arg("-o")
+            .arg(&old_lock))
+        .ok()?;
+        Some(old_lock)
+    }
+}
+
+/// Each package's name and version, as quoted in a pylock file, read line
+/// by line (enough for counting what an upgrade moved).
+fn locked_versions(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = n.to_string();
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            out.insert(format!("{name}{v}"));
+        }
+    }
+    out
 }
 
 /// The embedded tier, as a project file (so its lock can be swapped).
