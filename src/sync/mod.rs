@@ -2,8 +2,9 @@
 //! materialize`, `run`, `fetch`, `--into`, export, the benches):
 //!
 //! ```text
-//! lock (or reuse) ─► select for the interpreter ─► --hash check ─► pull from the remote
-//!   ─► fetch the rest ─► closure check ─► materialize (skipped when the inputs are unchanged)
+//! lock (or reuse) ─► inputs unchanged since the venv was built? done, without uv
+//!   ─► select for the interpreter ─► --hash check ─► pull from the remote
+//!   ─► fetch the rest ─► closure check ─► materialize
 //! ```
 //!
 //! [`Workspace`] holds what the steps share; each call returns a report and
