@@ -124,17 +124,7 @@ struct Upgrade {
 
 fn main() {
     let profile = flag("--profile").unwrap_or_else(|| "small".into());
-    let tiers: Vec<&str> = match profile.as_str() {
-        "small" => vec!["tekton-core", "tekton-ai"],
-        "full" => vec![
-            "tekton-core",
-            "tekton-ai",
-            "tekton-data",
-            "tekton-dev",
-            "tekton-ml",
-        ],
-        other => panic!("unknown profile {other}: use small or full"),
-    };
+    let tiers = profile_tiers(&profile);
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
     let cold_runs = if support::switch("--no-cold") {
         0
@@ -153,26 +143,7 @@ fn main() {
     };
     std::fs::create_dir_all(&out).unwrap();
 
-    let mut results = Results {
-        date: support::now(),
-        machine: support::machine(),
-        filesystem: support::filesystem(&bench.work),
-        versions: format!(
-            "tstore {} (link mode {}), {}, Python {}",
-            env!("CARGO_PKG_VERSION"),
-            bench
-                .link_mode
-                .as_deref()
-                .unwrap_or("from tiers.toml: auto"),
-            shell("uv --version"),
-            shell(
-                "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
-            )
-        ),
-        profile: profile.clone(),
-        runs,
-        ..Results::default()
-    };
+    let mut results = bench.results_header(&profile, runs);
     eprintln!(
         "{} on {} ({}); {}",
         results.machine,
@@ -180,11 +151,76 @@ fn main() {
         bench.work.display(),
         results.versions
     );
+    let first_builds = bench.warm_up(&tiers);
+    for (tier, first_build) in tiers.iter().zip(first_builds) {
+        let mut result = bench.measure_tier(tier, runs, cold_runs);
+        result.first_build = first_build;
+        results.tiers.push(result);
+    }
+    // The upgrade uses the store's locks: measured before the disk figures,
+    // which delete everything.
+    results.upgrade = bench.upgrade(tiers[0]);
+    results.many = many.then(|| bench.many_venvs(&tiers));
+    bench.measure_disk(&mut results);
 
-    // Locks for every tier of the profile, and both caches filled.
-    bench.tstore(&["lock"]).expect("tstore lock");
-    bench
-        .tstore(
+    let table = render_table(&results);
+    println!("{table}");
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("chart.svg"), render_svg(&results)).unwrap();
+    std::fs::write(out.join("results.txt"), &table).unwrap();
+    eprintln!(
+        "wrote {}/results.json, chart.svg, results.txt",
+        out.display()
+    );
+}
+
+/// The tiers a `--profile` measures.
+fn profile_tiers(profile: &str) -> Vec<&'static str> {
+    match profile {
+        "small" => vec!["tekton-core", "tekton-ai"],
+        "full" => vec![
+            "tekton-core",
+            "tekton-ai",
+            "tekton-data",
+            "tekton-dev",
+            "tekton-ml",
+        ],
+        other => panic!("unknown profile {other}: use small or full"),
+    }
+}
+
+impl Bench {
+    /// The results before any measure: when, where and with what.
+    fn results_header(&self, profile: &str, runs: usize) -> Results {
+        Results {
+            date: support::now(),
+            machine: support::machine(),
+            filesystem: support::filesystem(&self.work),
+            versions: format!(
+                "tstore {} (link mode {}), {}, Python {}",
+                env!("CARGO_PKG_VERSION"),
+                self.link_mode.as_deref().unwrap_or("from tiers.toml: auto"),
+                shell("uv --version"),
+                shell(
+                    "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
+                )
+            ),
+            profile: profile.to_string(),
+            runs,
+            ..Results::default()
+        }
+    }
+
+    /// Locks every tier and fills both caches; returns the seconds of
+    /// tstore's first build of each tier (it compiles its bytecode into the
+    /// store: a one-time cost).
+    fn warm_up(&self, tiers: &[&str]) -> Vec<f64> {
+        self.tstore(&["lock"]).expect("tstore lock");
+        self.tstore(
             &["fetch"]
                 .iter()
                 .copied()
@@ -192,97 +228,51 @@ fn main() {
                 .collect::<Vec<_>>(),
         )
         .expect("tstore fetch");
-    // Warm-up: uv fills its cache; tstore's first build of each tier
-    // compiles its bytecode into the store (timed: a one-time cost).
-    let mut first_builds = Vec::new();
-    for tier in &tiers {
-        bench
-            .uv_install(tier, "hardlink", &bench.work.join("warmup-venv"))
-            .expect("uv warm-up");
-        first_builds.push(
-            bench
-                .tstore(&["materialize", "--frozen", tier])
-                .expect("tstore warm-up")
-                .as_secs_f64(),
-        );
+        let mut first_builds = Vec::new();
+        for tier in tiers {
+            self.uv_install(tier, "hardlink", &self.work.join("warmup-venv"))
+                .expect("uv warm-up");
+            first_builds.push(
+                self.tstore(&["materialize", "--frozen", tier])
+                    .expect("tstore warm-up")
+                    .as_secs_f64(),
+            );
+        }
+        // Its files are links into uv's cache: gone, so that deleting the cache
+        // and the measured venvs gives back everything they hold.
+        std::fs::remove_dir_all(self.work.join("warmup-venv")).unwrap();
+        // From here on uv installs from its cache alone (--offline).
+        std::fs::write(self.work.join("uv-cache/.warm"), "").unwrap();
+        // uv with --compile-bytecode gets a cache of its own (a plain copy), so
+        // its disk total is measured apart from plain uv's.
+        run(Command::new("cp")
+            .args(["-a", "--reflink=never"])
+            .arg(self.work.join("uv-cache"))
+            .arg(self.work.join("uv-cache-pyc")))
+        .expect("copy of uv's cache");
+        first_builds
     }
-    // Its files are links into uv's cache: gone, so that deleting the cache
-    // and the measured venvs gives back everything they hold.
-    std::fs::remove_dir_all(bench.work.join("warmup-venv")).unwrap();
-    // From here on uv installs from its cache alone (--offline).
-    std::fs::write(bench.work.join("uv-cache/.warm"), "").unwrap();
-    // uv with --compile-bytecode gets a cache of its own (a plain copy), so
-    // its disk total is measured apart from plain uv's.
-    run(Command::new("cp")
-        .args(["-a", "--reflink=never"])
-        .arg(bench.work.join("uv-cache"))
-        .arg(bench.work.join("uv-cache-pyc")))
-    .expect("copy of uv's cache");
 
-    for (tier, first_build) in tiers.iter().zip(first_builds) {
+    /// One tier's warm, no-op, first-import and cold figures (medians);
+    /// `first_build` is left for the caller.
+    fn measure_tier(&self, tier: &str, runs: usize, cold_runs: usize) -> TierResult {
         let mut samples: [Vec<Duration>; 11] = Default::default();
         for run in 0..runs {
             eprintln!("{tier}: run {}/{runs}", run + 1);
-            let _ = bench.tstore(&["remove", tier]);
-            samples[0].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
-            samples[1].push(
-                bench
-                    .uv_install(tier, "hardlink", &bench.venv("uv", tier))
-                    .unwrap(),
-            );
-            samples[2].push(
-                bench
-                    .uv_install(tier, "copy", &bench.venv("copy", tier))
-                    .unwrap(),
-            );
-            samples[9].push(
-                bench
-                    .uv_install_from(
-                        "hardlink+bytecode",
-                        &bench.venv("uvpyc", tier),
-                        &bench.work.join("uv-cache-pyc"),
-                        &bench.pins(tier),
-                    )
-                    .unwrap(),
-            );
-            for (i, venv) in [
-                bench.venv_of_tstore(tier),
-                bench.venv("uv", tier),
-                bench.venv("copy", tier),
-                bench.venv("uvpyc", tier),
-            ]
-            .iter()
-            .enumerate()
-            {
-                let sample =
-                    timed(Command::new(venv.join("bin/python")).args(["-c", first_import(tier)]))
-                        .unwrap();
-                samples[if i < 3 { 6 + i } else { 10 }].push(sample);
-            }
-            samples[3].push(bench.tstore(&["materialize", "--frozen", tier]).unwrap());
-            samples[4].push(
-                bench
-                    .uv_sync(tier, "hardlink", &bench.venv("uv", tier))
-                    .unwrap(),
-            );
-            samples[5].push(
-                bench
-                    .uv_sync(tier, "copy", &bench.venv("copy", tier))
-                    .unwrap(),
-            );
+            self.warm_run(tier, &mut samples);
         }
         let m = |i: usize| median(&samples[i]);
         let mut cold = [Vec::new(), Vec::new(), Vec::new()];
         for run in 0..cold_runs {
             eprintln!("{tier}: cold run {}/{cold_runs}", run + 1);
-            let (t, u, c) = bench.cold(tier, run);
+            let (t, u, c) = self.cold(tier, run);
             cold[0].push(t);
             cold[1].push(u);
             cold[2].push(c);
         }
-        results.tiers.push(TierResult {
+        TierResult {
             tier: tier.to_string(),
-            packages: bench.locked_packages(tier),
+            packages: self.locked_packages(tier),
             warm: Triple {
                 tstore: m(0),
                 uv: m(1),
@@ -293,7 +283,7 @@ fn main() {
                 uv: m(4),
                 copy: m(5),
             },
-            first_build,
+            first_build: 0.0,
             first_import: Triple {
                 tstore: m(6),
                 uv: m(7),
@@ -312,55 +302,86 @@ fn main() {
                     copy: median(&cold[2]),
                 }
             },
-        });
+        }
     }
 
-    // The upgrade uses the store's locks: measured before the disk figures,
-    // which delete everything.
-    results.upgrade = bench.upgrade(tiers[0]);
-    results.many = many.then(|| bench.many_venvs(&tiers));
-
-    // Disk: every tier of the profile materialized by each approach. `du`
-    // per directory is kept for reference, but it counts a reflinked file's
-    // extents in full; the figures compared are the free space each
-    // approach gives back when it is deleted (after sync).
-    let store = bench.work.join("store");
-    let venvs = bench.work.join("home/venvs");
-    for (name, dir) in [
-        ("tstore store", store.clone()),
-        ("tstore venvs", venvs.clone()),
-        ("uv cache", bench.work.join("uv-cache")),
-        ("uv venvs", bench.work.join("venvs-uv")),
-        ("copy venvs", bench.work.join("venvs-copy")),
-    ] {
-        results
-            .disk_parts
-            .push((name.to_string(), disk_bytes(&[&dir])));
+    /// One run of each approach on a full cache: a warm build, the first
+    /// import in each venv, then a no-op. `samples` is indexed as in
+    /// [`Bench::measure_tier`].
+    fn warm_run(&self, tier: &str, samples: &mut [Vec<Duration>; 11]) {
+        let _ = self.tstore(&["remove", tier]);
+        samples[0].push(self.tstore(&["materialize", "--frozen", tier]).unwrap());
+        samples[1].push(
+            self.uv_install(tier, "hardlink", &self.venv("uv", tier))
+                .unwrap(),
+        );
+        samples[2].push(
+            self.uv_install(tier, "copy", &self.venv("copy", tier))
+                .unwrap(),
+        );
+        samples[9].push(
+            self.uv_install_from(
+                "hardlink+bytecode",
+                &self.venv("uvpyc", tier),
+                &self.work.join("uv-cache-pyc"),
+                &self.pins(tier),
+            )
+            .unwrap(),
+        );
+        for (i, venv) in [
+            self.venv_of_tstore(tier),
+            self.venv("uv", tier),
+            self.venv("copy", tier),
+            self.venv("uvpyc", tier),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let sample =
+                timed(Command::new(venv.join("bin/python")).args(["-c", first_import(tier)]))
+                    .unwrap();
+            samples[if i < 3 { 6 + i } else { 10 }].push(sample);
+        }
+        samples[3].push(self.tstore(&["materialize", "--frozen", tier]).unwrap());
+        samples[4].push(
+            self.uv_sync(tier, "hardlink", &self.venv("uv", tier))
+                .unwrap(),
+        );
+        samples[5].push(
+            self.uv_sync(tier, "copy", &self.venv("copy", tier))
+                .unwrap(),
+        );
     }
-    results.disk_uv_compiled = bench.freed_by_deleting(&[
-        &bench.work.join("uv-cache-pyc"),
-        &bench.work.join("venvs-uvpyc"),
-    ]) as f64;
-    results.disk = Triple {
-        copy: bench.freed_by_deleting(&[&bench.work.join("venvs-copy")]) as f64,
-        uv: bench.freed_by_deleting(&[&bench.work.join("uv-cache"), &bench.work.join("venvs-uv")])
-            as f64,
-        tstore: bench.freed_by_deleting(&[&venvs, &store]) as f64,
-    };
 
-    let table = render_table(&results);
-    println!("{table}");
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(out.join("chart.svg"), render_svg(&results)).unwrap();
-    std::fs::write(out.join("results.txt"), &table).unwrap();
-    eprintln!(
-        "wrote {}/results.json, chart.svg, results.txt",
-        out.display()
-    );
+    /// Disk: every tier of the profile materialized by each approach. `du`
+    /// per directory is kept for reference, but it counts a reflinked file's
+    /// extents in full; the figures compared are the free space each
+    /// approach gives back when it is deleted (after sync).
+    fn measure_disk(&self, results: &mut Results) {
+        let store = self.work.join("store");
+        let venvs = self.work.join("home/venvs");
+        for (name, dir) in [
+            ("tstore store", store.clone()),
+            ("tstore venvs", venvs.clone()),
+            ("uv cache", self.work.join("uv-cache")),
+            ("uv venvs", self.work.join("venvs-uv")),
+            ("copy venvs", self.work.join("venvs-copy")),
+        ] {
+            results
+                .disk_parts
+                .push((name.to_string(), disk_bytes(&[&dir])));
+        }
+        results.disk_uv_compiled = self.freed_by_deleting(&[
+            &self.work.join("uv-cache-pyc"),
+            &self.work.join("venvs-uvpyc"),
+        ]) as f64;
+        results.disk = Triple {
+            copy: self.freed_by_deleting(&[&self.work.join("venvs-copy")]) as f64,
+            uv: self.freed_by_deleting(&[&self.work.join("uv-cache"), &self.work.join("venvs-uv")])
+                as f64,
+            tstore: self.freed_by_deleting(&[&venvs, &store]) as f64,
+        };
+    }
 }
 
 impl Bench {
@@ -636,58 +657,12 @@ impl Bench {
     fn upgrade(&self, tier: &str) -> Option<Upgrade> {
         let dir = self.work.join("upgrade");
         std::fs::create_dir_all(&dir).unwrap();
-        let old_lock = dir.join(format!("pylock.{tier}.toml"));
-        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
-        // The tier's own requirements (a flat list of locked names would
-        // lose the markers that keep Windows-only packages out).
-        let requirements = dir.join("requirements.in");
-        let config = tstore::config::Config::parse(
-            tstore::config::EMBEDDED_TIERS,
-            tstore::config::ConfigSource::Embedded,
-            Path::new("."),
-        )
-        .unwrap();
-        let lines: Vec<String> = config
-            .tier(tier)
-            .unwrap()
-            .requirements
-            .iter()
-            .map(|r| r.text.clone())
-            .collect();
-        std::fs::write(&requirements, lines.join("\n")).unwrap();
-        run(self
-            .uv(&self.work.join("uv-cache"))
-            .args([
-                "pip",
-                "compile",
-                "--universal",
-                "--format",
-                "pylock.toml",
-                "--python-version",
-                "3.11",
-                "--no-header",
-                "--exclude-newer",
-                &month_ago,
-            ])
-            .arg(&requirements)
-            .arg("-o")
-            .arg(&old_lock))
-        .ok()?;
+        let old_lock = self.month_old_lock(tier, &dir)?;
         let current = std::fs::read_to_string(self.lock(tier)).ok()?;
         let old = std::fs::read_to_string(&old_lock).ok()?;
-        let versions = |text: &str| -> std::collections::BTreeSet<String> {
-            let mut out = std::collections::BTreeSet::new();
-            let mut name = String::new();
-            for line in text.lines() {
-                if let Some(n) = line.strip_prefix("name = ") {
-                    name = n.to_string();
-                } else if let Some(v) = line.strip_prefix("version = ") {
-                    out.insert(format!("{name}{v}"));
-                }
-            }
-            out
-        };
-        let packages_changed = versions(&current).difference(&versions(&old)).count();
+        let packages_changed = locked_versions(&current)
+            .difference(&locked_versions(&old))
+            .count();
 
         // tstore: a project tiers.toml whose lock is first the old one, then
         // today's, on a store of its own (the main store has today's already).
@@ -735,6 +710,63 @@ impl Bench {
             uv_cache_growth: disk_bytes(&[&cache]).saturating_sub(cache_before),
         })
     }
+
+    /// The tier's requirements locked by uv as of 30 days ago, in `dir`.
+    fn month_old_lock(&self, tier: &str, dir: &Path) -> Option<PathBuf> {
+        let old_lock = dir.join(format!("pylock.{tier}.toml"));
+        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
+        // The tier's own requirements (a flat list of locked names would
+        // lose the markers that keep Windows-only packages out).
+        let requirements = dir.join("requirements.in");
+        let config = tstore::config::Config::parse(
+            tstore::config::EMBEDDED_TIERS,
+            tstore::config::ConfigSource::Embedded,
+            Path::new("."),
+        )
+        .unwrap();
+        let lines: Vec<String> = config
+            .tier(tier)
+            .unwrap()
+            .requirements
+            .iter()
+            .map(|r| r.text.clone())
+            .collect();
+        std::fs::write(&requirements, lines.join("\n")).unwrap();
+        run(self
+            .uv(&self.work.join("uv-cache"))
+            .args([
+                "pip",
+                "compile",
+                "--universal",
+                "--format",
+                "pylock.toml",
+                "--python-version",
+                "3.11",
+                "--no-header",
+                "--exclude-newer",
+                &month_ago,
+            ])
+            .arg(&requirements)
+            .arg("-o")
+            .arg(&old_lock))
+        .ok()?;
+        Some(old_lock)
+    }
+}
+
+/// Each package's name and version, as quoted in a pylock file, read line
+/// by line (enough for counting what an upgrade moved).
+fn locked_versions(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = n.to_string();
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            out.insert(format!("{name}{v}"));
+        }
+    }
+    out
 }
 
 /// The embedded tier, as a project file (so its lock can be swapped).

@@ -139,102 +139,12 @@ fn main() {
     let wheel_bytes: u64 = wheels.iter().map(|w| w.size).sum();
     let unpacked_files = packages * (files + 4);
 
-    // Ingest vs unzip, interleaved.
-    let (mut ingest, mut unzip) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        let store = Store::open(&work.path().join(format!("ingest-store-{run}"))).unwrap();
-        let started = Instant::now();
-        ingest_all(&store, &wheels);
-        ingest.push(started.elapsed());
-
-        let target = work.path().join(format!("unzip-{run}"));
-        std::fs::create_dir_all(&target).unwrap();
-        let started = Instant::now();
-        for wheel in &wheels {
-            let status = Command::new("unzip")
-                .args(["-q", "-o"])
-                .arg(&wheel.path)
-                .arg("-d")
-                .arg(&target)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        unzip.push(started.elapsed());
-    }
-
-    // Warm and no-op materialize on a full store.
-    let store = Store::open(&work.path().join("store")).unwrap();
-    let ids = ingest_all(&store, &wheels);
-    let uv = Uv::locate(&store, &Silent).expect("uv is needed for the bench");
-    let interpreter =
-        Interpreter::find(&uv, &store, "3.11", true).expect("Python 3.11 is needed for the bench");
-    let fetched: Vec<Fetched> = wheels
-        .iter()
-        .zip(&ids)
-        .map(|(w, id)| Fetched {
-            selected: Selected {
-                name: w.name.clone(),
-                version: "1.0".into(),
-                source: Source::Wheel(PinnedFile {
-                    location: Location::File(w.path.clone()),
-                    filename: w.filename.clone(),
-                    size: Some(w.size),
-                    sha256: w.sha256.clone(),
-                }),
-            },
-            dist_id: *id,
-        })
-        .collect();
-    let tier = Tier {
-        name: "bench".into(),
-        variant_of: None,
-        python: "3.11".into(),
-        venv: work.path().join("venvs/bench"),
-        requirements: Vec::new(),
-        constraints: Vec::new(),
-        index: Default::default(),
-        components: Vec::new(),
-        compile_bytecode: false,
-        solve_group: tstore::config::SolveGroup::Default,
-    };
-    let lock_path = work.path().join("pylock.bench.toml");
-    let input = TierInput {
-        inputs_key: "bench".into(),
-        store: &store,
-        uv: &uv,
-        interpreter: &interpreter,
-        tier: &tier,
-        config_label: "bench".into(),
-        lock_path: &lock_path,
-        lock_bytes: b"",
-        fetched: &fetched,
-    };
-    let options = MaterializeOptions {
-        link_mode: LinkMode::Auto,
-        force: false,
-        keep_generations: 1,
-    };
-    let (mut warm, mut noop) = (Vec::new(), Vec::new());
-    let mut method = None;
-    for _ in 0..runs {
-        let _ = std::fs::remove_dir_all(&tier.venv);
-        let started = Instant::now();
-        match materialize::materialize(&input, &options, &Silent).unwrap() {
-            Outcome::Built(report) => method = Some(report.method),
-            other => panic!("a removed venv cannot be {other:?}"),
-        }
-        warm.push(started.elapsed());
-        let started = Instant::now();
-        assert!(matches!(
-            materialize::materialize(&input, &options, &Silent).unwrap(),
-            Outcome::UpToDate { .. }
-        ));
-        noop.push(started.elapsed());
-    }
+    let (ingest, unzip) = ingest_vs_unzip(work.path(), &wheels, runs);
+    let materialized = warm_and_noop(work.path(), &wheels, runs);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (ingest, unzip, warm, noop) = (median(ingest), median(unzip), median(warm), median(noop));
+    let (ingest, unzip) = (median(ingest), median(unzip));
+    let (warm, noop) = (median(materialized.warm), median(materialized.noop));
     println!(
         "synthetic tier: {packages} wheels, {unpacked_files} files, {:.1} MiB of wheels; {runs} runs; dir {}",
         wheel_bytes as f64 / (1 << 20) as f64,
@@ -252,9 +162,138 @@ fn main() {
         "{:<28} {:>10.1}",
         format!(
             "warm materialize ({})",
-            method.map(|m| m.to_string()).unwrap_or_default()
+            materialized
+                .method
+                .map(|m| m.to_string())
+                .unwrap_or_default()
         ),
         ms(warm)
     );
     println!("{:<28} {:>10.1}", "no-op materialize", ms(noop));
+}
+
+/// Ingesting the wheels into a fresh store against unzipping them, run by
+/// run, interleaved so both see the same machine.
+fn ingest_vs_unzip(
+    work: &Path,
+    wheels: &[BenchWheel],
+    runs: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut ingest, mut unzip) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let store = Store::open(&work.join(format!("ingest-store-{run}"))).unwrap();
+        let started = Instant::now();
+        ingest_all(&store, wheels);
+        ingest.push(started.elapsed());
+
+        let target = work.join(format!("unzip-{run}"));
+        std::fs::create_dir_all(&target).unwrap();
+        let started = Instant::now();
+        for wheel in wheels {
+            let status = Command::new("unzip")
+                .args(["-q", "-o"])
+                .arg(&wheel.path)
+                .arg("-d")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        unzip.push(started.elapsed());
+    }
+    (ingest, unzip)
+}
+
+/// Times of a warm materialize (every object stored) and of a no-op one.
+struct Materialized {
+    warm: Vec<Duration>,
+    noop: Vec<Duration>,
+    method: Option<materialize::LinkMethod>,
+}
+
+/// Materializes the wheels as one tier from a full store, `runs` times
+/// from scratch, each followed by a no-op materialize.
+fn warm_and_noop(work: &Path, wheels: &[BenchWheel], runs: usize) -> Materialized {
+    let store = Store::open(&work.join("store")).unwrap();
+    let ids = ingest_all(&store, wheels);
+    let uv = Uv::locate(&store, &Silent).expect("uv is needed for the bench");
+    let interpreter =
+        Interpreter::find(&uv, &store, "3.11", true).expect("Python 3.11 is needed for the bench");
+    let fetched = fetched_from(wheels, &ids);
+    let tier = bench_tier(work.join("venvs/bench"));
+    let lock_path = work.join("pylock.bench.toml");
+    let input = TierInput {
+        inputs_key: "bench".into(),
+        store: &store,
+        uv: &uv,
+        interpreter: &interpreter,
+        tier: &tier,
+        config_label: "bench".into(),
+        lock_path: &lock_path,
+        lock_bytes: b"",
+        fetched: &fetched,
+    };
+    let options = MaterializeOptions {
+        link_mode: LinkMode::Auto,
+        force: false,
+        keep_generations: 1,
+    };
+    let mut times = Materialized {
+        warm: Vec::new(),
+        noop: Vec::new(),
+        method: None,
+    };
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(&tier.venv);
+        let started = Instant::now();
+        match materialize::materialize(&input, &options, &Silent).unwrap() {
+            Outcome::Built(report) => times.method = Some(report.method),
+            other => panic!("a removed venv cannot be {other:?}"),
+        }
+        times.warm.push(started.elapsed());
+        let started = Instant::now();
+        assert!(matches!(
+            materialize::materialize(&input, &options, &Silent).unwrap(),
+            Outcome::UpToDate { .. }
+        ));
+        times.noop.push(started.elapsed());
+    }
+    times
+}
+
+/// The ingested wheels as a lock would have selected them.
+fn fetched_from(wheels: &[BenchWheel], ids: &[i64]) -> Vec<Fetched> {
+    wheels
+        .iter()
+        .zip(ids)
+        .map(|(w, id)| Fetched {
+            selected: Selected {
+                name: w.name.clone(),
+                version: "1.0".into(),
+                source: Source::Wheel(PinnedFile {
+                    location: Location::File(w.path.clone()),
+                    filename: w.filename.clone(),
+                    size: Some(w.size),
+                    sha256: w.sha256.clone(),
+                }),
+            },
+            dist_id: *id,
+        })
+        .collect()
+}
+
+/// A tier of nothing but the bench's wheels, built at `venv`.
+fn bench_tier(venv: PathBuf) -> Tier {
+    Tier {
+        name: "bench".into(),
+        variant_of: None,
+        python: "3.11".into(),
+        venv,
+        requirements: Vec::new(),
+        constraints: Vec::new(),
+        index: Default::default(),
+        components: Vec::new(),
+        compile_bytecode: false,
+        solve_group: tstore::config::SolveGroup::Default,
+    }
 }

@@ -55,16 +55,179 @@ fn main() {
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-restore".into()));
     let work = support::work_dir("tstore-restore-");
-    let work = work.path();
     std::fs::create_dir_all(&out).unwrap();
-    let tstore = PathBuf::from(env!("CARGO_BIN_EXE_tstore"));
+    let setup = Setup::prepare(work.path());
 
-    // The source machine: locks, a full store, uv's cache.
-    let source = Machine::new(work, "source");
-    source.tstore(&tstore, &["lock"]).run();
-    source
-        .tstore(&tstore, &["materialize", "--frozen", TIERS[0], TIERS[1]])
-        .run();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        let [import, materialize] = setup.via_export();
+        samples[0].push(import);
+        samples[1].push(materialize);
+        samples[2].push(setup.via_remote());
+        let [untar, sync] = setup.via_uv_cache();
+        samples[3].push(untar);
+        samples[4].push(sync);
+    }
+    let results = setup.results(&samples, runs);
+    let table = render_table(&results, runs);
+    print!("{table}");
+    std::fs::write(out.join("restore.md"), &table).unwrap();
+    std::fs::write(
+        out.join("restore.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+}
+
+/// What every run restores from: the source machine's locks, its export,
+/// the remote it pushed to, and an archive of uv's cache.
+struct Setup<'w> {
+    work: &'w Path,
+    tstore: PathBuf,
+    source: Machine,
+    uv_archive: PathBuf,
+    export: PathBuf,
+    remote: String,
+    remote_env: Vec<(String, String)>,
+    /// Kept running until the bench ends.
+    _garage: Option<garage::Garage>,
+}
+
+impl<'w> Setup<'w> {
+    /// The source machine: locks, a full store, uv's cache; then the
+    /// export, the push and uv's cache archive made from them.
+    fn prepare(work: &'w Path) -> Self {
+        let tstore = PathBuf::from(env!("CARGO_BIN_EXE_tstore"));
+        let source = Machine::new(work, "source");
+        source.tstore(&tstore, &["lock"]).run();
+        source
+            .tstore(&tstore, &["materialize", "--frozen", TIERS[0], TIERS[1]])
+            .run();
+        let uv_archive = uv_cache_archive(work, &source);
+        let export = work.join("tekton.tar.zst");
+        source
+            .tstore(
+                &tstore,
+                &["export", TIERS[0], TIERS[1], "-o", export.to_str().unwrap()],
+            )
+            .run();
+        let (remote, remote_env, garage) = remote(work);
+        source
+            .tstore(&tstore, &["push", "--remote", &remote, TIERS[0], TIERS[1]])
+            .envs(remote_env.iter().map(|(k, v)| (k, v)))
+            .run();
+        Self {
+            work,
+            tstore,
+            source,
+            uv_archive,
+            export,
+            remote,
+            remote_env,
+            _garage: garage,
+        }
+    }
+
+    /// (a) `tstore import` then `tstore materialize --offline`.
+    fn via_export(&self) -> [Duration; 2] {
+        let machine = Machine::fresh(self.work, "a", &self.source);
+        let import =
+            timed(&mut machine.tstore(&self.tstore, &["import", self.export.to_str().unwrap()]));
+        let materialize = timed(&mut machine.tstore(
+            &self.tstore,
+            &["materialize", "--offline", TIERS[0], TIERS[1]],
+        ));
+        machine.check(TIERS[1]);
+        machine.delete();
+        [import, materialize]
+    }
+
+    /// (b) `tstore materialize --remote`.
+    fn via_remote(&self) -> Duration {
+        let machine = Machine::fresh(self.work, "b", &self.source);
+        let took = timed(
+            machine
+                .tstore(
+                    &self.tstore,
+                    &[
+                        "materialize",
+                        "--frozen",
+                        "--remote",
+                        &self.remote,
+                        TIERS[0],
+                        TIERS[1],
+                    ],
+                )
+                .envs(self.remote_env.iter().map(|(k, v)| (k, v))),
+        );
+        machine.check(TIERS[1]);
+        machine.delete();
+        took
+    }
+
+    /// (c) uv: untar the cache, then sync each tier from it.
+    fn via_uv_cache(&self) -> [Duration; 2] {
+        let machine = self.work.join("c");
+        std::fs::create_dir_all(&machine).unwrap();
+        let untar = timed(
+            Command::new("tar")
+                .args(["-I", "zstd -T0", "-xf"])
+                .arg(&self.uv_archive)
+                .arg("-C")
+                .arg(&machine),
+        );
+        settle();
+        let started = Instant::now();
+        for tier in TIERS {
+            uv_sync(
+                &machine.join("uv-cache"),
+                &machine.join("venvs").join(tier),
+                &self.work.join(format!("{tier}.txt")),
+                true,
+            )
+            .run();
+        }
+        let sync = started.elapsed();
+        std::fs::remove_dir_all(&machine).unwrap();
+        [untar, sync]
+    }
+
+    /// Medians of `samples` (in the order of [`Results`]' seconds) and
+    /// what the runs ran on.
+    fn results(&self, samples: &[Vec<Duration>; 5], runs: usize) -> Results {
+        let m = |i: usize| median(&samples[i]);
+        Results {
+            date: support::now(),
+            machine: support::machine(),
+            filesystem: support::filesystem(self.work),
+            versions: format!(
+                "tstore {}, {}, {}",
+                env!("CARGO_PKG_VERSION"),
+                shell("uv --version"),
+                shell("garage --version 2>/dev/null | head -1")
+            ),
+            runs,
+            remote: self.remote.split("://").next().unwrap_or("").to_string()
+                + if self.remote.starts_with("s3") {
+                    " (Garage on 127.0.0.1)"
+                } else {
+                    " (folder)"
+                },
+            export_import: m(0),
+            export_materialize: m(1),
+            remote_restore: m(2),
+            uv_untar: m(3),
+            uv_sync: m(4),
+            export_archive: std::fs::metadata(&self.export).unwrap().len(),
+            uv_cache_archive: std::fs::metadata(&self.uv_archive).unwrap().len(),
+        }
+    }
+}
+
+/// uv's cache after syncing each tier's pins (written beside it as
+/// `TIER.txt`), as a tar.zst; the cache itself is removed.
+fn uv_cache_archive(work: &Path, source: &Machine) -> PathBuf {
     let uv_cache = work.join("uv-cache");
     for tier in TIERS {
         let pins = work.join(format!("{tier}.txt"));
@@ -81,104 +244,14 @@ fn main() {
         .arg("uv-cache")
         .run();
     std::fs::remove_dir_all(&uv_cache).unwrap();
-    let export = work.join("tekton.tar.zst");
-    source
-        .tstore(
-            &tstore,
-            &["export", TIERS[0], TIERS[1], "-o", export.to_str().unwrap()],
-        )
-        .run();
-    let (remote, remote_env, _garage) = remote(work);
-    source
-        .tstore(&tstore, &["push", "--remote", &remote, TIERS[0], TIERS[1]])
-        .envs(remote_env.iter().map(|(k, v)| (k, v)))
-        .run();
+    uv_archive
+}
 
-    let mut samples: [Vec<Duration>; 5] = Default::default();
-    for run in 0..runs {
-        eprintln!("run {}/{runs}", run + 1);
-        // (a) the export.
-        let machine = Machine::fresh(work, "a", &source);
-        samples[0].push(timed(
-            &mut machine.tstore(&tstore, &["import", export.to_str().unwrap()]),
-        ));
-        samples[1].push(timed(
-            &mut machine.tstore(&tstore, &["materialize", "--offline", TIERS[0], TIERS[1]]),
-        ));
-        machine.check(TIERS[1]);
-        machine.delete();
-        // (b) the remote store.
-        let machine = Machine::fresh(work, "b", &source);
-        samples[2].push(timed(
-            machine
-                .tstore(
-                    &tstore,
-                    &[
-                        "materialize",
-                        "--frozen",
-                        "--remote",
-                        &remote,
-                        TIERS[0],
-                        TIERS[1],
-                    ],
-                )
-                .envs(remote_env.iter().map(|(k, v)| (k, v))),
-        ));
-        machine.check(TIERS[1]);
-        machine.delete();
-        // (c) uv: untar the cache, then sync each tier from it.
-        let machine = work.join("c");
-        std::fs::create_dir_all(&machine).unwrap();
-        samples[3].push(timed(
-            Command::new("tar")
-                .args(["-I", "zstd -T0", "-xf"])
-                .arg(&uv_archive)
-                .arg("-C")
-                .arg(&machine),
-        ));
-        settle();
-        let started = Instant::now();
-        for tier in TIERS {
-            uv_sync(
-                &machine.join("uv-cache"),
-                &machine.join("venvs").join(tier),
-                &work.join(format!("{tier}.txt")),
-                true,
-            )
-            .run();
-        }
-        samples[4].push(started.elapsed());
-        std::fs::remove_dir_all(&machine).unwrap();
-    }
-    let m = |i: usize| median(&samples[i]);
-    let results = Results {
-        date: support::now(),
-        machine: support::machine(),
-        filesystem: support::filesystem(work),
-        versions: format!(
-            "tstore {}, {}, {}",
-            env!("CARGO_PKG_VERSION"),
-            shell("uv --version"),
-            shell("garage --version 2>/dev/null | head -1")
-        ),
-        runs,
-        remote: remote.split("://").next().unwrap_or("").to_string()
-            + if remote.starts_with("s3") {
-                " (Garage on 127.0.0.1)"
-            } else {
-                " (folder)"
-            },
-        export_import: m(0),
-        export_materialize: m(1),
-        remote_restore: m(2),
-        uv_untar: m(3),
-        uv_sync: m(4),
-        export_archive: std::fs::metadata(&export).unwrap().len(),
-        uv_cache_archive: std::fs::metadata(&uv_archive).unwrap().len(),
-    };
+/// The results as a markdown table.
+fn render_table(results: &Results, runs: usize) -> String {
     let uv_total = results.uv_untar + results.uv_sync;
     let export_total = results.export_import + results.export_materialize;
-    let table = format!(
+    format!(
         "restore of {} + {} into an empty machine, median of {runs} ({}; {}; {}; {})\n\n\
          | approach | seconds | ratio to (c) |\n|---|---|---|\n\
          | (a) tstore import + materialize --offline | {export_total:.2} ({:.2} + {:.2}) | {:.2} |\n\
@@ -201,14 +274,7 @@ fn main() {
         results.uv_sync,
         results.export_archive as f64 / 1048576.0,
         results.uv_cache_archive as f64 / 1048576.0,
-    );
-    print!("{table}");
-    std::fs::write(out.join("restore.md"), &table).unwrap();
-    std::fs::write(
-        out.join("restore.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
     )
-    .unwrap();
 }
 
 /// A machine: its project (tiers.toml + locks), store and venvs.

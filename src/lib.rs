@@ -28,6 +28,7 @@ pub mod platform;
 pub mod process;
 pub mod progress;
 pub mod store;
+pub mod sync;
 pub mod transfer;
 pub mod upkeep;
 pub mod uv;

@@ -36,6 +36,15 @@ fn sqlite_code(cause: &(dyn std::error::Error + 'static)) -> Option<rusqlite::Er
         .and_then(rusqlite::Error::sqlite_error_code)
 }
 
+/// Whether `cause` is the disk being full: an `io::Error` that says so by
+/// kind or by errno, or SQLite's own code for it.
+fn is_disk_full(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let io_full = cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(libc::ENOSPC)
+    });
+    io_full || sqlite_code(cause) == Some(rusqlite::ErrorCode::DiskFull)
+}
+
 fn index_path() -> std::path::PathBuf {
     tstore::store::Store::default_home()
         .join("v1")
@@ -47,13 +56,7 @@ fn report(err: &anyhow::Error) {
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    let disk_full = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-            || cause.to_string().contains("No space left on device")
-            || sqlite_code(cause) == Some(rusqlite::ErrorCode::DiskFull)
-    });
+    let disk_full = err.chain().any(is_disk_full);
     if tstore::store::health::is_index_damage(err) {
         eprintln!(
             "hint: the store index {} is damaged. Nothing more was changed; rebuild it from the \
@@ -95,4 +98,26 @@ fn clean_up_when_interrupted() {
             std::process::exit(128 + signal);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_disk_full;
+
+    #[test]
+    fn a_full_disk_is_found_anywhere_on_the_chain() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let wrapped = anyhow::Error::new(io).context("cannot write object");
+        assert!(wrapped.chain().any(is_disk_full));
+        let by_kind = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(anyhow::Error::new(by_kind).chain().any(is_disk_full));
+    }
+
+    #[test]
+    fn the_words_alone_are_not_a_full_disk() {
+        let text = anyhow::anyhow!("No space left on device (os error 28)").context("upload");
+        assert!(!text.chain().any(is_disk_full));
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!anyhow::Error::new(other).chain().any(is_disk_full));
+    }
 }

@@ -2,18 +2,15 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use tstore::config::{LinkMode, Tier};
-use tstore::fetch::{self, FetchOptions, Fetched};
 use tstore::lock::{self, LockOptions, LockStatus};
-use tstore::materialize::generations::LockRestore;
-use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
-
+use tstore::materialize::{self, generations::LockRestore};
 use tstore::progress::Progress;
 use tstore::store::{IndexDamaged, IndexProblem, Store};
+use tstore::sync::{SyncOptions, TierOutcome, TierReport};
 
 use super::LockArgs;
-use super::report::Reporter;
+use super::report::{ByteUnit, Reporter, human_bytes, linked_verb, plural, signed_bytes, utc_time};
 use super::session::Session;
 
 pub fn lock(
@@ -114,96 +111,23 @@ fn print_lock_json(
     Ok(())
 }
 
-/// What one tier needs, fetched into the store.
-struct TierFetch {
-    interpreter: std::rc::Rc<tstore::interpreter::Interpreter>,
-    lock_path: std::path::PathBuf,
-    fetched: Vec<Fetched>,
-    report: fetch::FetchReport,
-    /// Distributions that came from the remote store.
-    pulled: usize,
-}
-
-/// Selects and fetches what `tier` needs.
-fn fetch_tier(session: &Session<'_>, tier: &Tier, offline: bool) -> anyhow::Result<TierFetch> {
-    let (interpreter, selected, lock_path) = session.select(tier)?;
-    lock::requirement_hashes::check(tier, &selected, &lock_path)?;
-    // A remote store is asked before the index; what it lacks is downloaded.
-    let pulled = if offline {
-        Default::default()
-    } else {
-        // An unreachable remote is not fatal: the index has everything.
-        super::transfer::pull_missing(session, tier, &interpreter, &selected).unwrap_or_else(
-            |err| {
-                session.reporter.notice(&format!(
-                    "the remote store could not be used ({err:#}); downloading from the index instead"
-                ));
-                Default::default()
-            },
-        )
-    };
-    let uv = if offline {
-        session.uv().ok()
-    } else {
-        Some(session.uv()?)
-    };
-    let (fetched, report) = fetch::fetch(
-        &session.store,
-        uv,
-        &interpreter,
-        &selected,
-        &FetchOptions { offline },
-        session.reporter,
-    )
-    .with_context(|| format!("tier `{}`", tier.name))?;
-    let closure = materialize::closure::ClosureInput {
-        store: &session.store,
-        tier,
-        interpreter: &interpreter,
-        lock_path: &lock_path,
-        fetched: &fetched,
-    };
-    materialize::closure::check(&closure, session.reporter)?;
-    Ok(TierFetch {
-        interpreter,
-        lock_path,
-        fetched,
-        report,
-        pulled: pulled.distributions_moved,
-    })
-}
-
-/// Held while a command adds or uses objects, so gc and repair wait.
-pub(super) fn share_store(session: &Session<'_>) -> anyhow::Result<tstore::store::FileLock> {
-    tstore::store::FileLock::acquire_shared(&session.store.usage_lock(), || {
-        session
-            .reporter
-            .notice("waiting for `tstore gc` or `tstore verify --repair` to finish")
-    })
-}
-
 pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
-    let _store = share_store(session)?;
-    session.ensure_locks(&tiers, args)?;
-    for tier in tiers {
-        let TierFetch {
-            fetched,
-            report,
-            pulled,
-            ..
-        } = fetch_tier(session, tier, args.offline)?;
-        session.reporter.summary(&format!(
-            "{}: {} distributions: {} downloaded ({}), {} built, {} from the remote store, {} already in the store",
-            tier.name,
-            fetched.len(),
-            report.downloaded,
-            human_bytes(report.bytes),
-            report.built,
-            pulled,
-            report.already_stored - pulled
-        ));
-    }
+    session
+        .workspace
+        .fetch(&tiers, args.into(), session.reporter, &mut |done| {
+            let figures = &done.figures;
+            session.reporter.summary(&format!(
+                "{}: {} distributions: {} downloaded ({}), {} built, {} from the remote store, {} already in the store",
+                done.tier,
+                figures.distributions,
+                figures.downloaded,
+                human_bytes(figures.bytes),
+                figures.built,
+                figures.pulled,
+                figures.already_stored
+            ));
+        })?;
     Ok(())
 }
 
@@ -215,174 +139,62 @@ pub fn materialize(
     force: bool,
 ) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
-    materialize_tiers(session, &tiers, args, link_mode, force, true)
-}
-
-/// Materializes `tiers`; a tier found up to date is announced only if
-/// `announce_current` (`tstore run` stays silent then).
-pub fn materialize_tiers(
-    session: &Session<'_>,
-    tiers: &[&Tier],
-    args: LockArgs,
-    link_mode: Option<LinkMode>,
-    force: bool,
-    announce_current: bool,
-) -> anyhow::Result<()> {
-    let _store = share_store(session)?;
-    let locks = session.ensure_locks(tiers, args)?;
-    let options = MaterializeOptions {
-        link_mode: link_mode.unwrap_or(session.config.link_mode),
+    let options = SyncOptions {
+        locks: args.into(),
+        link_mode,
         force,
-        keep_generations: session.config.keep_generations,
     };
-    for &tier in tiers {
-        // A tier's time covers its lock too.
-        let locked_in = locks
-            .iter()
-            .find(|l| l.tier == tier.name)
-            .map_or(std::time::Duration::ZERO, |l| l.took);
-        let started = Instant::now()
-            .checked_sub(locked_in)
-            .unwrap_or_else(Instant::now);
-        let lock_path = session.lock_path(&tier.name);
-        let lock_bytes = fs_err::read(&lock_path)?;
-        let inputs_key = materialize::inputs_key(
-            &session.store,
-            tier,
-            &lock_path,
-            &lock_bytes,
-            options.link_mode,
-        )?;
-        if materialize::is_unchanged(&tier.venv, &inputs_key) {
-            if !announce_current {
-                continue;
-            }
-            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-            session.reporter.summary(&format!(
-                "{}: up to date: {} ({elapsed:.0} ms)",
-                tier.name,
-                tier.venv.display()
-            ));
-            continue;
-        }
-        let TierFetch {
-            interpreter,
-            lock_path,
-            fetched,
-            report: fetch_report,
-            pulled,
-        } = tstore::progress::timed(
-            session.reporter,
-            "interpreter, lock and store check",
-            || fetch_tier(session, tier, args.offline),
-        )?;
-        warn_if_built_from_another_config(session, tier);
-        let before = installed_versions(session, tier);
-        let outcome = materialize::materialize(
-            &TierInput {
-                inputs_key,
-                store: &session.store,
-                uv: session.uv()?,
-                interpreter: &interpreter,
-                tier,
-                config_label: session.config.source.to_string(),
-                lock_path: &lock_path,
-                lock_bytes: &lock_bytes,
-                fetched: &fetched,
-            },
-            &options,
-            session.reporter,
-        )?;
-        let elapsed = started.elapsed().as_secs_f64();
-        let changed = !matches!(outcome, Outcome::UpToDate { .. });
-        let line = match outcome {
-            Outcome::UpToDate { .. } if !announce_current => continue,
-            Outcome::UpToDate { venv } => format!(
-                "{}: up to date: {} ({elapsed:.2}s)",
-                tier.name,
-                venv.display()
-            ),
-            Outcome::Switched { venv, generation } => format!(
-                "{}: switched to generation {generation} (already built): {}",
-                tier.name,
-                venv.display()
-            ),
-            Outcome::Built(report) => format!(
-                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {elapsed:.1}s",
-                tier.name,
-                plural(report.distributions, "package"),
-                plural(report.files, "file"),
-                linked_verb(report.method),
-                report.venv.display(),
-                fetch_report.downloaded + fetch_report.built,
-                if pulled > 0 {
-                    format!("{pulled} from the remote store, ")
-                } else {
-                    String::new()
-                },
-                fetch_report.already_stored - pulled,
-            ),
-        };
-        session.reporter.summary(&line);
-        if changed {
-            let after = fetched
-                .iter()
-                .map(|f| (f.selected.name.clone(), f.selected.version.clone()))
-                .collect();
-            print_changes(session, &lock::changes::changes(&before, &after));
-        }
-    }
+    session
+        .workspace
+        .sync(&tiers, &options, session.reporter, &mut |tier| {
+            print_synced(session, tier)
+        })?;
     Ok(())
 }
 
-/// What the store recorded of the tier's venv path, if it was materialized.
-fn recorded_tier(session: &Session<'_>, tier: &Tier) -> Option<tstore::store::db::TierRow> {
-    let venv = tier.venv.display().to_string();
-    session
-        .store
-        .db
-        .tiers()
-        .ok()?
-        .into_iter()
-        .find(|t| t.venv == venv)
-}
-
-/// A venv path built from one tiers.toml and now from another (a command
-/// run outside the checkout reads the embedded tiers, say) is said before it
-/// is replaced; `tstore rollback` brings the previous generation back.
-fn warn_if_built_from_another_config(session: &Session<'_>, tier: &Tier) {
-    let now = session.config.source.to_string();
-    let Some(row) = recorded_tier(session, tier) else {
-        return;
-    };
-    if row.config != now {
-        session.reporter.notice(&format!(
-            "{} was built from {}, and is now built from {now}; run tstore where that file is (or \
-             pass --config) to keep it, or `tstore rollback {}` afterwards",
+/// A synced tier's summary line, and its version changes when its venv changed.
+pub fn print_synced(session: &Session<'_>, tier: &TierReport) {
+    let seconds = tier.elapsed.as_secs_f64();
+    let line = match &tier.outcome {
+        TierOutcome::Unchanged => format!(
+            "{}: up to date: {} ({:.0} ms)",
+            tier.tier,
             tier.venv.display(),
-            row.config,
-            tier.name
-        ));
-    }
-}
-
-/// Name → version of what the tier's current generation holds (none for a
-/// tier never materialized).
-fn installed_versions(
-    session: &Session<'_>,
-    tier: &Tier,
-) -> std::collections::BTreeMap<String, String> {
-    let Some(row) = recorded_tier(session, tier) else {
-        return Default::default();
+            seconds * 1000.0
+        ),
+        TierOutcome::UpToDate => format!(
+            "{}: up to date: {} ({seconds:.2}s)",
+            tier.tier,
+            tier.venv.display()
+        ),
+        TierOutcome::Switched { generation } => format!(
+            "{}: switched to generation {generation} (already built): {}",
+            tier.tier,
+            tier.venv.display()
+        ),
+        TierOutcome::Built(build) => {
+            let figures = tier.fetched.clone().unwrap_or_default();
+            format!(
+                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {seconds:.1}s",
+                tier.tier,
+                plural(build.distributions, "package"),
+                plural(build.files, "file"),
+                linked_verb(build.method),
+                build.venv.display(),
+                figures.downloaded + figures.built,
+                if figures.pulled > 0 {
+                    format!("{} from the remote store, ", figures.pulled)
+                } else {
+                    String::new()
+                },
+                figures.already_stored,
+            )
+        }
     };
-    session
-        .store
-        .db
-        .generation_distributions(&row.venv, row.current)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| (d.name, d.version))
-        .collect()
+    session.reporter.summary(&line);
+    if tier.changed() {
+        print_changes(session, &tier.changes);
+    }
 }
 
 /// `materialize TIER --into DIR`: a standalone venv at DIR.
@@ -399,47 +211,24 @@ pub fn materialize_into(
     };
     let started = Instant::now();
     let tier = session.config.tier(name)?;
-    let _store = share_store(session)?;
-    session.ensure_locks(&[tier], args)?;
-    let mut standalone = tier.clone();
-    standalone.venv = std::path::absolute(dir)
-        .with_context(|| format!("cannot use {} as a venv path", dir.display()))?;
-    let TierFetch {
-        interpreter,
-        lock_path,
-        fetched,
-        ..
-    } = fetch_tier(session, tier, args.offline)?;
-    let lock_bytes = fs_err::read(&lock_path)?;
-    let report = materialize::materialize_into(
-        &TierInput {
-            inputs_key: String::new(),
-            store: &session.store,
-            uv: session.uv()?,
-            interpreter: &interpreter,
-            tier: &standalone,
-            config_label: session.config.source.to_string(),
-            lock_path: &lock_path,
-            lock_bytes: &lock_bytes,
-            fetched: &fetched,
-        },
-        &MaterializeOptions {
-            link_mode: link_mode.unwrap_or(session.config.link_mode),
-            force,
-            keep_generations: 1,
-        },
-        session.reporter,
-    )?;
+    let options = SyncOptions {
+        locks: args.into(),
+        link_mode,
+        force,
+    };
+    let done = session
+        .workspace
+        .sync_into(tier, dir, &options, session.reporter)?;
     session.reporter.summary(&format!(
         "{}: {}, {} {} into {} (standalone) in {:.1}s",
         tier.name,
-        plural(report.distributions, "package"),
-        plural(report.files, "file"),
-        linked_verb(report.method),
-        standalone.venv.display(),
+        plural(done.build.distributions, "package"),
+        plural(done.build.files, "file"),
+        linked_verb(done.build.method),
+        done.venv.display(),
         started.elapsed().as_secs_f64()
     ));
-    if report.method == materialize::LinkMethod::Hardlink {
+    if done.build.method == materialize::LinkMethod::Hardlink {
         session.reporter.notice(
             "its files are hardlinks of the store's read-only objects; for an image or another \
              machine use --link-mode copy",
@@ -570,7 +359,7 @@ pub fn generations(session: &Session<'_>, name: &str, json: bool) -> anyhow::Res
 pub fn rollback(session: &Session<'_>, name: &str, generation: Option<i64>) -> anyhow::Result<()> {
     let tier = session.config.tier(name)?;
     // gc waits: it must not delete the generation being switched to.
-    let _store = share_store(session)?;
+    let _store = session.share_store()?;
     let lock_path = session.lock_path(name);
     let done =
         materialize::generations::rollback(&session.store, &tier.venv, generation, &lock_path)?;
@@ -723,7 +512,7 @@ fn print_index_report(index: &tstore::upkeep::verify::IndexReport) {
 }
 
 fn print_verify_report(report: &tstore::upkeep::verify::Report, repair: bool) {
-    use tstore::upkeep::verify::{FileFault, ObjectFault};
+    use tstore::upkeep::verify::ObjectFault;
     print_index_report(&report.index);
     let corrupt = report.objects.len();
     println!(
@@ -759,54 +548,61 @@ fn print_verify_report(report: &tstore::upkeep::verify::Report, repair: bool) {
         }
     }
     for tier in &report.tiers {
-        let generation = tier
-            .generation
-            .map(|g| format!(" (generation {g})"))
-            .unwrap_or_default();
-        if let Some(error) = &tier.error {
-            println!("{}{generation}: cannot check: {error}", tier.name);
-            continue;
-        }
-        let state = if tier.problems.is_empty() {
-            "ok".to_string()
-        } else {
-            plural(tier.problems.len(), "problem")
-        };
-        println!(
-            "{}{generation}: {} files, {state}",
-            tier.name, tier.files_checked
-        );
-        for problem in &tier.problems {
-            let what = match problem.fault {
-                FileFault::Missing => "missing",
-                FileFault::Modified => "modified",
-                FileFault::Extra => "extra (not from any package; left alone)",
-            };
-            let package = if problem.package.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", problem.package)
-            };
-            let repaired = if repair && problem.fault != FileFault::Extra {
-                if problem.repaired {
-                    " [repaired]"
-                } else {
-                    " [not repaired]"
-                }
-            } else {
-                ""
-            };
-            println!("  {package}{} {what}{repaired}", problem.path.display());
-        }
-        if !tier.edited.is_empty() {
-            println!(
-                "  edited (private copies, see `tstore edit`): {}",
-                tier.edited.join(", ")
-            );
-        }
+        print_tier_check(tier, repair);
     }
     if !repair && report.problems() > 0 {
         println!("run `tstore verify --repair` to fix what can be fixed");
+    }
+}
+
+/// One tier's venv check: its files, what is wrong with them, and what
+/// `--repair` did.
+fn print_tier_check(tier: &tstore::upkeep::verify::TierReport, repair: bool) {
+    use tstore::upkeep::verify::FileFault;
+    let generation = tier
+        .generation
+        .map(|g| format!(" (generation {g})"))
+        .unwrap_or_default();
+    if let Some(error) = &tier.error {
+        println!("{}{generation}: cannot check: {error}", tier.name);
+        return;
+    }
+    let state = if tier.problems.is_empty() {
+        "ok".to_string()
+    } else {
+        plural(tier.problems.len(), "problem")
+    };
+    println!(
+        "{}{generation}: {} files, {state}",
+        tier.name, tier.files_checked
+    );
+    for problem in &tier.problems {
+        let what = match problem.fault {
+            FileFault::Missing => "missing",
+            FileFault::Modified => "modified",
+            FileFault::Extra => "extra (not from any package; left alone)",
+        };
+        let package = if problem.package.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", problem.package)
+        };
+        let repaired = if repair && problem.fault != FileFault::Extra {
+            if problem.repaired {
+                " [repaired]"
+            } else {
+                " [not repaired]"
+            }
+        } else {
+            ""
+        };
+        println!("  {package}{} {what}{repaired}", problem.path.display());
+    }
+    if !tier.edited.is_empty() {
+        println!(
+            "  edited (private copies, see `tstore edit`): {}",
+            tier.edited.join(", ")
+        );
     }
 }
 
@@ -937,92 +733,6 @@ pub fn remove(session: &Session<'_>, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` for unix seconds (UTC).
-fn utc_time(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        return format!("1 {noun}");
-    }
-    match noun.strip_suffix('y') {
-        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{count} {stem}ies"),
-        _ => format!("{count} {noun}s"),
-    }
-}
-
-fn signed_bytes(bytes: i64) -> String {
-    let sign = if bytes < 0 { "-" } else { "" };
-    format!("{sign}{}", human_bytes(bytes.unsigned_abs()))
-}
-
-fn linked_verb(method: materialize::LinkMethod) -> &'static str {
-    match method {
-        materialize::LinkMethod::Reflink => "reflinked",
-        materialize::LinkMethod::Hardlink => "hardlinked",
-        materialize::LinkMethod::Copy => "copied",
-    }
-}
-
-/// A binary unit chosen once for several figures.
-struct ByteUnit(usize);
-
-const BYTE_UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-
-impl ByteUnit {
-    fn for_largest(figures: &[u64]) -> Self {
-        let largest = figures.iter().copied().max().unwrap_or(0);
-        let mut unit = 0;
-        let mut value = largest as f64;
-        while value >= 1024.0 && unit < BYTE_UNITS.len() - 1 {
-            value /= 1024.0;
-            unit += 1;
-        }
-        Self(unit)
-    }
-
-    fn format(&self, bytes: u64) -> String {
-        if self.0 == 0 {
-            return format!("{bytes} B");
-        }
-        let value = bytes as f64 / 1024f64.powi(self.0 as i32);
-        format!("{value:.1} {}", BYTE_UNITS[self.0])
-    }
-}
-
-pub(super) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 pub fn adopt(
     session: &Session<'_>,
     paths: &[std::path::PathBuf],
@@ -1030,7 +740,7 @@ pub fn adopt(
     link_mode: Option<LinkMode>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let _store = share_store(session)?;
+    let _store = session.share_store()?;
     let options = tstore::upkeep::adopt::AdoptOptions {
         dry_run,
         link_mode: link_mode.unwrap_or(LinkMode::Auto),

@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use anyhow::{Context, bail};
 use tstore::activate::{self, Dialect, EnvChange};
 use tstore::config::Tier;
+use tstore::sync::SyncOptions;
 
 use super::session::Session;
 use super::{LockArgs, Shell, commands};
@@ -31,7 +32,7 @@ pub fn run(
             );
         }
     } else {
-        commands::materialize_tiers(session, &[tier], lock, None, false, false)
+        sync_quietly(session, tier, lock)
             .with_context(|| format!("cannot prepare tier `{}` to run {target}", tier.name))?;
     }
     let (program, args) = command.split_first().expect("clap requires a command");
@@ -54,6 +55,21 @@ pub fn run(
         );
     }
     Err(err).with_context(|| format!("cannot run `{program}` in tier `{}`", tier.name))
+}
+
+/// Brings the tier up to date before a run, saying only what changed.
+fn sync_quietly(session: &Session<'_>, tier: &Tier, lock: LockArgs) -> anyhow::Result<()> {
+    let options = SyncOptions {
+        locks: lock.into(),
+        ..SyncOptions::default()
+    };
+    let report = session
+        .workspace
+        .sync(&[tier], &options, session.reporter, &mut |_| {})?;
+    for tier in report.tiers.iter().filter(|t| t.changed()) {
+        commands::print_synced(session, tier);
+    }
+    Ok(())
 }
 
 pub fn which(session: &Session<'_>, target: &str, json: bool) -> anyhow::Result<()> {

@@ -414,8 +414,24 @@ fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
 
 /// Runs the command; returns the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    // Neither needs a configuration or a store.
-    match &cli.command {
+    if print_generated(&cli.command)? {
+        return Ok(0);
+    }
+    let reporter = report::Reporter::new(cli.quiet, cli.verbose);
+    if let Command::Verify {
+        repair: true, full, ..
+    } = &cli.command
+    {
+        commands::rebuild_untrusted_index(&reporter, *full)?;
+    }
+    let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
+    dispatch(&session, cli.command)
+}
+
+/// Prints what needs neither a configuration nor a store (completions, the
+/// man page); false for every other command.
+fn print_generated(command: &Command) -> anyhow::Result<bool> {
+    match command {
         Command::Completions { shell } => {
             let shell = match shell {
                 Shell::Bash => clap_complete::Shell::Bash,
@@ -428,33 +444,45 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 "tstore",
                 &mut std::io::stdout(),
             );
-            return Ok(0);
         }
         Command::Man => {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut std::io::stdout())?;
-            return Ok(0);
         }
-        _ => {}
+        _ => return Ok(false),
     }
-    let reporter = report::Reporter::new(cli.quiet, cli.verbose);
-    if let Command::Verify {
-        repair: true, full, ..
-    } = &cli.command
-    {
-        commands::rebuild_untrusted_index(&reporter, *full)?;
+    Ok(true)
+}
+
+/// `tstore lock`'s ways: a hash for CI, or a lock with its upgrade choice.
+fn lock(session: &session::Session<'_>, args: LockCommand) -> anyhow::Result<()> {
+    if args.print_hash {
+        return transfer::print_lock_hash(session, &args.tiers);
     }
-    let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
-    if let Command::Verify {
-        tiers,
-        repair,
-        full,
-        json,
-    } = &cli.command
-    {
-        return commands::verify(&session, tiers, *repair, *full, *json);
-    }
-    match cli.command {
+    let upgrade = if args.upgrade {
+        tstore::lock::Upgrade::All
+    } else if !args.upgrade_package.is_empty() {
+        tstore::lock::Upgrade::Packages(args.upgrade_package)
+    } else {
+        tstore::lock::Upgrade::None
+    };
+    commands::lock(session, &args.tiers, args.offline, upgrade, args.json)
+}
+
+/// The fields of [`Command::Lock`].
+struct LockCommand {
+    tiers: Vec<String>,
+    offline: bool,
+    print_hash: bool,
+    upgrade: bool,
+    upgrade_package: Vec<String>,
+    json: bool,
+}
+
+/// One call per command. It stays one `match` (longer than most functions
+/// here) so that every command's entry point reads in one place.
+fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::Lock {
             tiers,
             offline,
@@ -462,73 +490,75 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             upgrade,
             upgrade_package,
             json,
-        } => {
-            if print_hash {
-                transfer::print_lock_hash(&session, &tiers)
-            } else {
-                let upgrade = if upgrade {
-                    tstore::lock::Upgrade::All
-                } else if !upgrade_package.is_empty() {
-                    tstore::lock::Upgrade::Packages(upgrade_package)
-                } else {
-                    tstore::lock::Upgrade::None
-                };
-                commands::lock(&session, &tiers, offline, upgrade, json)
-            }
-        }
-        Command::Outdated { tiers, json } => workflow::outdated(&session, &tiers, json),
-        Command::Diff { tier, from, to } => workflow::diff(&session, &tier, from, to),
-        Command::Check { tier, jobs, json } => return workflow::check(&session, &tier, jobs, json),
-        Command::Export { tiers, output } => transfer::export(&session, &tiers, &output),
-        Command::Import { file } => transfer::import(&session, &file),
-        Command::Push { tiers } => transfer::push(&session, &tiers),
-        Command::Pull { tiers } => transfer::pull(&session, &tiers),
-        Command::Fetch { tiers, lock } => commands::fetch(&session, &tiers, lock),
+        } => lock(
+            session,
+            LockCommand {
+                tiers,
+                offline,
+                print_hash,
+                upgrade,
+                upgrade_package,
+                json,
+            },
+        ),
+        Command::Verify {
+            tiers,
+            repair,
+            full,
+            json,
+        } => return commands::verify(session, &tiers, repair, full, json),
+        Command::Outdated { tiers, json } => workflow::outdated(session, &tiers, json),
+        Command::Diff { tier, from, to } => workflow::diff(session, &tier, from, to),
+        Command::Check { tier, jobs, json } => return workflow::check(session, &tier, jobs, json),
+        Command::Export { tiers, output } => transfer::export(session, &tiers, &output),
+        Command::Import { file } => transfer::import(session, &file),
+        Command::Push { tiers } => transfer::push(session, &tiers),
+        Command::Pull { tiers } => transfer::pull(session, &tiers),
+        Command::Fetch { tiers, lock } => commands::fetch(session, &tiers, lock),
         Command::Materialize {
             tiers,
             lock,
             link_mode,
             force,
             into: Some(dir),
-        } => commands::materialize_into(&session, &tiers, lock, link_mode, force, &dir),
+        } => commands::materialize_into(session, &tiers, lock, link_mode, force, &dir),
         Command::Materialize {
             tiers,
             lock,
             link_mode,
             force,
             into: None,
-        } => commands::materialize(&session, &tiers, lock, link_mode, force),
-        Command::List { components, json } => {
-            if components {
-                launch::list_components(&session, json)
-            } else {
-                commands::list(&session, json)
-            }
-        }
+        } => commands::materialize(session, &tiers, lock, link_mode, force),
+        Command::List {
+            components: true,
+            json,
+        } => launch::list_components(session, json),
+        Command::List {
+            components: false,
+            json,
+        } => commands::list(session, json),
         Command::Run {
             target,
             no_sync,
             lock,
             command,
-        } => return launch::run(&session, &target, no_sync, lock, &command),
-        Command::Which { target, json } => launch::which(&session, &target, json),
-        Command::Env { target, shell } => launch::env(&session, &target, shell),
-        Command::Path { tier } => commands::path(&session, &tier),
-        Command::Generations { tier, json } => commands::generations(&session, &tier, json),
-        Command::Rollback { tier, generation } => commands::rollback(&session, &tier, generation),
-        Command::Edit { tier, package } => commands::edit(&session, &tier, &package),
+        } => return launch::run(session, &target, no_sync, lock, &command),
+        Command::Which { target, json } => launch::which(session, &target, json),
+        Command::Env { target, shell } => launch::env(session, &target, shell),
+        Command::Path { tier } => commands::path(session, &tier),
+        Command::Generations { tier, json } => commands::generations(session, &tier, json),
+        Command::Rollback { tier, generation } => commands::rollback(session, &tier, generation),
+        Command::Edit { tier, package } => commands::edit(session, &tier, &package),
         Command::Adopt {
             paths,
             dry_run,
             link_mode,
             json,
-        } => commands::adopt(&session, &paths, dry_run, link_mode, json),
-        Command::Remove { tier } => commands::remove(&session, &tier),
-        Command::Gc { dry_run, json } => commands::gc(&session, dry_run, json),
-        Command::Du { tiers, json } => commands::du(&session, &tiers, json),
-        Command::Verify { .. } | Command::Completions { .. } | Command::Man => {
-            unreachable!("handled above")
-        }
+        } => commands::adopt(session, &paths, dry_run, link_mode, json),
+        Command::Remove { tier } => commands::remove(session, &tier),
+        Command::Gc { dry_run, json } => commands::gc(session, dry_run, json),
+        Command::Du { tiers, json } => commands::du(session, &tiers, json),
+        Command::Completions { .. } | Command::Man => unreachable!("printed by print_generated"),
     }
     .map(|()| 0)
 }

@@ -1,10 +1,12 @@
-//! Progress bars (indicatif) and notices on stderr.
+//! Progress bars (indicatif) and notices on stderr, and how figures read
+//! in the summaries (bytes, plurals, dates).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use tstore::materialize::LinkMethod;
 use tstore::progress::Progress;
 
 pub struct Reporter {
@@ -122,5 +124,120 @@ impl Progress for Reporter {
         if self.verbose > 0 {
             self.print(&format!("  {message}"));
         }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for unix seconds (UTC).
+pub fn utc_time(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        return format!("1 {noun}");
+    }
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{count} {stem}ies"),
+        _ => format!("{count} {noun}s"),
+    }
+}
+
+pub fn signed_bytes(bytes: i64) -> String {
+    let sign = if bytes < 0 { "-" } else { "" };
+    format!("{sign}{}", human_bytes(bytes.unsigned_abs()))
+}
+
+pub fn linked_verb(method: LinkMethod) -> &'static str {
+    match method {
+        LinkMethod::Reflink => "reflinked",
+        LinkMethod::Hardlink => "hardlinked",
+        LinkMethod::Copy => "copied",
+    }
+}
+
+/// A binary unit chosen once for several figures.
+pub struct ByteUnit(usize);
+
+const BYTE_UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+impl ByteUnit {
+    pub fn for_largest(figures: &[u64]) -> Self {
+        let largest = figures.iter().copied().max().unwrap_or(0);
+        let mut unit = 0;
+        let mut value = largest as f64;
+        while value >= 1024.0 && unit < BYTE_UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        Self(unit)
+    }
+
+    pub fn format(&self, bytes: u64) -> String {
+        if self.0 == 0 {
+            return format!("{bytes} B");
+        }
+        let value = bytes as f64 / 1024f64.powi(self.0 as i32);
+        format!("{value:.1} {}", BYTE_UNITS[self.0])
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_read_as_english() {
+        assert_eq!(plural(1, "package"), "1 package");
+        assert_eq!(plural(0, "file"), "0 files");
+        assert_eq!(plural(2, "entry"), "2 entries");
+        assert_eq!(plural(3, "key"), "3 keys");
+    }
+
+    #[test]
+    fn bytes_take_the_largest_unit_below_1024() {
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(signed_bytes(-3 * 1024 * 1024), "-3.0 MiB");
+        let unit = ByteUnit::for_largest(&[10, 5 * 1024 * 1024]);
+        assert_eq!(unit.format(512 * 1024), "0.5 MiB");
+    }
+
+    #[test]
+    fn unix_seconds_read_as_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc_time(-1), "1969-12-31 23:59:59");
     }
 }

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use tstore::config::Tier;
 use tstore::progress::Progress;
-use tstore::transfer::{self, LockOutcome, Needed};
+use tstore::sync::{Selection, TiersNeed};
+use tstore::transfer::{self, LockOutcome};
 
-use super::commands::{human_bytes, share_store};
+use super::report::human_bytes;
 use super::session::Session;
 
 /// Prints a hash of the selected tiers' lock files as they are.
@@ -32,63 +32,10 @@ pub fn print_lock_hash(session: &Session<'_>, names: &[String]) -> anyhow::Resul
     Ok(())
 }
 
-/// The tier's lock path; an error saying how to make it when there is none.
-fn existing_lock(session: &Session<'_>, tier: &Tier) -> anyhow::Result<std::path::PathBuf> {
-    let path = session.lock_path(&tier.name);
-    if !path.is_file() {
-        bail!(
-            "tier `{}` has no lock at {}; run `tstore lock {}` first",
-            tier.name,
-            path.display(),
-            tier.name
-        );
-    }
-    Ok(path)
-}
-
-/// What `tiers` need from the store, with their locks, for this machine's
-/// interpreter. Fails naming what the store lacks.
-fn collect(
-    session: &Session<'_>,
-    tiers: &[&Tier],
-) -> anyhow::Result<(Vec<(String, String)>, Needed)> {
-    let mut ids = Vec::new();
-    let mut lacking = Vec::new();
-    let mut locks = Vec::new();
-    for tier in tiers {
-        let lock_path = existing_lock(session, tier)?;
-        let (_, selected, _) = session.select(tier)?;
-        for item in &selected {
-            match transfer::stored_distribution(&session.store, item)? {
-                Some(id) => ids.push(id),
-                None => lacking.push(format!("{} {} ({})", item.name, item.version, tier.name)),
-            }
-        }
-        locks.push((tier.name.clone(), fs_err::read_to_string(&lock_path)?));
-    }
-    if !lacking.is_empty() {
-        let shown = lacking.len().min(8);
-        bail!(
-            "the store lacks {} distribution(s) these tiers need: {}{}. Run `tstore fetch` for those \
-             tiers first",
-            lacking.len(),
-            lacking[..shown].join(", "),
-            if lacking.len() > shown {
-                format!(" and {} more", lacking.len() - shown)
-            } else {
-                String::new()
-            }
-        );
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok((locks, transfer::needed(&session.store, &ids)?))
-}
-
 pub fn export(session: &Session<'_>, names: &[String], output: &Path) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
-    let _store = share_store(session)?;
-    let (locks, needed) = collect(session, &tiers)?;
+    let _store = session.share_store()?;
+    let TiersNeed { locks, needed } = session.workspace.needed_by(&tiers, session.reporter)?;
     let report =
         transfer::archive::export(&session.store, &locks, &needed, output, session.reporter)?;
     session.reporter.summary(&format!(
@@ -104,7 +51,7 @@ pub fn export(session: &Session<'_>, names: &[String], output: &Path) -> anyhow:
 }
 
 pub fn import(session: &Session<'_>, file: &Path) -> anyhow::Result<()> {
-    let _store = share_store(session)?;
+    let _store = session.share_store()?;
     let report = transfer::archive::import(&session.store, file, session.reporter)?;
     let mut placed = Vec::new();
     for (tier, text) in &report.locks {
@@ -157,8 +104,8 @@ fn required_remote<'s>(
 pub fn push(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     let remote = required_remote(session)?;
-    let _store = share_store(session)?;
-    let (_, needed) = collect(session, &tiers)?;
+    let _store = session.share_store()?;
+    let TiersNeed { needed, .. } = session.workspace.needed_by(&tiers, session.reporter)?;
     let report = remote.push(&session.store, &needed, session.reporter)?;
     session.reporter.summary(&format!(
         "pushed to {}: {} objects ({}), {} already there; {} new distribution records",
@@ -174,12 +121,19 @@ pub fn push(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
 pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     let remote = required_remote(session)?;
-    let _store = share_store(session)?;
+    let _store = session.share_store()?;
     let mut failed = false;
     for tier in tiers {
-        existing_lock(session, tier)?;
-        let (interpreter, selected, _) = session.select(tier)?;
-        let report = pull_missing(session, tier, &interpreter, &selected)?;
+        session.existing_lock(tier)?;
+        let Selection {
+            interpreter,
+            selected,
+            ..
+        } = session.select(tier)?;
+        let tag = tstore::sync::bytecode_tag(tier, &interpreter);
+        let report = session
+            .workspace
+            .pull_missing(&selected, tag.as_deref(), session.reporter)?;
         if !report.refused.is_empty() {
             failed = true;
         }
@@ -204,36 +158,4 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
         bail!("the remote sent damaged objects; they were refused (see above)");
     }
     Ok(())
-}
-
-/// Pulls from the remote, if one is configured, what `tier`'s lock selects
-/// and the store lacks. Refused objects are reported as notices.
-pub fn pull_missing(
-    session: &Session<'_>,
-    tier: &Tier,
-    interpreter: &tstore::interpreter::Interpreter,
-    selected: &[tstore::dist::Selected],
-) -> anyhow::Result<transfer::remote::TransferReport> {
-    let Some(remote) = session.remote()? else {
-        return Ok(Default::default());
-    };
-    let mut missing = Vec::new();
-    for item in selected {
-        let local = matches!(item.source, tstore::dist::Source::Local { .. });
-        if !local && transfer::stored_distribution(&session.store, item)?.is_none() {
-            missing.push(item);
-        }
-    }
-    if missing.is_empty() {
-        return Ok(Default::default());
-    }
-    let tag = tier
-        .compile_bytecode
-        .then(|| interpreter.bytecode_tag())
-        .flatten();
-    let report = remote.pull(&session.store, &missing, tag.as_deref(), session.reporter)?;
-    for problem in &report.refused {
-        session.reporter.notice(&format!("refused: {problem}"));
-    }
-    Ok(report)
 }

@@ -55,16 +55,28 @@ pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::
         },
         session.reporter,
     )?;
-    // (package, current, new) → tiers.
-    let mut changes: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
-    for tier in &tiers {
+    let changes = upgrades(session, &tiers, work.path())?;
+    print_upgrades(&changes, json)
+}
+
+/// (package, current, new) → the tiers whose lock would move it.
+type Upgrades = BTreeMap<(String, String, String), Vec<String>>;
+
+/// What the upgraded locks in `work` move, against the tiers' locks.
+fn upgrades(
+    session: &Session<'_>,
+    tiers: &[&tstore::config::Tier],
+    work: &std::path::Path,
+) -> anyhow::Result<Upgrades> {
+    let mut changes = Upgrades::new();
+    for tier in tiers {
         let current_path = session.lock_path(&tier.name);
         let current = if current_path.is_file() {
             lock_versions(&current_path)?
         } else {
             BTreeMap::new()
         };
-        let latest = lock_versions(&work.path().join(format!("pylock.{}.toml", tier.name)))?;
+        let latest = lock_versions(&work.join(format!("pylock.{}.toml", tier.name)))?;
         let names: BTreeSet<&String> = current.keys().chain(latest.keys()).collect();
         for name in names {
             let old = current.get(name).cloned().unwrap_or_else(|| "-".into());
@@ -77,6 +89,10 @@ pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::
             }
         }
     }
+    Ok(changes)
+}
+
+fn print_upgrades(changes: &Upgrades, json: bool) -> anyhow::Result<()> {
     if json {
         let rows: Vec<_> = changes
             .iter()
@@ -95,7 +111,7 @@ pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::
         "{:<28} {:<14}    {:<14} tiers",
         "package", "locked", "newest"
     );
-    for ((name, old, new), tiers) in &changes {
+    for ((name, old, new), tiers) in changes {
         println!("{name:<28} {old:<14} -> {new:<14} {}", tiers.join(", "));
     }
     println!("`tstore lock --upgrade` takes them all; `tstore lock -P NAME` one package");
@@ -136,7 +152,7 @@ pub fn diff(
             let current = Generations::of(&tier.venv)?.current().with_context(|| {
                 format!("tier `{name}` is not materialized: run `tstore materialize {name}`")
             })?;
-            let (_, selected, _) = session.select(tier)?;
+            let selected = session.select(tier)?.selected;
             (
                 format!("the venv (generation {current})"),
                 of_generation(current)?,

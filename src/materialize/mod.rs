@@ -215,37 +215,48 @@ pub fn materialize(
         }
     };
     report.generation = number;
-    timed(
-        progress,
-        "save, record and switch",
-        || -> anyhow::Result<()> {
-            let path = generations.path(number);
-            fs_err::rename(&staging, &path)?;
-            manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
-            let lock = generations::save_lock_snapshot(input.store, input.lock_bytes)?;
-            // Recorded before the switch: a generation the path may point at is
-            // always a gc root.
-            let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
-            input.store.db.record_generation(
-                &input.tier.name,
-                &input.config_label,
-                &GenerationRow {
-                    venv: venv_key,
-                    number,
-                    path: path.display().to_string(),
-                    plan: plan.hash.clone(),
-                    lock: lock.display().to_string(),
-                    link_method: report.method.to_string(),
-                    created_at: crate::store::db::unix_now(),
-                },
-                &dist_ids,
-            )?;
-            generations.switch_to(number)?;
-            generations.prune(input.store, options.keep_generations)?;
-            Ok(())
-        },
-    )?;
+    timed(progress, "save, record and switch", || {
+        save_and_switch(input, &plan, &generations, &staging, &report, options)
+    })?;
     Ok(Outcome::Built(report))
+}
+
+/// Moves the built generation `report.generation` from `staging` into
+/// place, keeps its manifest and lock, records it and points the tier's
+/// path at it; older generations beyond the kept number go.
+fn save_and_switch(
+    input: &TierInput<'_>,
+    plan: &Plan,
+    generations: &generations::Generations,
+    staging: &Path,
+    report: &BuildReport,
+    options: &MaterializeOptions,
+) -> anyhow::Result<()> {
+    let number = report.generation;
+    let path = generations.path(number);
+    fs_err::rename(staging, &path)?;
+    manifest::Manifest::of(plan).save(input.store, &plan.hash)?;
+    let lock = generations::save_lock_snapshot(input.store, input.lock_bytes)?;
+    // Recorded before the switch: a generation the path may point at is
+    // always a gc root.
+    let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+    input.store.db.record_generation(
+        &input.tier.name,
+        &input.config_label,
+        &GenerationRow {
+            venv: input.tier.venv.display().to_string(),
+            number,
+            path: path.display().to_string(),
+            plan: plan.hash.clone(),
+            lock: lock.display().to_string(),
+            link_method: report.method.to_string(),
+            created_at: crate::store::db::unix_now(),
+        },
+        &dist_ids,
+    )?;
+    generations.switch_to(number)?;
+    generations.prune(input.store, options.keep_generations)?;
+    Ok(())
 }
 
 /// Builds the tier as a standalone venv at `dir` (its `venv` must be

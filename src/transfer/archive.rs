@@ -19,6 +19,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -75,7 +77,38 @@ pub fn export(
 ) -> anyhow::Result<ExportReport> {
     let mut locks = locks.to_vec();
     locks.sort();
-    let manifest = Manifest {
+    let manifest = manifest_of(&locks, needed);
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(dir)?;
+    }
+    let temp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let contents = Contents {
+        store,
+        manifest: &manifest,
+        locks: &locks,
+        bytes: needed.bytes(),
+    };
+    if let Err(err) = write_archive(&temp, &contents, progress) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    fs_err::rename(&temp, out)?;
+    Ok(ExportReport {
+        tiers: locks.len(),
+        distributions: manifest.distributions.len(),
+        objects: manifest.objects.len(),
+        object_bytes: needed.bytes(),
+        archive_bytes: fs_err::metadata(out)?.len(),
+    })
+}
+
+/// The manifest of an archive holding `locks` (sorted) and `needed`.
+fn manifest_of(locks: &[(String, String)], needed: &Needed) -> Manifest {
+    Manifest {
         format: FORMAT.to_string(),
         tiers: locks
             .iter()
@@ -94,82 +127,89 @@ pub fn export(
                 size: *size,
             })
             .collect(),
-    };
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let temp = out.with_file_name(format!(
-        ".{}.tmp-{}",
-        out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    if let Some(dir) = dir {
-        fs_err::create_dir_all(dir)?;
     }
-    let written = (|| -> anyhow::Result<()> {
-        let file = fs_err::File::create(&temp)?;
-        let encoder = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
-        let mut tar = tar::Builder::new(encoder);
-        let mut append = |name: &str, size: u64, data: &mut dyn Read| -> anyhow::Result<()> {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(size);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, name, data)
-                .with_context(|| format!("cannot write {name} into the archive"))
-        };
-        let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
-        append(
-            "manifest.json",
-            manifest_bytes.len() as u64,
-            &mut manifest_bytes.as_slice(),
+}
+
+/// What goes into an archive.
+struct Contents<'a> {
+    store: &'a Store,
+    manifest: &'a Manifest,
+    locks: &'a [(String, String)],
+    /// Total size of the objects, for the progress bar.
+    bytes: u64,
+}
+
+/// Writes the manifest, the locks and the objects, in that order, to
+/// `path` and syncs it.
+fn write_archive(
+    path: &Path,
+    contents: &Contents<'_>,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let file = fs_err::File::create(path)?;
+    let encoder = zstd::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
+    let mut tar = tar::Builder::new(encoder);
+    let manifest_bytes = serde_json::to_vec_pretty(contents.manifest)?;
+    append_entry(
+        &mut tar,
+        "manifest.json",
+        manifest_bytes.len() as u64,
+        &mut manifest_bytes.as_slice(),
+    )?;
+    for (name, text) in contents.locks {
+        append_entry(
+            &mut tar,
+            &format!("locks/pylock.{name}.toml"),
+            text.len() as u64,
+            &mut text.as_bytes(),
         )?;
-        for (name, text) in &locks {
-            append(
-                &format!("locks/pylock.{name}.toml"),
-                text.len() as u64,
-                &mut text.as_bytes(),
-            )?;
-        }
-        progress.start("exporting", manifest.objects.len() as u64, needed.bytes());
-        for object in &manifest.objects {
-            let key = super::parse_key(&object.key)?;
-            let mut file = fs_err::File::open(store.object_path(&key)).with_context(|| {
-                format!("the store lacks object {}: run `tstore verify`", object.key)
-            })?;
-            append(
-                &format!("objects/{}", object.key),
-                object.size,
-                &mut ProgressReader {
-                    inner: &mut file,
-                    progress,
-                },
-            )?;
-            progress.item_done("");
-        }
-        progress.finish();
-        let encoder = tar.into_inner()?;
-        let mut writer = encoder.finish()?;
-        std::io::Write::flush(&mut writer)?;
-        writer
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
-        Ok(())
-    })();
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(err);
     }
-    fs_err::rename(&temp, out)?;
-    Ok(ExportReport {
-        tiers: locks.len(),
-        distributions: manifest.distributions.len(),
-        objects: manifest.objects.len(),
-        object_bytes: needed.bytes(),
-        archive_bytes: fs_err::metadata(out)?.len(),
-    })
+    let objects = &contents.manifest.objects;
+    progress.start("exporting", objects.len() as u64, contents.bytes);
+    for object in objects {
+        let key = super::parse_key(&object.key)?;
+        let mut file = fs_err::File::open(contents.store.object_path(&key)).with_context(|| {
+            format!("the store lacks object {}: run `tstore verify`", object.key)
+        })?;
+        append_entry(
+            &mut tar,
+            &format!("objects/{}", object.key),
+            object.size,
+            &mut ProgressReader {
+                inner: &mut file,
+                progress,
+            },
+        )?;
+        progress.item_done("");
+    }
+    progress.finish();
+    let encoder = tar.into_inner()?;
+    let mut writer = encoder.finish()?;
+    std::io::Write::flush(&mut writer)?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(())
+}
+
+/// One regular file in the archive, with the same owner, mode and time
+/// whatever the machine, so the same contents give the same bytes.
+fn append_entry(
+    tar: &mut tar::Builder<impl std::io::Write>,
+    name: &str,
+    size: u64,
+    data: &mut dyn Read,
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, name, data)
+        .with_context(|| format!("cannot write {name} into the archive"))
 }
 
 /// What an import added.
@@ -249,154 +289,16 @@ fn import_stream(
     let mut entries = tar
         .entries()
         .with_context(|| format!("{} is not a tstore export (tar)", path.display()))?;
-    let not_export = || format!("{} is not a tstore export", path.display());
-
-    let mut first = entries
-        .next()
-        .with_context(not_export)?
-        .with_context(not_export)?;
-    if first.path()?.to_string_lossy() != "manifest.json" {
-        bail!("{}: it does not start with manifest.json", not_export());
-    }
-    let mut text = String::new();
-    first.read_to_string(&mut text)?;
-    drop(first);
-    let manifest: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{}: manifest.json is damaged", path.display()))?;
-    if manifest.format != FORMAT {
-        bail!(
-            "{}: format `{}` is not one this tstore reads ({FORMAT}); export it again with this version",
-            path.display(),
-            manifest.format
-        );
-    }
-    let sizes: HashMap<&str, u64> = manifest
-        .objects
-        .iter()
-        .map(|o| (o.key.as_str(), o.size))
-        .collect();
-    let lock_hashes: HashMap<String, &str> = manifest
-        .tiers
-        .iter()
-        .map(|t| {
-            (
-                format!("locks/pylock.{}.toml", t.name),
-                t.lock_sha256.as_str(),
-            )
-        })
-        .collect();
-
+    let manifest = read_manifest(&mut entries, path)?;
     let mut report = ImportReport {
         tiers: manifest.tiers.iter().map(|t| t.name.clone()).collect(),
         distributions: manifest.distributions.len(),
         ..ImportReport::default()
     };
-    let mut seen: HashSet<String> = HashSet::new();
-    let total: u64 = sizes.values().sum();
-    progress.start("importing", sizes.len() as u64, total);
-    // The tar stream is read here; objects are hashed and written by
-    // workers, so decompression and writing overlap. Big objects stream
-    // through this thread instead of being held in memory.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let outcomes: std::sync::Mutex<Vec<anyhow::Result<(u64, bool)>>> = Default::default();
-    // Objects go to the workers in batches: one hand-over per object would
-    // cost more than writing a small one.
-    type Batch = Vec<(String, u64, Vec<u8>, String)>;
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(16);
-    let receiver = std::sync::Mutex::new(receiver);
-    let record_outcome = |result: anyhow::Result<(u64, bool)>| {
-        if result.is_err() {
-            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        outcomes.lock().unwrap().push(result);
-        progress.item_done("");
-    };
-    let read = std::thread::scope(|scope| -> anyhow::Result<()> {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let job = receiver.lock().unwrap().recv();
-                    let Ok(batch) = job else {
-                        break;
-                    };
-                    for (key, size, bytes, what) in batch {
-                        progress.bytes(size);
-                        let result = if bytes.len() as u64 == size {
-                            super::receive_bytes(store, &key, &bytes, &what)
-                        } else {
-                            // Let the size check word the refusal.
-                            super::receive_object(store, &key, size, bytes.as_slice(), &what)
-                        };
-                        record_outcome(result.map(|new| (size, new)));
-                    }
-                }
-            });
-        }
-        let sender = sender;
-        let mut batch: Batch = Vec::new();
-        let mut batch_bytes = 0u64;
-        for entry in entries {
-            if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            let mut entry =
-                entry.with_context(|| format!("{}: damaged archive", path.display()))?;
-            let name = entry.path()?.to_string_lossy().into_owned();
-            if let Some(expected) = lock_hashes.get(&name) {
-                let mut text = String::new();
-                entry.read_to_string(&mut text)?;
-                if hex::encode(sha2::Sha256::digest(text.as_bytes())) != *expected {
-                    bail!("{}: {name} does not match its checksum", path.display());
-                }
-                let tier = name
-                    .trim_start_matches("locks/pylock.")
-                    .trim_end_matches(".toml")
-                    .to_string();
-                report.locks.push((tier, text));
-            } else if let Some(key) = name.strip_prefix("objects/") {
-                let size = *sizes.get(key).with_context(|| {
-                    format!("{}: {name} is not in its manifest", path.display())
-                })?;
-                seen.insert(key.to_string());
-                let what = format!("{name} in {}", path.display());
-                if size > 16 * 1024 * 1024 {
-                    let result = super::receive_object(
-                        store,
-                        key,
-                        size,
-                        ProgressReader {
-                            inner: &mut entry,
-                            progress,
-                        },
-                        &what,
-                    );
-                    record_outcome(result.map(|new| (size, new)));
-                } else {
-                    // At most the size: a longer entry is refused by the hash.
-                    let mut bytes = Vec::with_capacity(size as usize);
-                    (&mut entry).take(size + 1).read_to_end(&mut bytes)?;
-                    batch_bytes += size;
-                    batch.push((key.to_string(), size, bytes, what));
-                    if batch.len() >= 64 || batch_bytes >= 4 * 1024 * 1024 {
-                        batch_bytes = 0;
-                        sender
-                            .send(std::mem::take(&mut batch))
-                            .map_err(|_| anyhow::anyhow!("the import workers stopped"))?;
-                    }
-                }
-            } else {
-                bail!("{}: unexpected entry {name}", path.display());
-            }
-        }
-        if !batch.is_empty() {
-            sender
-                .send(batch)
-                .map_err(|_| anyhow::anyhow!("the import workers stopped"))?;
-        }
-        Ok(())
-    });
-    for outcome in outcomes.into_inner().unwrap() {
+    let reception = Reception::new(store, path, &manifest, progress);
+    let mut seen = HashSet::new();
+    let read = reception.receive(entries, &mut report.locks, &mut seen);
+    for outcome in reception.outcomes.into_inner().unwrap() {
         let (size, new) = outcome?;
         if new {
             report.objects_new += 1;
@@ -407,28 +309,265 @@ fn import_stream(
     }
     read?;
     progress.finish();
-    let missing: Vec<&str> = manifest
-        .objects
-        .iter()
-        .map(|o| o.key.as_str())
-        .filter(|k| !seen.contains(*k))
-        .collect();
-    if !missing.is_empty() {
+    check_complete(path, &manifest, &seen, report.locks.len())?;
+    report.distributions_new = super::record(store, &manifest.distributions, &manifest.bytecode)?;
+    Ok(report)
+}
+
+/// The archive's first entry, which must be a manifest in this format.
+fn read_manifest<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    path: &Path,
+) -> anyhow::Result<Manifest> {
+    let not_export = || format!("{} is not a tstore export", path.display());
+    let mut first = entries
+        .next()
+        .with_context(not_export)?
+        .with_context(not_export)?;
+    if first.path()?.to_string_lossy() != "manifest.json" {
+        bail!("{}: it does not start with manifest.json", not_export());
+    }
+    let mut text = String::new();
+    first.read_to_string(&mut text)?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{}: manifest.json is damaged", path.display()))?;
+    if manifest.format != FORMAT {
         bail!(
-            "{}: the archive ends before {} of its objects (truncated?); the objects that arrived \
-             were kept, nothing was recorded. Export it again",
+            "{}: format `{}` is not one this tstore reads ({FORMAT}); export it again with this version",
             path.display(),
-            missing.len()
+            manifest.format
         );
     }
-    if report.locks.len() != manifest.tiers.len() {
+    Ok(manifest)
+}
+
+/// Every object and lock the manifest lists arrived (`seen`: object keys).
+fn check_complete(
+    path: &Path,
+    manifest: &Manifest,
+    seen: &HashSet<String>,
+    locks: usize,
+) -> anyhow::Result<()> {
+    let missing = manifest
+        .objects
+        .iter()
+        .filter(|o| !seen.contains(&o.key))
+        .count();
+    if missing > 0 {
+        bail!(
+            "{}: the archive ends before {missing} of its objects (truncated?); the objects that \
+             arrived were kept, nothing was recorded. Export it again",
+            path.display(),
+        );
+    }
+    if locks != manifest.tiers.len() {
         bail!(
             "{}: some locks listed in the manifest are missing",
             path.display()
         );
     }
-    report.distributions_new = super::record(store, &manifest.distributions, &manifest.bytecode)?;
-    Ok(report)
+    Ok(())
+}
+
+/// Objects handed to the workers at once: key, size, bytes, and what to
+/// call the entry in an error.
+type Batch = Vec<(String, u64, Vec<u8>, String)>;
+
+/// Objects this big stream through the reading thread instead of being
+/// held in memory for a worker.
+const STREAMED_OBJECT: u64 = 16 * 1024 * 1024;
+
+/// Where the entries of one archive go while it is read. The tar stream is
+/// read on one thread; objects are hashed and written by workers, so
+/// decompression and writing overlap.
+struct Reception<'a> {
+    store: &'a Store,
+    path: &'a Path,
+    progress: &'a dyn Progress,
+    /// Object key → size, from the manifest.
+    sizes: HashMap<&'a str, u64>,
+    /// Lock entry name → its sha256, from the manifest.
+    lock_hashes: HashMap<String, &'a str>,
+    failed: AtomicBool,
+    /// Per object: its size and whether it was new, or why it was refused.
+    outcomes: Mutex<Vec<anyhow::Result<(u64, bool)>>>,
+}
+
+impl<'a> Reception<'a> {
+    fn new(
+        store: &'a Store,
+        path: &'a Path,
+        manifest: &'a Manifest,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        Self {
+            store,
+            path,
+            progress,
+            sizes: manifest
+                .objects
+                .iter()
+                .map(|o| (o.key.as_str(), o.size))
+                .collect(),
+            lock_hashes: manifest
+                .tiers
+                .iter()
+                .map(|t| {
+                    (
+                        format!("locks/pylock.{}.toml", t.name),
+                        t.lock_sha256.as_str(),
+                    )
+                })
+                .collect(),
+            failed: AtomicBool::new(false),
+            outcomes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Reads the entries after the manifest: locks into `locks`, objects
+    /// into the store (their keys into `seen`). Stops at the first refused
+    /// object; its reason is among the outcomes.
+    fn receive<R: Read>(
+        &self,
+        entries: tar::Entries<'_, R>,
+        locks: &mut Vec<(String, String)>,
+        seen: &mut HashSet<String>,
+    ) -> anyhow::Result<()> {
+        let total: u64 = self.sizes.values().sum();
+        self.progress
+            .start("importing", self.sizes.len() as u64, total);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(16);
+        let receiver = Mutex::new(receiver);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| self.store_batches(&receiver));
+            }
+            let mut batches = Batches {
+                sender,
+                batch: Vec::new(),
+                bytes: 0,
+            };
+            for entry in entries {
+                if self.failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let entry =
+                    entry.with_context(|| format!("{}: damaged archive", self.path.display()))?;
+                self.receive_entry(entry, locks, seen, &mut batches)?;
+            }
+            batches.flush()
+        })
+    }
+
+    /// One entry: a lock checked against its checksum, or an object.
+    fn receive_entry<R: Read>(
+        &self,
+        mut entry: tar::Entry<'_, R>,
+        locks: &mut Vec<(String, String)>,
+        seen: &mut HashSet<String>,
+        batches: &mut Batches,
+    ) -> anyhow::Result<()> {
+        let path = self.path.display();
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if let Some(expected) = self.lock_hashes.get(&name) {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            if hex::encode(sha2::Sha256::digest(text.as_bytes())) != *expected {
+                bail!("{path}: {name} does not match its checksum");
+            }
+            let tier = name
+                .trim_start_matches("locks/pylock.")
+                .trim_end_matches(".toml")
+                .to_string();
+            locks.push((tier, text));
+            return Ok(());
+        }
+        let Some(key) = name.strip_prefix("objects/") else {
+            bail!("{path}: unexpected entry {name}");
+        };
+        let size = *self
+            .sizes
+            .get(key)
+            .with_context(|| format!("{path}: {name} is not in its manifest"))?;
+        seen.insert(key.to_string());
+        let what = format!("{name} in {path}");
+        if size > STREAMED_OBJECT {
+            let reader = ProgressReader {
+                inner: &mut entry,
+                progress: self.progress,
+            };
+            let result = super::receive_object(self.store, key, size, reader, &what);
+            self.record_outcome(result.map(|new| (size, new)));
+            return Ok(());
+        }
+        // At most the size: a longer entry is refused by the hash.
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut entry).take(size + 1).read_to_end(&mut bytes)?;
+        batches.push((key.to_string(), size, bytes, what))
+    }
+
+    /// A worker: stores the objects of each batch until the reader is done.
+    fn store_batches(&self, receiver: &Mutex<std::sync::mpsc::Receiver<Batch>>) {
+        loop {
+            let job = receiver.lock().unwrap().recv();
+            let Ok(batch) = job else {
+                break;
+            };
+            for (key, size, bytes, what) in batch {
+                self.progress.bytes(size);
+                let result = if bytes.len() as u64 == size {
+                    super::receive_bytes(self.store, &key, &bytes, &what)
+                } else {
+                    // Let the size check word the refusal.
+                    super::receive_object(self.store, &key, size, bytes.as_slice(), &what)
+                };
+                self.record_outcome(result.map(|new| (size, new)));
+            }
+        }
+    }
+
+    fn record_outcome(&self, result: anyhow::Result<(u64, bool)>) {
+        if result.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        self.outcomes.lock().unwrap().push(result);
+        self.progress.item_done("");
+    }
+}
+
+/// Small objects gathered for the workers: one hand-over per object would
+/// cost more than writing a small one.
+struct Batches {
+    sender: std::sync::mpsc::SyncSender<Batch>,
+    batch: Batch,
+    bytes: u64,
+}
+
+impl Batches {
+    fn push(&mut self, object: (String, u64, Vec<u8>, String)) -> anyhow::Result<()> {
+        self.bytes += object.1;
+        self.batch.push(object);
+        if self.batch.len() >= 64 || self.bytes >= 4 * 1024 * 1024 {
+            self.bytes = 0;
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left; dropping `self` then tells the workers to stop.
+    fn flush(mut self) -> anyhow::Result<()> {
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> anyhow::Result<()> {
+        self.sender
+            .send(std::mem::take(&mut self.batch))
+            .map_err(|_| anyhow::anyhow!("the import workers stopped"))
+    }
 }
 
 /// Reports bytes read to the progress bar.

@@ -1,0 +1,113 @@
+//! What tiers need from other stores (a pull before fetching) and give to
+//! them (export, push).
+
+use crate::config::Tier;
+use crate::interpreter::Interpreter;
+use crate::dist::{Selected, Source};
+use crate::progress::Progress;
+use crate::transfer::remote::TransferReport;
+use crate::transfer::{self, Needed};
+
+use super::Workspace;
+
+/// The tiers' locks (name, text) and what their selections need from the store.
+pub struct TiersNeed {
+    pub locks: Vec<(String, String)>,
+    pub needed: Needed,
+}
+
+impl Workspace {
+    /// Pulls from the remote, if one is configured, what `selected` names
+    /// and the store lacks, with bytecode for `bytecode_tag` (see
+    /// [`bytecode_tag`]). Refused objects are reported as notices.
+    pub fn pull_missing(
+        &self,
+        selected: &[Selected],
+        bytecode_tag: Option<&str>,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<TransferReport> {
+        let Some(remote) = self.remote()? else {
+            return Ok(TransferReport::default());
+        };
+        let mut missing = Vec::new();
+        for item in selected {
+            let local = matches!(item.source, Source::Local { .. });
+            if !local && transfer::stored_distribution(&self.store, item)?.is_none() {
+                missing.push(item);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(TransferReport::default());
+        }
+        let report = remote.pull(&self.store, &missing, bytecode_tag, progress)?;
+        for problem in &report.refused {
+            progress.notice(&format!("refused: {problem}"));
+        }
+        Ok(report)
+    }
+
+    /// What `tiers` need from the store, with their locks, for this
+    /// machine's interpreter. Fails naming what the store lacks.
+    pub fn needed_by(&self, tiers: &[&Tier], progress: &dyn Progress) -> anyhow::Result<TiersNeed> {
+        let mut ids = Vec::new();
+        let mut lacking = Vec::new();
+        let mut locks = Vec::new();
+        for tier in tiers {
+            let lock_path = self.existing_lock(tier)?;
+            for item in &self.select(tier, progress)?.selected {
+                match transfer::stored_distribution(&self.store, item)? {
+                    Some(id) => ids.push(id),
+                    None => lacking.push(format!("{} {} ({})", item.name, item.version, tier.name)),
+                }
+            }
+            locks.push((tier.name.clone(), fs_err::read_to_string(&lock_path)?));
+        }
+        if !lacking.is_empty() {
+            anyhow::bail!(
+                "the store lacks {} distribution(s) these tiers need: {}. Run `tstore fetch` for \
+                 those tiers first",
+                lacking.len(),
+                first_few(&lacking, 8)
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(TiersNeed {
+            locks,
+            needed: transfer::needed(&self.store, &ids)?,
+        })
+    }
+}
+
+/// The bytecode a pull brings along for `tier`: its interpreter's, when
+/// the tier compiles bytecode.
+pub fn bytecode_tag(tier: &Tier, interpreter: &Interpreter) -> Option<String> {
+    tier.compile_bytecode
+        .then(|| interpreter.bytecode_tag())
+        .flatten()
+}
+
+/// The first `shown` items, then how many more there are.
+fn first_few(items: &[String], shown: usize) -> String {
+    let shown = items.len().min(shown);
+    let mut text = items[..shown].join(", ");
+    if items.len() > shown {
+        text.push_str(&format!(" and {} more", items.len() - shown));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_few;
+
+    #[test]
+    fn first_few_names_how_many_are_left_out() {
+        let items: Vec<String> = (1..=10).map(|i| format!("p{i}")).collect();
+        assert_eq!(first_few(&items[..2], 8), "p1, p2");
+        assert_eq!(
+            first_few(&items, 8),
+            "p1, p2, p3, p4, p5, p6, p7, p8 and 2 more"
+        );
+    }
+}
