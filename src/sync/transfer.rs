@@ -2,8 +2,8 @@
 //! them (export, push).
 
 use crate::config::Tier;
-use crate::interpreter::Interpreter;
 use crate::dist::{Selected, Source};
+use crate::interpreter::Interpreter;
 use crate::progress::Progress;
 use crate::transfer::remote::TransferReport;
 use crate::transfer::{self, Needed};

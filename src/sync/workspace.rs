@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::config::{Config, Tier};
-use crate::interpreter::Interpreter;
 use crate::dist::Selected;
+use crate::interpreter::Interpreter;
 use crate::lock::{self, PyLock};
 use crate::progress::Progress;
 use crate::store::{FileLock, Store};
