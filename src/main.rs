@@ -37,9 +37,7 @@ fn sqlite_code(cause: &(dyn std::error::Error + 'static)) -> Option<rusqlite::Er
 }
 
 fn index_path() -> std::path::PathBuf {
-    tstore::store::Store::default_home()
-        .join("v1")
-        .join("store.db")
+    tstore::store::Layout::of_home(&tstore::store::Store::default_home()).index_path()
 }
 
 fn report(err: &anyhow::Error) {

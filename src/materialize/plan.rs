@@ -20,7 +20,7 @@ use sha2::Digest;
 use super::scripts;
 use crate::fetch::Fetched;
 use crate::lock::pylock::Source;
-use crate::store::db::{Bytecode, EMPTY_SOURCE, FileRow};
+use crate::store::db::{Bytecode, FileRow};
 use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};
 
@@ -120,9 +120,9 @@ pub fn sources_without_bytecode(
                 && row.path.ends_with(".py")
                 && imports_from_site_packages(&row.path, &data_prefix)
             {
-                let source = row.object.as_deref().unwrap_or(EMPTY_SOURCE);
-                if seen.insert(source) {
-                    sources.push((source.to_string(), row.path.clone()));
+                let source = row.bytecode_source();
+                if seen.insert(source.clone()) {
+                    sources.push((source, row.path.clone()));
                 }
             }
         }
@@ -133,7 +133,7 @@ pub fn sources_without_bytecode(
 /// Puts what compiling gave (by source) into the rows.
 pub fn apply_bytecode(dists: &mut [DistributionFiles<'_>], compiled: &HashMap<String, Bytecode>) {
     for row in dists.iter_mut().flat_map(|d| d.rows.iter_mut()) {
-        if let Some(state) = compiled.get(row.object.as_deref().unwrap_or(EMPTY_SOURCE)) {
+        if let Some(state) = compiled.get(&row.bytecode_source()) {
             row.bytecode = state.clone();
         }
     }
@@ -399,22 +399,17 @@ fn plan_distribution(
                 dest
             }
         };
-        let source = match &row.object {
+        let source = match row.object {
             None => FileSource::Empty,
-            Some(key) => FileSource::Object(
-                ObjectKey::parse(key)
-                    .with_context(|| format!("bad object key `{key}` in the store index"))?,
-            ),
+            Some(key) => FileSource::Object(key),
         };
         if let (Some(cache_tag), Bytecode::Object(pyc)) = (input.pyc_cache_tag, &row.bytecode)
             && imports_from_site_packages(&row.path, &data_prefix)
             && let Some(pyc_dest) = pyc_path(&dest, cache_tag)
         {
-            let key = ObjectKey::parse(pyc)
-                .with_context(|| format!("bad object key `{pyc}` in the store index"))?;
             files.push(PlannedFile {
                 dest: pyc_dest,
-                source: FileSource::Object(key),
+                source: FileSource::Object(*pyc),
                 dist: dist.clone(),
             });
         }
@@ -555,11 +550,8 @@ fn relative_to_site(site: &Path, dest: &Path) -> String {
 fn read_object(store: &Store, row: &FileRow) -> anyhow::Result<Vec<u8>> {
     match &row.object {
         None => Ok(Vec::new()),
-        Some(key) => {
-            let key = ObjectKey::parse(key).with_context(|| format!("bad object key `{key}`"))?;
-            fs_err::read(store.object_path(&key))
-                .context("a store object is missing: the store is damaged")
-        }
+        Some(key) => fs_err::read(store.object_path(key))
+            .context("a store object is missing: the store is damaged"),
     }
 }
 

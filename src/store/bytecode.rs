@@ -131,7 +131,7 @@ fn compile_into(
         if !object.exists() {
             super::ingest::publish_object(store, &job.1, &key)?;
         }
-        entries.push((source.clone(), Some((key.to_string(), bytes.len() as u64))));
+        entries.push((source.clone(), Some((key, bytes.len() as u64))));
     }
     store.db.record_bytecode(tag, &entries)?;
     Ok(entries

@@ -439,7 +439,7 @@ fn hash_entry(
     Ok(HashedEntry {
         row: FileRow {
             path,
-            object: Some(key.to_string()),
+            object: Some(key),
             mode,
             size,
             sha256: digest,

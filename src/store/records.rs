@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::link::LinkMethod;
+
 /// A distribution's record, without its files (as an export or a remote
 /// carries it, too).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,8 +49,32 @@ pub struct GenerationRow {
     pub path: String,
     pub plan: String,
     pub lock: String,
-    pub link_method: String,
+    #[serde(with = "link_method_text")]
+    pub link_method: LinkMethod,
     pub created_at: i64,
+}
+
+/// The link method named by the word it displays as (how the index and
+/// records store it).
+pub fn link_method_from_text(text: &str) -> Option<LinkMethod> {
+    [LinkMethod::Reflink, LinkMethod::Hardlink, LinkMethod::Copy]
+        .into_iter()
+        .find(|method| method.to_string() == text)
+}
+
+/// Link methods as their word in records.
+mod link_method_text {
+    use crate::link::LinkMethod;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(method: &LinkMethod, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(method)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LinkMethod, D::Error> {
+        let text = String::deserialize(d)?;
+        super::link_method_from_text(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown link method `{text}`")))
+    }
 }
 
 /// A distribution as recorded (and as it travels in archives and remotes).

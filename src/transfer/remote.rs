@@ -339,31 +339,27 @@ impl Remote {
                     .await?;
             progress.finish();
 
-            let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
+            // Sizes the records give; `None` for a pyc's, learned from the remote.
+            let mut wanted: BTreeMap<String, Option<u64>> = BTreeMap::new();
             for (dist, bytecode) in records.iter().flatten() {
                 for file in &dist.files {
                     if let Some(key) = &file.object {
-                        wanted.insert(key.clone(), file.size);
+                        wanted.insert(key.clone(), Some(file.size));
                     }
                 }
                 for entry in bytecode {
                     if let Some(pyc) = &entry.pyc {
-                        // A pyc's size is learned from the remote.
-                        wanted.entry(pyc.clone()).or_insert(u64::MAX);
+                        wanted.entry(pyc.clone()).or_insert(None);
                     }
                 }
             }
-            let wanted: Vec<(String, u64)> = wanted
+            let wanted: Vec<(String, Option<u64>)> = wanted
                 .into_iter()
                 .filter(|(key, _)| {
                     super::parse_key(key).is_ok_and(|k| !local.object_path(&k).exists())
                 })
                 .collect();
-            let total: u64 = wanted
-                .iter()
-                .map(|(_, s)| *s)
-                .filter(|s| *s != u64::MAX)
-                .sum();
+            let total: u64 = wanted.iter().filter_map(|(_, s)| *s).sum();
             progress.start("pulling", wanted.len() as u64, total);
             let results: Vec<(String, anyhow::Result<u64>)> = futures::stream::iter(wanted.iter())
                 .map(|(key, size)| async move {
@@ -467,13 +463,13 @@ impl Remote {
         Ok(Some((dist, bytecode)))
     }
 
-    /// Streams one object into the local store, verified. `size` is
-    /// `u64::MAX` when only the remote knows it.
+    /// Streams one object into the local store, verified. `size` is `None`
+    /// when only the remote knows it.
     async fn get_object(
         &self,
         local: &Store,
         key: &str,
-        size: u64,
+        size: Option<u64>,
         progress: &dyn Progress,
     ) -> anyhow::Result<u64> {
         let remote_key = format!("objects/{key}");
@@ -482,11 +478,7 @@ impl Remote {
             .get(&self.path(&remote_key))
             .await
             .with_context(|| format!("cannot read {}/{remote_key}", self.url))?;
-        let size = if size == u64::MAX {
-            result.meta.size
-        } else {
-            size
-        };
+        let size = size.unwrap_or(result.meta.size);
         let what = format!("{}/{remote_key}", self.url);
         let Some(mut incoming) = Incoming::start(local, key, size, &what)? else {
             return Ok(0);

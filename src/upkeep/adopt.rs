@@ -116,7 +116,7 @@ pub fn adopt(
             "{}: the store ({}) cannot share files with this venv ({}), so adopting would save \
              nothing. Put the store on the venv's filesystem (TSTORE_HOME) and run adopt again",
             venv.display(),
-            store.root().display(),
+            store.location().display(),
             probe.fallback_reason.unwrap_or_default()
         );
     }

@@ -68,10 +68,9 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
     let objects = store.db.all_objects()?;
     let object_bytes: HashMap<ObjectKey, u64> = objects
         .par_iter()
-        .filter_map(|(text, _)| {
-            let key = ObjectKey::parse(text)?;
-            let meta = std::fs::metadata(store.object_path(&key)).ok()?;
-            Some((key, fsinfo::allocated(&meta)))
+        .filter_map(|object| {
+            let meta = std::fs::metadata(store.object_path(&object.key)).ok()?;
+            Some((object.key, fsinfo::allocated(&meta)))
         })
         .collect();
     let store_size = store_size(store);
@@ -185,9 +184,9 @@ pub struct StoreSize {
 
 /// The store's size, the one way `du` and `verify` report it.
 pub fn store_size(store: &Store) -> StoreSize {
-    let objects_dir = store.root().join("objects");
+    let objects_dir = store.objects_dir();
     let mut size = StoreSize::default();
-    for (path, entry) in entries(store.root()) {
+    for (path, entry) in entries(store.location()) {
         if size.inodes.insert(entry.inode) {
             size.bytes += entry.allocated;
             if entry.is_file && path.starts_with(&objects_dir) {

@@ -35,6 +35,7 @@ use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::materialize::venv;
 use crate::progress::Progress;
+use crate::store::db::ObjectRow;
 use crate::store::{ObjectKey, Store};
 
 #[derive(Debug, Clone, Default)]
@@ -59,7 +60,7 @@ pub enum ObjectFault {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectProblem {
-    pub key: String,
+    pub key: ObjectKey,
     pub fault: ObjectFault,
     /// `name version (path in wheel)` of every distribution holding it.
     pub used_by: Vec<String>,
@@ -235,13 +236,13 @@ pub fn verify(
         .map(|(key, fault)| {
             let used_by = store
                 .db
-                .object_users(&key.to_string())
+                .object_users(&key)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(_, name, version, path)| format!("{name} {version} ({path})"))
+                .map(|user| format!("{} {} ({})", user.name, user.version, user.path))
                 .collect();
             ObjectProblem {
-                key: key.to_string(),
+                key,
                 fault,
                 used_by,
                 tiers: tiers_of.get(&key).cloned().unwrap_or_default(),
@@ -254,8 +255,8 @@ pub fn verify(
     if options.repair {
         let good_copies = good_copies.into_inner().expect("no poisoned lock");
         for problem in &mut objects {
-            let key = ObjectKey::parse(&problem.key).expect("keys come from the index");
-            match repair::repair_object(store, &key, problem.fault, &good_copies, progress) {
+            match repair::repair_object(store, &problem.key, problem.fault, &good_copies, progress)
+            {
                 Ok(note) => {
                     problem.repaired = true;
                     problem.note = note;
@@ -263,10 +264,10 @@ pub fn verify(
                 Err(err) => problem.note = format!("not repaired: {err:#}"),
             }
         }
-        let broken: HashSet<String> = objects
+        let broken: HashSet<ObjectKey> = objects
             .iter()
             .filter(|o| !o.repaired)
-            .map(|o| o.key.clone())
+            .map(|o| o.key)
             .collect();
         for (tier_report, tier) in &mut tier_reports {
             repair::repair_tier_files(store, tier, tier_report, &broken);
@@ -298,12 +299,11 @@ struct ObjectState {
 /// Re-hashes every recorded object.
 fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<ObjectCheck> {
     let objects = store.db.all_objects()?;
-    let total: u64 = objects.iter().map(|(_, size)| size).sum();
+    let total: u64 = objects.iter().map(|object| object.size).sum();
     progress.start("verifying objects", objects.len() as u64, total);
     let results: Vec<ObjectState> = objects
         .par_iter()
-        .filter_map(|(text, size)| {
-            let key = ObjectKey::parse(text)?;
+        .map(|&ObjectRow { key, size }| {
             let path = store.object_path(&key);
             let outcome = match fs_err::metadata(&path) {
                 Err(_) => ObjectState {
@@ -314,7 +314,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                 Ok(meta) => {
                     let inode = Some((meta.dev(), meta.ino()));
                     let hashes_right = hash_file(&path).is_ok_and(|h| h == key.hash);
-                    progress.bytes(*size);
+                    progress.bytes(size);
                     let expected_mode = if key.executable { 0o555 } else { 0o444 };
                     let fault = if !hashes_right {
                         Some(ObjectFault::Corrupt)
@@ -327,7 +327,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                 }
             };
             progress.item_done("");
-            Some(outcome)
+            outcome
         })
         .collect();
     progress.finish();
@@ -355,10 +355,10 @@ fn unindexed_objects(store: &Store) -> anyhow::Result<usize> {
         .db
         .all_objects()?
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|object| object.key.to_string())
         .collect();
     let mut count = 0;
-    for shard in fs_err::read_dir(store.root().join("objects"))?.flatten() {
+    for shard in fs_err::read_dir(store.objects_dir())?.flatten() {
         for entry in fs_err::read_dir(shard.path())?.flatten() {
             if !known.contains(entry.file_name().to_string_lossy().as_ref()) {
                 count += 1;
@@ -384,11 +384,7 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 
 fn load_tier(store: &Store, name: &str, venv: &Path) -> anyhow::Result<TierState> {
     let row = crate::materialize::generations::current_record(store, venv)?;
-    let method = match row.link_method.as_str() {
-        "reflink" => LinkMethod::Reflink,
-        "copy" => LinkMethod::Copy,
-        _ => LinkMethod::Hardlink,
-    };
+    let method = row.link_method;
     let root = PathBuf::from(&row.path);
     Ok(TierState {
         name: name.to_string(),
