@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rayon::prelude::*;
 use sha2::Digest;
-use uv_distribution_filename::WheelFilename;
+use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use super::db::{FileRow, NewDistribution};
@@ -46,10 +46,23 @@ pub struct WheelFile<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("`{wheel}` is not a valid wheel file name: {reason}")]
-    Filename { wheel: String, reason: String },
-    #[error("{wheel}: corrupt or truncated zip archive ({reason}); nothing was ingested")]
-    Zip { wheel: String, reason: String },
+    #[error("`{wheel}` is not a valid wheel file name: {source}")]
+    Filename {
+        wheel: String,
+        #[source]
+        source: WheelFilenameError,
+    },
+    #[error(
+        "{wheel}: corrupt or truncated zip archive ({}{source}); nothing was ingested",
+        .entry.as_deref().map(|e| format!("{e}: ")).unwrap_or_default()
+    )]
+    Zip {
+        wheel: String,
+        /// The entry being read, when the archive opened.
+        entry: Option<String>,
+        #[source]
+        source: ZipFailure,
+    },
     #[error("{wheel}: entry `{entry}` {reason}; refusing to ingest this wheel")]
     UnsafeEntry {
         wheel: String,
@@ -68,6 +81,15 @@ pub enum IngestError {
     Invalid { wheel: String, message: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// Why a wheel's archive could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ZipFailure {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Zip(#[from] zip::result::ZipError),
 }
 
 /// Files of this size or less are hashed in memory; larger ones stream
@@ -100,7 +122,8 @@ pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestE
     }
     let file = File::open(wheel.path).map_err(|e| IngestError::Zip {
         wheel: wheel.filename.to_string(),
-        reason: e.to_string(),
+        entry: None,
+        source: e.into(),
     })?;
     let Inspection {
         filename,
@@ -169,11 +192,12 @@ pub fn inspect_archive<R: Read + Seek>(
 ) -> Result<Inspection, IngestError> {
     let filename = WheelFilename::from_str(wheel_name).map_err(|e| IngestError::Filename {
         wheel: wheel_name.to_string(),
-        reason: e.to_string(),
+        source: e,
     })?;
     let zip_error = |e: zip::result::ZipError| IngestError::Zip {
         wheel: wheel_name.to_string(),
-        reason: e.to_string(),
+        entry: None,
+        source: e.into(),
     };
     let invalid = |message: String| IngestError::Invalid {
         wheel: wheel_name.to_string(),
@@ -216,7 +240,8 @@ pub fn inspect_archive<R: Read + Seek>(
             .read_to_string(&mut text)
             .map_err(|e| IngestError::Zip {
                 wheel: wheel_name.to_string(),
-                reason: format!("{name}: {e}"),
+                entry: Some(name.to_string()),
+                source: e.into(),
             })?;
         Ok(text)
     };
@@ -301,7 +326,8 @@ fn hash_entries(
         .map(|chunk| {
             let mut archive = open_archive(wheel.path).map_err(|e| IngestError::Zip {
                 wheel: wheel.filename.to_string(),
-                reason: e.to_string(),
+                entry: None,
+                source: e.into(),
             })?;
             chunk
                 .iter()
@@ -335,13 +361,14 @@ fn hash_entry(
     recorded: &HashMap<&str, &wheel::RecordEntry>,
     record_name: &str,
 ) -> Result<HashedEntry, IngestError> {
-    let zip_error = |reason: String| IngestError::Zip {
+    let zip_error = |entry: Option<&str>, source: ZipFailure| IngestError::Zip {
         wheel: wheel.filename.to_string(),
-        reason,
+        entry: entry.map(str::to_owned),
+        source,
     };
     let mut entry = archive
         .by_index(index)
-        .map_err(|e| zip_error(e.to_string()))?;
+        .map_err(|e| zip_error(None, e.into()))?;
     let path = entry.name().to_string();
     let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
     let declared = entry.size();
@@ -361,7 +388,7 @@ fn hash_entry(
     loop {
         let n = entry
             .read(&mut buffer)
-            .map_err(|e| zip_error(format!("{path}: {e}")))?;
+            .map_err(|e| zip_error(Some(&path), e.into()))?;
         if n == 0 {
             break;
         }
@@ -512,4 +539,49 @@ fn check_name_and_version(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::io::Cursor;
+
+    use super::*;
+
+    #[test]
+    fn a_broken_archive_keeps_the_zip_error_as_its_cause() {
+        let err = inspect_archive(Cursor::new(b"not a zip".to_vec()), "a-1-py3-none-any.whl")
+            .err()
+            .unwrap();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("a-1-py3-none-any.whl: corrupt or truncated zip archive (")
+                && message.ends_with("); nothing was ingested"),
+            "{message}"
+        );
+        let source = err.source().expect("a cause");
+        assert!(
+            matches!(
+                source.downcast_ref::<ZipFailure>(),
+                Some(ZipFailure::Zip(_))
+            ),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_file_name_keeps_the_parse_error_as_its_cause() {
+        let err = inspect_archive(Cursor::new(Vec::new()), "not-a-wheel.zip")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("`not-a-wheel.zip` is not a valid wheel file name: "),
+            "{err}"
+        );
+        assert!(
+            err.source()
+                .is_some_and(|s| s.downcast_ref::<WheelFilenameError>().is_some())
+        );
+    }
 }
