@@ -363,6 +363,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_layout_is_versioned_and_shards_objects_by_first_byte() {
+        let layout = Layout::of_home(Path::new("/h"));
+        assert_eq!(layout.index_path(), Path::new("/h/v1/store.db"));
+        let key = ObjectKey {
+            hash: [0xab; 32],
+            executable: true,
+        };
+        let name = format!("{}-x", "ab".repeat(32));
+        assert_eq!(
+            layout.object_path(&key),
+            Path::new("/h/v1/objects/ab").join(name)
+        );
+        assert_eq!(layout.object_shard(0xab), Path::new("/h/v1/objects/ab"));
+        assert_eq!(layout.open_lock(), Path::new("/h/v1/run/open.lock"));
+    }
+
+    #[test]
     fn object_key_round_trips_with_exec_suffix() {
         let key = ObjectKey {
             hash: *blake3::hash(b"x").as_bytes(),

@@ -302,3 +302,33 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generations_link_method_is_written_as_its_word() {
+        let row = GenerationRow {
+            venv: "/v/t".into(),
+            number: 1,
+            path: "/v/.tstore-generations/t/1".into(),
+            plan: "p".into(),
+            lock: "/s/l.toml".into(),
+            link_method: LinkMethod::Reflink,
+            created_at: 5,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["link_method"], "reflink");
+        let back: GenerationRow = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, row);
+
+        let mut unknown = json;
+        unknown["link_method"] = "teleport".into();
+        let err = serde_json::from_value::<GenerationRow>(unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown link method `teleport`"),
+            "{err}"
+        );
+    }
+}
