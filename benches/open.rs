@@ -28,7 +28,7 @@ fn populate(store: &Store, dists: usize, tiers: usize) {
         let files: Vec<FileRow> = (0..40)
             .map(|f| FileRow {
                 path: format!("{name}/m{f}.py"),
-                object: Some(format!("{:064x}", d * 1000 + f)),
+                object: tstore::store::ObjectKey::parse(&format!("{:064x}", d * 1000 + f)),
                 mode: 0o644,
                 size: 4096,
                 sha256: "x".into(),
@@ -68,7 +68,7 @@ fn populate(store: &Store, dists: usize, tiers: usize) {
                         path: format!("/venvs/.tstore-generations/tier{t}/{number}"),
                         plan: format!("plan{t}-{number}"),
                         lock: "lock".into(),
-                        link_method: "hardlink".into(),
+                        link_method: tstore::link::LinkMethod::Hardlink,
                         created_at: 0,
                     },
                     &ids[t * 10..t * 10 + dists / 2],

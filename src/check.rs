@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::store::Store;
 use crate::store::db::DistRecord;
-use crate::store::{ObjectKey, Store};
 
 /// One import that failed, for one distribution that provides the module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -181,9 +181,8 @@ pub fn top_level_modules(store: &Store, dist_id: i64) -> anyhow::Result<Vec<Stri
             .is_some_and(|(dir, file)| dir.ends_with(".dist-info") && file == "top_level.txt")
     }) && let Some(key) = &row.object
     {
-        let key = ObjectKey::parse(key).ok_or_else(|| anyhow::anyhow!("bad object key `{key}`"))?;
         // Only a hint: bytes that are not UTF-8 cannot name a module.
-        hint = String::from_utf8_lossy(&fs_err::read(store.object_path(&key))?).into_owned();
+        hint = String::from_utf8_lossy(&fs_err::read(store.object_path(key))?).into_owned();
     }
     Ok(importable_names(
         rows.iter().map(|r| r.path.as_str()),

@@ -106,7 +106,7 @@ impl Linker {
                                 "the store ({}) and {} cannot share files ({hardlink_err}); copying, \
                                  which costs full disk space. Put the store (TSTORE_HOME) on the venv's \
                                  filesystem to share",
-                                store.root().display(),
+                                store.location().display(),
                                 target_dir.display()
                             )),
                         ),

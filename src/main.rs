@@ -46,9 +46,7 @@ fn is_disk_full(cause: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn index_path() -> std::path::PathBuf {
-    tstore::store::Store::default_home()
-        .join("v1")
-        .join("store.db")
+    tstore::store::Layout::of_home(&tstore::store::Store::default_home()).index_path()
 }
 
 fn report(err: &anyhow::Error) {

@@ -423,7 +423,8 @@ pub fn rebuild_untrusted_index(reporter: &Reporter, full: bool) -> anyhow::Resul
     reporter.notice(&format!(
         "the store index cannot be trusted: {problem}; rebuilding it from the store's files"
     ));
-    let report = tstore::upkeep::verify::rebuild_index(&home.join("v1"), reporter)?;
+    let report =
+        tstore::upkeep::verify::rebuild_index(&tstore::store::Layout::of_home(&home), reporter)?;
     println!(
         "index rebuilt: {} objects, {} distributions, {} generations, {} bytecode entries, {} adopted venvs",
         report.objects,

@@ -30,7 +30,7 @@ use crate::config::Tier;
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
-use crate::store::{ObjectKey, Store, wheel};
+use crate::store::{Store, wheel};
 
 /// Unmet requirements listed in the error before "and N more".
 const SHOWN: usize = 20;
@@ -117,12 +117,8 @@ fn read_installed(
         .with_context(|| format!("the store has no METADATA for {label}: the record is damaged"))?;
     let bytes = match &row.object {
         None => Vec::new(),
-        Some(key) => {
-            let key = ObjectKey::parse(key)
-                .with_context(|| format!("bad object key `{key}` in the store index"))?;
-            fs_err::read(store.object_path(&key))
-                .context("a store object is missing: the store is damaged")?
-        }
+        Some(key) => fs_err::read(store.object_path(key))
+            .context("a store object is missing: the store is damaged")?,
     };
     let text = String::from_utf8_lossy(&bytes);
     let (name, version) =

@@ -249,7 +249,7 @@ fn save_and_switch(
             path: path.display().to_string(),
             plan: plan.hash.clone(),
             lock: lock.display().to_string(),
-            link_method: report.method.to_string(),
+            link_method: report.method,
             created_at: crate::store::db::unix_now(),
         },
         &dist_ids,
@@ -338,7 +338,7 @@ pub fn inputs_key(
         tier.python.as_bytes(),
         tier.venv.as_os_str().as_encoded_bytes(),
         link_mode.to_string().as_bytes(),
-        store.root().as_os_str().as_encoded_bytes(),
+        store.location().as_os_str().as_encoded_bytes(),
     ] {
         hasher
             .update(&(part.len() as u64).to_le_bytes())

@@ -20,7 +20,7 @@ use sha2::Digest;
 use super::scripts;
 use crate::dist::Source;
 use crate::fetch::Fetched;
-use crate::store::db::{Bytecode, EMPTY_SOURCE, FileRow};
+use crate::store::db::{Bytecode, FileRow};
 use crate::store::wheel::{self, csv_field, safe_relative_path};
 use crate::store::{ObjectKey, Store};
 
@@ -103,7 +103,7 @@ pub fn read_distributions<'a>(
 }
 
 /// The `.py` files Python imports from site-packages that the store has no
-/// bytecode entry for: (source object key or [`EMPTY_SOURCE`], path in the
+/// bytecode entry for: (source object key or [`crate::store::db::EMPTY_SOURCE`], path in the
 /// wheel), each source once.
 pub fn sources_without_bytecode(
     dists: &[DistributionFiles<'_>],
@@ -120,9 +120,9 @@ pub fn sources_without_bytecode(
                 && row.path.ends_with(".py")
                 && imports_from_site_packages(&row.path, &data_prefix)
             {
-                let source = row.object.as_deref().unwrap_or(EMPTY_SOURCE);
-                if seen.insert(source) {
-                    sources.push((source.to_string(), row.path.clone()));
+                let source = row.bytecode_source();
+                if seen.insert(source.clone()) {
+                    sources.push((source, row.path.clone()));
                 }
             }
         }
@@ -133,7 +133,7 @@ pub fn sources_without_bytecode(
 /// Puts what compiling gave (by source) into the rows.
 pub fn apply_bytecode(dists: &mut [DistributionFiles<'_>], compiled: &HashMap<String, Bytecode>) {
     for row in dists.iter_mut().flat_map(|d| d.rows.iter_mut()) {
-        if let Some(state) = compiled.get(row.object.as_deref().unwrap_or(EMPTY_SOURCE)) {
+        if let Some(state) = compiled.get(&row.bytecode_source()) {
             row.bytecode = state.clone();
         }
     }
@@ -514,9 +514,9 @@ impl<'a> DistributionPlan<'a> {
     /// Plans `row`'s store object at `dest`, preceded by its bytecode when
     /// the store has it and Python would import it from there.
     fn link(&mut self, row: &FileRow, dest: PathBuf) -> anyhow::Result<()> {
-        let source = match &row.object {
+        let source = match row.object {
             None => FileSource::Empty,
-            Some(key) => FileSource::Object(parse_key(key)?),
+            Some(key) => FileSource::Object(key),
         };
         if let (Some(cache_tag), Bytecode::Object(pyc)) = (self.pyc_cache_tag, &row.bytecode)
             && imports_from_site_packages(&row.path, &self.schemes.data_prefix)
@@ -524,7 +524,7 @@ impl<'a> DistributionPlan<'a> {
         {
             self.files.push(PlannedFile {
                 dest: pyc_dest,
-                source: FileSource::Object(parse_key(pyc)?),
+                source: FileSource::Object(*pyc),
                 dist: self.dist.clone(),
             });
         }
@@ -576,10 +576,6 @@ impl<'a> DistributionPlan<'a> {
         });
         self.files
     }
-}
-
-fn parse_key(key: &str) -> anyhow::Result<ObjectKey> {
-    ObjectKey::parse(key).with_context(|| format!("bad object key `{key}` in the store index"))
 }
 
 /// The distribution's `<name>-<version>.dist-info` directory.
@@ -665,11 +661,8 @@ fn relative_to_site(site: &Path, dest: &Path) -> String {
 fn read_object(store: &Store, row: &FileRow) -> anyhow::Result<Vec<u8>> {
     match &row.object {
         None => Ok(Vec::new()),
-        Some(key) => {
-            let key = ObjectKey::parse(key).with_context(|| format!("bad object key `{key}`"))?;
-            fs_err::read(store.object_path(&key))
-                .context("a store object is missing: the store is damaged")
-        }
+        Some(key) => fs_err::read(store.object_path(key))
+            .context("a store object is missing: the store is damaged"),
     }
 }
 
@@ -752,7 +745,7 @@ mod tests {
             };
             std::fs::write(self.store.object_path(&key), bytes).unwrap();
             FileRow {
-                object: Some(key.to_string()),
+                object: Some(key),
                 size: bytes.len() as u64,
                 sha256: sha256_b64(bytes),
                 ..row(path)
@@ -769,7 +762,7 @@ mod tests {
     fn row(path: &str) -> FileRow {
         FileRow {
             path: path.to_string(),
-            object: Some(format!("{:064x}", path.len())),
+            object: Some(ObjectKey::parse(&format!("{:064x}", path.len())).unwrap()),
             mode: 0o644,
             size: 3,
             sha256: "c2hh".to_string(),
@@ -1024,9 +1017,9 @@ mod tests {
     #[test]
     fn bytecode_is_linked_beside_importable_sources() {
         let fx = Fixture::new();
-        let pyc = format!("{:064x}", 7);
+        let pyc = ObjectKey::parse(&format!("{:064x}", 7)).unwrap();
         let with_pyc = |path: &str| FileRow {
-            bytecode: Bytecode::Object(pyc.clone()),
+            bytecode: Bytecode::Object(pyc),
             ..row(path)
         };
         let rows = [

@@ -54,7 +54,7 @@ pub fn write(
 ) -> anyhow::Result<()> {
     let dirs = index(plan)?;
     let objects = if matches!(linker.method(), LinkMethod::Hardlink | LinkMethod::Reflink) {
-        let objects = store.root().join("objects");
+        let objects = store.objects_dir();
         (0..=255u8)
             .map(|byte| OpenDir::open(&objects.join(format!("{byte:02x}"))))
             .collect::<io::Result<Vec<_>>>()

@@ -155,7 +155,7 @@ fn run_workers(
 
 /// Publishes a compiled pyc as a store object (once per content); returns
 /// its key and size.
-fn store_pyc(store: &Store, pyc: &Path) -> anyhow::Result<(String, u64)> {
+fn store_pyc(store: &Store, pyc: &Path) -> anyhow::Result<(ObjectKey, u64)> {
     let bytes = fs_err::read(pyc)?;
     let key = ObjectKey {
         hash: *blake3::hash(&bytes).as_bytes(),
@@ -164,7 +164,7 @@ fn store_pyc(store: &Store, pyc: &Path) -> anyhow::Result<(String, u64)> {
     if !store.object_path(&key).exists() {
         super::ingest::publish_object(store, pyc, &key)?;
     }
-    Ok((key.to_string(), bytes.len() as u64))
+    Ok((key, bytes.len() as u64))
 }
 
 /// One interpreter compiling `batch`; returns whether each job compiled.

@@ -7,13 +7,16 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::ObjectKey;
 use super::records::{
     AdoptedRecord, DistributionEntry, FileEntry, GenerationRecord, Records, generation_key,
     path_key,
 };
 pub use super::records::{DistDetails, GenerationRow};
+use crate::link::LinkMethod;
 
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;
@@ -31,7 +34,7 @@ fn forget_distributions(
     tx: &rusqlite::Transaction<'_>,
     ids: &[i64],
     adopted_venvs: &[String],
-) -> anyhow::Result<Vec<(String, u64)>> {
+) -> anyhow::Result<Vec<ObjectRow>> {
     {
         let mut stmt = tx.prepare_cached("DELETE FROM distributions WHERE id = ?1")?;
         for id in ids {
@@ -45,7 +48,7 @@ fn forget_distributions(
     tx.execute(FORGET_ORPHAN_BYTECODE, [])?;
     let mut stmt = tx.prepare(UNREFERENCED_OBJECTS)?;
     let orphans = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .query_map([], object_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(orphans)
 }
@@ -57,6 +60,94 @@ const UNREFERENCED_OBJECTS: &str = "SELECT key, size FROM objects o \
      AND NOT EXISTS (SELECT 1 FROM bytecode b WHERE b.pyc = o.key) \
      AND NOT EXISTS (SELECT 1 FROM adopted_objects a WHERE a.object = o.key)";
 const SCHEMA: &str = include_str!("../../store-schema.sql");
+
+/// A value the index holds that does not parse as what its column stores:
+/// the index is damaged (it only ever writes values it parsed).
+#[derive(Debug, thiserror::Error)]
+#[error("the store index holds `{text}`, which is not {expected}")]
+pub struct MalformedValue {
+    pub text: String,
+    pub expected: &'static str,
+}
+
+fn malformed(text: &str, expected: &'static str) -> FromSqlError {
+    FromSqlError::Other(Box::new(MalformedValue {
+        text: text.to_owned(),
+        expected,
+    }))
+}
+
+/// Object keys are stored as their text form (`hex[-x]`).
+impl FromSql for ObjectKey {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        ObjectKey::parse(text).ok_or_else(|| malformed(text, "an object key"))
+    }
+}
+
+impl ToSql for ObjectKey {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+/// Link methods are stored as the word they display as.
+impl FromSql for LinkMethod {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        super::records::link_method_from_text(text).ok_or_else(|| malformed(text, "a link method"))
+    }
+}
+
+impl ToSql for LinkMethod {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+/// A store object as the index records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ObjectRow {
+    pub key: ObjectKey,
+    pub size: u64,
+}
+
+/// A distribution's identity: its id, wheel sha256, and the sdist sha256
+/// (or local project key) it was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributionRow {
+    pub id: i64,
+    pub sha256: String,
+    pub built_from: Option<String>,
+}
+
+/// A file of a distribution that is one given object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectUser {
+    pub dist_id: i64,
+    pub name: String,
+    pub version: String,
+    /// Path inside the wheel.
+    pub path: String,
+}
+
+/// Where a distribution came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributionSource {
+    pub url: Option<String>,
+    pub sha256: String,
+    pub filename: String,
+    pub built_from: Option<String>,
+}
+
+/// What the store holds of one source's bytecode for one interpreter tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BytecodeRow {
+    /// The source's object key, or [`EMPTY_SOURCE`].
+    pub source: String,
+    pub tag: String,
+    pub pyc: Pyc,
+}
 
 /// A distribution as recorded in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +165,7 @@ pub struct FileRow {
     /// Path inside the wheel.
     pub path: String,
     /// `None` for empty files.
-    pub object: Option<String>,
+    pub object: Option<ObjectKey>,
     pub mode: u32,
     pub size: u64,
     /// urlsafe-base64 sha256, as RECORD writes it.
@@ -83,8 +174,17 @@ pub struct FileRow {
     pub bytecode: Bytecode,
 }
 
+impl FileRow {
+    /// The `bytecode` table's key for this file as a source: its object key,
+    /// or [`EMPTY_SOURCE`] for an empty file.
+    pub fn bytecode_source(&self) -> String {
+        self.object
+            .map_or_else(|| EMPTY_SOURCE.to_owned(), |key| key.to_string())
+    }
+}
+
 /// A compiled source's pyc object key and size; `None`: does not compile.
-pub type Pyc = Option<(String, u64)>;
+pub type Pyc = Option<(ObjectKey, u64)>;
 
 /// The `bytecode` table's key for an empty source (empty files have no object).
 pub const EMPTY_SOURCE: &str = "empty";
@@ -98,7 +198,7 @@ pub enum Bytecode {
     /// Compiling it failed once; it is not tried again.
     DoesNotCompile,
     /// The pyc's object key.
-    Object(String),
+    Object(ObjectKey),
 }
 
 /// A wheel ready to be recorded.
@@ -318,18 +418,20 @@ impl Db {
     /// [`Db::insert_distribution`]).
     pub fn insert_entry(&self, entry: &DistributionEntry) -> anyhow::Result<i64> {
         let details = &entry.details;
-        let files: Vec<FileRow> = entry
+        let files = entry
             .files
             .iter()
-            .map(|f| FileRow {
-                path: f.path.clone(),
-                object: f.object.clone(),
-                mode: f.mode,
-                size: f.size,
-                sha256: f.sha256.clone(),
-                bytecode: Bytecode::Unknown,
+            .map(|f| {
+                Ok(FileRow {
+                    path: f.path.clone(),
+                    object: f.object.as_deref().map(parse_object_key).transpose()?,
+                    mode: f.mode,
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                    bytecode: Bytecode::Unknown,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, MalformedValue>>()?;
         self.insert_distribution(
             &NewDistribution {
                 name: &details.name,
@@ -352,7 +454,7 @@ impl Db {
             .into_iter()
             .map(|f| FileEntry {
                 path: f.path,
-                object: f.object,
+                object: f.object.map(|key| key.to_string()),
                 mode: f.mode,
                 size: f.size,
                 sha256: f.sha256,
@@ -390,7 +492,7 @@ impl Db {
                     mode: r.get(2)?,
                     size: r.get::<_, i64>(3)? as u64,
                     sha256: r.get(4)?,
-                    bytecode: match (r.get::<_, bool>(5)?, r.get::<_, Option<String>>(6)?) {
+                    bytecode: match (r.get::<_, bool>(5)?, r.get::<_, Option<ObjectKey>>(6)?) {
                         (false, _) => Bytecode::Unknown,
                         (true, None) => Bytecode::DoesNotCompile,
                         (true, Some(pyc)) => Bytecode::Object(pyc),
@@ -403,11 +505,7 @@ impl Db {
 
     /// Records compiled bytecode: (source key or `empty`, pyc object key and
     /// size, or `None` where the source does not compile).
-    pub fn record_bytecode(
-        &self,
-        tag: &str,
-        entries: &[(String, Option<(String, u64)>)],
-    ) -> anyhow::Result<()> {
+    pub fn record_bytecode(&self, tag: &str, entries: &[(String, Pyc)]) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -420,7 +518,7 @@ impl Db {
                 if let Some((key, size)) = pyc {
                     object_stmt.execute(params![key, *size as i64])?;
                 }
-                stmt.execute(params![source, tag, pyc.as_ref().map(|(k, _)| k)])?;
+                stmt.execute(params![source, tag, pyc.as_ref().map(|(k, _)| *k)])?;
             }
         }
         tx.commit()?;
@@ -577,15 +675,21 @@ impl Db {
         Ok(rows)
     }
 
-    /// Every distribution: id, sha256, and the sdist sha256 it was built from.
-    pub fn all_distributions(&self) -> anyhow::Result<Vec<(i64, String, Option<String>)>> {
+    /// Every distribution.
+    pub fn all_distributions(&self) -> anyhow::Result<Vec<DistributionRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT d.id, d.sha256, b.sdist_sha256 FROM distributions d \
              LEFT JOIN sdist_builds b ON b.dist_id = d.id",
         )?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| {
+                Ok(DistributionRow {
+                    id: r.get(0)?,
+                    sha256: r.get(1)?,
+                    built_from: r.get(2)?,
+                })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -596,7 +700,7 @@ impl Db {
         &self,
         ids: &[i64],
         adopted_venvs: &[String],
-    ) -> anyhow::Result<Vec<(String, u64)>> {
+    ) -> anyhow::Result<Vec<ObjectRow>> {
         if let Some(records) = &self.records {
             for id in ids {
                 records.remove_distribution(&self.distribution_details(*id)?.sha256)?;
@@ -610,8 +714,8 @@ impl Db {
         let orphans = forget_distributions(&tx, ids, adopted_venvs)?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
-            for (key, _) in &orphans {
-                stmt.execute([key])?;
+            for orphan in &orphans {
+                stmt.execute([orphan.key])?;
             }
         }
         tx.commit()?;
@@ -623,7 +727,7 @@ impl Db {
         &self,
         ids: &[i64],
         adopted_venvs: &[String],
-    ) -> anyhow::Result<Vec<(String, u64)>> {
+    ) -> anyhow::Result<Vec<ObjectRow>> {
         let mut conn = self.conn();
         // A transaction that is rolled back: the same statements as the real run.
         let tx = conn.transaction()?;
@@ -632,40 +736,51 @@ impl Db {
         Ok(orphans)
     }
 
-    /// Every recorded object key with its size.
-    pub fn all_objects(&self) -> anyhow::Result<Vec<(String, u64)>> {
+    /// Every recorded object.
+    pub fn all_objects(&self) -> anyhow::Result<Vec<ObjectRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT key, size FROM objects")?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .query_map([], object_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
-    /// Which distributions hold an object, as (dist id, name, version, path in wheel).
-    pub fn object_users(&self, key: &str) -> anyhow::Result<Vec<(i64, String, String, String)>> {
+    /// The files of distributions that are this object.
+    pub fn object_users(&self, key: &ObjectKey) -> anyhow::Result<Vec<ObjectUser>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT d.id, d.name, d.version, f.path FROM files f JOIN distributions d ON d.id = f.dist_id \
              WHERE f.object = ?1 ORDER BY d.name",
         )?;
         let rows = stmt
-            .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([key], |r| {
+                Ok(ObjectUser {
+                    dist_id: r.get(0)?,
+                    name: r.get(1)?,
+                    version: r.get(2)?,
+                    path: r.get(3)?,
+                })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Where a distribution was fetched from, and its wheel sha256 and file name.
-    pub fn distribution_source(
-        &self,
-        id: i64,
-    ) -> anyhow::Result<(Option<String>, String, String, Option<String>)> {
+    pub fn distribution_source(&self, id: i64) -> anyhow::Result<DistributionSource> {
         let conn = self.conn();
         Ok(conn.query_row(
             "SELECT d.url, d.sha256, d.filename, b.sdist_sha256 FROM distributions d \
              LEFT JOIN sdist_builds b ON b.dist_id = d.id WHERE d.id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(DistributionSource {
+                    url: r.get(0)?,
+                    sha256: r.get(1)?,
+                    filename: r.get(2)?,
+                    built_from: r.get(3)?,
+                })
+            },
         )?)
     }
 
@@ -679,14 +794,14 @@ impl Db {
     }
 
     /// Records objects in one transaction (an index rebuilt from the disk).
-    pub fn record_objects(&self, objects: &[(String, u64)]) -> anyhow::Result<()> {
+    pub fn record_objects(&self, objects: &[ObjectRow]) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt =
                 tx.prepare_cached("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)")?;
-            for (key, size) in objects {
-                stmt.execute(params![key, *size as i64])?;
+            for object in objects {
+                stmt.execute(params![object.key, object.size as i64])?;
             }
         }
         tx.commit()?;
@@ -738,9 +853,9 @@ impl Db {
         let have_generations = records.generation_keys()?;
         let have_adopted = records.adopted_keys()?;
         let mut written = 0;
-        for (id, sha256, _) in self.all_distributions()? {
-            if !have_dists.contains(&sha256) {
-                self.write_distribution_record(id)?;
+        for dist in self.all_distributions()? {
+            if !have_dists.contains(&dist.sha256) {
+                self.write_distribution_record(dist.id)?;
                 written += 1;
             }
         }
@@ -859,9 +974,8 @@ impl Db {
         )?)
     }
 
-    /// Every bytecode row (any tag) of these sources: (source, tag, pyc and
-    /// its size).
-    pub fn bytecode_of(&self, sources: &[String]) -> anyhow::Result<Vec<(String, String, Pyc)>> {
+    /// Every bytecode row (any tag) of these sources.
+    pub fn bytecode_of(&self, sources: &[String]) -> anyhow::Result<Vec<BytecodeRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT b.tag, b.pyc, o.size FROM bytecode b LEFT JOIN objects o ON o.key = b.pyc \
@@ -870,13 +984,13 @@ impl Db {
         let mut out = Vec::new();
         for source in sources {
             let rows = stmt.query_map([source], |r| {
-                let pyc: Option<String> = r.get(1)?;
+                let pyc: Option<ObjectKey> = r.get(1)?;
                 let size: Option<i64> = r.get(2)?;
-                Ok((
-                    source.clone(),
-                    r.get::<_, String>(0)?,
-                    pyc.map(|p| (p, size.unwrap_or(0) as u64)),
-                ))
+                Ok(BytecodeRow {
+                    source: source.clone(),
+                    tag: r.get(0)?,
+                    pyc: pyc.map(|p| (p, size.unwrap_or(0) as u64)),
+                })
             })?;
             for row in rows {
                 out.push(row?);
@@ -895,6 +1009,21 @@ impl Db {
         )?;
         Ok((count as u64, bytes as u64))
     }
+}
+
+fn object_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRow> {
+    Ok(ObjectRow {
+        key: r.get(0)?,
+        size: r.get::<_, i64>(1)? as u64,
+    })
+}
+
+/// Parses an object key the index is given as text (from a record).
+fn parse_object_key(text: &str) -> Result<ObjectKey, MalformedValue> {
+    ObjectKey::parse(text).ok_or_else(|| MalformedValue {
+        text: text.to_owned(),
+        expected: "an object key",
+    })
 }
 
 fn dist_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DistRecord> {
@@ -918,6 +1047,104 @@ pub fn unix_now() -> i64 {
 mod tests {
     use super::*;
 
+    fn key(byte: u8) -> ObjectKey {
+        ObjectKey {
+            hash: [byte; 32],
+            executable: false,
+        }
+    }
+
+    /// Records a distribution whose only file is `source.py`, the object `key`.
+    fn insert_with_source(db: &Db, sha256: &str, key: ObjectKey) -> i64 {
+        let files = vec![FileRow {
+            path: "m/source.py".into(),
+            object: Some(key),
+            mode: 0o644,
+            size: 3,
+            sha256: "x".into(),
+            bytecode: Bytecode::Unknown,
+        }];
+        let dist = NewDistribution {
+            name: sha256,
+            version: "1",
+            filename: "m-1-py3-none-any.whl",
+            sha256,
+            size: 10,
+            tags: "py3-none-any",
+            url: None,
+            built_from_sdist: None,
+        };
+        db.insert_distribution(&dist, &files).unwrap()
+    }
+
+    fn orphan_keys(db: &Db, ids: &[i64], adopted: &[String]) -> Vec<ObjectKey> {
+        let mut keys: Vec<ObjectKey> = db
+            .unreferenced_objects_after(ids, adopted)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_pyc_lives_while_its_source_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("store.db")).unwrap();
+        let (source, pyc) = (key(1), key(2));
+        let a = insert_with_source(&db, "a", source);
+        let b = insert_with_source(&db, "b", source);
+        db.record_bytecode("cpython-312", &[(source.to_string(), Some((pyc, 5)))])
+            .unwrap();
+        // b still uses the source: neither it nor its pyc is an orphan.
+        assert_eq!(orphan_keys(&db, &[a], &[]), vec![]);
+        assert_eq!(orphan_keys(&db, &[a, b], &[]), vec![source, pyc]);
+        // The preview changed nothing; the real deletion says the same.
+        let mut deleted: Vec<ObjectKey> = db
+            .delete_distributions(&[a, b], &[])
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, vec![source, pyc]);
+        assert_eq!(db.all_objects().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn an_adopted_venvs_objects_go_only_once_it_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("store.db")).unwrap();
+        db.record_adopted("/venvs/old", &[(key(3).to_string(), 7)])
+            .unwrap();
+        assert_eq!(orphan_keys(&db, &[], &[]), vec![]);
+        assert_eq!(orphan_keys(&db, &[], &["/venvs/old".into()]), vec![key(3)]);
+    }
+
+    #[test]
+    fn a_malformed_key_in_the_index_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("store.db")).unwrap();
+        db.conn()
+            .execute("INSERT INTO objects (key, size) VALUES ('zz', 1)", [])
+            .unwrap();
+        let err = db.all_objects().unwrap_err();
+        let malformed = err
+            .chain()
+            .find_map(|cause| {
+                let sqlite = cause.downcast_ref::<rusqlite::Error>()?;
+                let rusqlite::Error::FromSqlConversionFailure(_, _, inner) = sqlite else {
+                    return None;
+                };
+                inner
+                    .downcast_ref::<MalformedValue>()
+                    .map(|m| m.text.clone())
+            })
+            .expect("a MalformedValue in the chain");
+        assert_eq!(malformed, "zz");
+    }
+
     #[test]
     fn reopening_keeps_data_and_rejects_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -925,7 +1152,7 @@ mod tests {
         let db = Db::open(&path).unwrap();
         let files = vec![FileRow {
             path: "a/__init__.py".into(),
-            object: Some("ab".repeat(32)),
+            object: ObjectKey::parse(&"ab".repeat(32)),
             mode: 0o644,
             size: 3,
             sha256: "x".into(),

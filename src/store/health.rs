@@ -12,8 +12,9 @@
 //! SQLite's own page check (`quick_check`) reads the whole file, so it runs
 //! only where the index decides deletions (gc) and in `verify`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::Layout;
 use super::db::Db;
 use super::records::Records;
 
@@ -53,18 +54,18 @@ pub enum IndexProblem {
 
 /// Before the index is opened: a missing or zero-length file in a store
 /// that has content is a lost index (opening it would make a new, empty one).
-pub fn check_index_file(root: &Path, db_path: &Path, records: &Records) -> Option<IndexProblem> {
-    let problem = match std::fs::metadata(db_path) {
+pub fn check_index_file(layout: &Layout, records: &Records) -> Option<IndexProblem> {
+    let problem = match std::fs::metadata(layout.index_path()) {
         Err(_) => IndexProblem::Missing,
         Ok(meta) if meta.len() == 0 => IndexProblem::Empty,
         Ok(_) => return None,
     };
-    (has_records(records) || any_object(root)).then_some(problem)
+    (has_records(records) || any_object(layout)).then_some(problem)
 }
 
 /// After the index is opened: does it know everything the records describe,
 /// and any object when object files exist?
-pub fn check_index(root: &Path, db: &Db, records: &Records) -> Option<IndexProblem> {
+pub fn check_index(layout: &Layout, db: &Db, records: &Records) -> Option<IndexProblem> {
     match behind_records(db, records) {
         Err(err) => return Some(unreadable(&err)),
         Ok(Some(problem)) => return Some(problem),
@@ -75,7 +76,7 @@ pub fn check_index(root: &Path, db: &Db, records: &Records) -> Option<IndexProbl
     // A store from before records has nothing else to go by.
     match db.record_keys() {
         Err(err) => Some(unreadable(&err)),
-        Ok(keys) if !keys.has_objects && !records.exist() && any_object(root) => {
+        Ok(keys) if !keys.has_objects && !records.exist() && any_object(layout) => {
             Some(IndexProblem::Empty)
         }
         Ok(_) => None,
@@ -142,8 +143,8 @@ fn has_records(records: &Records) -> bool {
 }
 
 /// Whether any object file exists (stops at the first).
-pub fn any_object(root: &Path) -> bool {
-    let Ok(shards) = std::fs::read_dir(root.join("objects")) else {
+pub fn any_object(layout: &Layout) -> bool {
+    let Ok(shards) = std::fs::read_dir(layout.objects_dir()) else {
         return false;
     };
     shards.flatten().any(|shard| {

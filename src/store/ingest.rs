@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rayon::prelude::*;
 use sha2::Digest;
-use uv_distribution_filename::WheelFilename;
+use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use super::db::{FileRow, NewDistribution};
@@ -46,10 +46,23 @@ pub struct WheelFile<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("`{wheel}` is not a valid wheel file name: {reason}")]
-    Filename { wheel: String, reason: String },
-    #[error("{wheel}: corrupt or truncated zip archive ({reason}); nothing was ingested")]
-    Zip { wheel: String, reason: String },
+    #[error("`{wheel}` is not a valid wheel file name: {source}")]
+    Filename {
+        wheel: String,
+        #[source]
+        source: WheelFilenameError,
+    },
+    #[error(
+        "{wheel}: corrupt or truncated zip archive ({}{source}); nothing was ingested",
+        .entry.as_deref().map(|e| format!("{e}: ")).unwrap_or_default()
+    )]
+    Zip {
+        wheel: String,
+        /// The entry being read, when the archive opened.
+        entry: Option<String>,
+        #[source]
+        source: ZipFailure,
+    },
     #[error("{wheel}: entry `{entry}` {reason}; refusing to ingest this wheel")]
     UnsafeEntry {
         wheel: String,
@@ -68,6 +81,15 @@ pub enum IngestError {
     Invalid { wheel: String, message: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// Why a wheel's archive could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ZipFailure {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Zip(#[from] zip::result::ZipError),
 }
 
 /// Files of this size or less are hashed in memory; larger ones stream
@@ -100,7 +122,8 @@ pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestE
     }
     let file = File::open(wheel.path).map_err(|e| IngestError::Zip {
         wheel: wheel.filename.to_string(),
-        reason: e.to_string(),
+        entry: None,
+        source: e.into(),
     })?;
     let Inspection {
         filename,
@@ -169,41 +192,19 @@ pub fn inspect_archive<R: Read + Seek>(
 ) -> Result<Inspection, IngestError> {
     let filename = WheelFilename::from_str(wheel_name).map_err(|e| IngestError::Filename {
         wheel: wheel_name.to_string(),
-        reason: e.to_string(),
+        source: e,
     })?;
     let zip_error = |e: zip::result::ZipError| IngestError::Zip {
         wheel: wheel_name.to_string(),
-        reason: e.to_string(),
+        entry: None,
+        source: e.into(),
     };
     let invalid = |message: String| IngestError::Invalid {
         wheel: wheel_name.to_string(),
         message,
     };
     let mut archive = ZipArchive::new(reader).map_err(zip_error)?;
-    let mut file_indices = Vec::new();
-    let mut names = Vec::new();
-    for index in 0..archive.len() {
-        let entry = archive.by_index_raw(index).map_err(zip_error)?;
-        let name = entry.name().to_string();
-        if let Err(reason) = safe_relative_path(&name) {
-            return Err(IngestError::UnsafeEntry {
-                wheel: wheel_name.to_string(),
-                entry: name,
-                reason: format!("is not a safe relative path: it {reason}"),
-            });
-        }
-        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
-            return Err(IngestError::UnsafeEntry {
-                wheel: wheel_name.to_string(),
-                entry: name,
-                reason: "is a symbolic link (wheels may only hold regular files)".into(),
-            });
-        }
-        if !entry.is_dir() {
-            file_indices.push(index);
-            names.push(name);
-        }
-    }
+    let (file_indices, names) = list_files(&mut archive, wheel_name)?;
 
     let dist_info = find_dist_info(&names, &filename).map_err(invalid)?;
     let mut read_text = |name: &str| -> Result<String, IngestError> {
@@ -216,7 +217,8 @@ pub fn inspect_archive<R: Read + Seek>(
             .read_to_string(&mut text)
             .map_err(|e| IngestError::Zip {
                 wheel: wheel_name.to_string(),
-                reason: format!("{name}: {e}"),
+                entry: Some(name.to_string()),
+                source: e.into(),
             })?;
         Ok(text)
     };
@@ -255,6 +257,43 @@ pub fn inspect_archive<R: Read + Seek>(
         record,
         record_name,
     })
+}
+
+/// The archive's file entries (indices and names), after checking that
+/// every entry's name is a safe relative path and none is a symlink.
+fn list_files<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    wheel_name: &str,
+) -> Result<(Vec<usize>, Vec<String>), IngestError> {
+    let mut file_indices = Vec::new();
+    let mut names = Vec::new();
+    for index in 0..archive.len() {
+        let entry = archive.by_index_raw(index).map_err(|e| IngestError::Zip {
+            wheel: wheel_name.to_string(),
+            entry: None,
+            source: e.into(),
+        })?;
+        let name = entry.name().to_string();
+        if let Err(reason) = safe_relative_path(&name) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name.to_string(),
+                entry: name,
+                reason: format!("is not a safe relative path: it {reason}"),
+            });
+        }
+        if entry.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
+            return Err(IngestError::UnsafeEntry {
+                wheel: wheel_name.to_string(),
+                entry: name,
+                reason: "is a symbolic link (wheels may only hold regular files)".into(),
+            });
+        }
+        if !entry.is_dir() {
+            file_indices.push(index);
+            names.push(name);
+        }
+    }
+    Ok((file_indices, names))
 }
 
 fn record_dist(
@@ -301,7 +340,8 @@ fn hash_entries(
         .map(|chunk| {
             let mut archive = open_archive(wheel.path).map_err(|e| IngestError::Zip {
                 wheel: wheel.filename.to_string(),
-                reason: e.to_string(),
+                entry: None,
+                source: e.into(),
             })?;
             chunk
                 .iter()
@@ -335,57 +375,31 @@ fn hash_entry(
     recorded: &HashMap<&str, &wheel::RecordEntry>,
     record_name: &str,
 ) -> Result<HashedEntry, IngestError> {
-    let zip_error = |reason: String| IngestError::Zip {
+    let mut entry = archive.by_index(index).map_err(|e| IngestError::Zip {
         wheel: wheel.filename.to_string(),
-        reason,
-    };
-    let mut entry = archive
-        .by_index(index)
-        .map_err(|e| zip_error(e.to_string()))?;
+        entry: None,
+        source: e.into(),
+    })?;
     let path = entry.name().to_string();
     let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
     let declared = entry.size();
-
-    let mut blake = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 256 << 10];
-    let mut in_memory = Vec::new();
-    let mut spill: Option<(PathBuf, std::io::BufWriter<File>)> = None;
-    if declared > IN_MEMORY_LIMIT {
-        let temp = staging.join(format!("{index}"));
-        let file =
-            File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
-        spill = Some((temp, std::io::BufWriter::with_capacity(1 << 20, file)));
-    }
-    let mut size = 0u64;
-    loop {
-        let n = entry
-            .read(&mut buffer)
-            .map_err(|e| zip_error(format!("{path}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        let chunk = &buffer[..n];
-        blake.update(chunk);
-        sha.update(chunk);
-        size += n as u64;
-        match &mut spill {
-            Some((temp, writer)) => writer
-                .write_all(chunk)
-                .with_context(|| format!("cannot write {}", temp.display()))?,
-            None => in_memory.extend_from_slice(chunk),
-        }
-    }
-    let digest = URL_SAFE_NO_PAD.encode(sha.finalize());
-
+    let temp = staging.join(format!("{index}"));
+    let streamed = stream_entry(&mut entry, declared, &temp).map_err(|err| match err {
+        StreamError::Read(source) => IngestError::Zip {
+            wheel: wheel.filename.to_string(),
+            entry: Some(path.clone()),
+            source: source.into(),
+        },
+        StreamError::Stage(err) => IngestError::Other(err),
+    })?;
     if path != record_name
         && let Some(expected) = recorded.get(path.as_str())
     {
         let hash_ok = match &expected.hash {
-            Some((algo, value)) if algo == "sha256" => *value == digest,
+            Some((algo, value)) if algo == "sha256" => *value == streamed.sha256,
             _ => true,
         };
-        if !hash_ok || expected.size.is_some_and(|s| s != size) {
+        if !hash_ok || expected.size.is_some_and(|s| s != streamed.size) {
             return Err(IngestError::Invalid {
                 wheel: wheel.filename.to_string(),
                 message: format!(
@@ -394,59 +408,116 @@ fn hash_entry(
             });
         }
     }
-
-    let mode = if executable { 0o755 } else { 0o644 };
-    if size == 0 {
-        return Ok(HashedEntry {
-            row: FileRow {
-                path,
-                object: None,
-                mode,
-                size,
-                sha256: digest,
-                bytecode: Default::default(),
-            },
-            staged: None,
-        });
+    let mut row = FileRow {
+        path,
+        object: None,
+        mode: if executable { 0o755 } else { 0o644 },
+        size: streamed.size,
+        sha256: streamed.sha256,
+        bytecode: Default::default(),
+    };
+    if row.size == 0 {
+        return Ok(HashedEntry { row, staged: None });
     }
     let key = ObjectKey {
-        hash: *blake.finalize().as_bytes(),
+        hash: streamed.blake3,
         executable,
     };
-    let have_object = fs_err::metadata(store.object_path(&key)).is_ok_and(|m| m.len() == size);
-    let staged = if have_object {
-        if let Some((temp, writer)) = spill {
+    let have_object = fs_err::metadata(store.object_path(&key)).is_ok_and(|m| m.len() == row.size);
+    let staged = stage(streamed.content, have_object, &temp)?.map(|temp| (temp, key));
+    row.object = Some(key);
+    Ok(HashedEntry { row, staged })
+}
+
+/// An entry's bytes, hashed as they streamed out of the archive.
+struct Streamed {
+    blake3: [u8; 32],
+    /// urlsafe-base64 sha256, as RECORD writes it.
+    sha256: String,
+    size: u64,
+    content: Content,
+}
+
+/// Where a streamed entry's bytes are: small ones in memory, large ones
+/// spilled to a staging file as they streamed.
+enum Content {
+    InMemory(Vec<u8>),
+    Spilled(std::io::BufWriter<File>),
+}
+
+enum StreamError {
+    /// Reading the archive failed.
+    Read(std::io::Error),
+    /// Writing the staging file failed.
+    Stage(anyhow::Error),
+}
+
+/// Reads an entry of `declared` size, hashing it with blake3 and sha256;
+/// entries over [`IN_MEMORY_LIMIT`] go to `temp` as they are read.
+fn stream_entry(
+    entry: &mut impl Read,
+    declared: u64,
+    temp: &Path,
+) -> Result<Streamed, StreamError> {
+    let mut blake = blake3::Hasher::new();
+    let mut sha = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 256 << 10];
+    let mut content = if declared > IN_MEMORY_LIMIT {
+        let file = File::create(temp)
+            .with_context(|| format!("cannot write {}", temp.display()))
+            .map_err(StreamError::Stage)?;
+        Content::Spilled(std::io::BufWriter::with_capacity(1 << 20, file))
+    } else {
+        Content::InMemory(Vec::new())
+    };
+    let mut size = 0u64;
+    loop {
+        let n = entry.read(&mut buffer).map_err(StreamError::Read)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buffer[..n];
+        blake.update(chunk);
+        sha.update(chunk);
+        size += n as u64;
+        match &mut content {
+            Content::Spilled(writer) => writer
+                .write_all(chunk)
+                .with_context(|| format!("cannot write {}", temp.display()))
+                .map_err(StreamError::Stage)?,
+            Content::InMemory(bytes) => bytes.extend_from_slice(chunk),
+        }
+    }
+    Ok(Streamed {
+        blake3: *blake.finalize().as_bytes(),
+        sha256: URL_SAFE_NO_PAD.encode(sha.finalize()),
+        size,
+        content,
+    })
+}
+
+/// Leaves a new object's bytes staged at `temp`, returning it; when the
+/// store already has the object, drops them.
+fn stage(content: Content, have_object: bool, temp: &Path) -> anyhow::Result<Option<PathBuf>> {
+    match content {
+        Content::Spilled(writer) if have_object => {
             drop(writer);
             let _ = fs_err::remove_file(temp);
+            Ok(None)
         }
-        None
-    } else {
-        let temp = match spill {
-            Some((temp, writer)) => {
-                writer.into_inner().map_err(|e| {
-                    anyhow::anyhow!("cannot write {}: {}", temp.display(), e.error())
-                })?;
-                temp
-            }
-            None => {
-                let temp = staging.join(format!("{index}"));
-                fs_err::write(&temp, &in_memory).context("cannot stage an object")?;
-                temp
-            }
-        };
-        Some((temp, key))
-    };
-    Ok(HashedEntry {
-        row: FileRow {
-            path,
-            object: Some(key.to_string()),
-            mode,
-            size,
-            sha256: digest,
-            bytecode: Default::default(),
-        },
-        staged,
-    })
+        Content::InMemory(_) if have_object => Ok(None),
+        Content::Spilled(writer) => {
+            writer
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)
+                .with_context(|| format!("cannot write {}", temp.display()))?;
+            Ok(Some(temp.to_path_buf()))
+        }
+        Content::InMemory(bytes) => {
+            fs_err::write(temp, &bytes).context("cannot stage an object")?;
+            Ok(Some(temp.to_path_buf()))
+        }
+    }
 }
 
 /// Moves a staged file into `objects/` as a read-only object.
@@ -512,4 +583,72 @@ fn check_name_and_version(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::io::Cursor;
+
+    use super::*;
+
+    #[test]
+    fn a_broken_archive_keeps_the_zip_error_as_its_cause() {
+        let err = inspect_archive(Cursor::new(b"not a zip".to_vec()), "a-1-py3-none-any.whl")
+            .err()
+            .unwrap();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("a-1-py3-none-any.whl: corrupt or truncated zip archive (")
+                && message.ends_with("); nothing was ingested"),
+            "{message}"
+        );
+        let source = err.source().expect("a cause");
+        assert!(
+            matches!(
+                source.downcast_ref::<ZipFailure>(),
+                Some(ZipFailure::Zip(_))
+            ),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn large_entries_stream_to_their_staging_file_and_are_dropped_if_the_store_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("0");
+        let bytes = vec![9u8; IN_MEMORY_LIMIT as usize + 1];
+        let streamed = stream_entry(&mut Cursor::new(&bytes), bytes.len() as u64, &temp)
+            .ok()
+            .unwrap();
+        assert_eq!(streamed.blake3, *blake3::hash(&bytes).as_bytes());
+        assert_eq!(streamed.size, bytes.len() as u64);
+        assert_eq!(
+            stage(streamed.content, false, &temp).unwrap(),
+            Some(temp.clone())
+        );
+        assert_eq!(std::fs::read(&temp).unwrap(), bytes);
+
+        let again = stream_entry(&mut Cursor::new(&bytes), bytes.len() as u64, &temp)
+            .ok()
+            .unwrap();
+        assert_eq!(stage(again.content, true, &temp).unwrap(), None);
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn a_bad_file_name_keeps_the_parse_error_as_its_cause() {
+        let err = inspect_archive(Cursor::new(Vec::new()), "not-a-wheel.zip")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("`not-a-wheel.zip` is not a valid wheel file name: "),
+            "{err}"
+        );
+        assert!(
+            err.source()
+                .is_some_and(|s| s.downcast_ref::<WheelFilenameError>().is_some())
+        );
+    }
 }

@@ -55,6 +55,13 @@ impl ObjectKey {
     }
 }
 
+/// As its text form, the way the index, manifests and reports name it.
+impl serde::Serialize for ObjectKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.hash))?;
@@ -65,90 +72,25 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-pub struct Store {
+/// Where each part of a store lives on disk: the one place that knows the
+/// layout. Usable without opening the index (rebuilding a damaged one).
+#[derive(Debug, Clone)]
+pub struct Layout {
     root: PathBuf,
-    pub db: Db,
 }
 
-impl Store {
-    /// `$TSTORE_HOME`, else `$XDG_DATA_HOME/tstore`, else `~/.local/share/tstore`.
-    pub fn default_home() -> PathBuf {
-        if let Some(home) = std::env::var_os("TSTORE_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(home);
+impl Layout {
+    /// The layout of the store under `home` (`$TSTORE_HOME`).
+    pub fn of_home(home: &Path) -> Self {
+        Self {
+            root: home.join("v1"),
         }
-        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(data).join("tstore");
-        }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        home.join(".local/share/tstore")
     }
 
-    /// Opens (creating if needed) the store under `home`, after checking
-    /// that its index can be trusted: a damaged or lost index is an
-    /// [`IndexDamaged`] error, and nothing is written.
-    pub fn open(home: &Path) -> anyhow::Result<Self> {
-        let root = home.join("v1");
-        Self::create_dirs(home, &root)?;
-        let db_path = root.join("store.db");
-        let records = Records::at(root.join("records"));
-        let damaged = |problem| IndexDamaged {
-            path: db_path.clone(),
-            problem,
-        };
-        // Switching a new database to WAL and migrating its schema do not
-        // wait on SQLite's busy handler: processes take turns here instead.
-        let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
-        if let Some(problem) = health::check_index_file(&root, &db_path, &records) {
-            return Err(damaged(problem).into());
-        }
-        let db = Db::open_with_records(&db_path, records.clone()).map_err(|err| {
-            let problem = if health::is_index_damage(&err) {
-                IndexProblem::Malformed(vec![format!("{err:#}")])
-            } else {
-                IndexProblem::Unreadable(format!("{err:#}"))
-            };
-            damaged(problem)
-        })?;
-        if let Some(problem) = health::check_index(&root, &db, &records) {
-            return Err(damaged(problem).into());
-        }
-        if !records.exist() {
-            // A store made before records: write them once, from the index
-            // that just passed its checks.
-            Records::create_dirs(records.dir())?;
-            db.write_missing_records()?;
-        }
-        drop(_opening);
-        let store = Self { root, db };
-        tmp::on_open(&store)?;
-        Ok(store)
-    }
-
-    fn create_dirs(home: &Path, root: &Path) -> anyhow::Result<()> {
-        let objects = root.join("objects");
-        if !objects.join("ff").is_dir() {
-            for byte in 0..=255u8 {
-                crate::fsinfo::create_dir_all_with_mode(
-                    &objects.join(format!("{byte:02x}")),
-                    crate::fsinfo::DIR_MODE,
-                )
-                .with_context(|| format!("cannot create the store at {}", home.display()))?;
-            }
-        }
-        for dir in [
-            "tmp",
-            "locks",
-            "tools",
-            "interpreters",
-            "skeletons",
-            "run",
-            "manifests",
-        ] {
-            crate::fsinfo::create_dir_all_with_mode(&root.join(dir), crate::fsinfo::DIR_MODE)?;
-        }
-        Ok(())
+    /// The store's directory, for messages and as its identity; paths inside
+    /// it come from the methods below.
+    pub fn location(&self) -> &Path {
+        &self.root
     }
 
     /// The index file.
@@ -161,19 +103,19 @@ impl Store {
         Records::at(self.root.join("records"))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The objects, in 256 shard directories named by a key's first byte.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
     }
 
-    /// Flushes everything written to the store's filesystem (one `syncfs`).
-    pub fn sync_filesystem(&self) -> anyhow::Result<()> {
-        let dir = fs_err::File::open(self.root())?;
-        crate::platform::sync_filesystem(dir.file()).context("cannot flush the store's filesystem")
+    /// The shard directory holding objects whose key starts with `byte`.
+    pub fn object_shard(&self, byte: u8) -> PathBuf {
+        self.objects_dir().join(format!("{byte:02x}"))
     }
 
     pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
         let name = key.to_string();
-        self.root.join("objects").join(&name[..2]).join(name)
+        self.objects_dir().join(&name[..2]).join(name)
     }
 
     /// Scratch space on the store's filesystem.
@@ -192,9 +134,7 @@ impl Store {
 
     /// The manifest of the venv plan with this hash.
     pub fn manifest_path(&self, plan_hash: &str) -> PathBuf {
-        self.root
-            .join("manifests")
-            .join(format!("{plan_hash}.json"))
+        self.manifests_dir().join(format!("{plan_hash}.json"))
     }
 
     pub fn manifests_dir(&self) -> PathBuf {
@@ -219,19 +159,29 @@ impl Store {
         self.root.join("skeletons")
     }
 
+    /// Advisory lock files.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
     /// The store-wide lock: held shared while objects are added or used
     /// (fetch, materialize), exclusively while they may be removed or
     /// rewritten (gc, verify --repair).
     pub fn usage_lock(&self) -> PathBuf {
-        self.root.join("run").join("store.lock")
+        self.run_dir().join("store.lock")
+    }
+
+    /// Taken while an index is opened (or swapped for a rebuilt one):
+    /// switching a new database to WAL and migrating its schema do not wait
+    /// on SQLite's busy handler, so processes take turns here instead.
+    pub fn open_lock(&self) -> PathBuf {
+        self.run_dir().join("open.lock")
     }
 
     /// Advisory lock file guarding one named resource (a venv path, say).
     pub fn lock_file(&self, name: &str) -> PathBuf {
         let digest = blake3::hash(name.as_bytes()).to_hex();
-        self.root
-            .join("run")
-            .join(format!("{}.lock", &digest[..16]))
+        self.run_dir().join(format!("{}.lock", &digest[..16]))
     }
 
     /// A fresh, unique temp path inside the store.
@@ -241,6 +191,108 @@ impl Store {
             std::process::id(),
             unique_suffix()
         ))
+    }
+
+    /// Creates the directories a store needs (all 256 object shards once).
+    fn create_dirs(&self, home: &Path) -> anyhow::Result<()> {
+        if !self.object_shard(0xff).is_dir() {
+            for byte in 0..=255u8 {
+                crate::fsinfo::create_dir_all_with_mode(
+                    &self.object_shard(byte),
+                    crate::fsinfo::DIR_MODE,
+                )
+                .with_context(|| format!("cannot create the store at {}", home.display()))?;
+            }
+        }
+        for dir in [
+            self.tmp_dir(),
+            self.default_locks_dir(),
+            self.tools_dir(),
+            self.interpreters_dir(),
+            self.skeletons_dir(),
+            self.run_dir(),
+            self.manifests_dir(),
+        ] {
+            crate::fsinfo::create_dir_all_with_mode(&dir, crate::fsinfo::DIR_MODE)?;
+        }
+        Ok(())
+    }
+}
+
+/// An open store: its layout and its index.
+pub struct Store {
+    layout: Layout,
+    pub db: Db,
+}
+
+/// A store is used through its places as much as through its index: every
+/// [`Layout`] method is a method of the store.
+impl std::ops::Deref for Store {
+    type Target = Layout;
+
+    fn deref(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+impl Store {
+    /// `$TSTORE_HOME`, else `$XDG_DATA_HOME/tstore`, else `~/.local/share/tstore`.
+    pub fn default_home() -> PathBuf {
+        if let Some(home) = std::env::var_os("TSTORE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home);
+        }
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(data).join("tstore");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        home.join(".local/share/tstore")
+    }
+
+    /// Opens (creating if needed) the store under `home`, after checking
+    /// that its index can be trusted: a damaged or lost index is an
+    /// [`IndexDamaged`] error, and nothing is written.
+    pub fn open(home: &Path) -> anyhow::Result<Self> {
+        let layout = Layout::of_home(home);
+        layout.create_dirs(home)?;
+        let db_path = layout.index_path();
+        let records = layout.records();
+        let damaged = |problem| IndexDamaged {
+            path: db_path.clone(),
+            problem,
+        };
+        let _opening = FileLock::acquire(&layout.open_lock(), || {})?;
+        if let Some(problem) = health::check_index_file(&layout, &records) {
+            return Err(damaged(problem).into());
+        }
+        let db = Db::open_with_records(&db_path, records.clone()).map_err(|err| {
+            let problem = if health::is_index_damage(&err) {
+                IndexProblem::Malformed(vec![format!("{err:#}")])
+            } else {
+                IndexProblem::Unreadable(format!("{err:#}"))
+            };
+            damaged(problem)
+        })?;
+        if let Some(problem) = health::check_index(&layout, &db, &records) {
+            return Err(damaged(problem).into());
+        }
+        if !records.exist() {
+            // A store made before records: write them once, from the index
+            // that just passed its checks.
+            Records::create_dirs(records.dir())?;
+            db.write_missing_records()?;
+        }
+        drop(_opening);
+        let store = Self { layout, db };
+        tmp::on_open(&store)?;
+        Ok(store)
+    }
+
+    /// Flushes everything written to the store's filesystem (one `syncfs`).
+    pub fn sync_filesystem(&self) -> anyhow::Result<()> {
+        let dir = fs_err::File::open(self.location())?;
+        crate::platform::sync_filesystem(dir.file()).context("cannot flush the store's filesystem")
     }
 }
 
@@ -308,6 +360,23 @@ impl FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_versioned_and_shards_objects_by_first_byte() {
+        let layout = Layout::of_home(Path::new("/h"));
+        assert_eq!(layout.index_path(), Path::new("/h/v1/store.db"));
+        let key = ObjectKey {
+            hash: [0xab; 32],
+            executable: true,
+        };
+        let name = format!("{}-x", "ab".repeat(32));
+        assert_eq!(
+            layout.object_path(&key),
+            Path::new("/h/v1/objects/ab").join(name)
+        );
+        assert_eq!(layout.object_shard(0xab), Path::new("/h/v1/objects/ab"));
+        assert_eq!(layout.open_lock(), Path::new("/h/v1/run/open.lock"));
+    }
 
     #[test]
     fn object_key_round_trips_with_exec_suffix() {

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::link::LinkMethod;
+
 /// A distribution's record, without its files (as an export or a remote
 /// carries it, too).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,8 +49,32 @@ pub struct GenerationRow {
     pub path: String,
     pub plan: String,
     pub lock: String,
-    pub link_method: String,
+    #[serde(with = "link_method_text")]
+    pub link_method: LinkMethod,
     pub created_at: i64,
+}
+
+/// The link method named by the word it displays as (how the index and
+/// records store it).
+pub fn link_method_from_text(text: &str) -> Option<LinkMethod> {
+    [LinkMethod::Reflink, LinkMethod::Hardlink, LinkMethod::Copy]
+        .into_iter()
+        .find(|method| method.to_string() == text)
+}
+
+/// Link methods as their word in records.
+mod link_method_text {
+    use crate::link::LinkMethod;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(method: &LinkMethod, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(method)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LinkMethod, D::Error> {
+        let text = String::deserialize(d)?;
+        super::link_method_from_text(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown link method `{text}`")))
+    }
 }
 
 /// A distribution as recorded (and as it travels in archives and remotes).
@@ -274,5 +300,35 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
             Err(err).with_context(|| format!("cannot remove {}", path.display()))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generations_link_method_is_written_as_its_word() {
+        let row = GenerationRow {
+            venv: "/v/t".into(),
+            number: 1,
+            path: "/v/.tstore-generations/t/1".into(),
+            plan: "p".into(),
+            lock: "/s/l.toml".into(),
+            link_method: LinkMethod::Reflink,
+            created_at: 5,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["link_method"], "reflink");
+        let back: GenerationRow = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, row);
+
+        let mut unknown = json;
+        unknown["link_method"] = "teleport".into();
+        let err = serde_json::from_value::<GenerationRow>(unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown link method `teleport`"),
+            "{err}"
+        );
     }
 }

@@ -90,14 +90,14 @@ pub fn needed(store: &Store, ids: &[i64]) -> anyhow::Result<Needed> {
     sources.sort();
     sources.dedup();
     sources.push(crate::store::db::EMPTY_SOURCE.to_string());
-    for (source, tag, pyc) in store.db.bytecode_of(&sources)? {
+    for crate::store::db::BytecodeRow { source, tag, pyc } in store.db.bytecode_of(&sources)? {
         if let Some((key, size)) = &pyc {
-            out.objects.insert(key.clone(), *size);
+            out.objects.insert(key.to_string(), *size);
         }
         out.bytecode.push(BytecodeEntry {
             source,
             tag,
-            pyc: pyc.map(|(k, _)| k),
+            pyc: pyc.map(|(k, _)| k.to_string()),
         });
     }
     out.bytecode.sort();
@@ -296,7 +296,7 @@ pub fn record(
                 let Ok(meta) = fs_err::metadata(store.object_path(&parsed)) else {
                     continue;
                 };
-                Some((key.clone(), meta.len()))
+                Some((parsed, meta.len()))
             }
             None => None,
         };

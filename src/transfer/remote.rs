@@ -227,92 +227,88 @@ impl Remote {
     ) -> anyhow::Result<TransferReport> {
         self.runtime.block_on(async {
             let mut report = TransferReport::default();
-            progress.start("checking the remote", needed.objects.len() as u64, 0);
-            let presence: Vec<(String, u64, bool)> = futures::stream::iter(needed.objects.iter())
-                .map(|(key, size)| async move {
-                    let present = self.exists(&format!("objects/{key}")).await?;
-                    progress.item_done("");
-                    anyhow::Ok((key.clone(), *size, present))
-                })
-                .buffer_unordered(PARALLEL)
-                .try_collect()
+            self.push_objects(local, needed, progress, &mut report)
                 .await?;
-            progress.finish();
-            let missing: Vec<(String, u64)> = presence
-                .into_iter()
-                .filter_map(|(key, size, present)| (!present).then_some((key, size)))
-                .collect();
-            report.objects_skipped = needed.objects.len() - missing.len();
-            let bytes: u64 = missing.iter().map(|(_, s)| s).sum();
-            progress.start("pushing", missing.len() as u64, bytes);
-            futures::stream::iter(missing.iter())
-                .map(|(key, size)| async move {
-                    self.put_object(local, key, *size).await?;
-                    progress.bytes(*size);
-                    progress.item_done("");
-                    anyhow::Ok(())
-                })
-                .buffer_unordered(PARALLEL)
-                .try_collect::<Vec<()>>()
-                .await?;
-            progress.finish();
-            report.objects_moved = missing.len();
-            report.bytes_moved = bytes;
-
             // Records last: whoever reads one finds its objects.
-            let mut bytecode: BTreeMap<(&str, &str), Vec<&BytecodeEntry>> = BTreeMap::new();
-            let by_source: BTreeMap<&str, Vec<&BytecodeEntry>> =
-                needed.bytecode.iter().fold(BTreeMap::new(), |mut map, b| {
-                    map.entry(b.source.as_str())
-                        .or_insert_with(Vec::new)
-                        .push(b);
-                    map
-                });
-            for dist in &needed.distributions {
-                for file in &dist.files {
-                    let source = file
-                        .object
-                        .as_deref()
-                        .unwrap_or(crate::store::db::EMPTY_SOURCE);
-                    if !file.path.ends_with(".py") {
-                        continue;
-                    }
-                    for entry in by_source.get(source).into_iter().flatten() {
-                        let list = bytecode
-                            .entry((entry.tag.as_str(), dist.details.sha256.as_str()))
-                            .or_default();
-                        if !list.contains(entry) {
-                            list.push(entry);
-                        }
-                    }
-                }
-            }
-            for dist in &needed.distributions {
-                let key = format!("distributions/{}.json", dist.details.sha256);
-                if !self.exists(&key).await? {
-                    self.put_bytes(&key, serde_json::to_vec(dist)?).await?;
-                    report.distributions_moved += 1;
-                }
-                if let Some(from) = &dist.details.built_from
-                    && !from.starts_with("local-")
-                {
-                    let record = BuildRecord {
-                        sha256: dist.details.sha256.clone(),
-                    };
-                    self.put_bytes(&format!("builds/{from}.json"), serde_json::to_vec(&record)?)
-                        .await?;
-                }
-            }
-            for ((tag, sha256), mut entries) in bytecode {
-                entries.sort();
-                self.put_bytes(
-                    &format!("bytecode/{tag}/{sha256}.json"),
-                    serde_json::to_vec(&entries)?,
-                )
-                .await?;
-            }
+            self.push_records(needed, &mut report).await?;
             Ok(report)
         })
+    }
+
+    /// Uploads the objects of `needed` the remote does not have.
+    async fn push_objects(
+        &self,
+        local: &Store,
+        needed: &Needed,
+        progress: &dyn Progress,
+        report: &mut TransferReport,
+    ) -> anyhow::Result<()> {
+        progress.start("checking the remote", needed.objects.len() as u64, 0);
+        let presence: Vec<(String, u64, bool)> = futures::stream::iter(needed.objects.iter())
+            .map(|(key, size)| async move {
+                let present = self.exists(&format!("objects/{key}")).await?;
+                progress.item_done("");
+                anyhow::Ok((key.clone(), *size, present))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        progress.finish();
+        let missing: Vec<(String, u64)> = presence
+            .into_iter()
+            .filter_map(|(key, size, present)| (!present).then_some((key, size)))
+            .collect();
+        report.objects_skipped = needed.objects.len() - missing.len();
+        let bytes: u64 = missing.iter().map(|(_, s)| s).sum();
+        progress.start("pushing", missing.len() as u64, bytes);
+        futures::stream::iter(missing.iter())
+            .map(|(key, size)| async move {
+                self.put_object(local, key, *size).await?;
+                progress.bytes(*size);
+                progress.item_done("");
+                anyhow::Ok(())
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        progress.finish();
+        report.objects_moved = missing.len();
+        report.bytes_moved = bytes;
+        Ok(())
+    }
+
+    /// Uploads the records of `needed`: distributions the remote lacks,
+    /// which sdist each was built from, and bytecode by tag and wheel.
+    async fn push_records(
+        &self,
+        needed: &Needed,
+        report: &mut TransferReport,
+    ) -> anyhow::Result<()> {
+        for dist in &needed.distributions {
+            let key = format!("distributions/{}.json", dist.details.sha256);
+            if !self.exists(&key).await? {
+                self.put_bytes(&key, serde_json::to_vec(dist)?).await?;
+                report.distributions_moved += 1;
+            }
+            if let Some(from) = &dist.details.built_from
+                && !from.starts_with("local-")
+            {
+                let record = BuildRecord {
+                    sha256: dist.details.sha256.clone(),
+                };
+                self.put_bytes(&format!("builds/{from}.json"), serde_json::to_vec(&record)?)
+                    .await?;
+            }
+        }
+        for ((tag, sha256), mut entries) in bytecode_by_wheel(needed) {
+            entries.sort();
+            self.put_bytes(
+                &format!("bytecode/{tag}/{sha256}.json"),
+                serde_json::to_vec(&entries)?,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Fetches from the remote the distributions of `items` (selected from
@@ -338,56 +334,10 @@ impl Remote {
                     .try_collect()
                     .await?;
             progress.finish();
-
-            let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
-            for (dist, bytecode) in records.iter().flatten() {
-                for file in &dist.files {
-                    if let Some(key) = &file.object {
-                        wanted.insert(key.clone(), file.size);
-                    }
-                }
-                for entry in bytecode {
-                    if let Some(pyc) = &entry.pyc {
-                        // A pyc's size is learned from the remote.
-                        wanted.entry(pyc.clone()).or_insert(u64::MAX);
-                    }
-                }
-            }
-            let wanted: Vec<(String, u64)> = wanted
-                .into_iter()
-                .filter(|(key, _)| {
-                    super::parse_key(key).is_ok_and(|k| !local.object_path(&k).exists())
-                })
-                .collect();
-            let total: u64 = wanted
-                .iter()
-                .map(|(_, s)| *s)
-                .filter(|s| *s != u64::MAX)
-                .sum();
-            progress.start("pulling", wanted.len() as u64, total);
-            let results: Vec<(String, anyhow::Result<u64>)> = futures::stream::iter(wanted.iter())
-                .map(|(key, size)| async move {
-                    let got = self.get_object(local, key, *size, progress).await;
-                    progress.item_done("");
-                    (key.clone(), got)
-                })
-                .buffer_unordered(PARALLEL)
-                .collect()
+            let wanted = wanted_objects(local, &records);
+            let refused = self
+                .pull_objects(local, &wanted, progress, &mut report)
                 .await;
-            progress.finish();
-            let mut refused: HashSet<String> = HashSet::new();
-            for (key, result) in results {
-                match result {
-                    Ok(bytes) => {
-                        report.objects_moved += 1;
-                        report.bytes_moved += bytes;
-                    }
-                    Err(err) => {
-                        report.refused.push(format!("{err:#}"));
-                        refused.insert(key);
-                    }
-                }
-            }
 
             // Recorded together (one sync of the store's filesystem), less
             // what a refused object belongs to: that comes from the index,
@@ -419,6 +369,43 @@ impl Remote {
             report.distributions_moved = good.len();
             Ok(report)
         })
+    }
+
+    /// Streams the `wanted` objects into the local store; returns the keys
+    /// of those refused (each reported).
+    async fn pull_objects(
+        &self,
+        local: &Store,
+        wanted: &[(String, Option<u64>)],
+        progress: &dyn Progress,
+        report: &mut TransferReport,
+    ) -> HashSet<String> {
+        let total: u64 = wanted.iter().filter_map(|(_, s)| *s).sum();
+        progress.start("pulling", wanted.len() as u64, total);
+        let results: Vec<(String, anyhow::Result<u64>)> = futures::stream::iter(wanted.iter())
+            .map(|(key, size)| async move {
+                let got = self.get_object(local, key, *size, progress).await;
+                progress.item_done("");
+                (key.clone(), got)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        progress.finish();
+        let mut refused: HashSet<String> = HashSet::new();
+        for (key, result) in results {
+            match result {
+                Ok(bytes) => {
+                    report.objects_moved += 1;
+                    report.bytes_moved += bytes;
+                }
+                Err(err) => {
+                    report.refused.push(format!("{err:#}"));
+                    refused.insert(key);
+                }
+            }
+        }
+        refused
     }
 
     /// The remote's record (and bytecode) for a selected package, if any.
@@ -467,13 +454,13 @@ impl Remote {
         Ok(Some((dist, bytecode)))
     }
 
-    /// Streams one object into the local store, verified. `size` is
-    /// `u64::MAX` when only the remote knows it.
+    /// Streams one object into the local store, verified. `size` is `None`
+    /// when only the remote knows it.
     async fn get_object(
         &self,
         local: &Store,
         key: &str,
-        size: u64,
+        size: Option<u64>,
         progress: &dyn Progress,
     ) -> anyhow::Result<u64> {
         let remote_key = format!("objects/{key}");
@@ -482,11 +469,7 @@ impl Remote {
             .get(&self.path(&remote_key))
             .await
             .with_context(|| format!("cannot read {}/{remote_key}", self.url))?;
-        let size = if size == u64::MAX {
-            result.meta.size
-        } else {
-            size
-        };
+        let size = size.unwrap_or(result.meta.size);
         let what = format!("{}/{remote_key}", self.url);
         let Some(mut incoming) = Incoming::start(local, key, size, &what)? else {
             return Ok(0);
@@ -499,5 +482,115 @@ impl Remote {
         }
         incoming.finish(local)?;
         Ok(size)
+    }
+}
+
+/// Bytecode entries of `needed` grouped by (tag, wheel sha256): each
+/// distribution's `.py` files' entries, once each.
+fn bytecode_by_wheel(needed: &Needed) -> BTreeMap<(&str, &str), Vec<&BytecodeEntry>> {
+    let mut bytecode: BTreeMap<(&str, &str), Vec<&BytecodeEntry>> = BTreeMap::new();
+    let by_source: BTreeMap<&str, Vec<&BytecodeEntry>> =
+        needed.bytecode.iter().fold(BTreeMap::new(), |mut map, b| {
+            map.entry(b.source.as_str())
+                .or_insert_with(Vec::new)
+                .push(b);
+            map
+        });
+    for dist in &needed.distributions {
+        for file in &dist.files {
+            let source = file
+                .object
+                .as_deref()
+                .unwrap_or(crate::store::db::EMPTY_SOURCE);
+            if !file.path.ends_with(".py") {
+                continue;
+            }
+            for entry in by_source.get(source).into_iter().flatten() {
+                let list = bytecode
+                    .entry((entry.tag.as_str(), dist.details.sha256.as_str()))
+                    .or_default();
+                if !list.contains(entry) {
+                    list.push(entry);
+                }
+            }
+        }
+    }
+    bytecode
+}
+
+/// The objects the found `records` name that the local store lacks, each
+/// once, with the size the records give (`None` for a pyc's, learned from
+/// the remote).
+fn wanted_objects(
+    local: &Store,
+    records: &[Option<(DistributionEntry, Vec<BytecodeEntry>)>],
+) -> Vec<(String, Option<u64>)> {
+    let mut wanted: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    for (dist, bytecode) in records.iter().flatten() {
+        for file in &dist.files {
+            if let Some(key) = &file.object {
+                wanted.insert(key.clone(), Some(file.size));
+            }
+        }
+        for entry in bytecode {
+            if let Some(pyc) = &entry.pyc {
+                wanted.entry(pyc.clone()).or_insert(None);
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .filter(|(key, _)| super::parse_key(key).is_ok_and(|k| !local.object_path(&k).exists()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectKey;
+    use crate::store::records::{DistDetails, FileEntry};
+
+    fn key(byte: u8) -> String {
+        ObjectKey {
+            hash: [byte; 32],
+            executable: false,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_pulls_sizes_come_from_records_and_only_missing_objects_are_wanted() {
+        let home = tempfile::tempdir().unwrap();
+        let local = Store::open(home.path()).unwrap();
+        // The store already has object 3.
+        let have = local.object_path(&ObjectKey::parse(&key(3)).unwrap());
+        std::fs::write(&have, b"x").unwrap();
+        let file = |object: String, size| FileEntry {
+            path: "m/a.py".into(),
+            object: Some(object),
+            mode: 0o644,
+            size,
+            sha256: String::new(),
+        };
+        let dist = DistributionEntry {
+            details: DistDetails {
+                name: "m".into(),
+                version: "1".into(),
+                filename: "m-1-py3-none-any.whl".into(),
+                sha256: "00".into(),
+                size: 1,
+                tags: "py3-none-any".into(),
+                url: None,
+                built_from: None,
+            },
+            files: vec![file(key(1), 10), file(key(3), 1)],
+        };
+        let bytecode = vec![BytecodeEntry {
+            source: key(1),
+            tag: "cpython-312".into(),
+            pyc: Some(key(2)),
+        }];
+        let wanted = wanted_objects(&local, &[Some((dist, bytecode)), None]);
+        assert_eq!(wanted, vec![(key(1), Some(10)), (key(2), None)]);
     }
 }

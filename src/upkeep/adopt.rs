@@ -175,7 +175,7 @@ fn choose_linker(store: &Store, venv: &Path, options: &AdoptOptions) -> anyhow::
             "{}: the store ({}) cannot share files with this venv ({}), so adopting would save \
              nothing. Put the store on the venv's filesystem (TSTORE_HOME) and run adopt again",
             venv.display(),
-            store.root().display(),
+            store.location().display(),
             probe.fallback_reason.unwrap_or_default()
         );
     }
@@ -855,7 +855,7 @@ mod tests {
             report.skipped
         );
         let mut objects = Vec::new();
-        fsinfo::walk_files(&store.root().join("objects"), &mut objects);
+        fsinfo::walk_files(&store.objects_dir(), &mut objects);
         assert_eq!(objects.len(), 3, "{objects:?}");
         let inode = |p: &Path| fs_err::metadata(p).unwrap().ino();
         if report.method == Some(LinkMethod::Hardlink) {
@@ -907,7 +907,7 @@ mod tests {
         let after = fs_err::metadata(fx.site.join("pkg/b.py")).unwrap().ino();
         assert_eq!(before, after);
         let mut objects = Vec::new();
-        fsinfo::walk_files(&store.root().join("objects"), &mut objects);
+        fsinfo::walk_files(&store.objects_dir(), &mut objects);
         assert!(objects.is_empty(), "{objects:?}");
     }
 

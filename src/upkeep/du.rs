@@ -68,46 +68,18 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
     let objects = store.db.all_objects()?;
     let object_bytes: HashMap<ObjectKey, u64> = objects
         .par_iter()
-        .filter_map(|(text, _)| {
-            let key = ObjectKey::parse(text)?;
-            let meta = std::fs::metadata(store.object_path(&key)).ok()?;
-            Some((key, fsinfo::allocated(&meta)))
+        .filter_map(|object| {
+            let meta = std::fs::metadata(store.object_path(&object.key)).ok()?;
+            Some((object.key, fsinfo::allocated(&meta)))
         })
         .collect();
     let store_size = store_size(store);
     let store_inodes = &store_size.inodes;
-
-    struct Loaded {
-        name: String,
-        venv: PathBuf,
-        generation: i64,
-        manifest: Manifest,
-        root: PathBuf,
-    }
-    let mut loaded = Vec::new();
-    // Each tier's generations folder (walked), and its stable path (a
-    // symlink) and the `.tstore-generations` folder holding its generations
-    // (counted alone).
-    let mut walked: Vec<PathBuf> = Vec::new();
-    let mut alone: Vec<PathBuf> = Vec::new();
-    for tier in store.db.tiers()? {
-        let venv = PathBuf::from(&tier.venv);
-        if let Ok(generations) = crate::materialize::generations::Generations::of(&venv) {
-            alone.push(venv.clone());
-            alone.extend(generations.dir.parent().map(Path::to_path_buf));
-            walked.push(generations.dir);
-        }
-        let Ok(row) = crate::materialize::generations::current_record(store, &venv) else {
-            continue;
-        };
-        loaded.push(Loaded {
-            name: tier.name.clone(),
-            venv,
-            generation: row.number,
-            manifest: Manifest::load(store, &row.plan)?,
-            root: PathBuf::from(&row.path),
-        });
-    }
+    let Venvs {
+        loaded,
+        walked,
+        alone,
+    } = load_venvs(store)?;
 
     // Which tiers use each object.
     let mut users: HashMap<ObjectKey, HashSet<&str>> = HashMap::new();
@@ -124,39 +96,7 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
         ..DuReport::default()
     };
     for tier in &loaded {
-        let mut used: HashSet<ObjectKey> = HashSet::new();
-        for file in &tier.manifest.files {
-            if let FileSource::Object(key) = &file.source {
-                used.insert(*key);
-            }
-        }
-        let size = |key: &ObjectKey| object_bytes.get(key).copied().unwrap_or(0);
-        let unique: u64 = used.iter().filter(|k| users[*k].len() == 1).map(size).sum();
-        let shared: u64 = used.iter().filter(|k| users[*k].len() > 1).map(size).sum();
-        let own = private_bytes(&tier.root, store_inodes);
-        // A plain copy holds every file by itself: object contents once per
-        // file, written files as they are, and its directories.
-        let plain_copy: u64 = own.dirs
-            + tier
-                .manifest
-                .files
-                .par_iter()
-                .map(|file| match &file.source {
-                    FileSource::Object(key) => size(key),
-                    _ => std::fs::metadata(tier.root.join(&file.dest))
-                        .map_or(0, |m| fsinfo::allocated(&m)),
-                })
-                .sum::<u64>();
-        let usage = TierUsage {
-            name: tier.name.clone(),
-            venv: tier.venv.clone(),
-            generation: tier.generation,
-            files: tier.manifest.files.len(),
-            plain_copy_bytes: plain_copy,
-            unique_bytes: unique,
-            shared_bytes: shared,
-            private_bytes: own.dirs + own.files,
-        };
+        let usage = tier_usage(tier, &users, &object_bytes, store_inodes);
         report.plain_copies_bytes += usage.plain_copy_bytes;
         if names.is_empty() || names.contains(&usage.name) {
             report.tiers.push(usage);
@@ -169,6 +109,97 @@ pub fn du(store: &Store, names: &[String]) -> anyhow::Result<DuReport> {
     report.saving_bytes =
         report.plain_copies_bytes as i64 - (report.store_bytes + report.venv_bytes) as i64;
     Ok(report)
+}
+
+/// A tier's current generation.
+struct Loaded {
+    name: String,
+    venv: PathBuf,
+    generation: i64,
+    manifest: Manifest,
+    root: PathBuf,
+}
+
+/// The tiers' venvs as `du` counts them.
+struct Venvs {
+    /// Tiers with a current generation.
+    loaded: Vec<Loaded>,
+    /// Each tier's generations folder (walked).
+    walked: Vec<PathBuf>,
+    /// Each tier's stable path (a symlink) and the `.tstore-generations`
+    /// folder holding its generations (counted alone).
+    alone: Vec<PathBuf>,
+}
+
+fn load_venvs(store: &Store) -> anyhow::Result<Venvs> {
+    let mut venvs = Venvs {
+        loaded: Vec::new(),
+        walked: Vec::new(),
+        alone: Vec::new(),
+    };
+    for tier in store.db.tiers()? {
+        let venv = PathBuf::from(&tier.venv);
+        if let Ok(generations) = crate::materialize::generations::Generations::of(&venv) {
+            venvs.alone.push(venv.clone());
+            venvs
+                .alone
+                .extend(generations.dir.parent().map(Path::to_path_buf));
+            venvs.walked.push(generations.dir);
+        }
+        let Ok(row) = crate::materialize::generations::current_record(store, &venv) else {
+            continue;
+        };
+        venvs.loaded.push(Loaded {
+            name: tier.name.clone(),
+            venv,
+            generation: row.number,
+            manifest: Manifest::load(store, &row.plan)?,
+            root: PathBuf::from(&row.path),
+        });
+    }
+    Ok(venvs)
+}
+
+/// One tier's figures; `users` names the tiers using each object.
+fn tier_usage(
+    tier: &Loaded,
+    users: &HashMap<ObjectKey, HashSet<&str>>,
+    object_bytes: &HashMap<ObjectKey, u64>,
+    store_inodes: &HashSet<(u64, u64)>,
+) -> TierUsage {
+    let mut used: HashSet<ObjectKey> = HashSet::new();
+    for file in &tier.manifest.files {
+        if let FileSource::Object(key) = &file.source {
+            used.insert(*key);
+        }
+    }
+    let size = |key: &ObjectKey| object_bytes.get(key).copied().unwrap_or(0);
+    let unique: u64 = used.iter().filter(|k| users[*k].len() == 1).map(size).sum();
+    let shared: u64 = used.iter().filter(|k| users[*k].len() > 1).map(size).sum();
+    let own = private_bytes(&tier.root, store_inodes);
+    // A plain copy holds every file by itself: object contents once per
+    // file, written files as they are, and its directories.
+    let plain_copy: u64 = own.dirs
+        + tier
+            .manifest
+            .files
+            .par_iter()
+            .map(|file| match &file.source {
+                FileSource::Object(key) => size(key),
+                _ => std::fs::metadata(tier.root.join(&file.dest))
+                    .map_or(0, |m| fsinfo::allocated(&m)),
+            })
+            .sum::<u64>();
+    TierUsage {
+        name: tier.name.clone(),
+        venv: tier.venv.clone(),
+        generation: tier.generation,
+        files: tier.manifest.files.len(),
+        plain_copy_bytes: plain_copy,
+        unique_bytes: unique,
+        shared_bytes: shared,
+        private_bytes: own.dirs + own.files,
+    }
 }
 
 /// What the store takes on disk.
@@ -185,9 +216,9 @@ pub struct StoreSize {
 
 /// The store's size, the one way `du` and `verify` report it.
 pub fn store_size(store: &Store) -> StoreSize {
-    let objects_dir = store.root().join("objects");
+    let objects_dir = store.objects_dir();
     let mut size = StoreSize::default();
-    for (path, entry) in entries(store.root()) {
+    for (path, entry) in entries(store.location()) {
         if size.inodes.insert(entry.inode) {
             size.bytes += entry.allocated;
             if entry.is_file && path.starts_with(&objects_dir) {

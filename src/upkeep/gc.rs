@@ -18,20 +18,26 @@
 //! object still hardlinked from a venv outside the store frees nothing), and
 //! extents shared with other files (reflinks) are not counted. The real run
 //! also reports how much the filesystem's free space actually grew.
+//!
+//! Three steps: [`roots`] reads what must live, [`decide`] works out from
+//! what the index and the disk say what to delete (pure, unit-tested), and
+//! [`sweep`] counts the bytes and deletes.
 
-use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+mod decide;
+mod roots;
+mod sweep;
 
-use anyhow::Context;
+use std::path::PathBuf;
+
 use serde::Serialize;
 
+use decide::{Census, Doomed};
+use roots::Roots;
+
 use crate::fsinfo;
-use crate::materialize::generations::Generations;
-use crate::materialize::manifest::Manifest;
-use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
-use crate::store::{IndexDamaged, IndexProblem, ObjectKey, Store};
+use crate::store::db::ObjectRow;
+use crate::store::{IndexDamaged, IndexProblem, Store};
 
 #[derive(Debug, Clone, Default)]
 pub struct GcOptions {
@@ -61,195 +67,56 @@ pub struct GcReport {
 }
 
 pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow::Result<GcReport> {
-    let mut report = GcReport {
-        dry_run: options.dry_run,
-        ..GcReport::default()
-    };
     ensure_index_sound(store)?;
     if !options.dry_run {
         store.db.write_missing_records()?;
     }
-    let free_before = fsinfo::free_bytes(store.root()).ok();
-    let mut doomed_paths: Vec<PathBuf> = Vec::new();
-
-    // Generations beyond the kept number, and directories no record knows.
-    let mut kept_generations: Vec<(String, i64)> = Vec::new();
-    let mut kept_plans: Vec<String> = Vec::new();
-    for tier in store.db.tiers()? {
-        let generations = Generations::of(Path::new(&tier.venv))?;
-        let current = generations.current();
-        let recorded = store.db.generations(&tier.venv)?;
-        let numbers: Vec<i64> = recorded.iter().map(|g| g.number).collect();
-        let keep = generations.kept(&numbers, options.keep_generations);
-        for row in &recorded {
-            if keep.contains(&row.number) {
-                kept_plans.push(row.plan.clone());
-                kept_generations.push((tier.venv.clone(), row.number));
-                continue;
-            }
-            report.generations += 1;
-            doomed_paths.push(generations.path(row.number));
-            if !options.dry_run {
-                store.db.delete_generation(&tier.venv, row.number)?;
-            }
-        }
-        // Directories of generations that were never recorded (a crash
-        // between building and recording) or whose record is gone.
-        for number in generations.on_disk() {
-            if !recorded.iter().any(|g| g.number == number) && Some(number) != current {
-                report.generations += 1;
-                doomed_paths.push(generations.path(number));
-            }
-        }
-        if !options.dry_run {
-            generations.remove_stale();
-        }
-    }
-
-    // Roots: kept generations' distributions.
-    let mut rooted: HashSet<i64> = HashSet::new();
-    for (venv, number) in &kept_generations {
-        rooted.extend(
-            store
-                .db
-                .generation_distributions(venv, *number)?
-                .iter()
-                .map(|d| d.id),
-        );
-    }
-    let protected = objects_in_manifests(store, &kept_plans)?;
-    let doomed_dists: Vec<i64> = store
-        .db
-        .all_distributions()?
-        .into_iter()
-        .map(|(id, _, _)| id)
-        .filter(|id| !rooted.contains(id))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    report.distributions = doomed_dists.len();
-    // Adopted venvs keep their objects until their folder is gone.
-    let vanished_adopted: Vec<String> = crate::upkeep::adopt::adopted_venvs(store)?
-        .into_iter()
-        .filter(|(_, exists)| !exists)
-        .map(|(path, _)| path)
-        .collect();
-    report.adopted_venvs_forgotten = vanished_adopted.len();
-    let mut doomed_objects = if options.dry_run {
+    let free_before = fsinfo::free_bytes(store.location()).ok();
+    let roots = roots::find_roots(store, options.keep_generations)?;
+    let distributions =
+        decide::doomed_distributions(&store.db.all_distributions()?, &roots.distributions);
+    let orphans = if options.dry_run {
         store
             .db
-            .unreferenced_objects_after(&doomed_dists, &vanished_adopted)?
+            .unreferenced_objects_after(&distributions, &roots.vanished_adopted)?
     } else {
+        forget_generations(store, &roots)?;
         // Records go first: a crash after this leaves unrecorded files, which
         // the next gc removes; never records of files that are gone.
         store
             .db
-            .delete_distributions(&doomed_dists, &vanished_adopted)?
+            .delete_distributions(&distributions, &roots.vanished_adopted)?
     };
-    let (spared, doomed): (Vec<_>, Vec<_>) = doomed_objects
-        .into_iter()
-        .partition(|(key, _)| protected.contains(key.as_str()));
-    doomed_objects = doomed;
-    if !spared.is_empty() {
-        progress.notice(&format!(
-            "{} object(s) no distribution claims are still named by kept generations; kept",
-            spared.len()
-        ));
-        if !options.dry_run {
-            store.db.record_objects(&spared)?;
-        }
-    }
-    let known: HashSet<String> = store
-        .db
-        .all_objects()?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    let doomed_keys: HashSet<&str> = doomed_objects.iter().map(|(k, _)| k.as_str()).collect();
-    let mut object_paths: Vec<PathBuf> = doomed_objects
+    let census = take_census(store, orphans)?;
+    let doomed = decide::decide(&roots, &census);
+    spare(store, &doomed.spared, options.dry_run, progress)?;
+
+    let generation_dirs = doomed_generation_dirs(&roots);
+    let object_paths: Vec<PathBuf> = doomed
+        .objects
         .iter()
-        .filter_map(|(key, _)| ObjectKey::parse(key))
-        .map(|key| store.object_path(&key))
+        .map(|key| store.object_path(key))
+        .chain(doomed.stray_objects.iter().cloned())
         .collect();
-    // Object files no record knows (a crash between publishing and recording).
-    for shard in std::fs::read_dir(store.root().join("objects"))?.flatten() {
-        for entry in std::fs::read_dir(shard.path())?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name)
-                && !doomed_keys.contains(name.as_str())
-                && !protected.contains(name.as_str())
-            {
-                object_paths.push(entry.path());
-            }
-        }
-    }
-    report.objects = object_paths.len();
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        distributions: distributions.len(),
+        objects: object_paths.len(),
+        generations: generation_dirs.len(),
+        manifests: doomed.manifests.len(),
+        lock_snapshots: doomed.lock_snapshots.len(),
+        temp_entries: doomed.temps.len(),
+        adopted_venvs_forgotten: roots.vanished_adopted.len(),
+        ..GcReport::default()
+    };
+    let doomed_paths = other_doomed_paths(generation_dirs, doomed);
 
-    // Manifests and lock snapshots of generations no longer recorded.
-    let mut plans: HashSet<String> = HashSet::new();
-    let mut snapshots: HashSet<PathBuf> = HashSet::new();
-    for tier in store.db.tiers()? {
-        for generation in store.db.generations(&tier.venv)? {
-            if !options.dry_run || !doomed_paths.contains(&PathBuf::from(&generation.path)) {
-                plans.insert(generation.plan);
-                snapshots.insert(PathBuf::from(generation.lock));
-            }
-        }
-    }
-    for entry in std::fs::read_dir(store.manifests_dir())?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !plans.contains(name.trim_end_matches(".json")) {
-            report.manifests += 1;
-            doomed_paths.push(entry.path());
-        }
-    }
-    let snapshot_dir = store.lock_snapshots_dir();
-    for entry in std::fs::read_dir(snapshot_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if !snapshots.contains(&entry.path()) {
-            report.lock_snapshots += 1;
-            doomed_paths.push(entry.path());
-        }
-    }
-
-    // Temp entries of processes that are gone (or older than a day).
-    for entry in std::fs::read_dir(store.tmp_dir())?.flatten() {
-        if is_stale_temp(&entry) {
-            report.temp_entries += 1;
-            doomed_paths.push(entry.path());
-        }
-    }
-
-    // Count, then delete.
-    let mut files: Vec<PathBuf> = Vec::new();
-    for path in doomed_paths.iter() {
-        if path.is_dir() {
-            fsinfo::walk_files(path, &mut files);
-        } else {
-            files.push(path.clone());
-        }
-    }
     progress.start("collecting garbage", 0, 0);
-    let (freed, still_linked) = count_freed(&files, &object_paths);
-    report.bytes_freed = freed;
-    report.bytes_still_linked = still_linked;
+    (report.bytes_freed, report.bytes_still_linked) =
+        sweep::count_freed(&doomed_paths, &object_paths);
     if !options.dry_run {
-        for path in object_paths.iter().chain(&doomed_paths) {
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(path)
-            } else {
-                std::fs::remove_file(path)
-            };
-            if let Err(err) = removed
-                && err.kind() != std::io::ErrorKind::NotFound
-            {
-                progress.notice(&format!("cannot remove {}: {err}", path.display()));
-            }
-        }
-        let free_after = fsinfo::free_bytes(store.root()).ok();
+        sweep::delete(object_paths.iter().chain(&doomed_paths), progress);
+        let free_after = fsinfo::free_bytes(store.location()).ok();
         if let (Some(before), Some(after)) = (free_before, free_after) {
             report.measured_free_growth = Some(after as i64 - before as i64);
         }
@@ -271,75 +138,103 @@ fn ensure_index_sound(store: &Store) -> anyhow::Result<()> {
     .into())
 }
 
-/// Every object the manifests of these plans name.
-fn objects_in_manifests(store: &Store, plans: &[String]) -> anyhow::Result<HashSet<String>> {
-    let mut keys = HashSet::new();
-    for plan in plans {
-        // A kept generation without its manifest: the index cannot be
-        // checked against it, so nothing is collected.
-        let manifest = Manifest::load(store, plan).with_context(|| {
-            format!("gc needs the manifest of every kept generation, and {plan}'s is unreadable")
-        })?;
-        keys.extend(manifest.files.iter().filter_map(|f| match &f.source {
-            FileSource::Object(key) => Some(key.to_string()),
-            _ => None,
-        }));
+/// Forgets the generations beyond the kept number, and removes what dead
+/// processes left in the tiers' generation directories.
+fn forget_generations(store: &Store, roots: &Roots) -> anyhow::Result<()> {
+    for tier in &roots.tiers {
+        for number in &tier.dropped {
+            store.db.delete_generation(&tier.venv, *number)?;
+        }
+        tier.generations.remove_stale();
     }
-    Ok(keys)
+    Ok(())
 }
 
-/// Bytes freed by deleting `files` (plus `objects`), and bytes of objects
-/// kept alive by links outside the deletion.
-fn count_freed(files: &[PathBuf], objects: &[PathBuf]) -> (u64, u64) {
-    struct Inode {
-        links_deleted: u64,
-        nlink: u64,
-        allocated: u64,
-        shared: u64,
-        is_object: bool,
+/// Reads what the index and the store's directories hold now.
+fn take_census(store: &Store, orphans: Vec<ObjectRow>) -> anyhow::Result<Census> {
+    let recorded = store
+        .db
+        .all_objects()?
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
+    let mut object_files = Vec::new();
+    for shard in std::fs::read_dir(store.objects_dir())?.flatten() {
+        object_files.extend(named_entries(std::fs::read_dir(shard.path())?));
     }
-    let mut inodes: HashMap<(u64, u64), Inode> = HashMap::new();
-    let object_set: HashSet<&PathBuf> = objects.iter().collect();
-    for path in files.iter().chain(objects) {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let entry = inodes
-            .entry((meta.dev(), meta.ino()))
-            .or_insert_with(|| Inode {
-                links_deleted: 0,
-                nlink: meta.nlink(),
-                allocated: fsinfo::allocated(&meta),
-                shared: fsinfo::shared_bytes(path),
-                is_object: false,
-            });
-        entry.links_deleted += 1;
-        entry.is_object |= object_set.contains(path);
-    }
-    let mut freed = 0;
-    let mut still_linked = 0;
-    for inode in inodes.values() {
-        if inode.links_deleted >= inode.nlink {
-            freed += inode.allocated.saturating_sub(inode.shared);
-        } else if inode.is_object {
-            still_linked += inode.allocated;
-        }
-    }
-    (freed, still_linked)
+    let manifests = named_entries(std::fs::read_dir(store.manifests_dir())?).collect();
+    // Stores made before lock snapshots have no directory for them.
+    let lock_snapshots = std::fs::read_dir(store.lock_snapshots_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    let stale_temps = std::fs::read_dir(store.tmp_dir())?
+        .flatten()
+        .filter(sweep::is_stale_temp)
+        .map(|entry| entry.path())
+        .collect();
+    Ok(Census {
+        orphans,
+        recorded,
+        object_files,
+        manifests,
+        lock_snapshots,
+        stale_temps,
+    })
 }
 
-fn is_stale_temp(entry: &std::fs::DirEntry) -> bool {
-    if let Some(pid) = crate::store::tmp::owner_pid(&entry.file_name().to_string_lossy()) {
-        return pid as u32 != std::process::id() && !crate::store::process_alive(pid);
+/// The readable entries of a directory, with their names.
+fn named_entries(dir: std::fs::ReadDir) -> impl Iterator<Item = (PathBuf, String)> {
+    dir.flatten().map(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        (entry.path(), name)
+    })
+}
+
+/// Orphaned objects a kept generation's manifest still names are kept; the
+/// real run records them again, so the index knows every object it keeps.
+fn spare(
+    store: &Store,
+    spared: &[ObjectRow],
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    if spared.is_empty() {
+        return Ok(());
     }
-    // Other temp directories (uv work dirs): stale after a day.
-    entry
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age.as_secs() > 86_400)
+    progress.notice(&format!(
+        "{} object(s) no distribution claims are still named by kept generations; kept",
+        spared.len()
+    ));
+    if !dry_run {
+        store.db.record_objects(spared)?;
+    }
+    Ok(())
+}
+
+/// Directories of generations beyond the kept number, and of generations
+/// no record knows.
+fn doomed_generation_dirs(roots: &Roots) -> Vec<PathBuf> {
+    roots
+        .tiers
+        .iter()
+        .flat_map(|tier| {
+            tier.dropped
+                .iter()
+                .chain(&tier.unrecorded)
+                .map(|number| tier.generations.path(*number))
+        })
+        .collect()
+}
+
+/// Every doomed path but the objects': generation directories, manifests,
+/// lock snapshots, temp entries.
+fn other_doomed_paths(generation_dirs: Vec<PathBuf>, doomed: Doomed) -> Vec<PathBuf> {
+    let mut paths = generation_dirs;
+    paths.extend(doomed.manifests);
+    paths.extend(doomed.lock_snapshots);
+    paths.extend(doomed.temps);
+    paths
 }

@@ -35,6 +35,7 @@ use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::materialize::venv;
 use crate::progress::Progress;
+use crate::store::db::ObjectRow;
 use crate::store::{ObjectKey, Store};
 
 #[derive(Debug, Clone, Default)]
@@ -59,7 +60,7 @@ pub enum ObjectFault {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectProblem {
-    pub key: String,
+    pub key: ObjectKey,
     pub fault: ObjectFault,
     /// `name version (path in wheel)` of every distribution holding it.
     pub used_by: Vec<String>,
@@ -186,6 +187,43 @@ pub fn verify(
     report.objects_checked = checked;
     report.bytes_checked = crate::upkeep::du::store_size(store).object_bytes;
 
+    let tiers = load_tiers(store, options, &mut report)?;
+    // Files elsewhere that still hold an object's good content (repair
+    // sources), found while the tiers are checked.
+    let good_copies: Mutex<HashMap<ObjectKey, GoodCopy>> = Mutex::new(HashMap::new());
+    let mut tier_reports: Vec<(TierReport, &TierState)> = tiers
+        .iter()
+        .map(|tier| {
+            let tier_report = check_tier(tier, &object_inodes, &good_copies, progress);
+            (tier_report, tier)
+        })
+        .collect();
+    let mut objects = describe_object_problems(store, object_problems, &tiers);
+    if options.repair {
+        let good_copies = good_copies.into_inner().expect("no poisoned lock");
+        repair(
+            store,
+            &mut objects,
+            &mut tier_reports,
+            &good_copies,
+            progress,
+        );
+    }
+    report.objects = objects;
+    report
+        .tiers
+        .extend(tier_reports.into_iter().map(|(r, _)| r));
+    report.tiers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(report)
+}
+
+/// The tiers to check (those `options` names, else all); a tier that cannot
+/// be loaded is reported as such.
+fn load_tiers(
+    store: &Store,
+    options: &VerifyOptions,
+    report: &mut Report,
+) -> anyhow::Result<Vec<TierState>> {
     let mut tiers = Vec::new();
     for row in store.db.tiers()? {
         let venv = PathBuf::from(&row.venv);
@@ -209,11 +247,17 @@ pub fn verify(
             }),
         }
     }
+    Ok(tiers)
+}
 
-    // Which tiers use each object, and files elsewhere that still hold an
-    // object's good content (repair sources).
+/// Each damaged object with the distributions and tiers that hold it.
+fn describe_object_problems(
+    store: &Store,
+    problems: Vec<(ObjectKey, ObjectFault)>,
+    tiers: &[TierState],
+) -> Vec<ObjectProblem> {
     let mut tiers_of: HashMap<ObjectKey, Vec<String>> = HashMap::new();
-    for tier in &tiers {
+    for tier in tiers {
         for file in &tier.manifest.files {
             if let FileSource::Object(key) = &file.source {
                 let names = tiers_of.entry(*key).or_default();
@@ -223,25 +267,18 @@ pub fn verify(
             }
         }
     }
-    let good_copies: Mutex<HashMap<ObjectKey, GoodCopy>> = Mutex::new(HashMap::new());
-    let mut tier_reports: Vec<(TierReport, &TierState)> = Vec::new();
-    for tier in &tiers {
-        let tier_report = check_tier(tier, &object_inodes, &good_copies, progress);
-        tier_reports.push((tier_report, tier));
-    }
-
-    let mut objects: Vec<ObjectProblem> = object_problems
+    problems
         .into_iter()
         .map(|(key, fault)| {
             let used_by = store
                 .db
-                .object_users(&key.to_string())
+                .object_users(&key)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(_, name, version, path)| format!("{name} {version} ({path})"))
+                .map(|user| format!("{} {} ({})", user.name, user.version, user.path))
                 .collect();
             ObjectProblem {
-                key: key.to_string(),
+                key,
                 fault,
                 used_by,
                 tiers: tiers_of.get(&key).cloned().unwrap_or_default(),
@@ -249,35 +286,35 @@ pub fn verify(
                 note: String::new(),
             }
         })
-        .collect();
+        .collect()
+}
 
-    if options.repair {
-        let good_copies = good_copies.into_inner().expect("no poisoned lock");
-        for problem in &mut objects {
-            let key = ObjectKey::parse(&problem.key).expect("keys come from the index");
-            match repair::repair_object(store, &key, problem.fault, &good_copies, progress) {
-                Ok(note) => {
-                    problem.repaired = true;
-                    problem.note = note;
-                }
-                Err(err) => problem.note = format!("not repaired: {err:#}"),
+/// Repairs the damaged objects, then the tiers' files (except those whose
+/// object stayed damaged).
+fn repair(
+    store: &Store,
+    objects: &mut [ObjectProblem],
+    tier_reports: &mut [(TierReport, &TierState)],
+    good_copies: &HashMap<ObjectKey, GoodCopy>,
+    progress: &dyn Progress,
+) {
+    for problem in objects.iter_mut() {
+        match repair::repair_object(store, &problem.key, problem.fault, good_copies, progress) {
+            Ok(note) => {
+                problem.repaired = true;
+                problem.note = note;
             }
-        }
-        let broken: HashSet<String> = objects
-            .iter()
-            .filter(|o| !o.repaired)
-            .map(|o| o.key.clone())
-            .collect();
-        for (tier_report, tier) in &mut tier_reports {
-            repair::repair_tier_files(store, tier, tier_report, &broken);
+            Err(err) => problem.note = format!("not repaired: {err:#}"),
         }
     }
-    report.objects = objects;
-    report
-        .tiers
-        .extend(tier_reports.into_iter().map(|(r, _)| r));
-    report.tiers.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(report)
+    let broken: HashSet<ObjectKey> = objects
+        .iter()
+        .filter(|o| !o.repaired)
+        .map(|o| o.key)
+        .collect();
+    for (tier_report, tier) in tier_reports.iter_mut() {
+        repair::repair_tier_files(store, tier, tier_report, &broken);
+    }
 }
 
 /// What re-hashing the objects found.
@@ -298,12 +335,11 @@ struct ObjectState {
 /// Re-hashes every recorded object.
 fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<ObjectCheck> {
     let objects = store.db.all_objects()?;
-    let total: u64 = objects.iter().map(|(_, size)| size).sum();
+    let total: u64 = objects.iter().map(|object| object.size).sum();
     progress.start("verifying objects", objects.len() as u64, total);
     let results: Vec<ObjectState> = objects
         .par_iter()
-        .filter_map(|(text, size)| {
-            let key = ObjectKey::parse(text)?;
+        .map(|&ObjectRow { key, size }| {
             let path = store.object_path(&key);
             let outcome = match fs_err::metadata(&path) {
                 Err(_) => ObjectState {
@@ -314,7 +350,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                 Ok(meta) => {
                     let inode = Some((meta.dev(), meta.ino()));
                     let hashes_right = hash_file(&path).is_ok_and(|h| h == key.hash);
-                    progress.bytes(*size);
+                    progress.bytes(size);
                     let expected_mode = if key.executable { 0o555 } else { 0o444 };
                     let fault = if !hashes_right {
                         Some(ObjectFault::Corrupt)
@@ -327,7 +363,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                 }
             };
             progress.item_done("");
-            Some(outcome)
+            outcome
         })
         .collect();
     progress.finish();
@@ -355,10 +391,10 @@ fn unindexed_objects(store: &Store) -> anyhow::Result<usize> {
         .db
         .all_objects()?
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|object| object.key.to_string())
         .collect();
     let mut count = 0;
-    for shard in fs_err::read_dir(store.root().join("objects"))?.flatten() {
+    for shard in fs_err::read_dir(store.objects_dir())?.flatten() {
         for entry in fs_err::read_dir(shard.path())?.flatten() {
             if !known.contains(entry.file_name().to_string_lossy().as_ref()) {
                 count += 1;
@@ -384,11 +420,7 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 
 fn load_tier(store: &Store, name: &str, venv: &Path) -> anyhow::Result<TierState> {
     let row = crate::materialize::generations::current_record(store, venv)?;
-    let method = match row.link_method.as_str() {
-        "reflink" => LinkMethod::Reflink,
-        "copy" => LinkMethod::Copy,
-        _ => LinkMethod::Hardlink,
-    };
+    let method = row.link_method;
     let root = PathBuf::from(&row.path);
     Ok(TierState {
         name: name.to_string(),
@@ -430,36 +462,65 @@ fn check_tier(
                 return Some(problem(FileFault::Missing));
             };
             let edited = tier.edited.contains(&normalize(&file.dist));
-            let intact = match &file.source {
-                FileSource::Object(key) => {
-                    let same_inode = object_inodes.get(key) == Some(&(meta.dev(), meta.ino()));
-                    if same_inode {
-                        true
-                    } else if hash_file(&dest).is_ok_and(|h| h == key.hash) {
-                        let found = GoodCopy {
-                            path: dest.clone(),
-                            hardlinked: tier.method == LinkMethod::Hardlink,
-                        };
-                        let mut copies = good_copies.lock().unwrap();
-                        let best = copies.entry(*key).or_insert_with(|| found.clone());
-                        if found.hardlinked && !best.hardlinked {
-                            *best = found;
-                        }
-                        true
-                    } else {
-                        false
-                    }
-                }
-                FileSource::Empty => meta.len() == 0,
-                FileSource::Content(bytes, _) => fs_err::read(&dest).is_ok_and(|b| &b == bytes),
-            };
+            let intact = is_intact(tier, &file.source, &dest, &meta, object_inodes, good_copies);
             (!intact && !edited).then(|| problem(FileFault::Modified))
         })
         .collect();
     progress.finish();
+    problems.extend(extra_files(tier));
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut edited: Vec<String> = tier.edited.iter().cloned().collect();
+    edited.sort();
+    TierReport {
+        name: tier.name.clone(),
+        venv: tier.venv.clone(),
+        generation: Some(tier.generation),
+        files_checked: tier.manifest.files.len(),
+        problems,
+        edited,
+        error: None,
+    }
+}
 
-    // Extra files: anything in site-packages no distribution put there
-    // (bytecode caches aside).
+/// Whether the file at `dest` holds what its `source` says. A file that
+/// is not the object's inode but has its content is noted in `good_copies`
+/// as a repair source (a hardlinked one preferred).
+fn is_intact(
+    tier: &TierState,
+    source: &FileSource,
+    dest: &Path,
+    meta: &std::fs::Metadata,
+    object_inodes: &HashMap<ObjectKey, (u64, u64)>,
+    good_copies: &Mutex<HashMap<ObjectKey, GoodCopy>>,
+) -> bool {
+    match source {
+        FileSource::Object(key) => {
+            let same_inode = object_inodes.get(key) == Some(&(meta.dev(), meta.ino()));
+            if same_inode {
+                true
+            } else if hash_file(dest).is_ok_and(|h| h == key.hash) {
+                let found = GoodCopy {
+                    path: dest.to_path_buf(),
+                    hardlinked: tier.method == LinkMethod::Hardlink,
+                };
+                let mut copies = good_copies.lock().unwrap();
+                let best = copies.entry(*key).or_insert_with(|| found.clone());
+                if found.hardlinked && !best.hardlinked {
+                    *best = found;
+                }
+                true
+            } else {
+                false
+            }
+        }
+        FileSource::Empty => meta.len() == 0,
+        FileSource::Content(bytes, _) => fs_err::read(dest).is_ok_and(|b| &b == bytes),
+    }
+}
+
+/// Anything in site-packages no distribution put there (bytecode caches
+/// aside).
+fn extra_files(tier: &TierState) -> Vec<FileProblem> {
     let expected: HashSet<&Path> = tier
         .manifest
         .files
@@ -476,26 +537,13 @@ fn check_tier(
             || relative.extension().is_some_and(|e| e == "pyc");
         (!bytecode).then_some(relative)
     });
-    for path in extras {
-        if !expected.contains(path.as_path()) {
-            problems.push(FileProblem {
-                package: String::new(),
-                path,
-                fault: FileFault::Extra,
-                repaired: false,
-            });
-        }
-    }
-    problems.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut edited: Vec<String> = tier.edited.iter().cloned().collect();
-    edited.sort();
-    TierReport {
-        name: tier.name.clone(),
-        venv: tier.venv.clone(),
-        generation: Some(tier.generation),
-        files_checked: tier.manifest.files.len(),
-        problems,
-        edited,
-        error: None,
-    }
+    extras
+        .filter(|path| !expected.contains(path.as_path()))
+        .map(|path| FileProblem {
+            package: String::new(),
+            path,
+            fault: FileFault::Extra,
+            repaired: false,
+        })
+        .collect()
 }

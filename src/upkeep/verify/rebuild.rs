@@ -23,9 +23,9 @@ use serde::Serialize;
 use crate::materialize::manifest::Manifest;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
-use crate::store::db::{Db, EMPTY_SOURCE};
+use crate::store::db::{Db, EMPTY_SOURCE, ObjectRow, Pyc};
 use crate::store::records::{AdoptedRecord, GenerationRecord, Readable, Records};
-use crate::store::{FileLock, ObjectKey};
+use crate::store::{FileLock, Layout, ObjectKey};
 
 #[derive(Debug, Default, Serialize)]
 pub struct RebuildReport {
@@ -40,19 +40,15 @@ pub struct RebuildReport {
     pub skipped: Vec<String>,
 }
 
-/// Rebuilds the index of the store at `root` (`$TSTORE_HOME/v1`). Takes the
-/// store exclusively: nothing links or deletes objects meanwhile.
-pub fn rebuild_index(root: &Path, progress: &dyn Progress) -> anyhow::Result<RebuildReport> {
-    let _exclusive = FileLock::acquire(&root.join("run").join("store.lock"), || {
+/// Rebuilds the index of the store laid out as `layout`. Takes the store
+/// exclusively: nothing links or deletes objects meanwhile.
+pub fn rebuild_index(layout: &Layout, progress: &dyn Progress) -> anyhow::Result<RebuildReport> {
+    let _exclusive = FileLock::acquire(&layout.usage_lock(), || {
         progress.notice("waiting for other tstore processes using the store to finish")
     })?;
-    let temp = root.join("tmp").join(format!(
-        "rebuild-{}-{}.db",
-        std::process::id(),
-        crate::store::unique_suffix()
-    ));
+    let temp = layout.temp_path("rebuild").with_extension("db");
     let mut report = RebuildReport::default();
-    let built = fill_index(root, &temp, &mut report, progress);
+    let built = fill_index(layout, &temp, &mut report, progress);
     progress.finish();
     if let Err(err) = built {
         // Nothing was swapped: the old index stays as it was.
@@ -61,41 +57,44 @@ pub fn rebuild_index(root: &Path, progress: &dyn Progress) -> anyhow::Result<Reb
         }
         return Err(err.context(format!(
             "cannot rebuild the index of {}; the old one is untouched",
-            root.display()
+            layout.location().display()
         )));
     }
-    report.kept_as = swap_in(root, &temp)?;
+    report.kept_as = swap_in(layout, &temp)?;
     Ok(report)
 }
 
 /// Writes everything the store's files say into a new index at `path`.
 fn fill_index(
-    root: &Path,
+    layout: &Layout,
     path: &Path,
     report: &mut RebuildReport,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let db = Db::open(path)?;
-    let records = Records::at(root.join("records"));
+    let records = layout.records();
     progress.start("rebuilding the index", 0, 0);
-    report.objects = restore_objects(&db, root)?;
+    report.objects = restore_objects(&db, layout)?;
     let ids = restore_distributions(&db, &records, report)?;
     let generations = restore_generations(&db, &records, &ids, report)?;
-    report.bytecode = restore_bytecode(&db, root, &generations, report)?;
+    report.bytecode = restore_bytecode(&db, layout, &generations, report)?;
     report.adopted_venvs = restore_adopted(&db, &records, report)?;
     Ok(())
 }
 
-fn restore_objects(db: &Db, root: &Path) -> anyhow::Result<usize> {
+fn restore_objects(db: &Db, layout: &Layout) -> anyhow::Result<usize> {
     let mut objects = Vec::new();
-    for shard in fs_err::read_dir(root.join("objects"))?.flatten() {
+    for shard in fs_err::read_dir(layout.objects_dir())?.flatten() {
         for entry in fs_err::read_dir(shard.path())?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if ObjectKey::parse(&name).is_none() {
+            let Some(key) = ObjectKey::parse(&name) else {
                 continue;
-            }
+            };
             if let Ok(meta) = entry.metadata() {
-                objects.push((name, meta.len()));
+                objects.push(ObjectRow {
+                    key,
+                    size: meta.len(),
+                });
             }
         }
     }
@@ -203,14 +202,14 @@ fn current_generation(venv: &str) -> Option<i64> {
 /// object beside its `<stem>.py` source.
 fn restore_bytecode(
     db: &Db,
-    root: &Path,
+    layout: &Layout,
     plans: &[String],
     report: &mut RebuildReport,
 ) -> anyhow::Result<usize> {
-    let mut rows: BTreeMap<String, BTreeMap<String, (String, u64)>> = BTreeMap::new();
+    let mut rows: BTreeMap<String, BTreeMap<String, (ObjectKey, u64)>> = BTreeMap::new();
     let mut magic_of: HashMap<ObjectKey, Option<String>> = HashMap::new();
     for plan in plans {
-        let path = root.join("manifests").join(format!("{plan}.json"));
+        let path = layout.manifest_path(plan);
         let manifest: Manifest = match fs_err::read(&path)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
@@ -243,17 +242,17 @@ fn restore_bytecode(
             };
             let magic = magic_of
                 .entry(*pyc)
-                .or_insert_with(|| read_magic(&object_path(root, pyc)));
+                .or_insert_with(|| read_magic(&layout.object_path(pyc)));
             let Some(magic) = magic else { continue };
-            let size = fs_err::metadata(object_path(root, pyc)).map_or(0, |m| m.len());
+            let size = fs_err::metadata(layout.object_path(pyc)).map_or(0, |m| m.len());
             rows.entry(format!("{cache_tag}-{magic}"))
                 .or_default()
-                .insert(source, (pyc.to_string(), size));
+                .insert(source, (*pyc, size));
         }
     }
     let mut count = 0;
     for (tag, entries) in rows {
-        let entries: Vec<(String, Option<(String, u64)>)> =
+        let entries: Vec<(String, Pyc)> =
             entries.into_iter().map(|(s, pyc)| (s, Some(pyc))).collect();
         count += entries.len();
         db.record_bytecode(&tag, &entries)?;
@@ -273,11 +272,6 @@ fn source_of_pyc(dest: &Path) -> Option<(PathBuf, String)> {
         pycache.parent()?.join(format!("{stem}.py")),
         cache_tag.to_string(),
     ))
-}
-
-fn object_path(root: &Path, key: &ObjectKey) -> PathBuf {
-    let name = key.to_string();
-    root.join("objects").join(&name[..2]).join(name)
 }
 
 /// The pyc's magic number in hex, as the interpreter tag spells it.
@@ -314,10 +308,13 @@ fn restore_adopted(
 }
 
 /// Moves the old index aside (with its WAL) and the new one into place.
-fn swap_in(root: &Path, rebuilt: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let _opening = FileLock::acquire(&root.join("run").join("open.lock"), || {})?;
-    let index = root.join("store.db");
-    let kept = root.join(format!("store.db.damaged-{}", crate::store::db::unix_now()));
+fn swap_in(layout: &Layout, rebuilt: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let _opening = FileLock::acquire(&layout.open_lock(), || {})?;
+    let index = layout.index_path();
+    let kept = side_file(
+        &index,
+        &format!(".damaged-{}", crate::store::db::unix_now()),
+    );
     let kept_as = if index.exists() {
         fs_err::rename(&index, &kept).context("cannot move the damaged index aside")?;
         Some(kept.clone())
@@ -325,7 +322,7 @@ fn swap_in(root: &Path, rebuilt: &Path) -> anyhow::Result<Option<PathBuf>> {
         None
     };
     for suffix in ["-wal", "-shm"] {
-        let side = root.join(format!("store.db{suffix}"));
+        let side = side_file(&index, suffix);
         if side.exists() {
             let to = PathBuf::from(format!("{}{suffix}", kept.display()));
             fs_err::rename(&side, to)?;
@@ -333,4 +330,11 @@ fn swap_in(root: &Path, rebuilt: &Path) -> anyhow::Result<Option<PathBuf>> {
     }
     fs_err::rename(rebuilt, &index)?;
     Ok(kept_as)
+}
+
+/// `index` with `suffix` added to its file name (`store.db-wal`).
+fn side_file(index: &Path, suffix: &str) -> PathBuf {
+    let mut name = index.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }

@@ -14,6 +14,7 @@ use crate::dist::Location;
 use crate::link::Linker;
 use crate::materialize::plan::FileSource;
 use crate::progress::Progress;
+use crate::store::db::{DistributionSource, ObjectUser};
 use crate::store::{ObjectKey, Store};
 
 /// Restores one object; returns how.
@@ -101,11 +102,22 @@ fn content_from_wheel(
     key: &ObjectKey,
     progress: &dyn Progress,
 ) -> anyhow::Result<(Vec<u8>, String)> {
-    let users = store.db.object_users(&key.to_string())?;
+    let users = store.db.object_users(key)?;
     let client = crate::http::client()?;
     let mut reasons = Vec::new();
-    for (dist_id, name, version, member) in users {
-        let (url, sha256, filename, built_from) = store.db.distribution_source(dist_id)?;
+    for ObjectUser {
+        dist_id,
+        name,
+        version,
+        path: member,
+    } in users
+    {
+        let DistributionSource {
+            url,
+            sha256,
+            filename,
+            built_from,
+        } = store.db.distribution_source(dist_id)?;
         if let Some(built_from) = built_from {
             reasons.push(if built_from.starts_with("local-") {
                 format!("{name} {version} was built from a local folder")
@@ -161,7 +173,7 @@ pub(super) fn repair_tier_files(
     store: &Store,
     tier: &TierState,
     report: &mut TierReport,
-    broken: &HashSet<String>,
+    broken: &HashSet<ObjectKey>,
 ) {
     let linker = Linker::with_method(tier.method, store);
     let by_path: HashMap<&Path, &crate::materialize::plan::PlannedFile> = tier
@@ -185,7 +197,7 @@ pub(super) fn repair_tier_files(
             let _ = std::fs::remove_file(&dest);
             match &file.source {
                 FileSource::Object(key) => {
-                    anyhow::ensure!(!broken.contains(&key.to_string()), "its object is damaged");
+                    anyhow::ensure!(!broken.contains(key), "its object is damaged");
                     linker.link(&store.object_path(key), &dest, key.executable)?;
                 }
                 FileSource::Empty => {
