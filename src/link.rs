@@ -17,27 +17,9 @@ use anyhow::bail;
 use crate::config::LinkMode;
 use crate::store::Store;
 
-/// How files actually got into a venv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkMethod {
-    /// Shared extents, separate inodes: an edit in the venv stays private.
-    Reflink,
-    /// Shared inode: the file is the store object (read-only).
-    Hardlink,
-    /// A full private copy.
-    Copy,
-}
-
-impl std::fmt::Display for LinkMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Reflink => "reflink",
-            Self::Hardlink => "hardlink",
-            Self::Copy => "copy",
-        })
-    }
-}
+/// Recorded by the store with each generation, so it is the store's word;
+/// linking is what produces it.
+pub use crate::store::LinkMethod;
 
 pub struct Linker {
     method: LinkMethod,

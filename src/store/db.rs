@@ -16,7 +16,7 @@ use super::records::{
     path_key,
 };
 pub use super::records::{DistDetails, GenerationRow};
-use crate::link::LinkMethod;
+use crate::store::LinkMethod;
 
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;

@@ -219,6 +219,28 @@ impl Layout {
     }
 }
 
+/// How files actually got into a venv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMethod {
+    /// Shared extents, separate inodes: an edit in the venv stays private.
+    Reflink,
+    /// Shared inode: the file is the store object (read-only).
+    Hardlink,
+    /// A full private copy.
+    Copy,
+}
+
+impl std::fmt::Display for LinkMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reflink => "reflink",
+            Self::Hardlink => "hardlink",
+            Self::Copy => "copy",
+        })
+    }
+}
+
 /// An open store: its layout and its index.
 pub struct Store {
     layout: Layout,

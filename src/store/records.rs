@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::link::LinkMethod;
+use crate::store::LinkMethod;
 
 /// A distribution's record, without its files (as an export or a remote
 /// carries it, too).
@@ -64,7 +64,7 @@ pub fn link_method_from_text(text: &str) -> Option<LinkMethod> {
 
 /// Link methods as their word in records.
 mod link_method_text {
-    use crate::link::LinkMethod;
+    use crate::store::LinkMethod;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(method: &LinkMethod, s: S) -> Result<S::Ok, S::Error> {
