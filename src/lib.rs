@@ -16,6 +16,7 @@ pub mod activate;
 pub mod check;
 pub mod config;
 pub mod dist;
+pub mod failures;
 pub mod fetch;
 pub mod fsinfo;
 pub mod http;

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rayon::prelude::*;
 
 use crate::dist::{PinnedFile, Selected, Source};
+use crate::failures::Failures;
 use crate::http;
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
@@ -178,24 +179,17 @@ impl Fetcher<'_> {
         });
         self.progress.finish();
         let mut ids = Vec::with_capacity(results.len());
-        let mut errors = Vec::new();
+        let mut failures = Failures::default();
         for (i, result) in results {
             match result {
                 Ok((id, bytes)) => {
                     ids.push((i, id));
                     report.bytes += bytes;
                 }
-                Err(err) => errors.push(format!("{err:#}")),
+                Err(err) => failures.push(err),
             }
         }
-        if !errors.is_empty() {
-            bail!(
-                "{} of {} downloads failed:\n  {}",
-                errors.len(),
-                missing.len(),
-                errors.join("\n  ")
-            );
-        }
+        failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))?;
         let built = built.into_inner();
         report.built += built;
         report.downloaded = missing.len() - built;

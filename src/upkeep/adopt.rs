@@ -30,6 +30,7 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::config::LinkMode;
+use crate::failures::Failures;
 use crate::fsinfo;
 use crate::link::{LinkMethod, Linker};
 use crate::progress::Progress;
@@ -128,7 +129,7 @@ pub fn adopt(
         planned,
         progress,
         objects: Vec::new(),
-        errors: Vec::new(),
+        errors: Failures::default(),
         new_times: HashMap::new(),
     };
     linking.link("linking", sources, &mut report);
@@ -155,14 +156,12 @@ pub fn adopt(
                 .map(|after| after as i64 - before as i64)
         });
     }
-    if !errors.is_empty() {
-        bail!(
-            "{}: {} file group(s) could not be linked and were left as they were:\n  {}",
-            venv.display(),
-            errors.len(),
-            errors.join("\n  ")
-        );
-    }
+    errors.into_result(|failed| {
+        format!(
+            "{}: {failed} file group(s) could not be linked and were left as they were",
+            venv.display()
+        )
+    })?;
     Ok(report)
 }
 
@@ -265,7 +264,7 @@ struct Linking<'a> {
     /// Every object the venv's files now are, for the store's record.
     objects: Vec<(String, u64)>,
     /// Groups that could not be linked (left as they were).
-    errors: Vec<String>,
+    errors: Failures,
     /// `.py` files a hardlink gave a new modification time: (before, after).
     new_times: HashMap<PathBuf, (u32, u32)>,
 }
@@ -301,7 +300,7 @@ impl Linking<'_> {
         for outcome in outcomes {
             match outcome {
                 Ok(group) => self.count(group, report),
-                Err(err) => self.errors.push(format!("{err:#}")),
+                Err(err) => self.errors.push(err),
             }
         }
     }
@@ -652,7 +651,7 @@ fn retimed_pycs(
     pycs: Vec<Candidate>,
     new_times: &HashMap<PathBuf, (u32, u32)>,
     dry_run: bool,
-    errors: &mut Vec<String>,
+    errors: &mut Failures,
 ) -> Vec<Candidate> {
     let mut out = Vec::with_capacity(pycs.len());
     for mut pyc in pycs {
@@ -694,10 +693,13 @@ fn retimed_pycs(
         })();
         match retime {
             Ok(()) => out.push(pyc),
-            Err(err) => errors.push(format!(
-                "{}: cannot update its source time: {err:#}",
-                pyc.path.display()
-            )),
+            Err(err) => errors.push_described(
+                format!(
+                    "{}: cannot update its source time: {err:#}",
+                    pyc.path.display()
+                ),
+                err,
+            ),
         }
     }
     out
