@@ -12,6 +12,8 @@ use tstore::progress::Progress;
 pub struct Reporter {
     quiet: bool,
     verbose: u8,
+    /// Whether bars are drawn (`--no-progress`, `TSTORE_NO_PROGRESS`).
+    bars: bool,
     bar: Mutex<Option<ProgressBar>>,
     /// Items done and total, shown beside a bytes bar.
     items: AtomicU64,
@@ -20,10 +22,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(quiet: bool, verbose: u8) -> Self {
+    pub fn new(output: super::settings::Output) -> Self {
         Self {
-            quiet,
-            verbose,
+            quiet: output.quiet,
+            verbose: output.verbose,
+            bars: output.progress,
             bar: Mutex::new(None),
             items: AtomicU64::new(0),
             items_total: AtomicU64::new(0),
@@ -51,7 +54,7 @@ impl Reporter {
 
 impl Progress for Reporter {
     fn start(&self, phase: &str, items: u64, bytes: u64) {
-        if self.quiet {
+        if self.quiet || !self.bars {
             return;
         }
         let counts_bytes = bytes > 0;
