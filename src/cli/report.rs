@@ -130,6 +130,27 @@ impl Progress for Reporter {
     }
 }
 
+/// The schema version every `--json` output carries as `version`. It goes
+/// up when a field changes meaning or goes away (not when one is added).
+pub const JSON_VERSION: u32 = 1;
+
+/// Prints a `--json` answer: `body`'s named fields (an object, never an
+/// array) after the schema `version`.
+pub fn print_json(body: impl serde::Serialize) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Versioned<T> {
+        version: u32,
+        #[serde(flatten)]
+        body: T,
+    }
+    let text = serde_json::to_string_pretty(&Versioned {
+        version: JSON_VERSION,
+        body,
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
 /// `YYYY-MM-DD HH:MM:SS` for unix seconds (UTC).
 pub fn utc_time(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
