@@ -123,6 +123,41 @@ mod tests {
 
     const SIGKILL: i32 = 9;
 
+    /// Keeps every detail; registered once for the whole test binary.
+    struct Collect(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Collect {
+        fn detail(&self, message: &str) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    static COLLECTED: Collect = Collect(std::sync::Mutex::new(Vec::new()));
+
+    #[test]
+    fn each_child_is_reported_with_its_duration_and_a_failed_status() {
+        report_commands_to(&COLLECTED);
+        let out = output(Command::new("sh").args(["-c", "exit 3 # reported"])).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        let (mut child, started) = spawn(Command::new("sh").args(["-c", ": spawned"])).unwrap();
+        started.ended(&child.wait().unwrap());
+        let seen = COLLECTED.0.lock().unwrap().clone();
+        let failed = seen
+            .iter()
+            .find(|l| l.contains("# reported"))
+            .expect("the failed child is reported");
+        assert!(
+            failed.starts_with("ran `sh -c 'exit 3 # reported'` in "),
+            "{failed}"
+        );
+        assert!(failed.ends_with("s (exit status: 3)"), "{failed}");
+        let spawned = seen
+            .iter()
+            .find(|l| l.contains(": spawned"))
+            .expect("the spawned child is reported");
+        assert!(spawned.ends_with('s'), "{spawned}");
+    }
+
     #[test]
     fn a_short_rendering_cuts_scripts_to_their_first_line() {
         let mut cmd = Command::new("python3");
