@@ -176,6 +176,10 @@ fn quiet_and_verbose_variables_yield_to_the_flags() {
         out.contains("ran `") && out.contains("pip compile"),
         "{out}"
     );
+    assert!(
+        out.contains("setting from the environment: TSTORE_VERBOSE=1"),
+        "{out}"
+    );
     let out = ok_with(
         &world,
         &[("TSTORE_VERBOSE", "1")],

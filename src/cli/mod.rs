@@ -431,6 +431,12 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     let reporter: &'static report::Reporter =
         Box::leak(Box::new(report::Reporter::new(settings.output)));
     tstore::process::report_commands_to(reporter);
+    for variable in &settings.from_environment {
+        tstore::progress::Progress::detail(
+            reporter,
+            &format!("setting from the environment: {variable}"),
+        );
+    }
     if let Command::Verify {
         repair: true, full, ..
     } = &cli.command

@@ -33,6 +33,8 @@ pub struct Settings {
     /// `TSTORE_LINK_MODE`: replaces tiers.toml's `link-mode`; `--link-mode`
     /// still beats it (the command's own option is applied later).
     pub link_mode: Option<LinkMode>,
+    /// The variables that were set, as `NAME=value`, for `-v`.
+    pub from_environment: Vec<String>,
 }
 
 impl Settings {
@@ -46,7 +48,14 @@ impl Settings {
         cli: &mut Cli,
         env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     ) -> anyhow::Result<Self> {
-        let var = |name: &str| variable(name, env);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let var = |name: &str| {
+            let value = variable(name, env)?;
+            if let Some(text) = &value {
+                seen.borrow_mut().push(format!("{name}={text}"));
+            }
+            Ok::<_, anyhow::Error>(value)
+        };
         let boolean = |name: &str| -> anyhow::Result<Option<bool>> {
             var(name)?.map(|text| parse_bool(name, &text)).transpose()
         };
@@ -94,7 +103,11 @@ impl Settings {
             Command::Lock { offline: flag, .. } => *flag |= offline,
             _ => {}
         }
-        Ok(Self { output, link_mode })
+        Ok(Self {
+            output,
+            link_mode,
+            from_environment: seen.into_inner(),
+        })
     }
 }
 
@@ -192,5 +205,6 @@ mod tests {
         assert!(err.to_string().contains("both on"), "{err}");
         let (settings, _) = resolve(&["list"], &[(NO_PROGRESS, "1")]).unwrap();
         assert!(!settings.output.progress);
+        assert_eq!(settings.from_environment, ["TSTORE_NO_PROGRESS=1"]);
     }
 }
