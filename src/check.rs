@@ -298,13 +298,14 @@ impl ImportError {
 
 /// Imports `module` in a fresh, isolated interpreter.
 fn import(python: &Path, module: &str) -> Result<(), ImportError> {
-    let mut child = crate::process::dies_with_parent(&mut Command::new(python))
-        .args(["-I", "-c", &format!("import {module}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ImportError::other(format!("cannot run {}: {e}", python.display())))?;
+    let (mut child, started_child) = crate::process::spawn(
+        crate::process::dies_with_parent(&mut Command::new(python))
+            .args(["-I", "-c", &format!("import {module}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| ImportError::other(format!("cannot run {}: {e}", python.display())))?;
     // Read stderr while waiting, so a long traceback cannot fill the pipe.
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let reader = std::thread::spawn(move || {
@@ -328,6 +329,7 @@ fn import(python: &Path, module: &str) -> Result<(), ImportError> {
             Err(e) => return Err(ImportError::other(e.to_string())),
         }
     };
+    started_child.ended(&status);
     let stderr = reader.join().unwrap_or_default();
     if status.success() {
         return Ok(());
@@ -366,15 +368,16 @@ fn parse_error(stderr: &str) -> Option<ImportError> {
 
 /// The interpreter's `sys.stdlib_module_names`.
 fn stdlib_module_names(python: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let out = crate::process::dies_with_parent(&mut Command::new(python))
-        .args([
-            "-I",
-            "-c",
-            "import sys; print('\\n'.join(sys.stdlib_module_names))",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
+    let out = crate::process::output(
+        crate::process::dies_with_parent(&mut Command::new(python))
+            .args([
+                "-I",
+                "-c",
+                "import sys; print('\\n'.join(sys.stdlib_module_names))",
+            ])
+            .stdin(Stdio::null()),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
     anyhow::ensure!(
         out.status.success(),
         "{} -I -c 'import sys; print(sys.stdlib_module_names)' exited with {}: {}",

@@ -240,10 +240,10 @@ fn cached_query(store: &Store, executable: &Path) -> anyhow::Result<QueryAnswer>
     {
         return Ok(answer);
     }
-    let output = crate::process::dies_with_parent(&mut Command::new(executable))
-        .args(["-I", "-c", QUERY])
-        .output()
-        .with_context(|| format!("cannot run {}", executable.display()))?;
+    let output = crate::process::output(
+        crate::process::dies_with_parent(&mut Command::new(executable)).args(["-I", "-c", QUERY]),
+    )
+    .with_context(|| format!("cannot run {}", executable.display()))?;
     if !output.status.success() {
         bail!(
             "{} failed to describe itself ({}): {}",

@@ -111,7 +111,11 @@ fn assert_rebuilt(world: &World) {
     assert_eq!(again.matches("up to date").count(), 2, "{again}");
     let gens: serde_json::Value =
         serde_json::from_str(&world.ok(&["generations", "a", "--json"])).unwrap();
-    assert_eq!(gens.as_array().map(Vec::len), Some(1), "{gens}");
+    assert_eq!(
+        gens["generations"].as_array().map(Vec::len),
+        Some(1),
+        "{gens}"
+    );
 }
 
 fn remove_wal(world: &World) {

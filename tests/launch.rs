@@ -206,7 +206,11 @@ fn run_in_a_components_folder_reads_the_checkouts_tiers() {
     assert!(stderr.is_empty(), "{stderr}");
     let gens: serde_json::Value =
         serde_json::from_str(&w.ok(&["generations", "core", "--json"])).unwrap();
-    assert_eq!(gens.as_array().map(Vec::len), Some(1), "{gens}");
+    assert_eq!(
+        gens["generations"].as_array().map(Vec::len),
+        Some(1),
+        "{gens}"
+    );
 }
 
 #[test]

@@ -101,10 +101,10 @@ fn generations_switch_atomically_and_roll_back() {
     assert_eq!(on_disk, ["2", "3"]);
     let json: serde_json::Value = serde_json::from_str(
         w.ok(&["generations", "t", "--json"])
-            .trim_start_matches(|c| c != '['),
+            .trim_start_matches(|c| c != '{'),
     )
     .unwrap();
-    let numbers: Vec<i64> = json
+    let numbers: Vec<i64> = json["generations"]
         .as_array()
         .unwrap()
         .iter()

@@ -128,8 +128,8 @@ fn committed_locks_stay_current_in_another_checkout() {
     }
     let listing = elsewhere.ok(&["list", "--json"]);
     let json: serde_json::Value =
-        serde_json::from_str(listing.trim_start_matches(|c| c != '[')).unwrap();
-    for tier in json.as_array().unwrap() {
+        serde_json::from_str(listing.trim_start_matches(|c| c != '{')).unwrap();
+    for tier in json["tiers"].as_array().unwrap() {
         assert_eq!(tier["locked"], "yes", "{listing}");
     }
 }

@@ -379,15 +379,15 @@ fn list_path_and_unknown_tier() {
     world.ok(&["materialize", "--frozen", "t2"]);
     let listing = world.ok(&["list", "--json"]);
     let json: serde_json::Value =
-        serde_json::from_str(listing.trim_start_matches(|c| c != '[')).unwrap();
-    let t2 = json
+        serde_json::from_str(listing.trim_start_matches(|c| c != '{')).unwrap();
+    let t2 = json["tiers"]
         .as_array()
         .unwrap()
         .iter()
         .find(|t| t["name"] == "t2")
         .unwrap();
     assert_eq!(t2["materialized"], true);
-    let t1 = json
+    let t1 = json["tiers"]
         .as_array()
         .unwrap()
         .iter()

@@ -63,8 +63,8 @@ fn on_disk(world: &World) -> Vec<i64> {
 fn current(world: &World) -> i64 {
     let out = world.ok(&["generations", "t", "--json"]);
     let json: serde_json::Value =
-        serde_json::from_str(out.trim_start_matches(|c| c != '[')).unwrap();
-    let current: Vec<i64> = json
+        serde_json::from_str(out.trim_start_matches(|c| c != '{')).unwrap();
+    let current: Vec<i64> = json["generations"]
         .as_array()
         .unwrap()
         .iter()

@@ -10,7 +10,9 @@ use tstore::store::{IndexDamaged, IndexProblem, Store};
 use tstore::sync::{SyncOptions, TierOutcome, TierReport};
 
 use super::LockArgs;
-use super::report::{ByteUnit, Reporter, human_bytes, linked_verb, plural, signed_bytes, utc_time};
+use super::report::{
+    ByteUnit, Reporter, human_bytes, linked_verb, plural, print_json, signed_bytes, utc_time,
+};
 use super::session::Session;
 
 pub fn lock(
@@ -101,14 +103,10 @@ fn print_lock_json(
             })
         })
         .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "tiers": tiers,
-            "differences": differences,
-        }))?
-    );
-    Ok(())
+    print_json(serde_json::json!({
+        "tiers": tiers,
+        "differences": differences,
+    }))
 }
 
 pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow::Result<()> {
@@ -274,8 +272,7 @@ pub fn list(session: &Session<'_>, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        return print_json(serde_json::json!({ "tiers": rows }));
     }
     println!("tiers from {}", session.config.source);
     println!(
@@ -327,8 +324,7 @@ pub fn generations(session: &Session<'_>, name: &str, json: bool) -> anyhow::Res
                     .len(),
             });
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return print_json(serde_json::json!({ "tier": tier.name, "generations": out }));
     }
     if rows.is_empty() {
         println!("{name} has no generations: run `tstore materialize {name}`");
@@ -483,7 +479,7 @@ pub fn verify(
         session.reporter,
     )?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         print_verify_report(&report, repair);
     }
@@ -622,8 +618,7 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
         session.reporter,
     )?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return print_json(&report);
     }
     let verb = if dry_run { "would free" } else { "freed" };
     // Every figure in one unit, so they can be compared at a glance.
@@ -682,8 +677,7 @@ pub fn du(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result
     }
     let report = tstore::upkeep::du::du(&session.store, names)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return print_json(&report);
     }
     println!(
         "{:<16} {:>4} {:>8} {:>12} {:>12} {:>12} {:>12}",
@@ -762,7 +756,7 @@ pub fn adopt(
         reports.push(report);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        print_json(serde_json::json!({ "venvs": reports }))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use tstore::activate::{self, Dialect, EnvChange};
 use tstore::config::Tier;
 use tstore::sync::SyncOptions;
 
+use super::report::print_json;
 use super::session::Session;
 use super::{LockArgs, Shell, commands};
 
@@ -76,14 +77,11 @@ pub fn which(session: &Session<'_>, target: &str, json: bool) -> anyhow::Result<
     let tier = session.config.tier_or_component(target)?;
     let materialized = tier.venv.join("bin/python").exists();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "tier": tier.name,
-                "venv": tier.venv,
-                "materialized": materialized,
-            })
-        );
+        print_json(serde_json::json!({
+            "tier": tier.name,
+            "venv": tier.venv,
+            "materialized": materialized,
+        }))?;
     } else {
         println!("{}\t{}", tier.name, tier.venv.display());
     }
@@ -123,9 +121,8 @@ pub fn list_components(session: &Session<'_>, json: bool) -> anyhow::Result<()> 
             .map(|(component, tier)| {
                 serde_json::json!({"component": component, "tier": tier.name, "venv": tier.venv})
             })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+            .collect::<Vec<_>>();
+        return print_json(serde_json::json!({ "components": rows }));
     }
     if pairs.is_empty() {
         println!(

@@ -5,6 +5,7 @@ mod commands;
 mod launch;
 mod report;
 mod session;
+mod settings;
 mod transfer;
 mod workflow;
 
@@ -37,14 +38,20 @@ pub struct Cli {
     #[arg(long, global = true, env = "TSTORE_REMOTE", value_name = "URL")]
     pub remote: Option<String>,
 
-    /// Print only errors and the final summary.
+    /// Print only errors and the final summary [env: TSTORE_QUIET].
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more detail (link method choices, retries, uv commands, the time
-    /// each step of a build took).
+    /// Print more detail: every command tstore runs (uv, Python) and how
+    /// long it took, link method choices, retries, the time each step of a
+    /// build took [env: TSTORE_VERBOSE].
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Draw no progress bars; notices and summaries are still printed
+    /// [env: TSTORE_NO_PROGRESS].
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -63,7 +70,7 @@ pub enum Command {
     Lock {
         /// Tiers to lock (default: all).
         tiers: Vec<String>,
-        /// Resolve from uv's cache only, without network.
+        /// Resolve from uv's cache only, without network [env: TSTORE_OFFLINE].
         #[arg(long)]
         offline: bool,
         /// Print one hash of the tiers' lock files as they are (no uv, no
@@ -141,8 +148,9 @@ pub enum Command {
         tiers: Vec<String>,
         #[command(flatten)]
         lock: LockArgs,
-        /// How files get from the store into the venv [default: the
-        /// tiers.toml setting, else auto: reflink, else hardlink, else copy].
+        /// How files get from the store into the venv [env:
+        /// TSTORE_LINK_MODE; default: the tiers.toml setting, else auto:
+        /// reflink, else hardlink, else copy].
         #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
         link_mode: Option<LinkMode>,
         /// Replace a venv at the tier's path even if tstore did not make it
@@ -399,11 +407,12 @@ pub enum Shell {
 
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LockArgs {
-    /// Use only the store and existing locks; fail naming what is missing.
+    /// Use only the store and existing locks; fail naming what is missing
+    /// [env: TSTORE_OFFLINE].
     #[arg(long)]
     pub offline: bool,
     /// Use the existing locks as they are, without checking them against
-    /// tiers.toml (error if a lock is missing).
+    /// tiers.toml (error if a lock is missing) [env: TSTORE_FROZEN].
     #[arg(long)]
     pub frozen: bool,
 }
@@ -413,18 +422,31 @@ fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
 }
 
 /// Runs the command; returns the process exit status.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     if print_generated(&cli.command)? {
         return Ok(0);
     }
-    let reporter = report::Reporter::new(cli.quiet, cli.verbose);
+    let settings = settings::Settings::resolve(&mut cli)?;
+    // Lives for the whole process: children report to it when they end.
+    let reporter: &'static report::Reporter =
+        Box::leak(Box::new(report::Reporter::new(settings.output)));
+    tstore::process::report_commands_to(reporter);
+    for variable in &settings.from_environment {
+        tstore::progress::Progress::detail(
+            reporter,
+            &format!("setting from the environment: {variable}"),
+        );
+    }
     if let Command::Verify {
         repair: true, full, ..
     } = &cli.command
     {
-        commands::rebuild_untrusted_index(&reporter, *full)?;
+        commands::rebuild_untrusted_index(reporter, *full)?;
     }
-    let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
+    let mut session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), reporter)?;
+    if let Some(mode) = settings.link_mode {
+        session.workspace.config.link_mode = mode;
+    }
     dispatch(&session, cli.command)
 }
 

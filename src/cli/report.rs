@@ -12,6 +12,8 @@ use tstore::progress::Progress;
 pub struct Reporter {
     quiet: bool,
     verbose: u8,
+    /// Whether bars are drawn (`--no-progress`, `TSTORE_NO_PROGRESS`).
+    bars: bool,
     bar: Mutex<Option<ProgressBar>>,
     /// Items done and total, shown beside a bytes bar.
     items: AtomicU64,
@@ -20,10 +22,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(quiet: bool, verbose: u8) -> Self {
+    pub fn new(output: super::settings::Output) -> Self {
         Self {
-            quiet,
-            verbose,
+            quiet: output.quiet,
+            verbose: output.verbose,
+            bars: output.progress,
             bar: Mutex::new(None),
             items: AtomicU64::new(0),
             items_total: AtomicU64::new(0),
@@ -51,7 +54,7 @@ impl Reporter {
 
 impl Progress for Reporter {
     fn start(&self, phase: &str, items: u64, bytes: u64) {
-        if self.quiet {
+        if self.quiet || !self.bars {
             return;
         }
         let counts_bytes = bytes > 0;
@@ -125,6 +128,27 @@ impl Progress for Reporter {
             self.print(&format!("  {message}"));
         }
     }
+}
+
+/// The schema version every `--json` output carries as `version`. It goes
+/// up when a field changes meaning or goes away (not when one is added).
+pub const JSON_VERSION: u32 = 1;
+
+/// Prints a `--json` answer: `body`'s named fields (an object, never an
+/// array) after the schema `version`.
+pub fn print_json(body: impl serde::Serialize) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Versioned<T> {
+        version: u32,
+        #[serde(flatten)]
+        body: T,
+    }
+    let text = serde_json::to_string_pretty(&Versioned {
+        version: JSON_VERSION,
+        body,
+    })?;
+    println!("{text}");
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM:SS` for unix seconds (UTC).

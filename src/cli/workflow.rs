@@ -7,6 +7,7 @@ use tstore::lock::{self, LockOptions, PyLock, Upgrade};
 use tstore::materialize::generations::Generations;
 use tstore::progress::Progress;
 
+use super::report::print_json;
 use super::session::Session;
 
 /// Package → version in a lock file (packages without a version skipped).
@@ -37,7 +38,7 @@ pub fn outdated(session: &Session<'_>, names: &[String], json: bool) -> anyhow::
         tiers = locked;
         if tiers.is_empty() {
             if json {
-                println!("[]");
+                print_json(serde_json::json!({ "upgrades": [] }))?;
             }
             return Ok(());
         }
@@ -99,9 +100,8 @@ fn print_upgrades(changes: &Upgrades, json: bool) -> anyhow::Result<()> {
             .map(|((name, old, new), tiers)| {
                 serde_json::json!({"package": name, "current": old, "new": new, "tiers": tiers})
             })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+            .collect::<Vec<_>>();
+        return print_json(serde_json::json!({ "upgrades": rows }));
     }
     if changes.is_empty() {
         println!("every lock is up to date with the newest allowed versions");
@@ -201,7 +201,7 @@ pub fn check(
     });
     let report = tstore::check::check(&session.store, &tier.venv, &dists, jobs, session.reporter)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         for failure in &report.failures {
             println!(

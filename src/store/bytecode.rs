@@ -186,14 +186,15 @@ fn run_worker(
     fs_err::File::create(jobs_file)?.write_all(text.as_bytes())?;
     // stderr goes to a file: a worker blocked on a full pipe would never finish.
     let errors = jobs_file.with_extension("err");
-    let mut child = crate::process::dies_with_parent(&mut Command::new(python))
-        .args(["-I", "-W", "ignore", "-c", COMPILE])
-        .arg(jobs_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs_err::File::create(&errors)?.into_parts().0)
-        .spawn()
-        .with_context(|| format!("cannot run {}", python.display()))?;
+    let (mut child, started) = crate::process::spawn(
+        crate::process::dies_with_parent(&mut Command::new(python))
+            .args(["-I", "-W", "ignore", "-c", COMPILE])
+            .arg(jobs_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs_err::File::create(&errors)?.into_parts().0),
+    )
+    .with_context(|| format!("cannot run {}", python.display()))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -202,6 +203,7 @@ fn run_worker(
         }
     }
     let status = child.wait()?;
+    started.ended(&status);
     if !status.success() || outcomes.len() != batch.len() {
         let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
         bail!(

@@ -6,7 +6,6 @@
 
 pub mod install;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 
@@ -143,7 +142,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// Runs `cmd` to its end, whatever its exit status.
 pub fn output(cmd: &mut Command) -> Result<Output, UvError> {
-    cmd.output().map_err(|source| UvError::NotStarted {
+    crate::process::output(cmd).map_err(|source| UvError::NotStarted {
         command: render(cmd),
         source,
     })
@@ -156,18 +155,7 @@ pub fn stderr_text(output: &Output) -> String {
 
 /// A command as a shell-like string, for error messages.
 pub fn render(cmd: &Command) -> String {
-    let quote = |s: &OsStr| {
-        let s = s.to_string_lossy();
-        if s.contains([' ', '"', '\'']) || s.is_empty() {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        } else {
-            s.into_owned()
-        }
-    };
-    std::iter::once(quote(cmd.get_program()))
-        .chain(cmd.get_args().map(quote))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::process::render(cmd)
 }
 
 #[cfg(test)]
