@@ -389,3 +389,23 @@ pub fn file_stamp(path: &Path) -> std::io::Result<String> {
         .map_or(0, |d| d.as_nanos());
     Ok(format!("{}:{mtime}", meta.len()))
 }
+
+/// The marker environment of CPython 3.11 on x86_64 glibc Linux, for tests
+/// of what markers select.
+#[cfg(test)]
+pub(crate) fn cpython_311_linux_markers() -> uv_pep508::MarkerEnvironment {
+    uv_pep508::MarkerEnvironment::try_from(uv_pep508::MarkerEnvironmentBuilder {
+        implementation_name: "cpython",
+        implementation_version: "3.11.9",
+        os_name: "posix",
+        platform_machine: "x86_64",
+        platform_python_implementation: "CPython",
+        platform_release: "6.1",
+        platform_system: "Linux",
+        platform_version: "#1",
+        python_full_version: "3.11.9",
+        python_version: "3.11",
+        sys_platform: "linux",
+    })
+    .unwrap()
+}

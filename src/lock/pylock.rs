@@ -260,20 +260,7 @@ mod tests {
 
     /// CPython 3.11 on x86_64 glibc Linux.
     fn linux_cpython() -> Interpreter {
-        let markers = uv_pep508::MarkerEnvironment::try_from(uv_pep508::MarkerEnvironmentBuilder {
-            implementation_name: "cpython",
-            implementation_version: "3.11.9",
-            os_name: "posix",
-            platform_machine: "x86_64",
-            platform_python_implementation: "CPython",
-            platform_release: "6.1",
-            platform_system: "Linux",
-            platform_version: "#1",
-            python_full_version: "3.11.9",
-            python_version: "3.11",
-            sys_platform: "linux",
-        })
-        .unwrap();
+        let markers = crate::interpreter::cpython_311_linux_markers();
         let platform: uv_platform_tags::Platform = serde_json::from_value(serde_json::json!({
             "os": { "name": "manylinux", "major": 2, "minor": 28 },
             "arch": "x86_64",

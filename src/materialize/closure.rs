@@ -244,20 +244,7 @@ mod tests {
     use super::*;
 
     fn env() -> MarkerEnvironment {
-        uv_pep508::MarkerEnvironment::try_from(uv_pep508::MarkerEnvironmentBuilder {
-            implementation_name: "cpython",
-            implementation_version: "3.11.9",
-            os_name: "posix",
-            platform_machine: "x86_64",
-            platform_python_implementation: "CPython",
-            platform_release: "6.1",
-            platform_system: "Linux",
-            platform_version: "#1",
-            python_full_version: "3.11.9",
-            python_version: "3.11",
-            sys_platform: "linux",
-        })
-        .unwrap()
+        crate::interpreter::cpython_311_linux_markers()
     }
 
     fn dist(name: &str, version: &str, requires: &[&str]) -> (PackageName, Installed) {
