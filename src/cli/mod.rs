@@ -5,6 +5,7 @@ mod commands;
 mod launch;
 mod report;
 mod session;
+mod shell;
 mod transfer;
 mod workflow;
 
@@ -202,6 +203,10 @@ pub enum Command {
     },
     /// Print shell lines that activate a tier's venv, for `eval`.
     ///
+    /// They set VIRTUAL_ENV, put the venv's bin first on PATH, unset
+    /// PYTHONHOME, prefix the prompt with `(tier)` and define `deactivate`,
+    /// which undoes all of it.
+    ///
     /// bash/zsh: eval "$(tstore env tekton-core)"
     /// fish:     tstore env tekton-core --shell fish | source
     #[command(verbatim_doc_comment)]
@@ -211,6 +216,24 @@ pub enum Command {
         /// Shell syntax [default: from $SHELL, else bash].
         #[arg(long, value_enum)]
         shell: Option<Shell>,
+    },
+    /// Start your shell with a tier's venv activated; `exit` leaves.
+    ///
+    /// Materializes the tier first if it is missing or out of date (unless
+    /// --no-sync). The shell is $SHELL (bash, zsh, fish or sh; anything else
+    /// gets sh), reading your own startup files, then: VIRTUAL_ENV set, the
+    /// venv's bin first on PATH, PYTHONHOME unset, the prompt prefixed with
+    /// `(tier)` (unless VIRTUAL_ENV_DISABLE_PROMPT is set), and
+    /// TSTORE_SHELL=<tier>. tstore refuses to start a second one inside.
+    /// The exit status is the shell's.
+    Shell {
+        /// Tier or component.
+        target: String,
+        /// Use the venv as it is: no lock check, no materialize.
+        #[arg(long)]
+        no_sync: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Print a tier's venv path.
     Path { tier: String },
@@ -543,6 +566,11 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
             lock,
             command,
         } => return launch::run(session, &target, no_sync, lock, &command),
+        Command::Shell {
+            target,
+            no_sync,
+            lock,
+        } => return shell::shell(session, &target, no_sync, lock),
         Command::Which { target, json } => launch::which(session, &target, json),
         Command::Env { target, shell } => launch::env(session, &target, shell),
         Command::Path { tier } => commands::path(session, &tier),
