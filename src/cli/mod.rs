@@ -2,6 +2,7 @@
 //! library steps; `session` holds what they share, `report` draws progress.
 
 mod commands;
+mod doctor;
 mod launch;
 mod report;
 mod session;
@@ -298,6 +299,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check what materialize depends on, and say how to fix what fails.
+    ///
+    /// Prints where the store, config, locks and venvs are, then one line
+    /// per check: leftovers in the store's tmp/, the index (opened and
+    /// SQLite's quick check), how files get into each venv folder (reflink,
+    /// hardlink or copy; same filesystem as the store?), uv and its version,
+    /// each tier's Python, each tier's lock (missing, stale), and free space
+    /// against the largest tier. Each failed check says how to fix it.
+    ///
+    /// Exit status: 0 when materialize can work (warnings included), 1 when
+    /// a FAIL line would make it fail.
+    Doctor {
+        /// Machine-readable output: {"version": 1, "locations": {...},
+        /// "checks": [{"name", "ok", "blocking", "detail", "fix"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete what no tier can use any more, and say how much it frees.
     ///
     /// Roots are the kept generations of every tier and the adopted venvs
@@ -447,6 +465,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     {
         commands::rebuild_untrusted_index(&reporter, *full)?;
     }
+    if let Command::Doctor { json } = cli.command {
+        return doctor::doctor(cli.config.as_deref(), &reporter, json);
+    }
     let session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), &reporter)?;
     dispatch(&session, cli.command)
 }
@@ -587,6 +608,7 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
         Command::Gc { dry_run, json } => commands::gc(session, dry_run, json),
         Command::Du { tiers, json } => commands::du(session, &tiers, json),
         Command::Completions { .. } | Command::Man => unreachable!("printed by print_generated"),
+        Command::Doctor { .. } => unreachable!("run before a session opens"),
     }
     .map(|()| 0)
 }
