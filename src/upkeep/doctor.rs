@@ -286,7 +286,19 @@ fn link_mode(store: &Store, mode: LinkMode, folder: &Path) -> Check {
     match Linker::probe(mode, store, existing) {
         Ok(probe) => {
             let method = probe.linker.method();
-            let detail = format!("{method} ({where_}; probed in {})", existing.display());
+            let mut facts = vec![where_.to_string()];
+            if method != LinkMethod::Reflink && mode == LinkMode::Auto {
+                facts.push("no reflinks".into());
+            }
+            if method == LinkMethod::Hardlink {
+                // An object at the limit is replaced by a fresh copy, so a
+                // low limit costs space, never a failure.
+                if let Some(max) = crate::platform::link_max(store.location()) {
+                    facts.push(format!("up to {max} links per object"));
+                }
+            }
+            facts.push(format!("probed in {}", existing.display()));
+            let detail = format!("{method} ({})", facts.join("; "));
             if method == LinkMethod::Copy && mode != LinkMode::Copy {
                 Check::warn(
                     name,
