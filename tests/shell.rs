@@ -85,17 +85,15 @@ fn on_terminal(cmd: &mut Command, input: &str) -> Session {
         .stderr(Stdio::null());
     drop(slave);
     let mut reader = master.try_clone().unwrap();
-    let collector = std::thread::spawn(move || {
-        let mut all = Vec::new();
+    let (chunks, received) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         // EIO once the last program holding the terminal has closed it.
         while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || chunks.send(buf[..n].to_vec()).is_err() {
                 break;
             }
-            all.extend_from_slice(&buf[..n]);
         }
-        String::from_utf8_lossy(&all).into_owned()
     });
     master.write_all(input.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -109,20 +107,30 @@ fn on_terminal(cmd: &mut Command, input: &str) -> Session {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // What is still on its way; a program the shell left running may hold
+    // the terminal open, so stop at a pause rather than at end-of-file.
+    let mut all = Vec::new();
+    while let Ok(chunk) = received.recv_timeout(Duration::from_secs(2)) {
+        all.extend_from_slice(&chunk);
+    }
     drop(master);
     Session {
-        output: collector.join().unwrap(),
+        output: String::from_utf8_lossy(&all).into_owned(),
         status,
     }
 }
 
-#[test]
-fn shell_starts_bash_with_the_tier_activated_and_exit_leaves() {
+/// `tstore shell` in `shell` (a path): VIRTUAL_ENV, the venv's Python, the
+/// prompt, and `exit 3` leaving with status 3.
+fn shell_activates_the_tier(shell: &str) {
     let p = project();
     let w = &p.world;
     let venv = w.venv("core");
+    // fish's first start generates completions from man pages in the
+    // background (minutes); an existing folder for them skips that.
+    fs_err::create_dir_all(w.home().join(".local/share/fish/generated_completions")).unwrap();
     let mut cmd = w.tstore(&["shell", "--frozen", "hermes"]);
-    cmd.env("SHELL", "/bin/bash")
+    cmd.env("SHELL", shell)
         .env("PYTHONHOME", "/nonexistent")
         .env_remove("TSTORE_SHELL")
         .env_remove("VIRTUAL_ENV")
@@ -134,24 +142,63 @@ fn shell_starts_bash_with_the_tier_activated_and_exit_leaves() {
          exit 3\n",
     );
     let out = &session.output;
-    assert_eq!(session.status.code(), Some(3), "the shell's status: {out}");
+    assert_eq!(session.status.code(), Some(3), "{shell}'s status: {out}");
     assert!(
         out.contains(&format!("VE=[{}]", venv.display())),
-        "VIRTUAL_ENV: {out}"
+        "{shell}: VIRTUAL_ENV: {out}"
     );
     // The typed line is echoed too; the answer is the one naming a path.
     let prefix = out
         .split("PREFIX=[")
         .find(|rest| rest.starts_with('/'))
         .and_then(|rest| rest.split(']').next())
-        .unwrap_or_else(|| panic!("no sys.prefix printed: {out}"));
+        .unwrap_or_else(|| panic!("{shell}: no sys.prefix printed: {out}"));
     assert_eq!(
         fs_err::canonicalize(prefix).unwrap(),
         fs_err::canonicalize(&venv).unwrap(),
-        "{out}"
+        "{shell}: {out}"
     );
-    assert!(out.contains("] alpha"), "the tier's package imports: {out}");
-    assert!(out.contains("(core) "), "the prompt names the tier: {out}");
+    assert!(
+        out.contains("] alpha"),
+        "{shell}: the tier's package imports: {out}"
+    );
+    assert!(
+        out.contains("(core) "),
+        "{shell}: the prompt names the tier: {out}"
+    );
+}
+
+/// The path of `name` on PATH, or None (the test then skips, saying so).
+fn installed(name: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() {
+        eprintln!("skipped: no {name} on this machine");
+        return None;
+    }
+    Some(path)
+}
+
+#[test]
+fn shell_starts_bash_with_the_tier_activated_and_exit_leaves() {
+    shell_activates_the_tier(&installed("bash").expect("bash"));
+}
+
+#[test]
+fn shell_starts_zsh_with_the_tier_activated() {
+    if let Some(zsh) = installed("zsh") {
+        shell_activates_the_tier(&zsh);
+    }
+}
+
+#[test]
+fn shell_starts_fish_with_the_tier_activated() {
+    if let Some(fish) = installed("fish") {
+        shell_activates_the_tier(&fish);
+    }
 }
 
 #[test]
@@ -199,8 +246,9 @@ fn shell_falls_back_to_sh_and_refuses_to_nest() {
     );
 }
 
-#[test]
-fn env_deactivate_restores_path_prompt_and_pythonhome_in_bash() {
+/// `eval "$(tstore env core)"` then `deactivate` in a POSIX shell (`bash`,
+/// `zsh`): PATH, prompt and PYTHONHOME back, VIRTUAL_ENV and the function gone.
+fn env_then_deactivate_in(shell: &str) {
     let p = project();
     let w = &p.world;
     w.ok(&["materialize", "--frozen", "core"]);
@@ -212,10 +260,10 @@ fn env_deactivate_restores_path_prompt_and_pythonhome_in_bash() {
          deactivate\n\
          [ \"$PATH\" = \"$before\" ] && echo 'OUT path restored'\n\
          echo \"OUT ve=[${{VIRTUAL_ENV-unset}}] ps1=[$PS1] ph=[$PYTHONHOME]\"\n\
-         [ \"$(type -t deactivate)\" = function ] || echo 'OUT deactivate gone'\n",
+         case \"$(type deactivate 2>/dev/null)\" in *function*) ;; *) echo 'OUT deactivate gone' ;; esac\n",
         bin = env!("CARGO_BIN_EXE_tstore")
     );
-    let out = Command::new("bash")
+    let out = Command::new(shell)
         .args(["-c", &script])
         .current_dir(w.project())
         .env("TSTORE_HOME", w.store())
@@ -237,6 +285,71 @@ fn env_deactivate_restores_path_prompt_and_pythonhome_in_bash() {
             "OUT path restored",
             "OUT ve=[unset] ps1=[orig> ] ph=[/some/home]",
             "OUT deactivate gone",
+        ],
+        "{shell}: {out:?}"
+    );
+}
+
+#[test]
+fn env_deactivate_restores_path_prompt_and_pythonhome_in_bash() {
+    env_then_deactivate_in("bash");
+}
+
+#[test]
+fn env_deactivate_restores_path_prompt_and_pythonhome_in_zsh() {
+    if let Some(zsh) = installed("zsh") {
+        env_then_deactivate_in(&zsh);
+    }
+}
+
+#[test]
+fn env_deactivate_restores_path_prompt_and_pythonhome_in_fish() {
+    let Some(fish) = installed("fish") else {
+        return;
+    };
+    let p = project();
+    let w = &p.world;
+    w.ok(&["materialize", "--frozen", "core"]);
+    let venv = w.venv("core");
+    let script = format!(
+        "set -gx PYTHONHOME /some/home; set before \"$PATH\"\n\
+         '{bin}' env core --shell fish | source\n\
+         echo \"IN path=[\"(command -v python)\"] ve=[$VIRTUAL_ENV] prompt=[\"(fish_prompt | string match -q '(core) *'; and echo tier)\"]\"\n\
+         set -q PYTHONHOME; and echo 'IN ph set'; or echo 'IN ph unset'\n\
+         deactivate\n\
+         test \"$PATH\" = \"$before\"; and echo 'OUT path restored'\n\
+         set -q VIRTUAL_ENV; and echo 'OUT ve set'; or echo 'OUT ve unset'\n\
+         echo \"OUT ph=[$PYTHONHOME]\"\n\
+         functions -q deactivate; or echo 'OUT deactivate gone'\n\
+         functions -q _tstore_old_fish_prompt; or echo 'OUT prompt restored'\n",
+        bin = env!("CARGO_BIN_EXE_tstore")
+    );
+    fs_err::create_dir_all(w.home().join(".local/share/fish/generated_completions")).unwrap();
+    let out = Command::new(fish)
+        .args(["-c", &script])
+        .current_dir(w.project())
+        .env("TSTORE_HOME", w.store())
+        .env("HOME", w.home())
+        .env_remove("VIRTUAL_ENV_DISABLE_PROMPT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "IN path=[{}] ve=[{}] prompt=[tier]",
+                venv.join("bin/python").display(),
+                venv.display()
+            )
+            .as_str(),
+            "IN ph unset",
+            "OUT path restored",
+            "OUT ve unset",
+            "OUT ph=[/some/home]",
+            "OUT deactivate gone",
+            "OUT prompt restored",
         ],
         "{out:?}"
     );
