@@ -151,6 +151,25 @@ fn a_missing_python_fails_naming_the_tier_and_the_install() {
             .any(|l| l.starts_with("ok  ") && l.contains("python:t ")),
         "the other tier's Python is fine: {text}"
     );
+    // pyenv has one that uv does not see: the fix names its folder.
+    let pyenv = world.path().join("pyenv");
+    for version in ["3.99.1", "3.99.10", "3.9.1"] {
+        fs_err::create_dir_all(pyenv.join("versions").join(version).join("bin")).unwrap();
+    }
+    let out = world
+        .tstore(&["doctor"])
+        .env("PYENV_ROOT", &pyenv)
+        .output()
+        .unwrap();
+    let with_pyenv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        with_pyenv.contains(&format!(
+            "fix: pyenv has it, which uv sees only on PATH: add {} to PATH",
+            pyenv.join("versions/3.99.10/bin").display()
+        )),
+        "{with_pyenv}"
+    );
     // The new tier has no lock yet: a warning, not a failure of its own.
     assert!(
         text.lines()

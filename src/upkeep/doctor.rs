@@ -355,11 +355,19 @@ fn pythons(
             Err(err) => Check::block(
                 name,
                 err.clone(),
-                format!(
-                    "install it (`uv python install {}`, or put a python{} on PATH), or change \
-                     `python` for tier `{}` in tiers.toml",
-                    tier.python, tier.python, tier.name
-                ),
+                match pyenv_version(&tier.python) {
+                    Some(bin) => format!(
+                        "pyenv has it, which uv sees only on PATH: add {} to PATH (or name it in \
+                         `pyenv global`), or change `python` for tier `{}` in tiers.toml",
+                        bin.display(),
+                        tier.name
+                    ),
+                    None => format!(
+                        "install it (`uv python install {}`, or put a python{} on PATH), or \
+                         change `python` for tier `{}` in tiers.toml",
+                        tier.python, tier.python, tier.name
+                    ),
+                },
             ),
         });
     }
@@ -367,6 +375,31 @@ fn pythons(
         .into_iter()
         .filter_map(|(request, answer)| answer.ok().map(|i| (request, i)))
         .collect()
+}
+
+/// The `bin` folder of the newest pyenv install matching `request` (a
+/// plain version like `3.12`), under `$PYENV_ROOT` or `~/.pyenv`.
+fn pyenv_version(request: &str) -> Option<PathBuf> {
+    if !request.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let root = std::env::var_os("PYENV_ROOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))?;
+    let mut matches: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(root.join("versions"))
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let matching = name == request || name.starts_with(&format!("{request}."));
+            let numbers: Option<Vec<u64>> = name.split('.').map(|n| n.parse().ok()).collect();
+            let bin = entry.path().join("bin");
+            (matching && bin.is_dir()).then_some((numbers?, bin))
+        })
+        .collect();
+    matches.sort();
+    matches.pop().map(|(_, bin)| bin)
 }
 
 fn lock_state(config: &Config, store: &Store, tier: &crate::config::Tier) -> Check {
