@@ -97,6 +97,7 @@ fn every_command_prints_an_object_with_a_version_and_named_arrays() {
         (&["adopt", "--dry-run", "--json", &plain_arg], &["venvs"]),
         (&["gc", "--dry-run", "--json"], &[]),
         (&["which", "app", "--json"], &[]),
+        (&["doctor", "--json"], &["checks"]),
     ];
     for (args, named) in cases {
         let object = json_of(&world, args);
@@ -160,6 +161,7 @@ fn the_readme_examples_have_the_same_shape() {
         "`tstore gc --json`",
         "`tstore du --json`",
         "`tstore adopt PATH… --json`",
+        "`tstore doctor --json`",
     ] {
         assert!(
             commands.iter().any(|c| c.starts_with(expected)),

@@ -245,32 +245,44 @@ fn a_standalone_copy_works_after_the_store_is_gone() {
     );
 }
 
-/// Needs a Python 3.12 that `uv python find 3.12` sees: CI machines have
-/// only 3.11, so there it skips; `TSTORE_TEST_PYTHON312_BIN` may name a
-/// folder holding one (prepended to PATH).
+/// One tier on Python 3.11, 3.12 and 3.13: three venvs, the pure-Python
+/// files one object. Needs interpreters that `uv python find` sees (on PATH,
+/// as `.ci/run` puts pyenv's); without them it skips, except where
+/// `TSTORE_REQUIRE_PYTHONS=1` (CI, when the machine has them) makes a
+/// missing one a failure. `TSTORE_TEST_PYTHON_BIN` may name a folder to
+/// prepend to PATH.
 #[test]
 fn several_pythons_share_pure_python_files() {
     let mut path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(dir) = std::env::var_os("TSTORE_TEST_PYTHON312_BIN") {
+    if let Some(dir) = std::env::var_os("TSTORE_TEST_PYTHON_BIN") {
         let mut joined = dir;
         joined.push(":");
         joined.push(&path);
         path = joined;
     }
-    let found = Command::new("uv")
-        .args(["python", "find", "3.12"])
-        .env("PATH", &path)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: no Python 3.12 for uv to find");
+    let missing: Vec<&str> = ["3.12", "3.13"]
+        .into_iter()
+        .filter(|version| {
+            !Command::new("uv")
+                .args(["python", "find", "--no-project", version])
+                .env("PATH", &path)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("TSTORE_REQUIRE_PYTHONS").is_none_or(|v| v != "1"),
+            "TSTORE_REQUIRE_PYTHONS=1 but uv finds no Python {missing:?} on PATH"
+        );
+        eprintln!("skipped: no Python {missing:?} for uv to find");
         return;
     }
     let world = World::new();
     shared_wheel(&world, "1.0");
     world.write_tiers(
         "no-index = true\nfind-links = [\"../wheels\"]\n\
-         [tiers.t]\nrequirements = [\"shared\"]\npython = [\"3.11\", \"3.12\"]\n",
+         [tiers.t]\nrequirements = [\"shared\"]\npython = [\"3.11\", \"3.12\", \"3.13\"]\n",
     );
     let out = world
         .tstore(&["materialize", "t"])
@@ -278,19 +290,29 @@ fn several_pythons_share_pure_python_files() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let v311 = world.venv("t");
-    let v312 = world.home().join("venvs/t-py3.12");
-    let version = |venv: &std::path::Path| {
-        python_ok(
+    let venvs = [
+        (world.venv("t"), "3.11"),
+        (world.home().join("venvs/t-py3.12"), "3.12"),
+        (world.home().join("venvs/t-py3.13"), "3.13"),
+    ];
+    let mut inodes = Vec::new();
+    for (venv, version) in &venvs {
+        let answer = python_ok(
             venv,
-            "import sys, shared; print(sys.version_info[:2], shared.VERSION)",
-        )
-    };
-    assert_eq!(version(&v311).trim(), "(3, 11) 1.0");
-    assert_eq!(version(&v312).trim(), "(3, 12) 1.0");
-    assert_eq!(
-        inode_of(&v311.join("lib/python3.11/site-packages/shared/__init__.py")),
-        inode_of(&v312.join("lib/python3.12/site-packages/shared/__init__.py")),
-        "one object for both versions"
+            "import sys, shared; print('%d.%d' % sys.version_info[:2], shared.VERSION)",
+        );
+        assert_eq!(
+            answer.trim(),
+            format!("{version} 1.0"),
+            "{}",
+            venv.display()
+        );
+        inodes.push(inode_of(&venv.join(format!(
+            "lib/python{version}/site-packages/shared/__init__.py"
+        ))));
+    }
+    assert!(
+        inodes.iter().all(|inode| *inode == inodes[0]),
+        "one object for the three versions: {inodes:?}"
     );
 }

@@ -23,19 +23,7 @@ pub fn run(
     command: &[OsString],
 ) -> anyhow::Result<u8> {
     let tier = session.config.tier_or_component(target)?;
-    if no_sync {
-        if !tier.venv.join("bin/python").exists() {
-            bail!(
-                "--no-sync: tier `{}` has no venv at {}; run `tstore materialize {}` or drop --no-sync",
-                tier.name,
-                tier.venv.display(),
-                tier.name
-            );
-        }
-    } else {
-        sync_quietly(session, tier, lock)
-            .with_context(|| format!("cannot prepare tier `{}` to run {target}", tier.name))?;
-    }
+    prepare(session, tier, no_sync, lock, target)?;
     let (program, args) = command.split_first().expect("clap requires a command");
     let mut child = std::process::Command::new(program);
     child.args(args);
@@ -56,6 +44,30 @@ pub fn run(
         );
     }
     Err(err).with_context(|| format!("cannot run `{program}` in tier `{}`", tier.name))
+}
+
+/// Checks the venv is there (`no_sync`) or brings the tier up to date,
+/// before running `what` in it.
+pub(super) fn prepare(
+    session: &Session<'_>,
+    tier: &Tier,
+    no_sync: bool,
+    lock: LockArgs,
+    what: &str,
+) -> anyhow::Result<()> {
+    if no_sync {
+        if !tier.venv.join("bin/python").exists() {
+            bail!(
+                "--no-sync: tier `{}` has no venv at {}; run `tstore materialize {}` or drop --no-sync",
+                tier.name,
+                tier.venv.display(),
+                tier.name
+            );
+        }
+        return Ok(());
+    }
+    sync_quietly(session, tier, lock)
+        .with_context(|| format!("cannot prepare tier `{}` to run {what}", tier.name))
 }
 
 /// Brings the tier up to date before a run, saying only what changed.

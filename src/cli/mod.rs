@@ -2,10 +2,12 @@
 //! library steps; `session` holds what they share, `report` draws progress.
 
 mod commands;
+mod doctor;
 mod launch;
 mod report;
 mod session;
 mod settings;
+mod shell;
 mod transfer;
 mod workflow;
 
@@ -210,6 +212,10 @@ pub enum Command {
     },
     /// Print shell lines that activate a tier's venv, for `eval`.
     ///
+    /// They set VIRTUAL_ENV, put the venv's bin first on PATH, unset
+    /// PYTHONHOME, prefix the prompt with `(tier)` and define `deactivate`,
+    /// which undoes all of it.
+    ///
     /// bash/zsh: eval "$(tstore env tekton-core)"
     /// fish:     tstore env tekton-core --shell fish | source
     #[command(verbatim_doc_comment)]
@@ -219,6 +225,24 @@ pub enum Command {
         /// Shell syntax [default: from $SHELL, else bash].
         #[arg(long, value_enum)]
         shell: Option<Shell>,
+    },
+    /// Start your shell with a tier's venv activated; `exit` leaves.
+    ///
+    /// Materializes the tier first if it is missing or out of date (unless
+    /// --no-sync). The shell is $SHELL (bash, zsh, fish or sh; anything else
+    /// gets sh), reading your own startup files, then: VIRTUAL_ENV set, the
+    /// venv's bin first on PATH, PYTHONHOME unset, the prompt prefixed with
+    /// `(tier)` (unless VIRTUAL_ENV_DISABLE_PROMPT is set), and
+    /// TSTORE_SHELL=<tier>. tstore refuses to start a second one inside.
+    /// The exit status is the shell's.
+    Shell {
+        /// Tier or component.
+        target: String,
+        /// Use the venv as it is: no lock check, no materialize.
+        #[arg(long)]
+        no_sync: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Print a tier's venv path.
     Path { tier: String },
@@ -280,6 +304,23 @@ pub enum Command {
         #[arg(long)]
         full: bool,
         /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check what materialize depends on, and say how to fix what fails.
+    ///
+    /// Prints where the store, config, locks and venvs are, then one line
+    /// per check: leftovers in the store's tmp/, the index (opened and
+    /// SQLite's quick check), how files get into each venv folder (reflink,
+    /// hardlink or copy; same filesystem as the store?), uv and its version,
+    /// each tier's Python, each tier's lock (missing, stale), and free space
+    /// against the largest tier. Each failed check says how to fix it.
+    ///
+    /// Exit status: 0 when materialize can work (warnings included), 1 when
+    /// a FAIL line would make it fail.
+    Doctor {
+        /// Machine-readable output: {"version": 1, "locations": {...},
+        /// "checks": [{"name", "ok", "blocking", "detail", "fix"}]}.
         #[arg(long)]
         json: bool,
     },
@@ -443,6 +484,10 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     {
         commands::rebuild_untrusted_index(reporter, *full)?;
     }
+    // Doctor opens the store itself: a damaged index is one of its findings.
+    if let Command::Doctor { json } = cli.command {
+        return doctor::doctor(cli.config.as_deref(), reporter, json);
+    }
     let mut session = session::Session::open(cli.config.as_deref(), cli.remote.clone(), reporter)?;
     if let Some(mode) = settings.link_mode {
         session.workspace.config.link_mode = mode;
@@ -565,6 +610,11 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
             lock,
             command,
         } => return launch::run(session, &target, no_sync, lock, &command),
+        Command::Shell {
+            target,
+            no_sync,
+            lock,
+        } => return shell::shell(session, &target, no_sync, lock),
         Command::Which { target, json } => launch::which(session, &target, json),
         Command::Env { target, shell } => launch::env(session, &target, shell),
         Command::Path { tier } => commands::path(session, &tier),
@@ -581,6 +631,7 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
         Command::Gc { dry_run, json } => commands::gc(session, dry_run, json),
         Command::Du { tiers, json } => commands::du(session, &tiers, json),
         Command::Completions { .. } | Command::Man => unreachable!("printed by print_generated"),
+        Command::Doctor { .. } => unreachable!("run before a session opens"),
     }
     .map(|()| 0)
 }

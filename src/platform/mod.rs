@@ -69,6 +69,17 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// The most hardlinks a file on the filesystem holding `path` may have
+/// (POSIX `pathconf(_PC_LINK_MAX)`); `None` when the system names no limit
+/// or cannot say.
+pub fn link_max(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: c_path outlives the call, which only reads it.
+    let limit = unsafe { libc::pathconf(c_path.as_ptr(), libc::_PC_LINK_MAX) };
+    u64::try_from(limit).ok()
+}
+
 /// Whether a process with this pid exists (POSIX `kill` with signal 0).
 pub fn process_exists(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.

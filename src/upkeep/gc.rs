@@ -31,6 +31,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use sweep::is_stale_temp;
+
 use decide::{Census, Doomed};
 use roots::Roots;
 

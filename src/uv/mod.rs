@@ -70,6 +70,22 @@ impl UvError {
 impl Uv {
     /// Finds uv, installing the pinned release into the store if needed.
     pub fn locate(store: &Store, progress: &dyn Progress) -> anyhow::Result<Self> {
+        if let Some(found) = Self::find_existing(store)? {
+            return Ok(found);
+        }
+        let installed = Self::installed_path(store);
+        progress.notice(&format!(
+            "uv not found (set TSTORE_UV or put uv on PATH); installing uv {PINNED_UV_VERSION} from PyPI into {}",
+            installed.display()
+        ));
+        install::install(store, PINNED_UV_VERSION, &installed)
+            .with_context(|| format!("cannot install uv {PINNED_UV_VERSION} from PyPI"))?;
+        Ok(Self { path: installed })
+    }
+
+    /// uv where [`Uv::locate`] looks, without installing it: `TSTORE_UV`
+    /// (an error if it names nothing), `PATH`, the copy in the store.
+    pub fn find_existing(store: &Store) -> anyhow::Result<Option<Self>> {
         if let Some(path) = std::env::var_os("TSTORE_UV").filter(|v| !v.is_empty()) {
             let path = PathBuf::from(path);
             if !path.is_file() {
@@ -78,25 +94,21 @@ impl Uv {
                     path.display()
                 );
             }
-            return Ok(Self { path });
+            return Ok(Some(Self { path }));
         }
         if let Some(path) = find_on_path("uv") {
-            return Ok(Self { path });
+            return Ok(Some(Self { path }));
         }
-        let installed = store
+        let installed = Self::installed_path(store);
+        Ok(installed.is_file().then_some(Self { path: installed }))
+    }
+
+    /// Where [`Uv::locate`] installs the pinned uv.
+    fn installed_path(store: &Store) -> PathBuf {
+        store
             .tools_dir()
             .join(format!("uv-{PINNED_UV_VERSION}"))
-            .join("uv");
-        if installed.is_file() {
-            return Ok(Self { path: installed });
-        }
-        progress.notice(&format!(
-            "uv not found (set TSTORE_UV or put uv on PATH); installing uv {PINNED_UV_VERSION} from PyPI into {}",
-            installed.display()
-        ));
-        install::install(store, PINNED_UV_VERSION, &installed)
-            .with_context(|| format!("cannot install uv {PINNED_UV_VERSION} from PyPI"))?;
-        Ok(Self { path: installed })
+            .join("uv")
     }
 
     /// A uv command that dies with tstore (see [`crate::process`]).
