@@ -174,8 +174,16 @@ pub fn print_synced(session: &Session<'_>, tier: &TierReport) {
         ),
         TierOutcome::Built(build) => {
             let figures = tier.fetched.clone().unwrap_or_default();
+            let bytecode = match build.usable_after {
+                Some(usable) => format!(
+                    " (usable after {:.1}s; then {} compiled and linked)",
+                    usable.as_secs_f64(),
+                    plural(build.bytecode_compiled, "pyc")
+                ),
+                None => String::new(),
+            };
             format!(
-                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {seconds:.1}s",
+                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {seconds:.1}s{bytecode}",
                 tier.tier,
                 plural(build.distributions, "package"),
                 plural(build.files, "file"),
