@@ -70,7 +70,7 @@ fn the_venv_is_usable_before_its_bytecode_and_complete_after() {
     let _server = setup(&world);
     let out = world.ok(&["materialize", "--frozen", "t"]);
     assert!(out.contains("t: usable now at"), "{out}");
-    assert!(out.contains("then 4 pycs compiled and linked"), "{out}");
+    assert!(out.contains("then 4 pycs compiled and linked in"), "{out}");
     let venv = world.venv("t");
     for module in MODULES {
         let pyc = pyc_of(&venv, module);

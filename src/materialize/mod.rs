@@ -81,9 +81,9 @@ pub struct BuildReport {
     pub copied_instead: u64,
     /// Pycs compiled into the store and linked after the venv was usable.
     pub bytecode_compiled: usize,
-    /// When bytecode was compiled after the switch: how long after the
-    /// start the venv was usable (every file linked, imports work).
-    pub usable_after: Option<Duration>,
+    /// When bytecode was compiled after the venv was usable (every file
+    /// linked, imports work): how long compiling and linking it took.
+    pub bytecode_after: Option<Duration>,
 }
 
 pub struct TierInput<'a> {
@@ -219,7 +219,6 @@ pub fn materialize(
     options: &MaterializeOptions,
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
     let target = &input.tier.venv;
     let mut prepared = prepare(input)?;
     // With every pyc in the store this is the complete plan; otherwise it
@@ -272,9 +271,11 @@ pub fn materialize(
             distributions: input.fetched.len(),
             copied_instead: 0,
             bytecode_compiled: 0,
-            usable_after: Some(Duration::ZERO),
+            bytecode_after: None,
         };
-        let report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+        let finishing = Instant::now();
+        let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+        report.bytecode_after = Some(finishing.elapsed());
         return Ok(Outcome::Built(report));
     }
     if complete && let Some(number) = already_built(&generations, &recorded, &plan) {
@@ -307,16 +308,17 @@ pub fn materialize(
     if complete {
         return Ok(Outcome::Built(report));
     }
-    report.usable_after = Some(started.elapsed());
+    let usable = Instant::now();
     progress.notice(&format!(
-        "{}: usable now at {}; compiling the bytecode of {} source file(s) in the background of this run \
+        "{}: usable now at {}; compiling the bytecode of {} source file(s) \
          (Ctrl-C leaves a working venv that imports from source; the next `tstore materialize` finishes it)",
         input.tier.name,
         target.display(),
         prepared.missing.len()
     ));
     let base = plan.files.clone();
-    let report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+    let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+    report.bytecode_after = Some(usable.elapsed());
     Ok(Outcome::Built(report))
 }
 
@@ -660,6 +662,6 @@ fn build_venv(
         distributions: input.fetched.len(),
         copied_instead,
         bytecode_compiled: 0,
-        usable_after: None,
+        bytecode_after: None,
     })
 }
