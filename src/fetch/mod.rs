@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rayon::prelude::*;
 
 use crate::dist::{PinnedFile, Selected, Source};
@@ -185,16 +185,25 @@ impl Fetcher<'_> {
                     ids.push((i, id));
                     report.bytes += bytes;
                 }
-                Err(err) => errors.push(format!("{err:#}")),
+                Err(err) => errors.push(err),
             }
         }
         if !errors.is_empty() {
-            bail!(
-                "{} of {} downloads failed:\n  {}",
-                errors.len(),
+            // The first failure stays the cause (a full disk is recognized
+            // by its io::Error); the others are listed.
+            let count = errors.len();
+            let mut errors = errors.into_iter();
+            let first = errors.next().expect("not empty");
+            let others: String = errors.map(|e| format!("\n  {e:#}")).collect();
+            return Err(first.context(format!(
+                "{count} of {} downloads failed{}{others}",
                 missing.len(),
-                errors.join("\n  ")
-            );
+                if others.is_empty() {
+                    ""
+                } else {
+                    "; besides the one below:"
+                }
+            )));
         }
         let built = built.into_inner();
         report.built += built;
