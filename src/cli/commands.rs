@@ -172,8 +172,17 @@ pub fn print_synced(session: &Session<'_>, tier: &TierReport) {
         ),
         TierOutcome::Built(build) => {
             let figures = tier.fetched.clone().unwrap_or_default();
+            let bytecode = match build.bytecode_after {
+                Some(after) => format!(
+                    " (usable after {:.1}s; then {} compiled and linked in {:.1}s)",
+                    tier.elapsed.saturating_sub(after).as_secs_f64(),
+                    plural(build.bytecode_compiled, "pyc"),
+                    after.as_secs_f64()
+                ),
+                None => String::new(),
+            };
             format!(
-                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {seconds:.1}s",
+                "{}: {}, {} {} into {} ({} downloaded, {}{} already in the store) in {seconds:.1}s{bytecode}",
                 tier.tier,
                 plural(build.distributions, "package"),
                 plural(build.files, "file"),

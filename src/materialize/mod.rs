@@ -1,6 +1,7 @@
 //! Building a tier's venv from the store.
 //!
-//! 1. [`plan::build`] computes the manifest (every file, its source).
+//! 1. [`plan::build`] computes the manifest (every file, its source), with
+//!    the bytecode the store already has.
 //! 2. If the venv records the same plan hash and its site-packages holds the
 //!    same entries, nothing is done. If another kept generation does (after
 //!    a rollback, say), the tier's path is switched to it.
@@ -13,7 +14,13 @@
 //! 4. The tier's path is switched to the new generation atomically; a failure
 //!    or kill before that leaves the previous generation in use. Generations
 //!    beyond the kept number are deleted, least recently used first.
+//! 5. When sources still lack bytecode, the venv is usable from step 4 on;
+//!    the missing pycs are then compiled into the store and linked into the
+//!    same generation, and only then is it recorded as complete (see
+//!    [`bytecode`]). A kill meanwhile leaves a working venv that the next
+//!    run finishes.
 
+pub mod bytecode;
 pub mod closure;
 pub mod edit;
 pub mod generations;
@@ -25,6 +32,7 @@ pub mod venv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -71,6 +79,11 @@ pub struct BuildReport {
     pub distributions: usize,
     /// Files copied because the chosen method failed for them (EMLINK…).
     pub copied_instead: u64,
+    /// Pycs compiled into the store and linked after the venv was usable.
+    pub bytecode_compiled: usize,
+    /// When bytecode was compiled after the venv was usable (every file
+    /// linked, imports work): how long compiling and linking it took.
+    pub bytecode_after: Option<Duration>,
 }
 
 pub struct TierInput<'a> {
@@ -88,10 +101,18 @@ pub struct TierInput<'a> {
     pub fetched: &'a [Fetched],
 }
 
-/// Compiles missing bytecode into the store and plans the venv at the
-/// tier's path.
-fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Plan> {
-    let target = &input.tier.venv;
+/// What planning reads from the store, once per run.
+struct Prepared<'a> {
+    dists: Vec<plan::DistributionFiles<'a>>,
+    requested: Vec<String>,
+    /// The interpreter's bytecode tag when bytecode is linked.
+    bytecode_tag: Option<String>,
+    /// Sources the store has no bytecode entry for (none without a tag).
+    missing: Vec<(String, String)>,
+}
+
+/// Reads the tier's distributions and the bytecode the store has for them.
+fn prepare<'a>(input: &TierInput<'a>) -> anyhow::Result<Prepared<'a>> {
     let mut requested = input.tier.requested_names();
     // A local project's name is known once uv has read its metadata.
     for item in input.fetched {
@@ -110,47 +131,87 @@ fn prepare(input: &TierInput<'_>, progress: &dyn Progress) -> anyhow::Result<Pla
         .compile_bytecode
         .then(|| input.interpreter.bytecode_tag())
         .flatten();
-    let mut dists = plan::read_distributions(input.store, input.fetched, bytecode_tag.as_deref())?;
-    if let Some(tag) = &bytecode_tag {
-        let sources = plan::sources_without_bytecode(&dists)?;
-        if !sources.is_empty() {
-            let compiled = timed(progress, "bytecode", || {
-                crate::store::bytecode::compile(
-                    input.store,
-                    &input.interpreter.executable,
-                    tag,
-                    &sources,
-                    progress,
-                )
-            })?;
-            let failed = compiled
-                .values()
-                .filter(|b| **b == Bytecode::DoesNotCompile)
-                .count();
-            progress.detail(&format!(
-                "bytecode: {} file(s) compiled into the store, {failed} do not compile",
-                compiled.len() - failed
-            ));
-            plan::apply_bytecode(&mut dists, &compiled);
-        }
-    }
-    let plan = timed(progress, "plan", || {
+    let dists = plan::read_distributions(input.store, input.fetched, bytecode_tag.as_deref())?;
+    let missing = match &bytecode_tag {
+        Some(_) => plan::sources_without_bytecode(&dists)?,
+        None => Vec::new(),
+    };
+    Ok(Prepared {
+        dists,
+        requested,
+        bytecode_tag,
+        missing,
+    })
+}
+
+/// Compiles the sources `prepared` lacks bytecode for into the store and
+/// puts the result into its rows; returns how many compiled.
+fn compile_missing(
+    input: &TierInput<'_>,
+    prepared: &mut Prepared<'_>,
+    progress: &dyn Progress,
+) -> anyhow::Result<usize> {
+    let (Some(tag), false) = (&prepared.bytecode_tag, prepared.missing.is_empty()) else {
+        return Ok(0);
+    };
+    let compiled = timed(progress, "bytecode", || {
+        crate::store::bytecode::compile(
+            input.store,
+            &input.interpreter.executable,
+            tag,
+            &prepared.missing,
+            progress,
+        )
+    })?;
+    let failed = compiled
+        .values()
+        .filter(|b| **b == Bytecode::DoesNotCompile)
+        .count();
+    progress.detail(&format!(
+        "bytecode: {} file(s) compiled into the store, {failed} do not compile",
+        compiled.len() - failed
+    ));
+    plan::apply_bytecode(&mut prepared.dists, &compiled);
+    prepared.missing.clear();
+    Ok(compiled.len() - failed)
+}
+
+/// Plans the venv at the tier's path from what `prepared` holds.
+fn plan_of(
+    input: &TierInput<'_>,
+    prepared: &Prepared<'_>,
+    progress: &dyn Progress,
+) -> anyhow::Result<Plan> {
+    timed(progress, "plan", || {
         plan::build(
             &plan::PlanInput {
                 store: input.store,
-                requested: &requested,
-                venv: target,
+                requested: &prepared.requested,
+                venv: &input.tier.venv,
                 site_packages: input.interpreter.site_packages(),
                 python_version: input.interpreter.version,
                 interpreter: &input.interpreter.executable,
-                pyc_cache_tag: bytecode_tag
+                pyc_cache_tag: prepared
+                    .bytecode_tag
                     .as_ref()
                     .and(input.interpreter.cache_tag.as_deref()),
             },
-            &dists,
+            &prepared.dists,
         )
-    })?;
-    Ok(plan)
+    })
+}
+
+/// What a generation still waiting for bytecode was built from: its
+/// inputs and interpreter. The same key on the next run means the same
+/// files, so the generation can be finished in place.
+fn pending_key(input: &TierInput<'_>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update(b"tstore-bytecode-pending-1\0")
+        .update(input.inputs_key.as_bytes())
+        .update(b"\0")
+        .update(input.interpreter.executable.as_os_str().as_encoded_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
 }
 
 pub fn materialize(
@@ -159,8 +220,12 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
-    let plan = prepare(input, progress)?;
-    if is_up_to_date(target, &plan) {
+    let mut prepared = prepare(input)?;
+    // With every pyc in the store this is the complete plan; otherwise it
+    // is what the venv can be built with before compiling.
+    let plan = plan_of(input, &prepared, progress)?;
+    let complete = prepared.missing.is_empty();
+    if complete && is_up_to_date(target, &plan) {
         return Ok(Outcome::UpToDate {
             venv: target.clone(),
         });
@@ -182,7 +247,7 @@ pub fn materialize(
         },
     )?;
     // Another process may have built the same venv while this one waited.
-    if is_up_to_date(target, &plan) {
+    if complete && is_up_to_date(target, &plan) {
         return Ok(Outcome::UpToDate {
             venv: target.clone(),
         });
@@ -192,7 +257,28 @@ pub fn materialize(
 
     let venv_key = target.display().to_string();
     let recorded = input.store.db.generations(&venv_key)?;
-    if let Some(number) = already_built(&generations, &recorded, &plan) {
+    let pending_key = pending_key(input);
+    if let Some((row, base)) = unfinished(input, &generations, &recorded, &pending_key, &plan) {
+        progress.notice(&format!(
+            "{}: finishing the bytecode of generation {} (a previous run stopped while compiling it)",
+            input.tier.name, row.number
+        ));
+        let report = BuildReport {
+            venv: target.clone(),
+            generation: row.number,
+            method: row.link_method,
+            files: plan.files.len(),
+            distributions: input.fetched.len(),
+            copied_instead: 0,
+            bytecode_compiled: 0,
+            bytecode_after: None,
+        };
+        let finishing = Instant::now();
+        let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+        report.bytecode_after = Some(finishing.elapsed());
+        return Ok(Outcome::Built(report));
+    }
+    if complete && let Some(number) = already_built(&generations, &recorded, &plan) {
         generations.switch_to(number)?;
         input.store.db.set_current(&venv_key, number)?;
         generations.prune(input.store, options.keep_generations)?;
@@ -203,7 +289,8 @@ pub fn materialize(
     }
     let number = generations.next_number(recorded.iter().map(|g| g.number));
     let staging = generations.staging(number);
-    let built = build_venv(input, &plan, &staging, options, progress);
+    let pending = (!complete).then_some(pending_key.as_str());
+    let built = build_venv(input, &plan, &staging, pending, options, progress);
     let mut report = match built {
         Ok(report) => report,
         Err(err) => {
@@ -215,15 +302,107 @@ pub fn materialize(
         }
     };
     report.generation = number;
-    timed(progress, "save, record and switch", || {
+    let row = timed(progress, "save, record and switch", || {
         save_and_switch(input, &plan, &generations, &staging, &report, options)
     })?;
+    if complete {
+        return Ok(Outcome::Built(report));
+    }
+    let usable = Instant::now();
+    progress.notice(&format!(
+        "{}: usable now at {}; compiling the bytecode of {} source file(s) \
+         (Ctrl-C leaves a working venv that imports from source; the next `tstore materialize` finishes it)",
+        input.tier.name,
+        target.display(),
+        prepared.missing.len()
+    ));
+    let base = plan.files.clone();
+    let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+    report.bytecode_after = Some(usable.elapsed());
     Ok(Outcome::Built(report))
+}
+
+/// The tier's current generation when it was built from the same inputs
+/// but its bytecode is still missing (a run was stopped while compiling),
+/// with its row and the files it holds; `plan` (this run's, before
+/// compiling) must hold those files plus only pycs.
+fn unfinished(
+    input: &TierInput<'_>,
+    generations: &generations::Generations,
+    recorded: &[GenerationRow],
+    pending_key: &str,
+    plan: &Plan,
+) -> Option<(GenerationRow, Vec<plan::PlannedFile>)> {
+    let current = generations.current()?;
+    let path = generations.path(current);
+    if venv::bytecode_pending(&path).as_deref() != Some(pending_key)
+        || !venv::edited_packages(&path).is_empty()
+        || !venv::entries_unchanged(&path)
+    {
+        return None;
+    }
+    let row = recorded.iter().find(|g| g.number == current)?.clone();
+    let base = manifest::Manifest::load(input.store, &row.plan).ok()?.files;
+    bytecode::missing_files(&base, plan)?;
+    Some((row, base))
+}
+
+/// Compiles what `prepared` lacks, links the new pycs into the generation
+/// of `row` (built from the files `base`), then records it as complete:
+/// manifest, generation row and record, then the `pyvenv.cfg` keys that
+/// make the next run find it up to date.
+fn finish_bytecode(
+    input: &TierInput<'_>,
+    prepared: &mut Prepared<'_>,
+    plan: Plan,
+    base: &[plan::PlannedFile],
+    mut row: GenerationRow,
+    mut report: BuildReport,
+    progress: &dyn Progress,
+) -> anyhow::Result<BuildReport> {
+    let compiled = compile_missing(input, prepared, progress)?;
+    let plan = if compiled > 0 {
+        plan_of(input, prepared, progress)?
+    } else {
+        plan
+    };
+    let path = PathBuf::from(&row.path);
+    let missing = bytecode::missing_files(base, &plan).with_context(|| {
+        format!(
+            "{}: the plan changed beyond bytecode while compiling; run `tstore materialize {}` again",
+            path.display(),
+            input.tier.name
+        )
+    })?;
+    let linker = crate::link::Linker::with_method(row.link_method, input.store);
+    timed(progress, "link bytecode", || {
+        bytecode::place(&path, &missing, input.store, &linker)
+    })?;
+    timed(
+        progress,
+        "record complete bytecode",
+        || -> anyhow::Result<()> {
+            manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
+            row.plan = plan.hash.clone();
+            let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+            input.store.db.record_generation(
+                &input.tier.name,
+                &input.config_label,
+                &row,
+                &dist_ids,
+            )?;
+            venv::mark_bytecode_complete(&path, &plan.hash, &input.inputs_key)
+        },
+    )?;
+    report.files = plan.files.len();
+    report.bytecode_compiled = compiled;
+    Ok(report)
 }
 
 /// Moves the built generation `report.generation` from `staging` into
 /// place, keeps its manifest and lock, records it and points the tier's
-/// path at it; older generations beyond the kept number go.
+/// path at it; older generations beyond the kept number go. Returns the
+/// generation's row.
 fn save_and_switch(
     input: &TierInput<'_>,
     plan: &Plan,
@@ -231,7 +410,7 @@ fn save_and_switch(
     staging: &Path,
     report: &BuildReport,
     options: &MaterializeOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<GenerationRow> {
     let number = report.generation;
     let path = generations.path(number);
     fs_err::rename(staging, &path)?;
@@ -240,23 +419,22 @@ fn save_and_switch(
     // Recorded before the switch: a generation the path may point at is
     // always a gc root.
     let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
-    input.store.db.record_generation(
-        &input.tier.name,
-        &input.config_label,
-        &GenerationRow {
-            venv: input.tier.venv.display().to_string(),
-            number,
-            path: path.display().to_string(),
-            plan: plan.hash.clone(),
-            lock: lock.display().to_string(),
-            link_method: report.method,
-            created_at: crate::store::db::unix_now(),
-        },
-        &dist_ids,
-    )?;
+    let row = GenerationRow {
+        venv: input.tier.venv.display().to_string(),
+        number,
+        path: path.display().to_string(),
+        plan: plan.hash.clone(),
+        lock: lock.display().to_string(),
+        link_method: report.method,
+        created_at: crate::store::db::unix_now(),
+    };
+    input
+        .store
+        .db
+        .record_generation(&input.tier.name, &input.config_label, &row, &dist_ids)?;
     generations.switch_to(number)?;
     generations.prune(input.store, options.keep_generations)?;
-    Ok(())
+    Ok(row)
 }
 
 /// Builds the tier as a standalone venv at `dir` (its `venv` must be
@@ -277,7 +455,11 @@ pub fn materialize_into(
             dir.display()
         );
     }
-    let plan = prepare(input, progress)?;
+    // Nothing is in use here until it is renamed into place: the bytecode
+    // is compiled first.
+    let mut prepared = prepare(input)?;
+    let bytecode_compiled = compile_missing(input, &mut prepared, progress)?;
+    let plan = plan_of(input, &prepared, progress)?;
     for warning in &plan.warnings {
         progress.notice(warning);
     }
@@ -292,7 +474,7 @@ pub fn materialize_into(
         std::process::id()
     ));
     let _ = fs_err::remove_dir_all(&staging);
-    let report = match build_venv(input, &plan, &staging, options, progress) {
+    let mut report = match build_venv(input, &plan, &staging, None, options, progress) {
         Ok(report) => report,
         Err(err) => {
             let _ = fs_err::remove_dir_all(&staging);
@@ -311,6 +493,7 @@ pub fn materialize_into(
     } else {
         fs_err::rename(&staging, dir)?;
     }
+    report.bytecode_compiled = bytecode_compiled;
     Ok(report)
 }
 
@@ -377,11 +560,13 @@ pub fn is_unchanged(target: &Path, inputs_key: &str) -> bool {
         && venv::entries_unchanged(target)
 }
 
-/// Same plan recorded, no package made private by `tstore edit`, and the
-/// same top-level entries in site-packages as when it was built. Content
-/// edits inside the venv are not looked for here (`tstore verify` does).
+/// Same plan recorded, its bytecode complete, no package made private by
+/// `tstore edit`, and the same top-level entries in site-packages as when
+/// it was built. Content edits inside the venv are not looked for here
+/// (`tstore verify` does).
 fn is_up_to_date(target: &Path, plan: &Plan) -> bool {
     venv::recorded_plan(target).as_deref() == Some(plan.hash.as_str())
+        && venv::bytecode_pending(target).is_none()
         && venv::edited_packages(target).is_empty()
         && venv::entries_unchanged(target)
 }
@@ -403,10 +588,13 @@ fn already_built(
         .max()
 }
 
+/// Builds `plan` at `staging`; with `pending`, the venv is marked as still
+/// waiting for bytecode (see [`venv::mark_bytecode_pending`]).
 fn build_venv(
     input: &TierInput<'_>,
     plan: &Plan,
     staging: &Path,
+    pending: Option<&str>,
     options: &MaterializeOptions,
     progress: &dyn Progress,
 ) -> anyhow::Result<BuildReport> {
@@ -463,6 +651,9 @@ fn build_venv(
             entries: &entries,
         },
     )?;
+    if let Some(key) = pending {
+        venv::mark_bytecode_pending(staging, key)?;
+    }
     Ok(BuildReport {
         venv: target.clone(),
         generation: 0,
@@ -470,5 +661,7 @@ fn build_venv(
         files: plan.files.len(),
         distributions: input.fetched.len(),
         copied_instead,
+        bytecode_compiled: 0,
+        bytecode_after: None,
     })
 }

@@ -18,6 +18,10 @@ const INPUTS_KEY: &str = "tstore-inputs";
 const ENTRIES_KEY: &str = "tstore-entries";
 /// The `pyvenv.cfg` key listing packages made private by `tstore edit`.
 const EDITED_KEY: &str = "tstore-edited";
+/// The `pyvenv.cfg` key of a generation whose bytecode is still being
+/// compiled and linked: the key of what it was built from (see
+/// `materialize::pending_key`), so the next run can finish it in place.
+const BYTECODE_PENDING_KEY: &str = "tstore-bytecode-pending";
 
 /// Creates the skeleton at `staging` for a venv that will live at `target`.
 ///
@@ -328,6 +332,58 @@ pub fn recorded_plan(venv: &Path) -> Option<String> {
 /// The inputs key recorded in a venv's `pyvenv.cfg`.
 pub fn recorded_inputs(venv: &Path) -> Option<String> {
     recorded(venv, INPUTS_KEY)
+}
+
+/// The key a generation whose bytecode is not yet complete was built
+/// with; `None` once it is complete (or for a venv built before).
+pub fn bytecode_pending(venv: &Path) -> Option<String> {
+    recorded(venv, BYTECODE_PENDING_KEY)
+}
+
+/// Marks a venv just built, usable but without all its bytecode: it keeps
+/// no inputs key (so no run takes it for unchanged) and the pending key.
+pub fn mark_bytecode_pending(venv: &Path, key: &str) -> anyhow::Result<()> {
+    rewrite_keys(
+        venv,
+        &[(INPUTS_KEY, None), (BYTECODE_PENDING_KEY, Some(key))],
+    )
+}
+
+/// Marks a venv's bytecode complete: it now holds everything of `plan`,
+/// built from `inputs`.
+pub fn mark_bytecode_complete(venv: &Path, plan: &str, inputs: &str) -> anyhow::Result<()> {
+    rewrite_keys(
+        venv,
+        &[
+            (BYTECODE_PENDING_KEY, None),
+            (PLAN_KEY, Some(plan)),
+            (INPUTS_KEY, Some(inputs)),
+        ],
+    )
+}
+
+/// Sets (`Some`) or removes (`None`) keys of `pyvenv.cfg`, written beside
+/// and renamed over so that a reader never sees half a file.
+fn rewrite_keys(venv: &Path, keys: &[(&str, Option<&str>)]) -> anyhow::Result<()> {
+    let cfg = venv.join("pyvenv.cfg");
+    let text = fs_err::read_to_string(&cfg)?;
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.split_once('=')
+                .is_none_or(|(k, _)| keys.iter().all(|(key, _)| k.trim() != *key))
+        })
+        .map(str::to_string)
+        .collect();
+    for (key, value) in keys {
+        if let Some(value) = value {
+            lines.push(format!("{key} = {value}"));
+        }
+    }
+    let temp = venv.join(".pyvenv.cfg.tstore-tmp");
+    crate::fsinfo::write_with_mode(&temp, (lines.join("\n") + "\n").as_bytes(), FILE_MODE)?;
+    fs_err::rename(&temp, &cfg)?;
+    Ok(())
 }
 
 /// Hash of a set of names in site-packages (order does not matter).

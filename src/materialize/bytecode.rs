@@ -1,0 +1,152 @@
+//! Bytecode off the critical path.
+//!
+//! A generation is built and switched to with the pycs the store already
+//! has, so the venv is usable at once; the missing ones are compiled
+//! afterwards (see [`crate::store::bytecode`]) and linked into that same
+//! generation's `__pycache__` directories. Each pyc is linked beside its
+//! final name and renamed into place, so Python finds either no pyc (and
+//! imports from source, as in any venv) or the whole one; a pyc Python
+//! wrote itself meanwhile is replaced. `__pycache__` stays a real directory.
+//!
+//! Only when every pyc is in is the generation recorded as its complete
+//! plan (manifest, generation row, `pyvenv.cfg` keys); until then the venv
+//! carries a pending key (see [`super::venv::bytecode_pending`]) and no
+//! inputs key, so a run killed while compiling leaves a working venv that
+//! the next run finishes instead of calling it up to date.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use super::plan::{FileSource, Plan, PlannedFile};
+use crate::link::Linker;
+use crate::store::Store;
+
+/// The files of `complete` that a generation built from `base` lacks, when
+/// they are all pycs linked from the store and `base` is otherwise the same
+/// (every file at the same path from the same source); `None` otherwise.
+pub fn missing_files<'p>(base: &[PlannedFile], complete: &'p Plan) -> Option<Vec<&'p PlannedFile>> {
+    let base: HashMap<&Path, &FileSource> =
+        base.iter().map(|f| (f.dest.as_path(), &f.source)).collect();
+    let mut matched = 0;
+    let mut missing = Vec::new();
+    for file in &complete.files {
+        match base.get(file.dest.as_path()) {
+            Some(source) if **source == file.source => matched += 1,
+            Some(_) => return None,
+            None if is_linked_pyc(file) => missing.push(file),
+            None => return None,
+        }
+    }
+    (matched == base.len()).then_some(missing)
+}
+
+/// A pyc in a `__pycache__` directory, linked from a store object.
+fn is_linked_pyc(file: &PlannedFile) -> bool {
+    matches!(file.source, FileSource::Object(_))
+        && file.dest.extension().is_some_and(|e| e == "pyc")
+        && file
+            .dest
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "__pycache__")
+}
+
+/// Links `files` (pycs, from [`missing_files`]) into the venv at `root`,
+/// each atomically: linked beside its name, then renamed over it.
+pub fn place(
+    root: &Path,
+    files: &[&PlannedFile],
+    store: &Store,
+    linker: &Linker,
+) -> anyhow::Result<()> {
+    let suffix = format!(".tstore-{}", std::process::id());
+    files.par_iter().try_for_each(|file| {
+        let FileSource::Object(key) = &file.source else {
+            anyhow::bail!("{} is not a store object", file.dest.display());
+        };
+        let dest = root.join(&file.dest);
+        let dir = dest.parent().unwrap_or(root);
+        crate::fsinfo::create_dir_all_with_mode(dir, crate::fsinfo::DIR_MODE)?;
+        let mut temp_name = dest.file_name().unwrap_or_default().to_owned();
+        temp_name.push(&suffix);
+        let temp = dir.join(temp_name);
+        let _ = std::fs::remove_file(&temp);
+        linker
+            .link(&store.object_path(key), &temp, key.executable)
+            .and_then(|()| std::fs::rename(&temp, &dest))
+            .with_context(|| format!("cannot link bytecode to {}", dest.display()))?;
+        // Renaming a link over another link of the same inode leaves both.
+        let _ = std::fs::remove_file(&temp);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectKey;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    fn object(n: u8) -> FileSource {
+        FileSource::Object(ObjectKey {
+            hash: [n; 32],
+            executable: false,
+        })
+    }
+
+    fn file(dest: &str, source: FileSource) -> PlannedFile {
+        PlannedFile {
+            dest: PathBuf::from(dest),
+            source,
+            dist: Arc::from("pkg"),
+        }
+    }
+
+    fn plan(files: Vec<PlannedFile>) -> Plan {
+        Plan {
+            files,
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn only_pycs_missing_from_an_otherwise_equal_generation_are_completed() {
+        let base = vec![
+            file("site/pkg/a.py", object(1)),
+            file("site/pkg/b.py", object(2)),
+            file("site/pkg/__pycache__/a.cpython-311.pyc", object(3)),
+        ];
+        let pyc = file("site/pkg/__pycache__/b.cpython-311.pyc", object(4));
+        let complete = plan([base.clone(), vec![pyc.clone()]].concat());
+        let missing = missing_files(&base, &complete).unwrap();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].dest, pyc.dest);
+
+        // Nothing missing: nothing to link.
+        assert!(
+            missing_files(&complete.files, &complete)
+                .unwrap()
+                .is_empty()
+        );
+        // A file that is not bytecode, or changed, or gone: not completable.
+        let other = plan([base.clone(), vec![file("site/pkg/c.py", object(5))]].concat());
+        assert!(missing_files(&base, &other).is_none());
+        let changed = plan(vec![
+            file("site/pkg/a.py", object(9)),
+            base[1].clone(),
+            base[2].clone(),
+        ]);
+        assert!(missing_files(&base, &changed).is_none());
+        assert!(missing_files(&base, &plan(base[..2].to_vec())).is_none());
+        // A pyc written, not linked, is not bytecode tstore completes.
+        let written = file(
+            "site/pkg/__pycache__/b.cpython-311.pyc",
+            FileSource::Content(b"x".to_vec(), 0o644),
+        );
+        assert!(missing_files(&base, &plan([base.clone(), vec![written]].concat())).is_none());
+    }
+}
