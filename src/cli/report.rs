@@ -69,11 +69,12 @@ impl Reporter {
             .and_then(|ms| ms.parse::<u64>().ok())
             .filter(|&ms| ms > 0)
             .map_or(LOG_INTERVAL, Duration::from_millis);
+        let bars = output.progress && terminal;
         Self {
             quiet: output.quiet,
             verbose: output.verbose,
-            bars: output.progress && terminal,
-            lines: !json && !(output.progress && terminal),
+            bars,
+            lines: !json && !bars,
             periodic: !json && output.progress && !terminal,
             interval,
             state: Arc::default(),
