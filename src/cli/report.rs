@@ -135,6 +135,10 @@ impl Reporter {
         } else if self.lines {
             eprintln!("{}", ended_line(phase, Instant::now()));
         }
+    }
+
+    /// Forgets the phases once all have ended.
+    fn tidy(state: &mut State) {
         if state.phases.iter().all(|p| p.ended) {
             state.phases.clear();
             state.multi = None;
@@ -156,6 +160,7 @@ impl Reporter {
         }
         if phase.items > 0 && phase.done >= phase.items {
             self.end(state, index);
+            Self::tidy(state);
         }
     }
 }
@@ -266,6 +271,7 @@ impl Progress for Reporter {
         for index in 0..state.phases.len() {
             self.end(&mut state, index);
         }
+        Self::tidy(&mut state);
     }
 
     fn notice(&self, message: &str) {
@@ -540,6 +546,31 @@ mod tests {
         let after = gc.started + Duration::from_millis(1500);
         assert_eq!(ended_line(&gc, after), "collected garbage in 1.5s");
         assert_eq!(running_line(&gc, after), "collecting garbage (2s)");
+    }
+
+    #[test]
+    fn overlapping_phases_end_in_any_order() {
+        let reporter = Reporter::new(
+            crate::cli::settings::Output {
+                quiet: false,
+                verbose: 0,
+                progress: true,
+            },
+            false,
+        );
+        // A failed download: unpacking is done with its one item, the
+        // download never is.
+        reporter.start("downloading", 1, 10);
+        reporter.start("unpacking", 1, 0);
+        reporter.bytes(4);
+        reporter.item_done_in("unpacking", "a");
+        reporter.finish();
+        // Then a phase of its own.
+        reporter.start("linking", 2, 0);
+        reporter.item_done("x");
+        reporter.item_done("y");
+        reporter.finish();
+        assert!(reporter.state.lock().unwrap().phases.is_empty());
     }
 
     #[test]

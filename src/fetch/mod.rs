@@ -173,7 +173,9 @@ impl Fetcher<'_> {
                         built.fetch_add(1, Ordering::Relaxed);
                     }
                     let result = self.fetch_one(&client, item);
-                    self.progress.item_done_in(UNPACKING, &item.name);
+                    if result.is_ok() {
+                        self.progress.item_done_in(UNPACKING, &item.name);
+                    }
                     (
                         i,
                         result.with_context(|| {
