@@ -3,13 +3,19 @@
 
 /// Receives progress from long operations. All methods have no-op defaults.
 pub trait Progress: Sync {
-    /// A phase starts with `items` units of work and `bytes` to move (0: unknown).
+    /// The phases that follow are for tier `name` (a log line names it).
+    fn tier(&self, _name: &str) {}
+    /// A phase starts with `items` units of work and `bytes` to move (0:
+    /// unknown). Several phases may be open at once (unpacking overlaps
+    /// downloading); a phase whose `items` are all done ends by itself.
     fn start(&self, _phase: &str, _items: u64, _bytes: u64) {}
-    /// `bytes` more were moved.
+    /// `bytes` more were moved (in the open phase that counts bytes).
     fn bytes(&self, _bytes: u64) {}
-    /// One unit of work finished.
+    /// One unit of work of the phase started last finished.
     fn item_done(&self, _name: &str) {}
-    /// The phase ended.
+    /// One unit of work of the open phase `phase` finished.
+    fn item_done_in(&self, _phase: &str, _name: &str) {}
+    /// Every open phase ended.
     fn finish(&self) {}
     /// Something the user should read once (a fallback, an install).
     fn notice(&self, _message: &str) {}

@@ -283,7 +283,7 @@ fn no_color_and_no_progress_hold_on_a_terminal() {
 
     world.ok(&["lock", "t"]);
     let bars = on_terminal(&world, &[], &["fetch", "t"]);
-    assert!(bars.contains("fetching ["), "{bars:?}");
+    assert!(bars.contains("downloading ["), "{bars:?}");
     let quiet_bars = on_terminal(
         &world,
         &[("TSTORE_NO_PROGRESS", "1")],

@@ -458,6 +458,26 @@ pub struct LockArgs {
     pub frozen: bool,
 }
 
+impl Command {
+    /// Whether the command answers in JSON (`--json`).
+    fn json(&self) -> bool {
+        match self {
+            Command::Adopt { json, .. }
+            | Command::Check { json, .. }
+            | Command::Doctor { json }
+            | Command::Du { json, .. }
+            | Command::Gc { json, .. }
+            | Command::Generations { json, .. }
+            | Command::List { json, .. }
+            | Command::Lock { json, .. }
+            | Command::Outdated { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Which { json, .. } => *json,
+            _ => false,
+        }
+    }
+}
+
 fn parse_link_mode(text: &str) -> Result<LinkMode, String> {
     text.parse()
 }
@@ -469,8 +489,10 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     }
     let settings = settings::Settings::resolve(&mut cli)?;
     // Lives for the whole process: children report to it when they end.
-    let reporter: &'static report::Reporter =
-        Box::leak(Box::new(report::Reporter::new(settings.output)));
+    let reporter: &'static report::Reporter = Box::leak(Box::new(report::Reporter::new(
+        settings.output,
+        cli.command.json(),
+    )));
     tstore::process::report_commands_to(reporter);
     for variable in &settings.from_environment {
         tstore::progress::Progress::detail(

@@ -24,6 +24,11 @@ use crate::uv::Uv;
 /// Downloads at once.
 const PARALLEL_DOWNLOADS: usize = 8;
 
+/// The progress phases of a fetch: they overlap (one file is unpacked into
+/// the store while others still download).
+const DOWNLOADING: &str = "downloading";
+const UNPACKING: &str = "unpacking";
+
 #[derive(Debug, Clone, Default)]
 pub struct FetchOptions {
     /// Use only what the store has; fail naming what is missing.
@@ -153,7 +158,8 @@ impl Fetcher<'_> {
             .filter_map(|&i| selected[i].pinned().and_then(|p| p.size))
             .sum();
         self.progress
-            .start("fetching", missing.len() as u64, total_bytes);
+            .start(DOWNLOADING, missing.len() as u64, total_bytes);
+        self.progress.start(UNPACKING, missing.len() as u64, 0);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(PARALLEL_DOWNLOADS.min(missing.len()))
             .build()?;
@@ -167,7 +173,9 @@ impl Fetcher<'_> {
                         built.fetch_add(1, Ordering::Relaxed);
                     }
                     let result = self.fetch_one(&client, item);
-                    self.progress.item_done(&item.name);
+                    if result.is_ok() {
+                        self.progress.item_done_in(UNPACKING, &item.name);
+                    }
                     (
                         i,
                         result.with_context(|| {
@@ -225,6 +233,7 @@ impl Fetcher<'_> {
                 expected: mismatch.expected,
                 actual: mismatch.actual,
             })?;
+        self.progress.item_done_in(DOWNLOADING, &pinned.filename);
         Ok((temp, got.size))
     }
 

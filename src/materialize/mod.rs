@@ -619,11 +619,7 @@ fn build_venv(
     }
     let linker = probe.linker;
 
-    progress.start(
-        &format!("materializing {}", input.tier.name),
-        plan.files.len() as u64,
-        0,
-    );
+    progress.start("linking", plan.files.len() as u64, 0);
     timed(progress, "directories and files", || {
         tree::write(staging, plan, input.store, &linker, progress)
     })?;

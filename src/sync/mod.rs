@@ -301,6 +301,7 @@ impl Workspace {
         offline: bool,
         progress: &dyn Progress,
     ) -> anyhow::Result<TierFetch> {
+        progress.tier(&tier.name);
         let Selection {
             interpreter,
             selected,
