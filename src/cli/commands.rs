@@ -116,9 +116,9 @@ pub fn fetch(session: &Session<'_>, names: &[String], args: LockArgs) -> anyhow:
         .fetch(&tiers, args.into(), session.reporter, &mut |done| {
             let figures = &done.figures;
             session.reporter.summary(&format!(
-                "{}: {} distributions: {} downloaded ({}), {} built, {} from the remote store, {} already in the store",
+                "{}: {}: {} downloaded ({}), {} built, {} from the remote store, {} already in the store",
                 done.tier,
-                figures.distributions,
+                plural(figures.distributions, "distribution"),
                 figures.downloaded,
                 human_bytes(figures.bytes),
                 figures.built,
