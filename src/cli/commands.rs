@@ -680,11 +680,25 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-pub fn du(session: &Session<'_>, names: &[String], json: bool) -> anyhow::Result<()> {
+pub fn du(
+    session: &Session<'_>,
+    names: &[String],
+    json: bool,
+    svg: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
     for name in names {
         session.config.tier(name)?;
     }
     let report = tstore::upkeep::du::du(&session.store, names)?;
+    if let Some(path) = svg {
+        std::fs::write(path, super::chart::render(&report)).with_context(|| {
+            format!(
+                "cannot write the du chart to {}; give --svg a file in an existing, writable directory",
+                path.display()
+            )
+        })?;
+    }
     if json {
         return print_json(&report);
     }

@@ -1,6 +1,7 @@
 //! Command-line definition and dispatch. Each command is a thin sequence of
 //! library steps; `session` holds what they share, `report` draws progress.
 
+mod chart;
 mod commands;
 mod doctor;
 mod launch;
@@ -355,6 +356,10 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also write the report as one SVG chart to FILE (per tier: shared,
+        /// only here, private, plain copy; then the store, venvs and saving).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Share the files of existing venvs (made by pip or uv) through the store.
     ///
@@ -651,7 +656,7 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
         } => commands::adopt(session, &paths, dry_run, link_mode, json),
         Command::Remove { tier } => commands::remove(session, &tier),
         Command::Gc { dry_run, json } => commands::gc(session, dry_run, json),
-        Command::Du { tiers, json } => commands::du(session, &tiers, json),
+        Command::Du { tiers, json, svg } => commands::du(session, &tiers, json, svg.as_deref()),
         Command::Completions { .. } | Command::Man => unreachable!("printed by print_generated"),
         Command::Doctor { .. } => unreachable!("run before a session opens"),
     }
