@@ -5,7 +5,7 @@ use crate::config::Tier;
 use crate::dist::{Selected, Source};
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
-use crate::transfer::remote::TransferReport;
+use crate::transfer::remote::{RootRecord, TransferReport};
 use crate::transfer::{self, Needed};
 
 use super::Workspace;
@@ -44,6 +44,25 @@ impl Workspace {
             progress.notice(&format!("refused: {problem}"));
         }
         Ok(report)
+    }
+
+    /// Takes `tier`'s lock from the remote when it has none here: the lock
+    /// the tier was last pushed with. Returns that push's root, or `None`
+    /// when the tier has a lock, no remote is configured, or the remote
+    /// has no lock of it.
+    pub fn lock_from_remote(&self, tier: &Tier) -> anyhow::Result<Option<RootRecord>> {
+        let path = self.lock_path(&tier.name);
+        if path.is_file() {
+            return Ok(None);
+        }
+        let Some(remote) = self.remote()? else {
+            return Ok(None);
+        };
+        let Some(lock) = remote.lock_of(&tier.name)? else {
+            return Ok(None);
+        };
+        transfer::write_lock_if_absent(&path, &lock.text)?;
+        Ok(Some(lock.root))
     }
 
     /// What `tiers` need from the store, with their locks, for this
