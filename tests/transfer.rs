@@ -489,6 +489,142 @@ fn an_incremental_pull_fetches_only_the_changed_distributions_packs() {
     );
 }
 
+/// Two pushes of overlapping tiers (both need alpha) at once: both
+/// succeed, and the remote serves both tiers whole.
+fn concurrent_pushers(remote: &str, env: &[(&str, String)]) {
+    let mut src = source();
+    let spawn = |tier: &str| {
+        let mut cmd = src.world.tstore(&["push", "--remote", remote, tier]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn("t1"), spawn("t2"));
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = ok_env(&src.world, &["push", "--remote", remote], env);
+    assert!(
+        out.contains(": 0 packs (0 B)"),
+        "nothing was left out: {out}"
+    );
+    drop(src.server.take());
+    let dst = fresh(None);
+    let out = ok_env(&dst, &["pull", "--remote", remote], env);
+    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    ok_env(&dst, &["materialize", "--offline", "t1", "t2"], env);
+    python_ok(&dst.venv("t1"), "import alpha, gamma");
+    let out = ok_env(&dst, &["verify"], env);
+    assert!(out.contains("all intact"), "{out}");
+}
+
+#[test]
+fn concurrent_pushers_to_a_folder() {
+    let holder = scratch_dir();
+    concurrent_pushers(
+        &format!("file://{}", holder.path().join("remote").display()),
+        &[],
+    );
+}
+
+/// Remote gc keeps what recent roots use: gamma 1.0, used only by a lock
+/// pushed 40 days ago, goes; alpha and gamma 2.0 stay and still pull.
+#[test]
+fn remote_gc_keeps_what_recent_roots_use() {
+    let holder = scratch_dir();
+    let root = holder.path().join("remote");
+    let remote = format!("file://{}", root.display());
+    let src = source();
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+    // That push happened 40 days ago.
+    let mut first = Vec::new();
+    walk(&root, &mut first);
+    let old_root = first
+        .iter()
+        .find(|p| p.starts_with(root.join("roots")))
+        .unwrap()
+        .clone();
+    let text = fs_err::read_to_string(&old_root).unwrap();
+    let forty_days = 40 * 86_400;
+    let pushed: u64 = text
+        .split("\"pushed_unix\":")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('}')
+        .trim()
+        .parse()
+        .unwrap();
+    fs_err::write(
+        &old_root,
+        text.replace(&pushed.to_string(), &(pushed - forty_days).to_string()),
+    )
+    .unwrap();
+    let status = Command::new("touch")
+        .args(["-d", "40 days ago"])
+        .args(&first)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // gamma 2.0 replaces gamma 1.0; pushed now.
+    WheelBuilder::new("gamma", "2.0")
+        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
+        .build(&src.world.wheels());
+    let url = &src.server.as_ref().unwrap().url;
+    let lock = src.world.project().join("pylock.t1.toml");
+    write_pylock(
+        &lock,
+        &[
+            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
+            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
+        ],
+    );
+    src.world.ok(&["materialize", "--frozen", "t1"]);
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+
+    let packs = packs_in(&root);
+    let out = src
+        .world
+        .ok(&["remote", "gc", "--keep-days", "30", "--remote", &remote]);
+    // gamma 1.0: record, pack, bytecode record and pack; the old lock and root.
+    assert!(
+        out.contains("would delete 6 files of 1 distributions"),
+        "{out}"
+    );
+    assert!(out.contains("2 distributions used by 1 root(s)"), "{out}");
+    assert_eq!(packs_in(&root), packs, "a dry run deletes nothing");
+    let out = src.world.ok(&[
+        "remote",
+        "gc",
+        "--keep-days",
+        "30",
+        "--delete",
+        "--remote",
+        &remote,
+    ]);
+    assert!(out.contains("deleted 6 files of 1 distributions"), "{out}");
+    assert_eq!(packs_in(&root).len(), packs.len() - 2);
+    assert!(!old_root.exists());
+
+    let dst = fresh(None);
+    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
+    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    let out = src
+        .world
+        .ok(&["remote", "gc", "--keep-days", "30", "--remote", &remote]);
+    assert!(out.contains("would delete 0 files"), "{out}");
+}
+
 /// As the binary prints byte counts.
 fn human(bytes: u64) -> String {
     if bytes < 1024 {
@@ -626,6 +762,9 @@ fn nginx_static_remote_serves_pulls() {
     assert!(out.contains("0 downloaded"), "{out}");
     python_ok(&second.venv("t2"), "import alpha");
 
+    let err = second.fails(&["remote", "gc", "--remote", &url]);
+    assert!(err.contains("cannot be listed"), "{err}");
+
     let other = source();
     let err = other.world.fails(&["push", "--remote", &url]);
     assert!(
@@ -651,5 +790,46 @@ fn garage_s3_remote() {
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
     push_then_pull("s3://tstore/team-store", None, &env);
+    concurrent_pushers("s3://tstore/concurrent", &env);
+    // Listing and deleting through S3: with no days kept, and every file
+    // older than now, everything but the layout file goes.
+    std::thread::sleep(Duration::from_secs(2));
+    let world = fresh(None);
+    let out = ok_env(
+        &world,
+        &[
+            "remote",
+            "gc",
+            "--keep-days",
+            "0",
+            "--delete",
+            "--remote",
+            "s3://tstore/concurrent",
+        ],
+        &env,
+    );
+    assert!(out.contains("deleted 14 files of 2 distributions"), "{out}");
+    let (ok, err) = run_env(
+        &world,
+        &["pull", "--remote", "s3://tstore/concurrent", "t2"],
+        &env,
+    );
+    assert!(
+        !ok && err.contains("has no lock"),
+        "the lock went too: {err}"
+    );
+    let out = ok_env(
+        &world,
+        &[
+            "remote",
+            "gc",
+            "--keep-days",
+            "0",
+            "--remote",
+            "s3://tstore/concurrent",
+        ],
+        &env,
+    );
+    assert!(out.contains("would delete 0 files"), "{out}");
     server.stop().unwrap();
 }

@@ -175,6 +175,29 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn remote_gc(session: &Session<'_>, keep_days: u64, delete: bool) -> anyhow::Result<()> {
+    let report = session.workspace.remote_gc(keep_days, delete)?;
+    let what = format!(
+        "{} files of {} distributions and old locks ({})",
+        report.files_freed,
+        report.distributions_freed,
+        human_bytes(report.bytes_freed)
+    );
+    session.reporter.summary(&if report.deleted {
+        format!(
+            "deleted {what}; kept {} distributions used by {} root(s) pushed within {keep_days} days",
+            report.distributions_kept, report.roots_kept
+        )
+    } else {
+        format!(
+            "would delete {what}; {} distributions used by {} root(s) pushed within {keep_days} \
+             days stay. Run `tstore remote gc --keep-days {keep_days} --delete` to delete",
+            report.distributions_kept, report.roots_kept
+        )
+    });
+    Ok(())
+}
+
 /// How long ago a push was, roughly.
 fn pushed_when(unix: u64) -> String {
     let now = std::time::SystemTime::now()

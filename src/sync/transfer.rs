@@ -4,7 +4,9 @@
 use crate::config::Tier;
 use crate::dist::{Selected, Source};
 use crate::interpreter::Interpreter;
+use crate::lock::PyLock;
 use crate::progress::Progress;
+use crate::transfer::remote::gc::{Keep, RemoteGcReport};
 use crate::transfer::remote::{RootRecord, TransferReport};
 use crate::transfer::{self, Needed};
 
@@ -63,6 +65,41 @@ impl Workspace {
         };
         transfer::write_lock_if_absent(&path, &lock.text)?;
         Ok(Some(lock.root))
+    }
+
+    /// Deletes from the remote (or, unless `delete`, counts) the packs and
+    /// records no root pushed within `keep_days` days uses.
+    pub fn remote_gc(&self, keep_days: u64, delete: bool) -> anyhow::Result<RemoteGcReport> {
+        let remote = self.remote()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no remote store: give --remote URL, set TSTORE_REMOTE, or set `remote` in tiers.toml"
+            )
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cutoff = now.saturating_sub(keep_days.saturating_mul(86_400));
+        let roots = remote.roots(cutoff)?;
+        let mut keep = Keep::default();
+        for (root, text) in &roots.kept {
+            let where_ = std::path::PathBuf::from(format!(
+                "{}/locks/{}.toml",
+                remote.url(),
+                root.lock_sha256
+            ));
+            let lock = PyLock::parse(text, &where_)?;
+            for package in &lock.packages {
+                for wheel in &package.wheels {
+                    if let Some(sha256) = wheel.hashes.get("sha256") {
+                        keep.wheels.insert(sha256.clone());
+                    }
+                }
+                if let Some(sha256) = package.sdist.as_ref().and_then(|s| s.hashes.get("sha256")) {
+                    keep.sdists.insert(sha256.clone());
+                }
+            }
+        }
+        remote.gc(&roots, &keep, cutoff, delete)
     }
 
     /// What `tiers` need from the store, with their locks, for this

@@ -31,6 +31,7 @@
 //! objects enter the store; a damaged pack is refused and reported, and its
 //! distribution is not recorded.
 
+pub mod gc;
 mod pull;
 mod push;
 
