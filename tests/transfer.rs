@@ -790,6 +790,39 @@ fn garage_s3_remote() {
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
     push_then_pull("s3://tstore/team-store", None, &env);
+    // A wrong secret: refused, and no secret is printed.
+    let wrong = "wrong-secret-0123456789abcdef0123456789";
+    let real = env
+        .iter()
+        .find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY")
+        .unwrap()
+        .1
+        .clone();
+    let bad: Vec<(&str, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            let v = if *k == "AWS_SECRET_ACCESS_KEY" {
+                wrong.to_string()
+            } else {
+                v.clone()
+            };
+            (*k, v)
+        })
+        .collect();
+    let (ok, text) = run_env(
+        &fresh(None),
+        &["pull", "--remote", "s3://tstore/team-store"],
+        &bad,
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("s3://tstore/team-store"),
+        "names the remote: {text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(&real),
+        "no secret in: {text}"
+    );
     concurrent_pushers("s3://tstore/concurrent", &env);
     // Listing and deleting through S3: with no days kept, and every file
     // older than now, everything but the layout file goes.
