@@ -88,6 +88,12 @@ impl Remote {
                 let Some(root) = self.get_json::<RootRecord>(&key).await? else {
                     continue;
                 };
+                if !super::is_sha256(&root.lock_sha256) {
+                    anyhow::bail!(
+                        "{}/{key} is damaged (its lock_sha256 is not a sha256); delete it",
+                        self.url
+                    );
+                }
                 if root.pushed_unix >= cutoff_unix {
                     let lock_key = format!("locks/{}.toml", root.lock_sha256);
                     let text = self.get_bytes(&lock_key).await?.with_context(|| {

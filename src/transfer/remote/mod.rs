@@ -370,6 +370,12 @@ impl Remote {
             else {
                 return Ok(None);
             };
+            if !is_sha256(&root.lock_sha256) {
+                bail!(
+                    "{}/tiers/{tier}.json is damaged (its lock_sha256 is not a sha256); push `{tier}` again",
+                    self.url
+                );
+            }
             let key = format!("locks/{}.toml", root.lock_sha256);
             let Some(bytes) = self.get_bytes(&key).await? else {
                 bail!(
@@ -393,6 +399,11 @@ impl Remote {
             Ok(Some(RemoteLock { text, root }))
         })
     }
+}
+
+/// Whether `text` is a sha256 in lowercase hex (it becomes part of a key).
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Runs `work` on every item from `threads` threads; results in order.

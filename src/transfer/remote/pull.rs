@@ -214,7 +214,12 @@ impl Remote {
                     .get_json::<BuildRecord>(&format!("builds/{}.json", sdist.sha256))
                     .await?
                 {
-                    Some(build) => build.sha256,
+                    Some(build) if super::is_sha256(&build.sha256) => build.sha256,
+                    Some(_) => bail!(
+                        "{}/builds/{}.json is damaged (not a wheel's sha256); the remote is damaged",
+                        self.url,
+                        sdist.sha256
+                    ),
                     None => return Ok(None),
                 }
             }
