@@ -235,71 +235,141 @@ fn lock_hash_follows_the_locks() {
     assert!(err.contains("tier `t2` has no lock"), "{err}");
 }
 
-/// Pushes the source's tiers to `remote`, pulls them into a fresh machine
-/// with the index gone, and materializes offline.
-fn push_then_pull(remote: &str, env: &[(&str, String)]) {
+/// Runs tstore in `world` with `env` added; its output (stderr, then
+/// stdout) and whether it succeeded.
+fn run_env(world: &World, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let mut cmd = world.tstore(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), text)
+}
+
+fn ok_env(world: &World, args: &[&str], env: &[(&str, String)]) -> String {
+    let (ok, text) = run_env(world, args, env);
+    assert!(ok, "tstore {args:?}: {text}");
+    text
+}
+
+/// Pushes the source's tiers to `remote` (`push_to`: the address to push
+/// through, when `remote` is read-only), then pulls them into a fresh
+/// machine with no locks and the index gone, and materializes offline.
+fn push_then_pull(remote: &str, push_to: Option<&str>, env: &[(&str, String)]) {
     let mut src = source();
-    let run = |world: &World, args: &[&str]| {
-        let mut cmd = world.tstore(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(out.status.success(), "tstore {args:?}: {text}");
-        text
-    };
-    let out = run(&src.world, &["push", "--remote", remote]);
+    let push_to = push_to.unwrap_or(remote);
+    let out = ok_env(&src.world, &["push", "--remote", push_to], env);
     assert!(out.contains("pushed to"), "{out}");
-    assert!(!out.contains(" 0 objects"), "{out}");
+    assert!(out.contains("2 new distribution records"), "{out}");
+    assert!(out.contains("locks of t1, t2"), "{out}");
     // Again: everything is there.
-    let out = run(&src.world, &["push", "--remote", remote]);
-    assert!(out.contains(": 0 objects (0 B)"), "{out}");
+    let out = ok_env(&src.world, &["push", "--remote", push_to], env);
+    assert!(out.contains(": 0 packs (0 B)"), "{out}");
 
     drop(src.server.take());
-    let dst = fresh(Some(&src.world));
-    let out = run(&dst, &["pull", "--remote", remote]);
-    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
-    let out = run(&dst, &["-v", "materialize", "--offline", "t1", "t2"]);
+    let dst = fresh(None);
+    let out = ok_env(&dst, &["pull", "--remote", remote], env);
+    assert!(
+        out.contains("tier `t1` had no lock here: took the one it was pushed with"),
+        "{out}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(dst.project().join("pylock.t1.toml")).unwrap(),
+        fs_err::read_to_string(src.world.project().join("pylock.t1.toml")).unwrap()
+    );
+    // One pack per distribution, one per distribution's bytecode.
+    assert!(
+        out.contains("t1: pulled 2 distributions in 4 packs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("t2: pulled 0 distributions in 0 packs"),
+        "{out}"
+    );
+    let out = ok_env(&dst, &["-v", "materialize", "--offline", "t1", "t2"], env);
     assert!(
         !out.contains("compiled into the store"),
         "bytecode came along: {out}"
     );
     python_ok(&dst.venv("t1"), "import alpha, gamma");
-    let out = run(&dst, &["verify"]);
+    let out = ok_env(&dst, &["verify"], env);
     assert!(out.contains("all intact"), "{out}");
 }
 
+/// The remote's pack files (distributions' and bytecode's), relative.
+fn packs_in(remote: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    walk(remote, &mut files);
+    let mut packs: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .map(|p| p.strip_prefix(remote).unwrap().to_path_buf())
+        .collect();
+    packs.sort();
+    packs
+}
+
 #[test]
-fn a_folder_remote_serves_push_and_pull_and_refuses_damage() {
+fn a_folder_remote_serves_push_and_pull() {
     let holder = scratch_dir();
     let remote = format!("file://{}", holder.path().join("remote").display());
-    push_then_pull(&remote, &[]);
+    push_then_pull(&remote, None, &[]);
+    let root = holder.path().join("remote");
+    assert!(root.join("tstore-remote.json").is_file());
+    assert_eq!(
+        packs_in(&root)
+            .iter()
+            .filter(|p| p.starts_with("packs"))
+            .count(),
+        2
+    );
+    let mut roots = Vec::new();
+    walk(&root.join("roots"), &mut roots);
+    assert_eq!(roots.len(), 2, "one root per lock pushed: {roots:?}");
+}
 
-    // Damage one object on the remote: a pull refuses it and says so, and
-    // materialize falls back to the index for that distribution.
+#[test]
+fn a_tampered_pack_is_refused_and_nothing_of_it_is_recorded() {
+    let holder = scratch_dir();
+    let root = holder.path().join("remote");
+    let remote = format!("file://{}", root.display());
     let src = source();
     src.world.ok(&["push", "--remote", &remote]);
-    let mut objects = Vec::new();
-    walk(&holder.path().join("remote/objects"), &mut objects);
-    let big = objects
-        .iter()
-        .find(|p| fs_err::metadata(p).unwrap().len() == 200_000)
+    // alpha's pack is the big one; change bytes in its middle.
+    let big = packs_in(&root)
+        .into_iter()
+        .filter(|p| p.starts_with("packs"))
+        .max_by_key(|p| fs_err::metadata(root.join(p)).unwrap().len())
         .unwrap();
-    let mut data = fs_err::read(big).unwrap();
-    data[10] ^= 1;
-    fs_err::write(big, &data).unwrap();
+    let path = root.join(&big);
+    let mut data = fs_err::read(&path).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x55;
+    data[middle + 1] ^= 0x55;
+    fs_err::write(&path, &data).unwrap();
+
     let dst = fresh(Some(&src.world));
-    let err = dst.fails(&["pull", "--remote", &remote]);
+    let err = dst.fails(&["pull", "--remote", &remote, "t2"]);
+    assert!(err.contains("refused"), "{err}");
     assert!(
-        err.contains("does not match its key") && err.contains("refused"),
-        "{err}"
+        err.contains(&big.to_string_lossy().into_owned()),
+        "names the pack: {err}"
     );
-    assert!(dst.store_counts().0 <= 1, "alpha was not recorded");
+    assert_eq!(dst.store_counts().0, 0, "alpha was not recorded");
+    let mut stored = Vec::new();
+    walk(&dst.store().join("v1/objects"), &mut stored);
+    assert!(
+        !stored
+            .iter()
+            .any(|p| fs_err::metadata(p).unwrap().len() == 200_000),
+        "nothing of the damaged pack entered the store"
+    );
+    // materialize falls back to the index for it.
     let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t2"]);
     assert!(
         out.contains("1 downloaded"),
@@ -319,6 +389,251 @@ fn a_folder_remote_serves_push_and_pull_and_refuses_damage() {
     ]);
     assert!(out.contains("the remote store could not be used"), "{out}");
     assert!(out.contains("2 downloaded"), "{out}");
+}
+
+#[test]
+fn a_remote_in_another_layout_is_refused_with_the_fix() {
+    let holder = scratch_dir();
+    let root = holder.path().join("remote");
+    let remote = format!("file://{}", root.display());
+    let src = source();
+    src.world.ok(&["push", "--remote", &remote]);
+    let dst = fresh(Some(&src.world));
+
+    fs_err::write(
+        root.join("tstore-remote.json"),
+        r#"{"format": "tstore-remote", "version": 7}"#,
+    )
+    .unwrap();
+    for args in [
+        &["pull", "--remote", &remote][..],
+        &["push", "--remote", &remote][..],
+    ] {
+        let world = if args[0] == "pull" { &dst } else { &src.world };
+        let err = world.fails(args);
+        assert!(
+            err.contains("layout version 7") && err.contains("push to an empty prefix"),
+            "{err}"
+        );
+    }
+
+    // Content without the file: written by an older tstore.
+    fs_err::remove_file(root.join("tstore-remote.json")).unwrap();
+    for args in [
+        &["pull", "--remote", &remote][..],
+        &["push", "--remote", &remote][..],
+    ] {
+        let world = if args[0] == "pull" { &dst } else { &src.world };
+        let err = world.fails(args);
+        assert!(
+            err.contains("no tstore-remote.json") && err.contains("push to an empty prefix"),
+            "{err}"
+        );
+    }
+    assert_eq!(dst.store_counts().0, 0);
+}
+
+#[test]
+fn an_incremental_pull_fetches_only_the_changed_distributions_packs() {
+    let holder = scratch_dir();
+    let root = holder.path().join("remote");
+    let remote = format!("file://{}", root.display());
+    let src = source();
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+    let dst = fresh(Some(&src.world));
+    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
+    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+
+    // gamma 2.0 replaces gamma 1.0 in t1's lock.
+    WheelBuilder::new("gamma", "2.0")
+        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
+        .file("gamma/extra.py", "EXTRA = 2\n")
+        .build(&src.world.wheels());
+    let url = &src.server.as_ref().unwrap().url;
+    let lock = src.world.project().join("pylock.t1.toml");
+    write_pylock(
+        &lock,
+        &[
+            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
+            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
+        ],
+    );
+    src.world.ok(&["materialize", "--frozen", "t1"]);
+    let before = packs_in(&root);
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+    let new: Vec<PathBuf> = packs_in(&root)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 2, "gamma 2.0's pack and its bytecode's: {new:?}");
+    let new_bytes: u64 = new
+        .iter()
+        .map(|p| fs_err::metadata(root.join(p)).unwrap().len())
+        .sum();
+
+    fs_err::copy(&lock, dst.project().join("pylock.t1.toml")).unwrap();
+    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
+    assert!(
+        out.contains("t1: pulled 1 distributions in 2 packs"),
+        "only gamma 2.0's packs: {out}"
+    );
+    assert!(
+        out.contains(&format!("({})", human(new_bytes))),
+        "the bytes of those packs ({new_bytes}): {out}"
+    );
+    let out = dst.ok(&["materialize", "--offline", "t1"]);
+    assert!(out.contains("0 downloaded"), "{out}");
+    python_ok(
+        &dst.venv("t1"),
+        "import gamma.extra; assert gamma.extra.EXTRA == 2",
+    );
+}
+
+/// Two pushes of overlapping tiers (both need alpha) at once: both
+/// succeed, and the remote serves both tiers whole.
+fn concurrent_pushers(remote: &str, env: &[(&str, String)]) {
+    let mut src = source();
+    let spawn = |tier: &str| {
+        let mut cmd = src.world.tstore(&["push", "--remote", remote, tier]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn("t1"), spawn("t2"));
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = ok_env(&src.world, &["push", "--remote", remote], env);
+    assert!(
+        out.contains(": 0 packs (0 B)"),
+        "nothing was left out: {out}"
+    );
+    drop(src.server.take());
+    let dst = fresh(None);
+    let out = ok_env(&dst, &["pull", "--remote", remote], env);
+    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    ok_env(&dst, &["materialize", "--offline", "t1", "t2"], env);
+    python_ok(&dst.venv("t1"), "import alpha, gamma");
+    let out = ok_env(&dst, &["verify"], env);
+    assert!(out.contains("all intact"), "{out}");
+}
+
+#[test]
+fn concurrent_pushers_to_a_folder() {
+    let holder = scratch_dir();
+    concurrent_pushers(
+        &format!("file://{}", holder.path().join("remote").display()),
+        &[],
+    );
+}
+
+/// Remote gc keeps what recent roots use: gamma 1.0, used only by a lock
+/// pushed 40 days ago, goes; alpha and gamma 2.0 stay and still pull.
+#[test]
+fn remote_gc_keeps_what_recent_roots_use() {
+    let holder = scratch_dir();
+    let root = holder.path().join("remote");
+    let remote = format!("file://{}", root.display());
+    let src = source();
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+    // That push happened 40 days ago.
+    let mut first = Vec::new();
+    walk(&root, &mut first);
+    let old_root = first
+        .iter()
+        .find(|p| p.starts_with(root.join("roots")))
+        .unwrap()
+        .clone();
+    let text = fs_err::read_to_string(&old_root).unwrap();
+    let forty_days = 40 * 86_400;
+    let pushed: u64 = text
+        .split("\"pushed_unix\":")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('}')
+        .trim()
+        .parse()
+        .unwrap();
+    fs_err::write(
+        &old_root,
+        text.replace(&pushed.to_string(), &(pushed - forty_days).to_string()),
+    )
+    .unwrap();
+    let status = Command::new("touch")
+        .args(["-d", "40 days ago"])
+        .args(&first)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // gamma 2.0 replaces gamma 1.0; pushed now.
+    WheelBuilder::new("gamma", "2.0")
+        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
+        .build(&src.world.wheels());
+    let url = &src.server.as_ref().unwrap().url;
+    let lock = src.world.project().join("pylock.t1.toml");
+    write_pylock(
+        &lock,
+        &[
+            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
+            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
+        ],
+    );
+    src.world.ok(&["materialize", "--frozen", "t1"]);
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+
+    let packs = packs_in(&root);
+    let out = src
+        .world
+        .ok(&["remote", "gc", "--keep-days", "30", "--remote", &remote]);
+    // gamma 1.0: record, pack, bytecode record and pack; the old lock and root.
+    assert!(
+        out.contains("would delete 6 files of 1 distributions"),
+        "{out}"
+    );
+    assert!(out.contains("2 distributions used by 1 root(s)"), "{out}");
+    assert_eq!(packs_in(&root), packs, "a dry run deletes nothing");
+    let out = src.world.ok(&[
+        "remote",
+        "gc",
+        "--keep-days",
+        "30",
+        "--delete",
+        "--remote",
+        &remote,
+    ]);
+    assert!(out.contains("deleted 6 files of 1 distributions"), "{out}");
+    assert_eq!(packs_in(&root).len(), packs.len() - 2);
+    assert!(!old_root.exists());
+
+    let dst = fresh(None);
+    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
+    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    let out = src
+        .world
+        .ok(&["remote", "gc", "--keep-days", "30", "--remote", &remote]);
+    assert!(out.contains("would delete 0 files"), "{out}");
+}
+
+/// As the binary prints byte counts.
+fn human(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn free_port() -> u16 {
@@ -354,19 +669,19 @@ fn have(program: &str) -> bool {
     found
 }
 
-#[test]
-fn nginx_webdav_remote() {
-    if !have("nginx") {
-        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
-        return;
-    }
-    let dir = scratch_dir();
+/// nginx on a free port serving `root` (with WebDAV PUT when `dav`);
+/// stopped gracefully with SIGQUIT, as `nginx -s quit` does.
+fn nginx(dir: &Path, root: &Path, dav: bool) -> (ProcessGroup, u16) {
     let port = free_port();
-    let root = dir.path().join("www");
-    fs_err::create_dir_all(&root).unwrap();
-    let temp = dir.path().join("tmp");
+    let temp = dir.join("tmp");
     fs_err::create_dir_all(&temp).unwrap();
-    let conf = dir.path().join("nginx.conf");
+    let conf = dir.join("nginx.conf");
+    let location = if dav {
+        "dav_methods PUT DELETE MKCOL COPY MOVE;\n   create_full_put_path on;\n\
+         dav_access user:rw group:r all:r;\n"
+    } else {
+        ""
+    };
     fs_err::write(
         &conf,
         format!(
@@ -375,34 +690,86 @@ fn nginx_webdav_remote() {
              http {{\n access_log off;\n client_max_body_size 0;\n\
               client_body_temp_path {t}/body;\n proxy_temp_path {t}/proxy;\n fastcgi_temp_path {t}/fcgi;\n\
               uwsgi_temp_path {t}/uwsgi;\n scgi_temp_path {t}/scgi;\n\
-              server {{\n  listen 127.0.0.1:{port};\n  root {r};\n  location / {{\n\
-                dav_methods PUT DELETE MKCOL COPY MOVE;\n   create_full_put_path on;\n\
-                dav_access user:rw group:r all:r;\n  }}\n }}\n}}\n",
-            d = dir.path().display(),
+              server {{\n  listen 127.0.0.1:{port};\n  root {r};\n  location / {{\n{location}  }}\n }}\n}}\n",
+            d = dir.display(),
             t = temp.display(),
             r = root.display(),
         ),
     )
     .unwrap();
-    // nginx stops gracefully on SIGQUIT (what `nginx -s quit` sends): the
-    // master lets its workers finish, and they exit with it.
     let mut server = ProcessGroup::spawn(
         "nginx",
         Command::new("nginx")
             .arg("-c")
             .arg(&conf)
             .arg("-p")
-            .arg(dir.path())
-            .current_dir(dir.path())
+            .arg(dir)
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
         libc::SIGQUIT,
     );
     wait_for_port(port, &mut server, "nginx");
-    push_then_pull(&format!("http://127.0.0.1:{port}/tstore"), &[]);
+    (server, port)
+}
+
+#[test]
+fn nginx_webdav_remote() {
+    if !have("nginx") {
+        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = scratch_dir();
+    let root = dir.path().join("www");
+    fs_err::create_dir_all(&root).unwrap();
+    let (mut server, port) = nginx(dir.path(), &root, true);
+    push_then_pull(&format!("http://127.0.0.1:{port}/tstore"), None, &[]);
     assert!(
-        root.join("tstore/objects").is_dir(),
-        "objects were PUT under the prefix"
+        root.join("tstore/packs").is_dir(),
+        "packs were PUT under the prefix"
+    );
+    server.stop().unwrap();
+}
+
+/// A static file server (GET only) serving a folder a folder remote was
+/// pushed to: pulls work, a push says why it cannot.
+#[test]
+fn nginx_static_remote_serves_pulls() {
+    if !have("nginx") {
+        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = scratch_dir();
+    let root = dir.path().join("www");
+    fs_err::create_dir_all(root.join("team")).unwrap();
+    let (mut server, port) = nginx(dir.path(), &root, false);
+    let url = format!("http://127.0.0.1:{port}/team");
+    let folder = format!("file://{}", root.join("team").display());
+    push_then_pull(&url, Some(&folder), &[]);
+
+    // materialize --remote on another fresh machine, index gone.
+    let first = fresh(None);
+    let out = first.ok(&["pull", "--remote", &url, "t2"]);
+    assert!(out.contains("t2: pulled 1 distributions"), "{out}");
+    let second = World::new();
+    second.write_tiers(TIERS);
+    fs_err::copy(
+        first.project().join("pylock.t2.toml"),
+        second.project().join("pylock.t2.toml"),
+    )
+    .unwrap();
+    let out = second.ok(&["materialize", "--frozen", "--remote", &url, "t2"]);
+    assert!(out.contains("0 downloaded"), "{out}");
+    python_ok(&second.venv("t2"), "import alpha");
+
+    let err = second.fails(&["remote", "gc", "--remote", &url]);
+    assert!(err.contains("cannot be listed"), "{err}");
+
+    let other = source();
+    let err = other.world.fails(&["push", "--remote", &url]);
+    assert!(
+        err.contains("a static file server is read-only") && err.contains("file://"),
+        "{err}"
     );
     server.stop().unwrap();
 }
@@ -422,6 +789,80 @@ fn garage_s3_remote() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    push_then_pull("s3://tstore/team-store", &env);
+    push_then_pull("s3://tstore/team-store", None, &env);
+    // A wrong secret: refused, and no secret is printed.
+    let wrong = "wrong-secret-0123456789abcdef0123456789";
+    let real = env
+        .iter()
+        .find(|(k, _)| *k == "AWS_SECRET_ACCESS_KEY")
+        .unwrap()
+        .1
+        .clone();
+    let bad: Vec<(&str, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            let v = if *k == "AWS_SECRET_ACCESS_KEY" {
+                wrong.to_string()
+            } else {
+                v.clone()
+            };
+            (*k, v)
+        })
+        .collect();
+    let (ok, text) = run_env(
+        &fresh(None),
+        &["pull", "--remote", "s3://tstore/team-store"],
+        &bad,
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("s3://tstore/team-store"),
+        "names the remote: {text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(&real),
+        "no secret in: {text}"
+    );
+    concurrent_pushers("s3://tstore/concurrent", &env);
+    // Listing and deleting through S3: with no days kept, and every file
+    // older than now, everything but the layout file goes.
+    std::thread::sleep(Duration::from_secs(2));
+    let world = fresh(None);
+    let out = ok_env(
+        &world,
+        &[
+            "remote",
+            "gc",
+            "--keep-days",
+            "0",
+            "--delete",
+            "--remote",
+            "s3://tstore/concurrent",
+        ],
+        &env,
+    );
+    assert!(out.contains("deleted 14 files of 2 distributions"), "{out}");
+    let (ok, err) = run_env(
+        &world,
+        &["pull", "--remote", "s3://tstore/concurrent", "t2"],
+        &env,
+    );
+    assert!(
+        !ok && err.contains("has no lock"),
+        "the lock went too: {err}"
+    );
+    let out = ok_env(
+        &world,
+        &[
+            "remote",
+            "gc",
+            "--keep-days",
+            "0",
+            "--remote",
+            "s3://tstore/concurrent",
+        ],
+        &env,
+    );
+    assert!(out.contains("would delete 0 files"), "{out}");
     server.stop().unwrap();
 }

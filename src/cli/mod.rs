@@ -61,6 +61,23 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Delete the packs and records that no lock pushed within the last N
+    /// days uses, and the older roots (dry run unless --delete).
+    ///
+    /// Files younger than N days are kept whatever uses them, so a push
+    /// running at the same time loses nothing.
+    Gc {
+        /// Keep what locks pushed within this many days use.
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        keep_days: u64,
+        /// Delete; without it, only report what would go.
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Resolve tiers with uv into pylock.<tier>.toml files.
     ///
@@ -416,12 +433,19 @@ pub enum Command {
     },
     /// Download from a remote store what tiers need and the store lacks.
     ///
-    /// Objects are verified by size and blake3 on arrival; a corrupt or
-    /// truncated object is refused and reported. What the remote lacks is
-    /// listed (materialize then downloads it from the index).
+    /// One pack per distribution; every object is verified by size and
+    /// blake3 before any of its pack counts, and a damaged pack is refused
+    /// and reported. What the remote lacks is listed (materialize then
+    /// downloads it from the index). A tier with no lock here gets the lock
+    /// it was last pushed with.
     Pull {
         /// Tiers to pull (default: all).
         tiers: Vec<String>,
+    },
+    /// Look after a remote store.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
     },
     /// Print a shell completion script.
     ///
@@ -608,6 +632,9 @@ fn dispatch(session: &session::Session<'_>, command: Command) -> anyhow::Result<
         Command::Import { file } => transfer::import(session, &file),
         Command::Push { tiers } => transfer::push(session, &tiers),
         Command::Pull { tiers } => transfer::pull(session, &tiers),
+        Command::Remote {
+            command: RemoteCommand::Gc { keep_days, delete },
+        } => transfer::remote_gc(session, keep_days, delete),
         Command::Fetch { tiers, lock } => commands::fetch(session, &tiers, lock),
         Command::Materialize {
             tiers,

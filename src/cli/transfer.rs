@@ -105,15 +105,16 @@ pub fn push(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let tiers = session.config.select(names)?;
     let remote = required_remote(session)?;
     let _store = session.share_store()?;
-    let TiersNeed { needed, .. } = session.workspace.needed_by(&tiers, session.reporter)?;
-    let report = remote.push(&session.store, &needed, session.reporter)?;
+    let TiersNeed { locks, needed } = session.workspace.needed_by(&tiers, session.reporter)?;
+    let report = remote.push(&session.store, &needed, &locks, session.reporter)?;
     session.reporter.summary(&format!(
-        "pushed to {}: {} objects ({}), {} already there; {} new distribution records",
+        "pushed to {}: {} packs ({}), {} already there; {} new distribution records; locks of {}",
         remote.url(),
-        report.objects_moved,
+        report.packs_moved,
         human_bytes(report.bytes_moved),
-        report.objects_skipped,
-        report.distributions_moved
+        report.packs_skipped,
+        report.distributions_moved,
+        report.locks_pushed.join(", ")
     ));
     Ok(())
 }
@@ -124,6 +125,17 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let _store = session.share_store()?;
     let mut failed = false;
     for tier in tiers {
+        if let Some(root) = session.workspace.lock_from_remote(tier)? {
+            session.reporter.notice(&format!(
+                "tier `{}` had no lock here: took the one it was pushed with to {} \
+                 (sha256 {}, pushed {}) into {}",
+                tier.name,
+                remote.url(),
+                &root.lock_sha256[..12.min(root.lock_sha256.len())],
+                pushed_when(root.pushed_unix),
+                session.lock_path(&tier.name).display()
+            ));
+        }
         session.existing_lock(tier)?;
         let Selection {
             interpreter,
@@ -138,11 +150,12 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
             failed = true;
         }
         session.reporter.summary(&format!(
-            "{}: pulled {} distributions, {} objects ({}) from {}{}",
+            "{}: pulled {} distributions in {} packs ({}), {} new objects, from {}{}",
             tier.name,
             report.distributions_moved,
-            report.objects_moved,
+            report.packs_moved,
             human_bytes(report.bytes_moved),
+            report.objects_moved,
             remote.url(),
             if report.not_found.is_empty() {
                 String::new()
@@ -155,7 +168,46 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
         ));
     }
     if failed {
-        bail!("the remote sent damaged objects; they were refused (see above)");
+        bail!(
+            "the remote sent damaged packs; they were refused and nothing of them was recorded (see above)"
+        );
     }
     Ok(())
+}
+
+pub fn remote_gc(session: &Session<'_>, keep_days: u64, delete: bool) -> anyhow::Result<()> {
+    let report = session.workspace.remote_gc(keep_days, delete)?;
+    let what = format!(
+        "{} files of {} distributions and old locks ({})",
+        report.files_freed,
+        report.distributions_freed,
+        human_bytes(report.bytes_freed)
+    );
+    session.reporter.summary(&if report.deleted {
+        format!(
+            "deleted {what}; kept {} distributions used by {} root(s) pushed within {keep_days} days",
+            report.distributions_kept, report.roots_kept
+        )
+    } else {
+        format!(
+            "would delete {what}; {} distributions used by {} root(s) pushed within {keep_days} \
+             days stay. Run `tstore remote gc --keep-days {keep_days} --delete` to delete",
+            report.distributions_kept, report.roots_kept
+        )
+    });
+    Ok(())
+}
+
+/// How long ago a push was, roughly.
+fn pushed_when(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(unix);
+    match ago {
+        0..60 => "just now".to_string(),
+        60..3600 => format!("{} min ago", ago / 60),
+        3600..86400 => format!("{} h ago", ago / 3600),
+        _ => format!("{} days ago", ago / 86400),
+    }
 }

@@ -4,8 +4,10 @@
 use crate::config::Tier;
 use crate::dist::{Selected, Source};
 use crate::interpreter::Interpreter;
+use crate::lock::PyLock;
 use crate::progress::Progress;
-use crate::transfer::remote::TransferReport;
+use crate::transfer::remote::gc::{Keep, RemoteGcReport};
+use crate::transfer::remote::{RootRecord, TransferReport};
 use crate::transfer::{self, Needed};
 
 use super::Workspace;
@@ -44,6 +46,60 @@ impl Workspace {
             progress.notice(&format!("refused: {problem}"));
         }
         Ok(report)
+    }
+
+    /// Takes `tier`'s lock from the remote when it has none here: the lock
+    /// the tier was last pushed with. Returns that push's root, or `None`
+    /// when the tier has a lock, no remote is configured, or the remote
+    /// has no lock of it.
+    pub fn lock_from_remote(&self, tier: &Tier) -> anyhow::Result<Option<RootRecord>> {
+        let path = self.lock_path(&tier.name);
+        if path.is_file() {
+            return Ok(None);
+        }
+        let Some(remote) = self.remote()? else {
+            return Ok(None);
+        };
+        let Some(lock) = remote.lock_of(&tier.name)? else {
+            return Ok(None);
+        };
+        transfer::write_lock_if_absent(&path, &lock.text)?;
+        Ok(Some(lock.root))
+    }
+
+    /// Deletes from the remote (or, unless `delete`, counts) the packs and
+    /// records no root pushed within `keep_days` days uses.
+    pub fn remote_gc(&self, keep_days: u64, delete: bool) -> anyhow::Result<RemoteGcReport> {
+        let remote = self.remote()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no remote store: give --remote URL, set TSTORE_REMOTE, or set `remote` in tiers.toml"
+            )
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cutoff = now.saturating_sub(keep_days.saturating_mul(86_400));
+        let roots = remote.roots(cutoff)?;
+        let mut keep = Keep::default();
+        for (root, text) in &roots.kept {
+            let where_ = std::path::PathBuf::from(format!(
+                "{}/locks/{}.toml",
+                remote.url(),
+                root.lock_sha256
+            ));
+            let lock = PyLock::parse(text, &where_)?;
+            for package in &lock.packages {
+                for wheel in &package.wheels {
+                    if let Some(sha256) = wheel.hashes.get("sha256") {
+                        keep.wheels.insert(sha256.clone());
+                    }
+                }
+                if let Some(sha256) = package.sdist.as_ref().and_then(|s| s.hashes.get("sha256")) {
+                    keep.sdists.insert(sha256.clone());
+                }
+            }
+        }
+        remote.gc(&roots, &keep, cutoff, delete)
     }
 
     /// What `tiers` need from the store, with their locks, for this

@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::store::Store;
 
 const FORMAT: &str = "tstore-export-1";
-const ZSTD_LEVEL: i32 = 3;
+pub(super) const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
@@ -195,7 +195,7 @@ fn write_archive(
 
 /// One regular file in the archive, with the same owner, mode and time
 /// whatever the machine, so the same contents give the same bytes.
-fn append_entry(
+pub(super) fn append_entry(
     tar: &mut tar::Builder<impl std::io::Write>,
     name: &str,
     size: u64,

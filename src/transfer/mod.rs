@@ -8,6 +8,7 @@
 //! only when every object they name is in the store ([`record`]).
 
 pub mod archive;
+pub mod pack;
 pub mod remote;
 
 use std::collections::BTreeMap;
@@ -177,7 +178,13 @@ impl Incoming {
     }
 
     /// Checks size and content, then publishes the object.
-    pub fn finish(mut self, store: &Store) -> anyhow::Result<()> {
+    pub fn finish(self, store: &Store) -> anyhow::Result<()> {
+        self.verify()?.publish(store)
+    }
+
+    /// Checks size and content; the object is published later, by
+    /// [`Verified::publish`], or dropped with the [`Verified`].
+    pub fn verify(mut self) -> anyhow::Result<Verified> {
         if self.size != self.expected_size {
             return Err(self
                 .mismatch(format!(
@@ -191,17 +198,44 @@ impl Incoming {
                 .mismatch("its content hashes to something else".into())
                 .into());
         }
-        // Not synced one by one: [`record`] syncs the filesystem once before
-        // any record names the object.
         drop(self.file.take());
-        crate::store::ingest::publish_object(store, &self.temp, &self.key)
+        Ok(Verified {
+            temp: std::mem::take(&mut self.temp),
+            key: self.key,
+        })
+    }
+}
+
+/// An object whose bytes matched its key, still in the store's tmp.
+pub struct Verified {
+    temp: std::path::PathBuf,
+    key: ObjectKey,
+}
+
+impl Verified {
+    /// Moves the object into the store. Not synced one by one: [`record`]
+    /// syncs the filesystem once before any record names the object.
+    pub fn publish(mut self, store: &Store) -> anyhow::Result<()> {
+        crate::store::ingest::publish_object(store, &self.temp, &self.key)?;
+        self.temp = std::path::PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for Verified {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        // Published objects were renamed away; anything left is refused.
-        let _ = std::fs::remove_file(&self.temp);
+        // A verified object's file moved on; anything left is refused.
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
 }
 

@@ -1,0 +1,282 @@
+//! Pull: one pack per missing distribution (and one for its bytecode),
+//! each checked whole before anything of it enters the store.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{
+    BuildRecord, BytecodeRecord, DistributionRecord, PARALLEL, PARALLEL_PACKS, Remote,
+    StreamReader, TransferReport, in_parallel,
+};
+use crate::dist::{Selected, Source};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::transfer::pack::{self, PackRef};
+
+/// The records the remote has for one selected package.
+struct Found {
+    sha256: String,
+    distribution: DistributionRecord,
+    bytecode: Option<(String, BytecodeRecord)>,
+}
+
+/// A pack to fetch: its key, identity and contents.
+struct Wanted<'a> {
+    key: String,
+    pack: &'a PackRef,
+    objects: &'a BTreeMap<String, u64>,
+}
+
+impl Remote {
+    /// Fetches from the remote the distributions of `items` (selected from
+    /// a lock; the store lacks them), with their bytecode for `tag`.
+    pub fn pull(
+        &self,
+        local: &Store,
+        items: &[&Selected],
+        tag: Option<&str>,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<TransferReport> {
+        let mut report = TransferReport::default();
+        let records = self.runtime.block_on(self.records(items, tag, progress))?;
+        let Some(records) = records else {
+            report.not_found = items.iter().map(|i| i.name.clone()).collect();
+            return Ok(report);
+        };
+
+        // Packs of which the store lacks some object: per item, the
+        // distribution's and the bytecode's.
+        let lacks = |objects: &BTreeMap<String, u64>| {
+            objects.keys().any(|key| {
+                crate::transfer::parse_key(key).map_or(true, |k| !local.object_path(&k).exists())
+            })
+        };
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut slots: Vec<(Option<usize>, Option<usize>)> = Vec::new();
+        for found in &records {
+            let mut slot = (None, None);
+            if let Some(found) = found {
+                let dist = &found.distribution;
+                if let Some(pack) = &dist.pack
+                    && lacks(&dist.objects)
+                {
+                    slot.0 = Some(wanted.len());
+                    wanted.push(Wanted {
+                        key: format!("packs/{}.tar.zst", found.sha256),
+                        pack,
+                        objects: &dist.objects,
+                    });
+                }
+                if let Some((tag, bytecode)) = &found.bytecode
+                    && let Some(pack) = &bytecode.pack
+                    && lacks(&bytecode.objects)
+                {
+                    slot.1 = Some(wanted.len());
+                    wanted.push(Wanted {
+                        key: format!("bytecode/{tag}/{}.tar.zst", found.sha256),
+                        pack,
+                        objects: &bytecode.objects,
+                    });
+                }
+            }
+            slots.push(slot);
+        }
+
+        let total: u64 = wanted.iter().map(|w| w.pack.size).sum();
+        progress.start("pulling", wanted.len() as u64, total);
+        let handle = self.runtime.handle();
+        let outcomes = in_parallel(&wanted, PARALLEL_PACKS, |want| {
+            let got = self.fetch_pack(local, want, handle, progress);
+            progress.item_done("");
+            got
+        });
+        progress.finish();
+        report.packs_moved = wanted.len();
+        report.bytes_moved = wanted
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(want, _)| want.pack.size)
+            .sum();
+        let mut outcomes: Vec<Option<anyhow::Result<pack::Received>>> =
+            outcomes.into_iter().map(Some).collect();
+        let mut take = |slot: Option<usize>| slot.and_then(|i| outcomes[i].take());
+
+        // A distribution counts when its pack proved itself (or the store
+        // had all its objects); its bytecode likewise, else it is compiled
+        // here. Everything is recorded together, after one sync.
+        let mut good = Vec::new();
+        let mut good_bytecode = Vec::new();
+        for ((item, found), slot) in items.iter().zip(records).zip(slots) {
+            let Some(found) = found else {
+                report.not_found.push(item.name.clone());
+                continue;
+            };
+            if let Some(outcome) = take(slot.0) {
+                match outcome.and_then(|got| publish(local, got, &mut report)) {
+                    Ok(()) => {}
+                    Err(err) => {
+                        report.refused.push(format!("{err:#}"));
+                        report.not_found.push(item.name.clone());
+                        continue;
+                    }
+                }
+            }
+            let bytecode = match take(slot.1) {
+                Some(outcome) => match outcome.and_then(|got| publish(local, got, &mut report)) {
+                    Ok(()) => found.bytecode.map(|(_, b)| b.entries),
+                    Err(err) => {
+                        report.refused.push(format!("{err:#}"));
+                        None
+                    }
+                },
+                None => found.bytecode.map(|(_, b)| b.entries),
+            };
+            good_bytecode.extend(bytecode.unwrap_or_default());
+            good.push(found.distribution.distribution);
+        }
+        crate::transfer::record(local, &good, &good_bytecode)?;
+        report.distributions_moved = good.len();
+        Ok(report)
+    }
+
+    /// GETs one pack and reads it against its record.
+    fn fetch_pack(
+        &self,
+        local: &Store,
+        want: &Wanted,
+        handle: &tokio::runtime::Handle,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<pack::Received> {
+        let what = format!("{}/{}", self.url, want.key);
+        let result = handle
+            .block_on(self.store.get(&self.path(&want.key)))
+            .map_err(|err| anyhow::Error::new(err).context(format!("cannot read {what}")))?;
+        let reader = StreamReader {
+            handle,
+            stream: result.into_stream(),
+            chunk: None,
+            offset: 0,
+        };
+        pack::read(local, reader, want.pack, want.objects, &what, progress)
+    }
+
+    /// The records of `items`, `None` for a remote that names no layout
+    /// and has none of them (an empty remote).
+    async fn records(
+        &self,
+        items: &[&Selected],
+        tag: Option<&str>,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Option<Vec<Option<Found>>>> {
+        if self.layout().await?.is_none() {
+            let probes: Vec<bool> =
+                futures::stream::iter(items.iter())
+                    .filter_map(|item| async move {
+                        match &item.source {
+                            Source::Wheel(wheel) => Some(wheel.sha256.clone()),
+                            _ => None,
+                        }
+                    })
+                    .map(|sha256| async move {
+                        self.exists(&format!("distributions/{sha256}.json")).await
+                    })
+                    .buffer_unordered(PARALLEL)
+                    .try_collect()
+                    .await?;
+            if probes.iter().any(|p| *p) {
+                return Err(self.unversioned());
+            }
+            return Ok(None);
+        }
+        progress.start("asking the remote", items.len() as u64, 0);
+        let records = futures::stream::iter(items.iter())
+            .map(|item| async move {
+                let found = self.find(item, tag).await;
+                progress.item_done(&item.name);
+                found
+            })
+            .buffered(PARALLEL)
+            .try_collect()
+            .await?;
+        progress.finish();
+        Ok(Some(records))
+    }
+
+    /// The remote's records for a selected package, if any.
+    async fn find(&self, item: &Selected, tag: Option<&str>) -> anyhow::Result<Option<Found>> {
+        let sha256 = match &item.source {
+            Source::Wheel(wheel) => wheel.sha256.clone(),
+            Source::Sdist(sdist) => {
+                match self
+                    .get_json::<BuildRecord>(&format!("builds/{}.json", sdist.sha256))
+                    .await?
+                {
+                    Some(build) if super::is_sha256(&build.sha256) => build.sha256,
+                    Some(_) => bail!(
+                        "{}/builds/{}.json is damaged (not a wheel's sha256); the remote is damaged",
+                        self.url,
+                        sdist.sha256
+                    ),
+                    None => return Ok(None),
+                }
+            }
+            // Built here from the source folder.
+            Source::Local { .. } => return Ok(None),
+        };
+        let Some(distribution) = self
+            .get_json::<DistributionRecord>(&format!("distributions/{sha256}.json"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if distribution.distribution.details.sha256 != sha256 {
+            bail!(
+                "{}/distributions/{sha256}.json describes another wheel ({}); the remote is damaged",
+                self.url,
+                distribution.distribution.details.sha256
+            );
+        }
+        let named: BTreeMap<&str, u64> = distribution
+            .distribution
+            .files
+            .iter()
+            .filter_map(|f| Some((f.object.as_deref()?, f.size)))
+            .collect();
+        let listed: BTreeMap<&str, u64> = distribution
+            .objects
+            .iter()
+            .map(|(k, s)| (k.as_str(), *s))
+            .collect();
+        if named != listed {
+            bail!(
+                "{}/distributions/{sha256}.json lists other objects than its files name; the \
+                 remote is damaged",
+                self.url
+            );
+        }
+        let bytecode = match tag {
+            Some(tag) => self
+                .get_json::<BytecodeRecord>(&format!("bytecode/{tag}/{sha256}.json"))
+                .await?
+                .map(|mut record| {
+                    record.entries.retain(|b| b.tag == tag);
+                    (tag.to_string(), record)
+                }),
+            None => None,
+        };
+        Ok(Some(Found {
+            sha256,
+            distribution,
+            bytecode,
+        }))
+    }
+}
+
+/// Moves a pack's verified objects into the store.
+fn publish(local: &Store, got: pack::Received, report: &mut TransferReport) -> anyhow::Result<()> {
+    report.objects_moved += got.new_objects();
+    got.publish(local)
+}
