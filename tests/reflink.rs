@@ -43,16 +43,24 @@ fn reflinked_files_share_extents_not_inodes() {
     let server = FileServer::start(&world.wheels());
     let project = project_at(
         &root,
-        "[tiers.x]\nrequirements = [\"pkg\"]\n[tiers.y]\nrequirements = [\"pkg\"]\n",
+        "[tiers.x]\nrequirements = [\"pkg\"]\n[tiers.y]\nrequirements = [\"pkg\"]\n\
+         [tiers.z]\nrequirements = [\"pkg\"]\n",
     );
-    for tier in ["x", "y"] {
+    for tier in ["x", "y", "z"] {
         write_pylock(
             &project.join(format!("pylock.{tier}.toml")),
             &[LockedPackage::served(&wheel, &server.url)],
         );
     }
     let out = world
-        .tstore(&["materialize", "--frozen", "x", "y"])
+        .tstore(&[
+            "materialize",
+            "--frozen",
+            "--link-mode",
+            "reflink",
+            "x",
+            "y",
+        ])
         .current_dir(&project)
         .env("TSTORE_HOME", root.join("store"))
         .output()
@@ -80,9 +88,29 @@ fn reflinked_files_share_extents_not_inodes() {
         python_ok(&root.join("venvs/y"), "import pkg; print(pkg.VALUE)").trim(),
         "reflinked"
     );
+
+    // `auto` hardlinks even where reflinks work: the venv's file is the
+    // store's object.
+    let out = world
+        .tstore(&["materialize", "--frozen", "z"])
+        .current_dir(&project)
+        .env("TSTORE_HOME", root.join("store"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("hardlinked"), "{stderr}");
+    use std::os::unix::fs::MetadataExt;
+    let z = fs_err::metadata(file("z")).unwrap();
+    assert!(z.nlink() >= 2, "auto did not hardlink: nlink {}", z.nlink());
+    assert_eq!(
+        z.mode() & 0o777,
+        0o444,
+        "a hardlinked file is the read-only object"
+    );
 }
 
-/// On XFS, adopt reflinks: files keep their inode, mode and time (so the
+/// On XFS, adopt asked to reflink: files keep their inode, mode and time (so the
 /// venv's pycs stay valid without rewriting) and share extents.
 #[test]
 fn adopt_by_reflink_keeps_inodes_modes_and_times() {
@@ -120,7 +148,7 @@ fn adopt_by_reflink_keeps_inodes_modes_and_times() {
         })
         .collect();
     let out = world
-        .tstore(&["adopt"])
+        .tstore(&["adopt", "--link-mode", "reflink"])
         .args(&venvs)
         .env("TSTORE_HOME", root.join("store"))
         .output()

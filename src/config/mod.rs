@@ -26,7 +26,7 @@ pub const EMBEDDED_TIERS: &str = include_str!("../../tiers.toml");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkMode {
-    /// Reflink where the filesystem can, else hardlink, else copy.
+    /// Hardlink, else copy (reflinks only when asked for: `Reflink`).
     #[default]
     Auto,
     Reflink,
