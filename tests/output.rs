@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -149,44 +148,11 @@ fn a_slow_download_is_reported_while_it_runs() {
     );
 }
 
-/// Runs tstore with ARGS on a pseudo-terminal (util-linux `script`) and
-/// returns everything it wrote there.
-fn on_terminal(world: &World, vars: &[(&str, &str)], args: &[&str]) -> String {
-    let tstore = env!("CARGO_BIN_EXE_tstore");
-    let line = std::iter::once(tstore)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let log = world.path().join("terminal.log");
-    let mut cmd = Command::new("script");
-    cmd.args(["-q", "-e", "-c", &line])
-        .arg(&log)
-        .current_dir(world.project())
-        .env("TSTORE_HOME", world.store())
-        .env("HOME", world.home())
-        .env("TERM", "xterm")
-        .env_remove("TSTORE_CONFIG")
-        .env_remove("TSTORE_NO_PROGRESS")
-        .stdin(std::process::Stdio::null());
-    for (name, value) in vars {
-        cmd.env(name, value);
-    }
-    let out = cmd
-        .output()
-        .expect("util-linux `script` runs the pseudo-terminal tests");
-    assert!(
-        out.status.success(),
-        "{:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn a_terminal_gets_bars_unless_progress_is_off() {
     let (world, _server) = served_world();
-    let bars = on_terminal(&world, &[], &["fetch", "--frozen", "t"]);
+    let (ok, bars) = on_terminal(&world, &[], &["fetch", "--frozen", "t"]);
+    assert!(ok, "{bars:?}");
     assert!(bars.contains("downloading ["), "{bars:?}");
     // A terminal gets bars, not the log's lines.
     assert!(!bars.contains("t: downloaded"), "{bars:?}");
@@ -208,7 +174,8 @@ fn a_terminal_gets_bars_unless_progress_is_off() {
             ],
         ),
     ] {
-        let text = on_terminal(&world, vars, args);
+        let (ok, text) = on_terminal(&world, vars, args);
+        assert!(ok, "{text:?}");
         assert!(!text.contains(" ["), "no bar: {text:?}");
         assert!(text.contains("t: linked "), "the phase lines: {text:?}");
     }

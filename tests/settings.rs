@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -238,66 +238,37 @@ fn verbose_shows_every_uv_and_python_command_with_its_duration() {
     assert!(ran_lines(&world.ok(&["check", "t"])).is_empty());
 }
 
-/// Runs tstore with ARGS on a pseudo-terminal (util-linux `script`) and
-/// returns everything it wrote there.
-fn on_terminal(world: &World, vars: &[(&str, &str)], args: &[&str]) -> String {
-    let tstore = env!("CARGO_BIN_EXE_tstore");
-    let line = std::iter::once(tstore)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let log = world.path().join("terminal.log");
-    let mut cmd = Command::new("script");
-    cmd.args(["-q", "-e", "-c", &line])
-        .arg(&log)
-        .current_dir(world.project())
-        .env("TSTORE_HOME", world.store())
-        .env("HOME", world.home())
-        .env("TERM", "xterm")
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .env_remove("CLICOLOR")
-        .env_remove("TSTORE_CONFIG")
-        .stdin(std::process::Stdio::null());
-    for (name, value) in vars {
-        cmd.env(name, value);
-    }
-    let out = cmd
-        .output()
-        .expect("util-linux `script` runs the pseudo-terminal tests");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn no_color_and_no_progress_hold_on_a_terminal() {
     let world = world();
-    let colored = on_terminal(&world, &[], &["--no-such-option"]);
+    let (_, colored) = on_terminal(&world, &[], &["--no-such-option"]);
     assert!(
         colored.contains("\x1b["),
         "clap colours errors on a terminal: {colored:?}"
     );
-    let plain = on_terminal(&world, &[("NO_COLOR", "1")], &["--no-such-option"]);
+    let (_, plain) = on_terminal(&world, &[("NO_COLOR", "1")], &["--no-such-option"]);
     assert!(plain.contains("--no-such-option"), "{plain:?}");
     assert!(!plain.contains("\x1b["), "{plain:?}");
 
     world.ok(&["lock", "t"]);
-    let bars = on_terminal(&world, &[], &["fetch", "t"]);
+    let (ok, bars) = on_terminal(&world, &[], &["fetch", "t"]);
+    assert!(ok, "{bars:?}");
     assert!(bars.contains("downloading ["), "{bars:?}");
-    let quiet_bars = on_terminal(
+    let (ok, quiet_bars) = on_terminal(
         &world,
         &[("TSTORE_NO_PROGRESS", "1")],
         &["materialize", "t"],
     );
+    assert!(ok, "{quiet_bars:?}");
     assert!(quiet_bars.contains("1 package"), "{quiet_bars:?}");
     assert!(!quiet_bars.contains(" ["), "{quiet_bars:?}");
-    let flag = on_terminal(
+    let (ok, flag) = on_terminal(
         &world,
         &[],
         &["--no-progress", "materialize", "t", "--into", "../d"],
     );
     assert!(
-        flag.contains("standalone") && !flag.contains(" ["),
+        ok && flag.contains("standalone") && !flag.contains(" ["),
         "{flag:?}"
     );
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tstore::materialize::LinkMethod;
 use tstore::progress::Progress;
+pub use tstore::progress::human_bytes;
 
 /// How often a log hears from a phase that is still running.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -454,21 +455,6 @@ impl ByteUnit {
         }
         let value = bytes as f64 / 1024f64.powi(self.0 as i32);
         format!("{value:.1} {}", BYTE_UNITS[self.0])
-    }
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::{Config, ConfigSource, LinkMode};
 use crate::interpreter::Interpreter;
 use crate::link::{LinkMethod, Linker};
 use crate::lock::{self, pylock::PyLock};
-use crate::progress::Progress;
+use crate::progress::{Progress, human_bytes};
 use crate::store::{IndexDamaged, Layout, Store};
 use crate::uv::Uv;
 
@@ -499,21 +499,6 @@ fn free_space(
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +518,5 @@ mod tests {
             !report(vec![Check::pass("a", "x"), Check::warn("b", "y", "z")]).blocks_materialize()
         );
         assert!(report(vec![Check::block("c", "y", "z")]).blocks_materialize());
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -649,3 +649,44 @@ pub fn locked_version(world: &World, tier: &str, package: &str) -> String {
         .map(|p| p["version"].as_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// Runs tstore with ARGS on a pseudo-terminal (util-linux `script`), in the
+/// world's project with its store and HOME, without the variables that
+/// change what a terminal shows unless `vars` sets them; returns whether it
+/// succeeded and everything it wrote there.
+pub fn on_terminal(world: &World, vars: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let tstore = env!("CARGO_BIN_EXE_tstore");
+    let line = std::iter::once(tstore)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let log = world.path().join("terminal.log");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line])
+        .arg(&log)
+        .current_dir(world.project())
+        .env("TSTORE_HOME", world.store())
+        .env("HOME", world.home())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    for name in [
+        "NO_COLOR",
+        "CLICOLOR_FORCE",
+        "CLICOLOR",
+        "TSTORE_CONFIG",
+        "TSTORE_NO_PROGRESS",
+    ] {
+        cmd.env_remove(name);
+    }
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    let out = cmd
+        .output()
+        .expect("util-linux `script` runs the pseudo-terminal tests");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
