@@ -93,15 +93,7 @@ fn a_piped_materialize_prints_one_line_per_phase_with_counts_and_elapsed() {
 fn a_slow_download_is_reported_while_it_runs() {
     let world = World::new();
     // Incompressible, so the wheel is as large as its content.
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let noise: Vec<u8> = (0..96 << 10)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let noise = incompressible_bytes(0x2545_f491_4f6c_dd1d_u64, 96 << 10);
     let wheel = WheelBuilder::new("big", "1.0")
         .raw("big/blob.bin", &noise, 0o100644)
         .build(&world.wheels());

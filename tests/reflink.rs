@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -100,7 +101,6 @@ fn reflinked_files_share_extents_not_inodes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("hardlinked"), "{stderr}");
-    use std::os::unix::fs::MetadataExt;
     let z = fs_err::metadata(file("z")).unwrap();
     assert!(z.nlink() >= 2, "auto did not hardlink: nlink {}", z.nlink());
     assert_eq!(
@@ -139,7 +139,6 @@ fn adopt_by_reflink_keeps_inodes_modes_and_times() {
     }
     let file = |venv: &Path| venv.join("lib/python3.11/site-packages/pip/__init__.py");
     let meta = |path: &Path| fs_err::metadata(path).unwrap();
-    use std::os::unix::fs::MetadataExt;
     let before: Vec<_> = venvs
         .iter()
         .map(|v| {

@@ -140,15 +140,7 @@ fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
         .file("small/__init__.py", "OK = 1\n")
         .build(&wheels);
     // ~16 MiB that does not compress: more than the filesystem holds.
-    let mut state = 88172645463325252u64;
-    let noise: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let noise = incompressible_bytes(88172645463325252u64, 16 << 20);
     let huge = WheelBuilder::new("huge", "1.0")
         .raw("huge/blob.bin", &noise, 0o100644)
         .build(&wheels);
@@ -300,15 +292,7 @@ fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
 fn an_interrupted_fetch_removes_its_partial_download_and_exits_128_plus_the_signal() {
     let world = World::new();
     // Incompressible, so the wheel itself is large.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let noise: Vec<u8> = (0..4 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let noise = incompressible_bytes(0x9e37_79b9_7f4a_7c15_u64, 4 << 20);
     let wheel = WheelBuilder::new("big", "1.0")
         .raw("big/blob.bin", &noise, 0o100644)
         .build(&world.wheels());

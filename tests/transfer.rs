@@ -54,6 +54,26 @@ fn source() -> Source {
     }
 }
 
+/// gamma 2.0 (with `extra` files) replaces gamma 1.0 in t1's lock, and t1
+/// is materialized with it.
+fn upgrade_gamma(src: &Source, extra: &[(&str, &str)]) {
+    let mut gamma =
+        WheelBuilder::new("gamma", "2.0").file("gamma/__init__.py", "NAME = 'gamma 2'\n");
+    for (path, text) in extra {
+        gamma = gamma.file(path, text);
+    }
+    gamma.build(&src.world.wheels());
+    let url = &src.server.as_ref().unwrap().url;
+    write_pylock(
+        &src.world.project().join("pylock.t1.toml"),
+        &[
+            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
+            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
+        ],
+    );
+    src.world.ok(&["materialize", "--frozen", "t1"]);
+}
+
 /// An empty machine with the same tiers.toml (and no locks unless copied).
 fn fresh(copy_locks_from: Option<&World>) -> World {
     let world = World::new();
@@ -444,21 +464,7 @@ fn an_incremental_pull_fetches_only_the_changed_distributions_packs() {
     let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
     assert!(out.contains("t1: pulled 2 distributions"), "{out}");
 
-    // gamma 2.0 replaces gamma 1.0 in t1's lock.
-    WheelBuilder::new("gamma", "2.0")
-        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
-        .file("gamma/extra.py", "EXTRA = 2\n")
-        .build(&src.world.wheels());
-    let url = &src.server.as_ref().unwrap().url;
-    let lock = src.world.project().join("pylock.t1.toml");
-    write_pylock(
-        &lock,
-        &[
-            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
-            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
-        ],
-    );
-    src.world.ok(&["materialize", "--frozen", "t1"]);
+    upgrade_gamma(&src, &[("gamma/extra.py", "EXTRA = 2\n")]);
     let before = packs_in(&root);
     src.world.ok(&["push", "--remote", &remote, "t1"]);
     let new: Vec<PathBuf> = packs_in(&root)
@@ -471,7 +477,11 @@ fn an_incremental_pull_fetches_only_the_changed_distributions_packs() {
         .map(|p| fs_err::metadata(root.join(p)).unwrap().len())
         .sum();
 
-    fs_err::copy(&lock, dst.project().join("pylock.t1.toml")).unwrap();
+    fs_err::copy(
+        src.world.project().join("pylock.t1.toml"),
+        dst.project().join("pylock.t1.toml"),
+    )
+    .unwrap();
     let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
     assert!(
         out.contains("t1: pulled 1 distributions in 2 packs"),
@@ -576,20 +586,8 @@ fn remote_gc_keeps_what_recent_roots_use() {
         .unwrap();
     assert!(status.success());
 
-    // gamma 2.0 replaces gamma 1.0; pushed now.
-    WheelBuilder::new("gamma", "2.0")
-        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
-        .build(&src.world.wheels());
-    let url = &src.server.as_ref().unwrap().url;
-    let lock = src.world.project().join("pylock.t1.toml");
-    write_pylock(
-        &lock,
-        &[
-            LockedPackage::served(&src.world.wheels().join("alpha-1.0-py3-none-any.whl"), url),
-            LockedPackage::served(&src.world.wheels().join("gamma-2.0-py3-none-any.whl"), url),
-        ],
-    );
-    src.world.ok(&["materialize", "--frozen", "t1"]);
+    // Pushed now.
+    upgrade_gamma(&src, &[]);
     src.world.ok(&["push", "--remote", &remote, "t1"]);
 
     let packs = packs_in(&root);

@@ -690,3 +690,17 @@ pub fn on_terminal(world: &World, vars: &[(&str, &str)], args: &[&str]) -> (bool
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// `len` bytes that do not compress (xorshift from `seed`), so a wheel
+/// holding them is as large as its content.
+pub fn incompressible_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
