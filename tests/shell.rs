@@ -182,6 +182,20 @@ fn installed(name: &str) -> Option<String> {
     Some(path)
 }
 
+/// Runs `script` with `shell -c` in the project, with its store and HOME;
+/// returns what it printed.
+fn run_script(shell: impl AsRef<std::ffi::OsStr>, script: &str, w: &World) -> String {
+    let out = Command::new(shell)
+        .args(["-c", script])
+        .current_dir(w.project())
+        .env("TSTORE_HOME", w.store())
+        .env("HOME", w.home())
+        .env_remove("VIRTUAL_ENV_DISABLE_PROMPT")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn shell_starts_bash_with_the_tier_activated_and_exit_leaves() {
     shell_activates_the_tier(&installed("bash").expect("bash"));
@@ -263,15 +277,7 @@ fn env_then_deactivate_in(shell: &str) {
          case \"$(type deactivate 2>/dev/null)\" in *function*) ;; *) echo 'OUT deactivate gone' ;; esac\n",
         bin = env!("CARGO_BIN_EXE_tstore")
     );
-    let out = Command::new(shell)
-        .args(["-c", &script])
-        .current_dir(w.project())
-        .env("TSTORE_HOME", w.store())
-        .env("HOME", w.home())
-        .env_remove("VIRTUAL_ENV_DISABLE_PROMPT")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_script(shell, &script, w);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -286,7 +292,7 @@ fn env_then_deactivate_in(shell: &str) {
             "OUT ve=[unset] ps1=[orig> ] ph=[/some/home]",
             "OUT deactivate gone",
         ],
-        "{shell}: {out:?}"
+        "{shell}: {stdout}"
     );
 }
 
@@ -325,15 +331,7 @@ fn env_deactivate_restores_path_prompt_and_pythonhome_in_fish() {
         bin = env!("CARGO_BIN_EXE_tstore")
     );
     fs_err::create_dir_all(w.home().join(".local/share/fish/generated_completions")).unwrap();
-    let out = Command::new(fish)
-        .args(["-c", &script])
-        .current_dir(w.project())
-        .env("TSTORE_HOME", w.store())
-        .env("HOME", w.home())
-        .env_remove("VIRTUAL_ENV_DISABLE_PROMPT")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_script(fish, &script, w);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
@@ -351,6 +349,6 @@ fn env_deactivate_restores_path_prompt_and_pythonhome_in_fish() {
             "OUT deactivate gone",
             "OUT prompt restored",
         ],
-        "{out:?}"
+        "{stdout}"
     );
 }
