@@ -21,8 +21,8 @@ use tstore::config::LinkMode;
 ///
 /// tstore locks each tier of a tiers.toml with uv (PEP 751 pylock files),
 /// downloads every wheel once into a content-addressed store (one file per
-/// distinct content), and builds each tier's venv by reflinking, hardlinking
-/// or copying from the store.
+/// distinct content), and builds each tier's venv by hardlinking from the
+/// store (reflinking when asked, copying where neither works).
 ///
 /// Without --config, ./tiers.toml is used, else the embedded default
 /// (Tekton's five tiers). The store is $TSTORE_HOME, else
@@ -170,7 +170,7 @@ pub enum Command {
         lock: LockArgs,
         /// How files get from the store into the venv [env:
         /// TSTORE_LINK_MODE; default: the tiers.toml setting, else auto:
-        /// reflink, else hardlink, else copy].
+        /// hardlink, else copy; reflink only when asked].
         #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
         link_mode: Option<LinkMode>,
         /// Replace a venv at the tier's path even if tstore did not make it
@@ -395,7 +395,7 @@ pub enum Command {
         /// Report what would be linked and freed; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// auto (reflink, else hardlink), reflink or hardlink.
+        /// auto (hardlink), reflink or hardlink.
         #[arg(long, value_parser = parse_link_mode, value_name = "MODE")]
         link_mode: Option<LinkMode>,
         /// Machine-readable output.
