@@ -232,6 +232,7 @@ fn warm_and_noop(work: &Path, wheels: &[BenchWheel], runs: usize) -> Materialize
         lock_path: &lock_path,
         lock_bytes: b"",
         fetched: &fetched,
+        compiling: None,
     };
     let options = MaterializeOptions {
         link_mode: LinkMode::Auto,

@@ -18,6 +18,7 @@ use crate::http;
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::bytecode::{Compiler, sources_to_compile};
 use crate::store::ingest::{WheelFile, ingest_wheel};
 use crate::uv::Uv;
 
@@ -64,13 +65,16 @@ pub struct MismatchError {
     pub actual: String,
 }
 
-/// Makes sure every distribution in `selected` is in the store.
+/// Makes sure every distribution in `selected` is in the store. Each
+/// wheel that comes in has its sources handed to `compiler`, if given, as
+/// soon as it is stored.
 pub fn fetch(
     store: &Store,
     uv: Option<&Uv>,
     interpreter: &Interpreter,
     selected: &[Selected],
     options: &FetchOptions,
+    compiler: Option<&Compiler>,
     progress: &dyn Progress,
 ) -> anyhow::Result<(Vec<Fetched>, FetchReport)> {
     let fetcher = Fetcher {
@@ -78,6 +82,7 @@ pub fn fetch(
         uv,
         interpreter,
         options,
+        compiler,
         progress,
     };
     let mut report = FetchReport::default();
@@ -108,6 +113,7 @@ struct Fetcher<'a> {
     uv: Option<&'a Uv>,
     interpreter: &'a Interpreter,
     options: &'a FetchOptions,
+    compiler: Option<&'a Compiler>,
     progress: &'a dyn Progress,
 }
 
@@ -172,7 +178,9 @@ impl Fetcher<'_> {
                     if matches!(item.source, Source::Sdist(_)) {
                         built.fetch_add(1, Ordering::Relaxed);
                     }
-                    let result = self.fetch_one(&client, item);
+                    let result = self
+                        .fetch_one(&client, item)
+                        .and_then(|(id, size)| self.start_compiling(item, id).map(|()| (id, size)));
                     if result.is_ok() {
                         self.progress.item_done_in(UNPACKING, &item.name);
                     }
@@ -215,6 +223,19 @@ impl Fetcher<'_> {
             Source::Wheel(wheel) => self.fetch_wheel(client, wheel),
             Source::Sdist(sdist) => self.fetch_and_build_sdist(client, item, sdist),
         }
+    }
+
+    /// Hands the sources of the distribution `id` (just stored) to the
+    /// compiler, if there is one.
+    fn start_compiling(&self, item: &Selected, id: i64) -> anyhow::Result<()> {
+        let Some(compiler) = self.compiler else {
+            return Ok(());
+        };
+        let rows = self
+            .store
+            .db
+            .distribution_files_with_bytecode(id, Some(compiler.tag()))?;
+        compiler.submit(&sources_to_compile(&item.name, &rows)?)
     }
 
     /// Downloads `pinned` into the store's tmp dir and verifies it against the lock.

@@ -14,7 +14,7 @@
 //! inputs key, so a run killed while compiling leaves a working venv that
 //! the next run finishes instead of calling it up to date.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Context;
@@ -62,7 +62,8 @@ pub fn place(
     store: &Store,
     linker: &Linker,
 ) -> anyhow::Result<()> {
-    let suffix = format!(".tstore-{}", std::process::id());
+    let suffix = format!("{TEMP_MARK}{}", std::process::id());
+    remove_stale_temps(root, files);
     files.par_iter().try_for_each(|file| {
         let FileSource::Object(key) = &file.source else {
             anyhow::bail!("{} is not a store object", file.dest.display());
@@ -82,6 +83,34 @@ pub fn place(
         let _ = std::fs::remove_file(&temp);
         Ok(())
     })
+}
+
+/// What a pyc linked beside its final name carries, before the pid of the
+/// process linking it.
+const TEMP_MARK: &str = ".tstore-";
+
+/// Removes pycs a killed run linked beside their names and never renamed
+/// into place, in the `__pycache__` directories `files` go to: Python
+/// ignores them, but nothing else would ever delete them.
+fn remove_stale_temps(root: &Path, files: &[&PlannedFile]) {
+    let dirs: HashSet<&Path> = files.iter().filter_map(|f| f.dest.parent()).collect();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((_, pid)) = name.to_str().and_then(|n| n.rsplit_once(TEMP_MARK)) else {
+                continue;
+            };
+            if pid
+                .parse::<i32>()
+                .is_ok_and(|pid| !crate::platform::process_exists(pid))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +177,24 @@ mod tests {
             FileSource::Content(b"x".to_vec(), 0o644),
         );
         assert!(missing_files(&base, &plan([base.clone(), vec![written]].concat())).is_none());
+    }
+
+    #[test]
+    fn pycs_a_killed_run_left_beside_their_names_are_removed_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("site/pkg/__pycache__");
+        fs_err::create_dir_all(&cache).unwrap();
+        // No process has a pid this large (the kernel's limit is 2^22).
+        let dead = cache.join("a.cpython-311.pyc.tstore-99999999");
+        let ours = cache.join(format!("a.cpython-311.pyc.tstore-{}", std::process::id()));
+        let pyc = cache.join("a.cpython-311.pyc");
+        for path in [&dead, &ours, &pyc] {
+            fs_err::write(path, b"x").unwrap();
+        }
+        let missing = file("site/pkg/__pycache__/b.cpython-311.pyc", object(4));
+        remove_stale_temps(root.path(), &[&missing]);
+        assert!(!dead.exists());
+        assert!(ours.exists(), "a running process's link is its own");
+        assert!(pyc.exists());
     }
 }

@@ -40,6 +40,7 @@ use crate::config::{LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
+use crate::store::bytecode::Compiler;
 use crate::store::db::{Bytecode, GenerationRow};
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
@@ -99,6 +100,9 @@ pub struct TierInput<'a> {
     /// from; a new generation keeps a snapshot of them.
     pub lock_bytes: &'a [u8],
     pub fetched: &'a [Fetched],
+    /// Bytecode already being compiled for the tier (by its fetch), if any:
+    /// what it has compiled is linked from the start, the rest waited for.
+    pub compiling: Option<&'a Compiler>,
 }
 
 /// What planning reads from the store, once per run.
@@ -154,14 +158,17 @@ fn compile_missing(
     let (Some(tag), false) = (&prepared.bytecode_tag, prepared.missing.is_empty()) else {
         return Ok(0);
     };
+    let started;
+    let compiler = match input.compiling {
+        Some(compiler) => compiler,
+        None => {
+            started = Compiler::new(input.store, &input.interpreter.executable, tag);
+            &started
+        }
+    };
     let compiled = timed(progress, "bytecode", || {
-        crate::store::bytecode::compile(
-            input.store,
-            &input.interpreter.executable,
-            tag,
-            &prepared.missing,
-            progress,
-        )
+        compiler.submit(&prepared.missing)?;
+        compiler.finish(input.store, progress)
     })?;
     let failed = compiled
         .values()
@@ -220,6 +227,9 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
+    if let Some(compiler) = input.compiling {
+        compiler.record_finished(input.store)?;
+    }
     let mut prepared = prepare(input)?;
     // With every pyc in the store this is the complete plan; otherwise it
     // is what the venv can be built with before compiling.

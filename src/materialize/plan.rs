@@ -21,7 +21,9 @@ use super::scripts;
 use crate::dist::Source;
 use crate::fetch::Fetched;
 use crate::store::db::{Bytecode, FileRow};
-use crate::store::wheel::{self, csv_field, safe_relative_path};
+use crate::store::wheel::{
+    self, csv_field, data_prefix, dist_info_dir, imports_from_site_packages, safe_relative_path,
+};
 use crate::store::{ObjectKey, Store};
 
 /// Where one venv file's bytes come from.
@@ -114,16 +116,10 @@ pub fn sources_without_bytecode(
         if is_editable(&dist.fetched.selected.source) {
             continue;
         }
-        let data_prefix = data_prefix(&dist.fetched.selected.name, &dist.rows)?;
-        for row in &dist.rows {
-            if row.bytecode == Bytecode::Unknown
-                && row.path.ends_with(".py")
-                && imports_from_site_packages(&row.path, &data_prefix)
-            {
-                let source = row.bytecode_source();
-                if seen.insert(source.clone()) {
-                    sources.push((source, row.path.clone()));
-                }
+        let name = &dist.fetched.selected.name;
+        for (source, path) in crate::store::bytecode::sources_to_compile(name, &dist.rows)? {
+            if seen.insert(source.clone()) {
+                sources.push((source, path));
             }
         }
     }
@@ -578,16 +574,6 @@ impl<'a> DistributionPlan<'a> {
     }
 }
 
-/// The distribution's `<name>-<version>.dist-info` directory.
-fn dist_info_dir(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.path.strip_suffix("/METADATA"))
-        .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
-        .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
-        .to_string())
-}
-
 fn is_editable(source: &Source) -> bool {
     matches!(source, Source::Local { editable: true, .. })
 }
@@ -604,24 +590,6 @@ fn file_url(path: &Path) -> String {
         }
     }
     url
-}
-
-/// `<name>-<version>.data/`, the prefix of the wheel's scheme directories.
-fn data_prefix(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
-    let dist_info = dist_info_dir(name, rows)?;
-    Ok(format!(
-        "{}.data/",
-        dist_info.trim_end_matches(".dist-info")
-    ))
-}
-
-/// Whether a wheel path lands in site-packages, where Python imports from:
-/// the archive root and `.data/purelib|platlib`, not scripts, data or headers.
-fn imports_from_site_packages(path: &str, data_prefix: &str) -> bool {
-    match path.strip_prefix(data_prefix) {
-        None => true,
-        Some(rest) => rest.starts_with("purelib/") || rest.starts_with("platlib/"),
-    }
 }
 
 /// Where Python looks for the bytecode of `source` (a `.py` file):
@@ -1062,36 +1030,5 @@ mod tests {
                 "one and two both ship a with different content (one.whl and two.whl); two's copy is used"
             ]
         );
-    }
-
-    #[test]
-    fn only_files_in_site_packages_are_importable() {
-        let data = "pkg-1.0.data/";
-        assert!(imports_from_site_packages("pkg/mod.py", data));
-        assert!(imports_from_site_packages(
-            "pkg-1.0.data/purelib/pkg/mod.py",
-            data
-        ));
-        assert!(imports_from_site_packages(
-            "pkg-1.0.data/platlib/mod.py",
-            data
-        ));
-        assert!(!imports_from_site_packages(
-            "pkg-1.0.data/scripts/tool.py",
-            data
-        ));
-        assert!(!imports_from_site_packages(
-            "pkg-1.0.data/data/share/x.py",
-            data
-        ));
-        assert!(!imports_from_site_packages(
-            "pkg-1.0.data/headers/x.py",
-            data
-        ));
-        // Another distribution's data directory name is just a directory here.
-        assert!(imports_from_site_packages(
-            "other-2.0.data/scripts/x.py",
-            data
-        ));
     }
 }

@@ -86,6 +86,19 @@ pub fn process_exists(pid: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
 
+/// Sets the niceness of the process `pid` (POSIX `setpriority`): a
+/// positive value makes work started in the background yield the CPU to
+/// work someone is waiting for.
+pub fn set_niceness(pid: u32, niceness: i32) -> io::Result<()> {
+    let pid =
+        libc::id_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: setpriority only reads its integer arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, pid, niceness) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The file has as many hardlinks as its filesystem allows (`EMLINK`).
 pub fn is_link_limit(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EMLINK)

@@ -9,40 +9,70 @@
 //! file name is fixed by Python at load time, so one pyc serves every venv
 //! path. A source that does not compile (a Python 2 file or a template
 //! shipped in a wheel) is recorded as such and not tried again.
+//!
+//! A [`Compiler`] takes sources as they become known: a fetch hands it each
+//! wheel's sources as soon as the wheel is in the store, so compiling runs
+//! while other wheels still download. Those interpreters run at a lower
+//! priority, so the downloads, unpacking and linking that the venv waits
+//! for keep the CPU they need; what is left when nothing else runs is
+//! theirs. Once the run waits for the bytecode itself, interpreters at the
+//! normal priority join them (a niceness cannot be lowered again without
+//! privileges), so a busy machine does not starve the rest of the compile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, bail};
 
-use super::db::{Bytecode, EMPTY_SOURCE};
-use super::{ObjectKey, Store};
+use super::db::{Bytecode, EMPTY_SOURCE, FileRow, Pyc};
+use super::wheel::{data_prefix, imports_from_site_packages};
+use super::{Layout, ObjectKey, Store};
 use crate::progress::Progress;
 
-/// The worker: compiles each `source<TAB>pyc<TAB>display name` line of the
-/// file it is given, printing `ok` or `fail` per line as it goes.
-const COMPILE: &str = r#"
+/// The worker: compiles each `source<TAB>pyc<TAB>display name` line it reads,
+/// answering `ok` or `fail` per line.
+const WORKER: &str = r#"
 import py_compile, sys
 mode = py_compile.PycInvalidationMode.CHECKED_HASH
-with open(sys.argv[1], encoding="utf-8") as jobs:
-    for line in jobs:
-        source, pyc, name = line.rstrip("\n").split("\t")
-        try:
-            py_compile.compile(source, cfile=pyc, dfile=name, doraise=True, invalidation_mode=mode)
-            print("ok", flush=True)
-        except Exception:
-            print("fail", flush=True)
+for line in sys.stdin:
+    source, pyc, name = line.rstrip("\n").split("\t")
+    try:
+        py_compile.compile(source, cfile=pyc, dfile=name, doraise=True, invalidation_mode=mode)
+        print("ok", flush=True)
+    except Exception:
+        print("fail", flush=True)
 "#;
 
-/// Sources per worker below which starting another interpreter is not worth it.
+/// Sources per interpreter below which starting another is not worth it.
 const MIN_BATCH: usize = 64;
 
-/// Compiles `sources` (a source's object key, or [`EMPTY_SOURCE`], with its
-/// path in the wheel for messages) with the interpreter at `python`, whose
-/// bytecode tag is `tag`; records the outcome in the store and returns it
-/// per source.
+/// How much the compiling interpreters yield to the rest of the run.
+const NICENESS: i32 = 10;
+
+/// The `.py` files of one distribution (`name`, its `rows` from the store)
+/// that Python imports from site-packages and that have no bytecode entry
+/// yet: (source object key or [`EMPTY_SOURCE`], path in the wheel).
+pub fn sources_to_compile(name: &str, rows: &[FileRow]) -> anyhow::Result<Vec<(String, String)>> {
+    let data_prefix = data_prefix(name, rows)?;
+    Ok(rows
+        .iter()
+        .filter(|row| {
+            row.bytecode == Bytecode::Unknown
+                && row.path.ends_with(".py")
+                && imports_from_site_packages(&row.path, &data_prefix)
+        })
+        .map(|row| (row.bytecode_source(), row.path.clone()))
+        .collect())
+}
+
+/// Compiles `sources` (see [`Compiler::submit`]) with the interpreter at
+/// `python`, whose bytecode tag is `tag`, and records the outcome.
 pub fn compile(
     store: &Store,
     python: &Path,
@@ -50,169 +80,448 @@ pub fn compile(
     sources: &[(String, String)],
     progress: &dyn Progress,
 ) -> anyhow::Result<HashMap<String, Bytecode>> {
-    if sources.is_empty() {
-        return Ok(HashMap::new());
+    let compiler = Compiler::new(store, python, tag);
+    compiler.submit(sources)?;
+    compiler.finish(store, progress)
+}
+
+/// Interpreters compiling sources as they are submitted, started on the
+/// first one. Dropping it without [`Compiler::finish`] stops them.
+pub struct Compiler {
+    python: PathBuf,
+    tag: String,
+    layout: Layout,
+    work: PathBuf,
+    stop: Arc<AtomicBool>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Every source submitted, by job number: its key and path in the wheel.
+    sources: Vec<(String, String)>,
+    seen: HashSet<String>,
+    jobs: Option<Sender<Job>>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    /// Kept to hand to new workers; dropped when finishing, so that the
+    /// results end when the last worker does.
+    results_to: Option<Sender<Done>>,
+    results: Receiver<Done>,
+    /// Outcomes received so far, by job number; `recorded` of them are in
+    /// the index.
+    done: Vec<(usize, Pyc)>,
+    recorded: usize,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+struct Job {
+    number: usize,
+    source: PathBuf,
+    name: String,
+}
+
+/// A job's outcome: its pyc in the store, or `None` when it does not compile.
+struct Done {
+    number: usize,
+    pyc: Pyc,
+}
+
+impl Compiler {
+    pub fn new(store: &Store, python: &Path, tag: &str) -> Self {
+        let (jobs, queue) = channel();
+        let (results_to, results) = channel();
+        Self {
+            python: python.to_path_buf(),
+            tag: tag.to_string(),
+            layout: Layout::clone(store),
+            work: store.temp_path("bytecode"),
+            stop: Arc::new(AtomicBool::new(false)),
+            state: Mutex::new(State {
+                sources: Vec::new(),
+                seen: HashSet::new(),
+                jobs: Some(jobs),
+                queue: Arc::new(Mutex::new(queue)),
+                results_to: Some(results_to),
+                results,
+                done: Vec::new(),
+                recorded: 0,
+                workers: Vec::new(),
+            }),
+        }
     }
-    let work = store.temp_path("bytecode");
-    fs_err::create_dir_all(&work)?;
-    let result = compile_into(store, python, tag, sources, &work, progress);
-    let _ = fs_err::remove_dir_all(&work);
-    result
-}
 
-fn compile_into(
-    store: &Store,
-    python: &Path,
-    tag: &str,
-    sources: &[(String, String)],
-    work: &Path,
-    progress: &dyn Progress,
-) -> anyhow::Result<HashMap<String, Bytecode>> {
-    let jobs = plan_jobs(store, sources, work)?;
-    progress.start("compiling bytecode", jobs.len() as u64, 0);
-    let outcomes = run_workers(python, &jobs, work, progress)?;
-    progress.finish();
-    let mut entries = Vec::with_capacity(jobs.len());
-    for ((job, ok), (source, _)) in jobs.iter().zip(outcomes).zip(sources) {
-        let pyc = if ok {
-            Some(store_pyc(store, &job.1)?)
-        } else {
-            None
-        };
-        entries.push((source.clone(), pyc));
+    /// The bytecode tag compiled for.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
-    store.db.record_bytecode(tag, &entries)?;
-    Ok(entries
-        .into_iter()
-        .map(|(source, pyc)| {
-            let state = match pyc {
-                Some((key, _)) => Bytecode::Object(key),
-                None => Bytecode::DoesNotCompile,
-            };
-            (source, state)
-        })
-        .collect())
-}
 
-/// One job per source: the file to compile, the pyc to write, the name
-/// shown in messages.
-fn plan_jobs<'a>(
-    store: &Store,
-    sources: &'a [(String, String)],
-    work: &Path,
-) -> anyhow::Result<Vec<(PathBuf, PathBuf, &'a str)>> {
-    let empty_source = work.join("empty.py");
-    fs_err::write(&empty_source, b"")?;
-    sources
-        .iter()
-        .enumerate()
-        .map(|(i, (source, path))| -> anyhow::Result<_> {
-            let source_path = if source == EMPTY_SOURCE {
-                empty_source.clone()
-            } else {
-                let key = ObjectKey::parse(source)
-                    .with_context(|| format!("bad object key `{source}` in the store index"))?;
-                store.object_path(&key)
+    /// Queues `sources` (a source's object key, or [`EMPTY_SOURCE`], with its
+    /// path in the wheel for messages); a source already submitted is
+    /// skipped. Starts another interpreter when the queue has grown enough.
+    pub fn submit(&self, sources: &[(String, String)]) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.sources.is_empty() && !sources.is_empty() {
+            fs_err::create_dir_all(&self.work)?;
+            fs_err::write(self.work.join("empty.py"), b"")?;
+        }
+        for (source, name) in sources {
+            if !state.seen.insert(source.clone()) {
+                continue;
+            }
+            if name.contains(['\t', '\n']) {
+                bail!("cannot compile `{name}`: tab or newline in its name");
+            }
+            let job = Job {
+                number: state.sources.len(),
+                source: self.source_path(source)?,
+                name: name.clone(),
             };
-            Ok((source_path, work.join(format!("{i}.pyc")), path.as_str()))
-        })
-        .collect()
-}
+            state.sources.push((source.clone(), name.clone()));
+            if let Some(jobs) = &state.jobs {
+                jobs.send(job).ok();
+            }
+        }
+        let wanted = workers_for(state.sources.len());
+        while state.workers.len() < wanted {
+            self.start_worker(&mut state, NICENESS);
+        }
+        Ok(())
+    }
 
-/// Splits `jobs` among a few interpreters running at once; returns whether
-/// each job compiled, in order.
-fn run_workers(
-    python: &Path,
-    jobs: &[(PathBuf, PathBuf, &str)],
-    work: &Path,
-    progress: &dyn Progress,
-) -> anyhow::Result<Vec<bool>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(jobs.len().div_ceil(MIN_BATCH))
-        .max(1);
-    let chunk = jobs.len().div_ceil(workers);
-    let outcomes: Vec<Vec<bool>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .chunks(chunk)
-            .enumerate()
-            .map(|(n, batch)| {
-                scope.spawn(move || {
-                    run_worker(python, &work.join(format!("jobs-{n}")), batch, progress)
-                })
+    /// Records in the index what has compiled so far, so that a venv built
+    /// now links those pycs.
+    pub fn record_finished(&self, store: &Store) -> anyhow::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        while let Ok(done) = state.results.try_recv() {
+            state.done.push((done.number, done.pyc));
+        }
+        self.record(store, &mut state)
+    }
+
+    /// Waits until every submitted source is compiled, records the outcomes
+    /// and returns them per source.
+    pub fn finish(
+        &self,
+        store: &Store,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<HashMap<String, Bytecode>> {
+        let mut state = self.state.lock().unwrap();
+        while let Ok(done) = state.results.try_recv() {
+            state.done.push((done.number, done.pyc));
+        }
+        let remaining = state.sources.len() - state.done.len();
+        for _ in 0..workers_for(remaining) {
+            self.start_worker(&mut state, 0);
+        }
+        state.jobs = None;
+        state.results_to = None;
+        if remaining > 0 {
+            progress.start("compiling bytecode", remaining as u64, 0);
+            while let Ok(done) = state.results.recv() {
+                state.done.push((done.number, done.pyc));
+                progress.item_done("");
+            }
+            progress.finish();
+        }
+        let failures: Vec<anyhow::Error> = std::mem::take(&mut state.workers)
+            .into_iter()
+            .filter_map(|worker| match worker.join() {
+                Ok(result) => result.err(),
+                Err(_) => Some(anyhow::anyhow!("a compile worker panicked")),
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("a compile worker panicked"))
+        if state.done.len() < state.sources.len() {
+            let cause = failures
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| anyhow::anyhow!("no interpreter was left to compile"));
+            return Err(cause.context(format!(
+                "bytecode: {} of {} files done",
+                state.done.len(),
+                state.sources.len()
+            )));
+        }
+        self.record(store, &mut state)?;
+        Ok(state
+            .done
+            .iter()
+            .map(|(number, pyc)| {
+                let bytecode = match pyc {
+                    Some((key, _)) => Bytecode::Object(*key),
+                    None => Bytecode::DoesNotCompile,
+                };
+                (state.sources[*number].0.clone(), bytecode)
             })
-            .collect::<anyhow::Result<_>>()
-    })?;
-    Ok(outcomes.into_iter().flatten().collect())
+            .collect())
+    }
+
+    fn record(&self, store: &Store, state: &mut State) -> anyhow::Result<()> {
+        if state.recorded == state.done.len() {
+            return Ok(());
+        }
+        let entries: Vec<(String, Pyc)> = state.done[state.recorded..]
+            .iter()
+            .map(|(number, pyc)| (state.sources[*number].0.clone(), *pyc))
+            .collect();
+        store.db.record_bytecode(&self.tag, &entries)?;
+        state.recorded = state.done.len();
+        Ok(())
+    }
+
+    fn source_path(&self, source: &str) -> anyhow::Result<PathBuf> {
+        if source == EMPTY_SOURCE {
+            return Ok(self.work.join("empty.py"));
+        }
+        let key = ObjectKey::parse(source)
+            .with_context(|| format!("bad object key `{source}` in the store index"))?;
+        Ok(self.layout.object_path(&key))
+    }
+
+    fn start_worker(&self, state: &mut State, niceness: i32) {
+        let Some(results) = state.results_to.clone() else {
+            return;
+        };
+        let worker = Worker {
+            python: self.python.clone(),
+            layout: self.layout.clone(),
+            work: self.work.clone(),
+            number: state.workers.len(),
+            niceness,
+            queue: Arc::clone(&state.queue),
+            results,
+            stop: Arc::clone(&self.stop),
+        };
+        state.workers.push(std::thread::spawn(move || worker.run()));
+    }
+}
+
+impl Drop for Compiler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.jobs = None;
+        for worker in std::mem::take(&mut state.workers) {
+            let _ = worker.join();
+        }
+        let _ = fs_err::remove_dir_all(&self.work);
+    }
+}
+
+/// One interpreter and the thread feeding it jobs from the shared queue.
+struct Worker {
+    python: PathBuf,
+    layout: Layout,
+    work: PathBuf,
+    number: usize,
+    niceness: i32,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    results: Sender<Done>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(self) -> anyhow::Result<()> {
+        // stderr goes to a file: a worker blocked on a full pipe would never finish.
+        let errors = self.work.join(format!("worker-{}.err", self.number));
+        let (mut child, started) = crate::process::spawn(
+            crate::process::dies_with_parent(&mut Command::new(&self.python))
+                .args(["-I", "-W", "ignore", "-c", WORKER])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(fs_err::File::create(&errors)?.into_parts().0),
+        )
+        .with_context(|| format!("cannot run {}", self.python.display()))?;
+        if self.niceness != 0 {
+            // Only a preference: compiling at the normal priority is still right.
+            let _ = crate::platform::set_niceness(child.id(), self.niceness);
+        }
+        let served = match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => self.serve(stdin, BufReader::new(stdout)),
+            _ => Err(anyhow::anyhow!("no pipes to the interpreter")),
+        };
+        let status = child.wait()?;
+        started.ended(&status);
+        served.with_context(|| {
+            let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+            format!(
+                "{} stopped while compiling bytecode ({status}): {}",
+                self.python.display(),
+                stderr.trim()
+            )
+        })
+    }
+
+    /// Hands the interpreter one job at a time until the queue is closed
+    /// and empty, or the compiler is dropped.
+    fn serve(
+        &self,
+        mut stdin: ChildStdin,
+        mut stdout: BufReader<ChildStdout>,
+    ) -> anyhow::Result<()> {
+        let mut answer = String::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = self.queue.lock().unwrap().recv();
+            let Ok(job) = next else {
+                return Ok(());
+            };
+            let pyc = self.work.join(format!("{}.pyc", job.number));
+            writeln!(
+                stdin,
+                "{}\t{}\t{}",
+                job.source.display(),
+                pyc.display(),
+                job.name
+            )?;
+            stdin.flush()?;
+            answer.clear();
+            if stdout.read_line(&mut answer)? == 0 {
+                bail!("the interpreter ended before compiling `{}`", job.name);
+            }
+            let pyc = match answer.trim_end() {
+                "ok" => Some(store_pyc(&self.layout, &pyc)?),
+                _ => None,
+            };
+            self.results
+                .send(Done {
+                    number: job.number,
+                    pyc,
+                })
+                .ok();
+        }
+        Ok(())
+    }
+}
+
+/// Interpreters worth starting for `jobs` sources: one per core at most.
+fn workers_for(jobs: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.div_ceil(MIN_BATCH))
 }
 
 /// Publishes a compiled pyc as a store object (once per content); returns
 /// its key and size.
-fn store_pyc(store: &Store, pyc: &Path) -> anyhow::Result<(ObjectKey, u64)> {
+fn store_pyc(layout: &Layout, pyc: &Path) -> anyhow::Result<(ObjectKey, u64)> {
     let bytes = fs_err::read(pyc)?;
     let key = ObjectKey {
         hash: *blake3::hash(&bytes).as_bytes(),
         executable: false,
     };
-    if !store.object_path(&key).exists() {
-        super::ingest::publish_object(store, pyc, &key)?;
+    if layout.object_path(&key).exists() {
+        let _ = fs_err::remove_file(pyc);
+    } else {
+        super::ingest::publish_object(layout, pyc, &key)?;
     }
     Ok((key, bytes.len() as u64))
 }
 
-/// One interpreter compiling `batch`; returns whether each job compiled.
-fn run_worker(
-    python: &Path,
-    jobs_file: &Path,
-    batch: &[(PathBuf, PathBuf, &str)],
-    progress: &dyn Progress,
-) -> anyhow::Result<Vec<bool>> {
-    let mut text = String::new();
-    for (source, pyc, name) in batch {
-        let line = format!("{}\t{}\t{name}", source.display(), pyc.display());
-        if line.matches('\t').count() != 2 || line.contains('\n') {
-            bail!("cannot compile `{name}`: tab or newline in its name");
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use std::time::{Duration, Instant};
+
+    const TAG: &str = "test-tag";
+
+    /// A source file as a store object; returns its key.
+    fn source(store: &Store, text: &str) -> String {
+        let key = ObjectKey {
+            hash: *blake3::hash(text.as_bytes()).as_bytes(),
+            executable: false,
+        };
+        let staged = store.temp_path("source");
+        fs_err::write(&staged, text).unwrap();
+        super::super::ingest::publish_object(store, &staged, &key).unwrap();
+        key.to_string()
+    }
+
+    fn python() -> PathBuf {
+        PathBuf::from("python3")
+    }
+
+    fn is_checked_hash_pyc(store: &Store, bytecode: &Bytecode) -> bool {
+        let Bytecode::Object(key) = bytecode else {
+            return false;
+        };
+        let bytes = fs_err::read(store.object_path(key)).unwrap();
+        bytes.len() > 8 && bytes[4..8] == [3, 0, 0, 0]
+    }
+
+    #[test]
+    fn sources_submitted_in_several_batches_are_each_compiled_once_and_recorded() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let a = source(&store, "A = 1\n");
+        let b = source(&store, "def f():\n    return 2\n");
+        let broken = source(&store, "def (:\n");
+        let compiler = Compiler::new(&store, &python(), TAG);
+        compiler
+            .submit(&[
+                (a.clone(), "pkg/a.py".into()),
+                (b.clone(), "pkg/b.py".into()),
+            ])
+            .unwrap();
+        // Later batches repeat a source (another wheel ships the same file).
+        compiler
+            .submit(&[
+                (a.clone(), "other/a.py".into()),
+                (EMPTY_SOURCE.into(), "pkg/__init__.py".into()),
+                (broken.clone(), "pkg/broken.py".into()),
+            ])
+            .unwrap();
+        let compiled = compiler.finish(&store, &Silent).unwrap();
+        assert_eq!(compiled.len(), 4, "{compiled:?}");
+        for key in [&a, &b, &EMPTY_SOURCE.to_string()] {
+            assert!(is_checked_hash_pyc(&store, &compiled[key]), "{key}");
         }
-        text.push_str(&line);
-        text.push('\n');
+        assert_eq!(compiled[&broken], Bytecode::DoesNotCompile);
+        let rows = store.db.bytecode_of(&[a, broken]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.tag == TAG));
+        assert!(rows[0].pyc.is_some() != rows[1].pyc.is_some());
     }
-    fs_err::File::create(jobs_file)?.write_all(text.as_bytes())?;
-    // stderr goes to a file: a worker blocked on a full pipe would never finish.
-    let errors = jobs_file.with_extension("err");
-    let (mut child, started) = crate::process::spawn(
-        crate::process::dies_with_parent(&mut Command::new(python))
-            .args(["-I", "-W", "ignore", "-c", COMPILE])
-            .arg(jobs_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs_err::File::create(&errors)?.into_parts().0),
-    )
-    .with_context(|| format!("cannot run {}", python.display()))?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            outcomes.push(line? == "ok");
-            progress.item_done("");
+
+    #[test]
+    fn what_has_compiled_is_recorded_before_the_rest_is_done() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let quick = source(&store, "QUICK = 1\n");
+        let compiler = Compiler::new(&store, &python(), TAG);
+        compiler
+            .submit(&[(quick.clone(), "quick.py".into())])
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store
+            .db
+            .bytecode_of(std::slice::from_ref(&quick))
+            .unwrap()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "never recorded");
+            std::thread::sleep(Duration::from_millis(20));
+            compiler.record_finished(&store).unwrap();
         }
+        let compiled = compiler.finish(&store, &Silent).unwrap();
+        assert!(is_checked_hash_pyc(&store, &compiled[&quick]));
     }
-    let status = child.wait()?;
-    started.ended(&status);
-    if !status.success() || outcomes.len() != batch.len() {
-        let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
-        bail!(
-            "{} stopped while compiling bytecode ({status}, {} of {} files done): {}",
-            python.display(),
-            outcomes.len(),
-            batch.len(),
-            stderr.trim()
-        );
+
+    #[test]
+    fn a_compiler_dropped_unfinished_stops_and_leaves_no_scratch() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let sources: Vec<(String, String)> = (0..200)
+            .map(|i| (source(&store, &format!("X = {i}\n")), format!("m{i}.py")))
+            .collect();
+        let compiler = Compiler::new(&store, &python(), TAG);
+        compiler.submit(&sources).unwrap();
+        let work = compiler.work.clone();
+        assert!(work.is_dir());
+        let dropped = Instant::now();
+        drop(compiler);
+        assert!(!work.exists());
+        assert!(dropped.elapsed() < Duration::from_secs(10));
+        // Nothing was recorded as compiled or as failing.
+        let keys: Vec<String> = sources.into_iter().map(|(k, _)| k).collect();
+        let recorded = store.db.bytecode_of(&keys).unwrap();
+        assert!(recorded.is_empty(), "{} recorded", recorded.len());
     }
-    Ok(outcomes)
 }

@@ -28,7 +28,7 @@ use zip::ZipArchive;
 
 use super::db::{FileRow, NewDistribution};
 use super::wheel::{self, safe_relative_path};
-use super::{ObjectKey, Store};
+use super::{Layout, ObjectKey, Store};
 
 /// A wheel file on disk, verified against its lock entry by the caller.
 pub struct WheelFile<'a> {
@@ -521,7 +521,7 @@ fn stage(content: Content, have_object: bool, temp: &Path) -> anyhow::Result<Opt
 }
 
 /// Moves a staged file into `objects/` as a read-only object.
-pub(crate) fn publish_object(store: &Store, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
+pub(crate) fn publish_object(store: &Layout, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
     let mode = if key.executable { 0o555 } else { 0o444 };
     fs_err::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
     let target = store.object_path(key);

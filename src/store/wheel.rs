@@ -8,6 +8,10 @@
 use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
+use anyhow::Context;
+
+use super::db::FileRow;
+
 /// Why a name from a wheel cannot become a path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnsafePath {
@@ -347,6 +351,34 @@ fn is_interpreter_name(name: &str) -> bool {
     digits(major) && digits(minor) && (minor.is_empty() || !major.is_empty())
 }
 
+/// The distribution's `<name>-<version>.dist-info` directory.
+pub fn dist_info_dir(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.path.strip_suffix("/METADATA"))
+        .find(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
+        .with_context(|| format!("the store has no .dist-info for {name}: the record is damaged"))?
+        .to_string())
+}
+
+/// `<name>-<version>.data/`, the prefix of the wheel's scheme directories.
+pub fn data_prefix(name: &str, rows: &[FileRow]) -> anyhow::Result<String> {
+    let dist_info = dist_info_dir(name, rows)?;
+    Ok(format!(
+        "{}.data/",
+        dist_info.trim_end_matches(".dist-info")
+    ))
+}
+
+/// Whether a wheel path lands in site-packages, where Python imports from:
+/// the archive root and `.data/purelib|platlib`, not scripts, data or headers.
+pub fn imports_from_site_packages(path: &str, data_prefix: &str) -> bool {
+    match path.strip_prefix(data_prefix) {
+        None => true,
+        Some(rest) => rest.starts_with("purelib/") || rest.starts_with("platlib/"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,5 +497,36 @@ mod tests {
         assert_eq!(eps[1].attr, None);
         assert!(eps[2].gui);
         assert!(parse_entry_points("[console_scripts]\nx = a;rm -rf:b\n").is_err());
+    }
+
+    #[test]
+    fn only_files_in_site_packages_are_importable() {
+        let data = "pkg-1.0.data/";
+        assert!(imports_from_site_packages("pkg/mod.py", data));
+        assert!(imports_from_site_packages(
+            "pkg-1.0.data/purelib/pkg/mod.py",
+            data
+        ));
+        assert!(imports_from_site_packages(
+            "pkg-1.0.data/platlib/mod.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/scripts/tool.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/data/share/x.py",
+            data
+        ));
+        assert!(!imports_from_site_packages(
+            "pkg-1.0.data/headers/x.py",
+            data
+        ));
+        // Another distribution's data directory name is just a directory here.
+        assert!(imports_from_site_packages(
+            "other-2.0.data/scripts/x.py",
+            data
+        ));
     }
 }

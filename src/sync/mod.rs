@@ -30,6 +30,7 @@ use crate::lock::TierLock;
 use crate::lock::changes::{self, VersionChange};
 use crate::materialize::{self, BuildReport, MaterializeOptions, Outcome, TierInput};
 use crate::progress::{Progress, timed};
+use crate::store::bytecode::Compiler;
 
 pub use locks::LockRules;
 pub use transfer::{TiersNeed, bytecode_tag};
@@ -124,6 +125,8 @@ struct TierFetch {
     lock_path: PathBuf,
     fetched: Vec<Fetched>,
     figures: FetchFigures,
+    /// Compiling the bytecode of what was downloaded, begun during the fetch.
+    compiler: Option<Compiler>,
 }
 
 impl Workspace {
@@ -170,7 +173,9 @@ impl Workspace {
         for &tier in tiers {
             let fetched = FetchedTier {
                 tier: tier.name.clone(),
-                figures: self.fetch_tier(tier, rules.offline, progress)?.figures,
+                figures: self
+                    .fetch_tier(tier, rules.offline, false, progress)?
+                    .figures,
             };
             done(&fetched);
             out.push(fetched);
@@ -192,7 +197,7 @@ impl Workspace {
         let mut standalone = tier.clone();
         standalone.venv = std::path::absolute(dir)
             .with_context(|| format!("cannot use {} as a venv path", dir.display()))?;
-        let fetch = self.fetch_tier(tier, options.locks.offline, progress)?;
+        let fetch = self.fetch_tier(tier, options.locks.offline, true, progress)?;
         let lock_bytes = fs_err::read(&fetch.lock_path)?;
         let build = materialize::materialize_into(
             &TierInput {
@@ -205,6 +210,7 @@ impl Workspace {
                 lock_path: &fetch.lock_path,
                 lock_bytes: &lock_bytes,
                 fetched: &fetch.fetched,
+                compiling: fetch.compiler.as_ref(),
             },
             &MaterializeOptions {
                 link_mode: options.link_mode.unwrap_or(self.config.link_mode),
@@ -249,7 +255,7 @@ impl Workspace {
             });
         }
         let fetch = timed(progress, "interpreter, lock and store check", || {
-            self.fetch_tier(tier, rules.offline, progress)
+            self.fetch_tier(tier, rules.offline, true, progress)
         })?;
         self.warn_if_built_from_another_config(tier, progress);
         let before = self.installed_versions(tier);
@@ -264,6 +270,7 @@ impl Workspace {
                 lock_path: &fetch.lock_path,
                 lock_bytes: &lock_bytes,
                 fetched: &fetch.fetched,
+                compiling: fetch.compiler.as_ref(),
             },
             options,
             progress,
@@ -294,11 +301,13 @@ impl Workspace {
     }
 
     /// Selects what `tier` needs, pulls what the remote store has, fetches
-    /// the rest and checks that the result is complete.
+    /// the rest and checks that the result is complete. With `compile`, the
+    /// bytecode of what is downloaded starts compiling as it comes in.
     fn fetch_tier(
         &self,
         tier: &Tier,
         offline: bool,
+        compile: bool,
         progress: &dyn Progress,
     ) -> anyhow::Result<TierFetch> {
         progress.tier(&tier.name);
@@ -319,12 +328,16 @@ impl Workspace {
         } else {
             Some(self.uv(progress)?)
         };
+        let compiler = bytecode_tag(tier, &interpreter)
+            .filter(|_| compile)
+            .map(|tag| Compiler::new(&self.store, &interpreter.executable, &tag));
         let (fetched, report) = fetch::fetch(
             &self.store,
             uv,
             &interpreter,
             &selected,
             &FetchOptions { offline },
+            compiler.as_ref(),
             progress,
         )
         .with_context(|| format!("tier `{}`", tier.name))?;
@@ -349,6 +362,7 @@ impl Workspace {
             lock_path,
             fetched,
             figures,
+            compiler,
         })
     }
 
