@@ -40,8 +40,8 @@ use crate::config::{LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
-use crate::store::bytecode::Compiler;
-use crate::store::db::{Bytecode, GenerationRow};
+use crate::store::bytecode::{Compiler, Tally};
+use crate::store::db::GenerationRow;
 use crate::store::{FileLock, Store};
 use crate::uv::Uv;
 
@@ -170,17 +170,18 @@ fn compile_missing(
         compiler.submit(&prepared.missing)?;
         compiler.finish(input.store, progress)
     })?;
-    let failed = compiled
-        .values()
-        .filter(|b| **b == Bytecode::DoesNotCompile)
-        .count();
-    progress.detail(&format!(
-        "bytecode: {} file(s) compiled into the store, {failed} do not compile",
-        compiled.len() - failed
-    ));
+    let tally = Tally::of(&compiled);
+    report_compiled(progress, tally);
     plan::apply_bytecode(&mut prepared.dists, &compiled);
     prepared.missing.clear();
-    Ok(compiled.len() - failed)
+    Ok(tally.compiled)
+}
+
+fn report_compiled(progress: &dyn Progress, tally: Tally) {
+    progress.detail(&format!(
+        "bytecode: {} file(s) compiled into the store, {} do not compile",
+        tally.compiled, tally.failed
+    ));
 }
 
 /// Plans the venv at the tier's path from what `prepared` holds.
@@ -227,10 +228,14 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
-    if let Some(compiler) = input.compiling {
-        compiler.record_finished(input.store)?;
-    }
+    let compiled_early = match input.compiling {
+        Some(compiler) => compiler.record_finished(input.store)?,
+        None => Tally::default(),
+    };
     let mut prepared = prepare(input)?;
+    if prepared.missing.is_empty() && compiled_early != Tally::default() {
+        report_compiled(progress, compiled_early);
+    }
     // With every pyc in the store this is the complete plan; otherwise it
     // is what the venv can be built with before compiling.
     let plan = plan_of(input, &prepared, progress)?;

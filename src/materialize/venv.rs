@@ -50,6 +50,12 @@ const TEMPLATE_PROMPT: &str = "tstore-template-prompt";
 /// A file in the template naming the path it was created at.
 const TEMPLATE_ORIGIN: &str = ".tstore-template-origin";
 
+/// Makes the skeleton template for `interpreter` if the store has none,
+/// so that a build started later does not wait for `uv venv`.
+pub fn prepare_skeleton(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Result<()> {
+    skeleton_template(uv, store, interpreter).map(drop)
+}
+
 fn skeleton_template(uv: &Uv, store: &Store, interpreter: &Path) -> anyhow::Result<PathBuf> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"tstore-skeleton-1\0");

@@ -113,6 +113,28 @@ struct State {
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// How many sources a compiler has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub compiled: usize,
+    /// Sources that do not compile.
+    pub failed: usize,
+}
+
+impl Tally {
+    /// Counts the outcomes [`Compiler::finish`] returned.
+    pub fn of(outcomes: &HashMap<String, Bytecode>) -> Self {
+        let failed = outcomes
+            .values()
+            .filter(|b| **b == Bytecode::DoesNotCompile)
+            .count();
+        Self {
+            compiled: outcomes.len() - failed,
+            failed,
+        }
+    }
+}
+
 struct Job {
     number: usize,
     source: PathBuf,
@@ -188,13 +210,18 @@ impl Compiler {
     }
 
     /// Records in the index what has compiled so far, so that a venv built
-    /// now links those pycs.
-    pub fn record_finished(&self, store: &Store) -> anyhow::Result<()> {
+    /// now links those pycs; returns how much that is.
+    pub fn record_finished(&self, store: &Store) -> anyhow::Result<Tally> {
         let mut state = self.state.lock().unwrap();
         while let Ok(done) = state.results.try_recv() {
             state.done.push((done.number, done.pyc));
         }
-        self.record(store, &mut state)
+        self.record(store, &mut state)?;
+        let failed = state.done.iter().filter(|(_, pyc)| pyc.is_none()).count();
+        Ok(Tally {
+            compiled: state.done.len() - failed,
+            failed,
+        })
     }
 
     /// Waits until every submitted source is compiled, records the outcomes

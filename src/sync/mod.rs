@@ -301,13 +301,14 @@ impl Workspace {
     }
 
     /// Selects what `tier` needs, pulls what the remote store has, fetches
-    /// the rest and checks that the result is complete. With `compile`, the
+    /// the rest and checks that the result is complete. When the tier is
+    /// `materializing`, the venv skeleton is prepared meanwhile and the
     /// bytecode of what is downloaded starts compiling as it comes in.
     fn fetch_tier(
         &self,
         tier: &Tier,
         offline: bool,
-        compile: bool,
+        materializing: bool,
         progress: &dyn Progress,
     ) -> anyhow::Result<TierFetch> {
         progress.tier(&tier.name);
@@ -317,30 +318,40 @@ impl Workspace {
             lock_path,
         } = self.select(tier, progress)?;
         crate::lock::requirement_hashes::check(tier, &selected, &lock_path)?;
-        let pulled = if offline {
-            0
-        } else {
-            let tag = bytecode_tag(tier, &interpreter);
-            self.pull_or_fall_back(&selected, tag.as_deref(), progress)
-        };
         let uv = if offline {
             self.uv(progress).ok()
         } else {
             Some(self.uv(progress)?)
         };
-        let compiler = bytecode_tag(tier, &interpreter)
-            .filter(|_| compile)
-            .map(|tag| Compiler::new(&self.store, &interpreter.executable, &tag));
-        let (fetched, report) = fetch::fetch(
-            &self.store,
-            uv,
-            &interpreter,
-            &selected,
-            &FetchOptions { offline },
-            compiler.as_ref(),
-            progress,
-        )
-        .with_context(|| format!("tier `{}`", tier.name))?;
+        let tag = bytecode_tag(tier, &interpreter);
+        let compiler = tag
+            .as_deref()
+            .filter(|_| materializing)
+            .map(|tag| Compiler::new(&self.store, &interpreter.executable, tag));
+        let (store, python) = (&self.store, interpreter.executable.as_path());
+        let (pulled, fetched) = std::thread::scope(|scope| {
+            if let (true, Some(uv)) = (materializing, uv) {
+                // Its own errors come again, and are reported, when the
+                // venv is built.
+                scope.spawn(move || materialize::venv::prepare_skeleton(uv, store, python));
+            }
+            let pulled = if offline {
+                0
+            } else {
+                self.pull_or_fall_back(&selected, tag.as_deref(), progress)
+            };
+            let fetched = fetch::fetch(
+                store,
+                uv,
+                &interpreter,
+                &selected,
+                &FetchOptions { offline },
+                compiler.as_ref(),
+                progress,
+            );
+            (pulled, fetched)
+        });
+        let (fetched, report) = fetched.with_context(|| format!("tier `{}`", tier.name))?;
         let closure = materialize::closure::ClosureInput {
             store: &self.store,
             tier,
