@@ -90,6 +90,34 @@ fn offline_and_frozen_variables_take_effect_and_0_turns_them_off() {
 }
 
 #[test]
+fn concurrent_downloads_variable_sets_how_many_run_at_once() {
+    let world = world();
+    WheelBuilder::new("beta", "1.0")
+        .file("beta/__init__.py", "Y = 2\n")
+        .build(&world.wheels());
+    world.write_tiers(
+        "no-index = true\nfind-links = [\"../wheels\"]\n\
+         [tiers.t]\nrequirements = [\"alpha\", \"beta\"]\n",
+    );
+    let out = ok_with(
+        &world,
+        &[("TSTORE_CONCURRENT_DOWNLOADS", "1")],
+        &["-v", "fetch", "t"],
+    );
+    assert!(out.contains("2 to download, 1 at once"), "{out}");
+    // The default: no more at once than there are files.
+    world.ok(&["gc"]);
+    let out = world.ok(&["-v", "fetch", "t"]);
+    assert!(out.contains("2 to download, 2 at once"), "{out}");
+    let err = fails_with(
+        &world,
+        &[("TSTORE_CONCURRENT_DOWNLOADS", "0")],
+        &["fetch", "t"],
+    );
+    assert!(err.contains("TSTORE_CONCURRENT_DOWNLOADS=\"0\""), "{err}");
+}
+
+#[test]
 fn link_mode_flag_beats_variable_beats_tiers_toml() {
     let world = world();
     world.ok(&["materialize", "t"]);

@@ -17,6 +17,7 @@ pub const LINK_MODE: &str = "TSTORE_LINK_MODE";
 pub const QUIET: &str = "TSTORE_QUIET";
 pub const VERBOSE: &str = "TSTORE_VERBOSE";
 pub const NO_PROGRESS: &str = "TSTORE_NO_PROGRESS";
+pub const CONCURRENT_DOWNLOADS: &str = "TSTORE_CONCURRENT_DOWNLOADS";
 
 /// How much tstore prints, once flags and variables are weighed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct Settings {
     /// `TSTORE_LINK_MODE`: replaces tiers.toml's `link-mode`; `--link-mode`
     /// still beats it (the command's own option is applied later).
     pub link_mode: Option<LinkMode>,
+    /// `TSTORE_CONCURRENT_DOWNLOADS`: how many downloads run at once.
+    pub concurrent_downloads: Option<usize>,
     /// The variables that were set, as `NAME=value`, for `-v`.
     pub from_environment: Vec<String>,
 }
@@ -91,6 +94,15 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let concurrent_downloads = var(CONCURRENT_DOWNLOADS)?
+            .map(|text| match text.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(anyhow::anyhow!(
+                    "{CONCURRENT_DOWNLOADS}={text:?} is not a number of downloads: use a whole \
+                     number of 1 or more (or unset it)"
+                )),
+            })
+            .transpose()?;
         let offline = boolean(OFFLINE)?.unwrap_or(false);
         let frozen = boolean(FROZEN)?.unwrap_or(false);
         match &mut cli.command {
@@ -106,6 +118,7 @@ impl Settings {
         Ok(Self {
             output,
             link_mode,
+            concurrent_downloads,
             from_environment: seen.into_inner(),
         })
     }
@@ -192,6 +205,17 @@ mod tests {
             .to_string();
         assert!(err.contains("TSTORE_LINK_MODE=\"symlink\""), "{err}");
         assert!(err.contains("auto, reflink, hardlink or copy"), "{err}");
+        for bad in ["0", "-3", "many"] {
+            let err = resolve(&["fetch"], &[(CONCURRENT_DOWNLOADS, bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("TSTORE_CONCURRENT_DOWNLOADS={bad:?}")),
+                "{err}"
+            );
+        }
+        let (settings, _) = resolve(&["fetch"], &[(CONCURRENT_DOWNLOADS, "32")]).unwrap();
+        assert_eq!(settings.concurrent_downloads, Some(32));
     }
 
     #[test]

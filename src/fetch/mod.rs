@@ -22,18 +22,29 @@ use crate::store::bytecode::{Compiler, sources_to_compile};
 use crate::store::ingest::{WheelFile, ingest_wheel};
 use crate::uv::Uv;
 
-/// Downloads at once.
-const PARALLEL_DOWNLOADS: usize = 8;
+/// Downloads at once unless told otherwise (`TSTORE_CONCURRENT_DOWNLOADS`).
+pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 8;
 
 /// The progress phases of a fetch: they overlap (one file is unpacked into
 /// the store while others still download).
 const DOWNLOADING: &str = "downloading";
 const UNPACKING: &str = "unpacking";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Use only what the store has; fail naming what is missing.
     pub offline: bool,
+    /// Downloads (each followed by its unpacking) at once; at least 1.
+    pub concurrent_downloads: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            offline: false,
+            concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+        }
+    }
 }
 
 /// A selected distribution and its record in the store.
@@ -166,8 +177,11 @@ impl Fetcher<'_> {
         self.progress
             .start(DOWNLOADING, missing.len() as u64, total_bytes);
         self.progress.start(UNPACKING, missing.len() as u64, 0);
+        let at_once = self.options.concurrent_downloads.clamp(1, missing.len());
+        self.progress
+            .detail(&format!("{} to download, {at_once} at once", missing.len()));
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(PARALLEL_DOWNLOADS.min(missing.len()))
+            .num_threads(at_once)
             .build()?;
         let built = AtomicUsize::new(0);
         let results: Vec<(usize, anyhow::Result<(i64, u64)>)> = pool.install(|| {

@@ -345,7 +345,10 @@ impl Workspace {
                 uv,
                 &interpreter,
                 &selected,
-                &FetchOptions { offline },
+                &FetchOptions {
+                    offline,
+                    concurrent_downloads: self.concurrent_downloads,
+                },
                 compiler.as_ref(),
                 progress,
             );

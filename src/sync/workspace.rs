@@ -28,6 +28,8 @@ pub struct Workspace {
     /// `--remote` / `TSTORE_REMOTE`, else tiers.toml's `remote`.
     remote_url: Option<String>,
     remote: OnceCell<Remote>,
+    /// Downloads at once (`TSTORE_CONCURRENT_DOWNLOADS`).
+    pub concurrent_downloads: usize,
 }
 
 /// What a tier's lock selects for its interpreter.
@@ -49,6 +51,7 @@ impl Workspace {
             reuse_interpreter_choice: Cell::new(true),
             remote_url,
             remote: OnceCell::new(),
+            concurrent_downloads: crate::fetch::DEFAULT_CONCURRENT_DOWNLOADS,
         }
     }
 
