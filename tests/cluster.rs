@@ -17,7 +17,7 @@ const REMOTE: &str = "s3://team/store";
 /// `t1` (alpha, gamma) and `t2` (alpha); `wide` (WIDE packages of a MiB
 /// each that does not compress), for a pull that lasts long enough to lose
 /// a node during it.
-const WIDE: usize = 16;
+const WIDE: usize = 8;
 
 fn tiers() -> String {
     let wide: Vec<String> = wide_names().iter().map(|n| format!("\"{n}\"")).collect();
@@ -33,6 +33,8 @@ fn tiers() -> String {
 struct Team {
     world: World,
     server: FileServer,
+    /// Whether the `wide` packages were built (they take a while).
+    wide: bool,
 }
 
 fn wide_names() -> Vec<String> {
@@ -40,7 +42,8 @@ fn wide_names() -> Vec<String> {
 }
 
 impl Team {
-    fn new() -> Self {
+    /// With the `wide` packages when `wide`.
+    fn new(wide: bool) -> Self {
         let world = World::new();
         WheelBuilder::new("alpha", "1.0")
             .file("alpha/__init__.py", "VALUE = 'alpha'\n")
@@ -49,7 +52,8 @@ impl Team {
         WheelBuilder::new("gamma", "1.0")
             .file("gamma/__init__.py", "NAME = 'gamma'\n")
             .build(&world.wheels());
-        for (i, name) in wide_names().iter().enumerate() {
+        let built = if wide { wide_names() } else { Vec::new() };
+        for (i, name) in built.iter().enumerate() {
             WheelBuilder::new(name, "1.0")
                 .file(&format!("{name}/__init__.py"), "")
                 .raw(
@@ -60,7 +64,11 @@ impl Team {
                 .build(&world.wheels());
         }
         let server = FileServer::start(&world.wheels());
-        let team = Self { world, server };
+        let team = Self {
+            world,
+            server,
+            wide,
+        };
         team.setup(&team.world);
         team
     }
@@ -71,11 +79,11 @@ impl Team {
         let wide = wide_names();
         let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
         world.write_tiers(&tiers());
-        for (tier, names) in [
-            ("t1", &["alpha", "gamma"][..]),
-            ("t2", &["alpha"][..]),
-            ("wide", &wide[..]),
-        ] {
+        let mut tiers = vec![("t1", &["alpha", "gamma"][..]), ("t2", &["alpha"][..])];
+        if self.wide {
+            tiers.push(("wide", &wide[..]));
+        }
+        for (tier, names) in tiers {
             lock_served(
                 &world.project().join(format!("pylock.{tier}.toml")),
                 &self.world.wheels(),
@@ -201,7 +209,7 @@ fn push_pull_and_materialize_through_any_node_and_two_pushers_at_once() {
     let dir = scratch_dir();
     let mut cluster = GarageCluster::start(&garage, dir.path(), "team");
     let endpoints = cluster.endpoints();
-    let team = Team::new();
+    let team = Team::new(false);
     team.world.ok(&["materialize", "--frozen", "t1", "t2"]);
 
     // Pushed through node 0, pulled through node 1, materialized through
@@ -301,8 +309,7 @@ fn lose_a_node_mid_pull(cluster: &mut GarageCluster, victim: usize, env: &[(Stri
     assert_eq!(dst.store_counts().0, WIDE as u64);
     assert_clean(&dst);
 
-    cluster.nodes[victim].resume();
-    cluster.wait_healthy();
+    cluster.restart(victim);
     let out = ok_env(&dst, &["pull", "--remote", REMOTE, "wide"], env);
     assert!(
         out.contains("wide: pulled 0 distributions in 0 packs"),
@@ -315,7 +322,7 @@ fn a_node_lost_mid_pull_the_pull_completes() {
     let Some(garage) = garage() else { return };
     let dir = scratch_dir();
     let mut cluster = GarageCluster::start(&garage, dir.path(), "team");
-    let team = Team::new();
+    let team = Team::new(true);
     team.world.ok(&["materialize", "--frozen", "wide"]);
     let env = cluster.env.clone();
     ok_env(&team.world, &["push", "--remote", REMOTE, "wide"], &env);

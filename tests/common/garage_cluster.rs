@@ -74,6 +74,18 @@ impl GarageCluster {
         }
     }
 
+    /// Starts node `i` again (after [`Node::kill`]), has a live node
+    /// connect to it (as an operator would, rather than wait for the
+    /// cluster's reconnection timer), and waits for a healthy cluster.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].resume();
+        let id = self.nodes[i].id();
+        let address = format!("{id}@127.0.0.1:{}", self.nodes[i].rpc);
+        let other = (i + 1) % self.nodes.len();
+        self.nodes[other].cli(&["node", "connect", &address]);
+        self.wait_healthy();
+    }
+
     fn all_listed(&self, status: &str) -> bool {
         self.nodes
             .iter()
