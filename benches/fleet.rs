@@ -44,6 +44,9 @@ struct Row {
     garage_cpu_seconds: f64,
     /// What one machine pulled.
     pulled: String,
+    /// /proc/loadavg's 1-minute figure before the last run: how busy the
+    /// machine was with other work.
+    load_before: String,
 }
 
 fn main() {
@@ -76,7 +79,9 @@ fn main() {
     for &n in &sizes {
         let mut samples: [Vec<Duration>; 3] = Default::default();
         let mut pulled = String::new();
+        let mut load_before = String::new();
         for run in 0..runs {
+            load_before = shell("cut -d' ' -f1 /proc/loadavg");
             eprintln!("{n} machine(s), run {}/{runs}", run + 1);
             let figures = fleet_pull(work.path(), &tstore, &cluster, n);
             for (sample, value) in samples.iter_mut().zip(figures.0) {
@@ -90,6 +95,7 @@ fn main() {
             tstore_cpu_seconds: median(&samples[1]),
             garage_cpu_seconds: median(&samples[2]),
             pulled,
+            load_before,
         });
     }
     let table = render(&rows, runs);
@@ -207,18 +213,19 @@ fn render(rows: &[Row], runs: usize) -> String {
     let mut table = format!(
         "Fleet pulls of {TIER} from a three-node Garage cluster on 127.0.0.1 \
          ({}; {}; median of {runs} run(s))\n\n\
-         | machines | wall (s) | tstore CPU (s, all) | Garage CPU (s, 3 nodes) | one machine pulled |\n\
-         |---:|---:|---:|---:|---|\n",
+         | machines | wall (s) | tstore CPU (s, all) | Garage CPU (s, 3 nodes) | load before | one machine pulled |\n\
+         |---:|---:|---:|---:|---:|---|\n",
         support::machine(),
         shell("garage --version 2>/dev/null | head -1"),
     );
     for row in rows {
         table.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             row.machines,
             row.wall_seconds,
             row.tstore_cpu_seconds,
             row.garage_cpu_seconds,
+            row.load_before,
             row.pulled
         ));
     }
