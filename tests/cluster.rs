@@ -334,6 +334,15 @@ fn a_node_lost_mid_pull_the_pull_completes() {
     let mut env = env;
     env.push((tstore_endpoints().into(), cluster.endpoints().join(",")));
     lose_a_node_mid_pull(&mut cluster, 0, &env);
+
+    // With the first endpoint down, a listing (remote gc) and a push go to
+    // the next one.
+    cluster.nodes[0].kill();
+    let out = ok_env(&team.world, &["remote", "gc", "--remote", REMOTE], &env);
+    assert!(out.contains("would delete 0 files"), "{out}");
+    team.world.ok(&["materialize", "--frozen", "t2"]);
+    let out = ok_env(&team.world, &["push", "--remote", REMOTE, "t2"], &env);
+    assert!(out.contains("1 new distribution records"), "{out}");
     cluster.stop().unwrap();
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -32,6 +33,12 @@ const PAUSE: Duration = Duration::from_millis(1000);
 /// The endpoints of one service, each with its client, tried in turn.
 #[derive(Debug)]
 pub struct Failover {
+    inner: Arc<Endpoints>,
+}
+
+/// Shared with listings, which outlive the call that starts them.
+#[derive(Debug)]
+struct Endpoints {
     endpoints: Vec<(String, Arc<dyn ObjectStore>)>,
     /// The endpoint that answered last; where the next request goes.
     current: AtomicUsize,
@@ -54,16 +61,28 @@ impl Failover {
     pub fn new(endpoints: Vec<(String, Arc<dyn ObjectStore>)>) -> Self {
         assert!(!endpoints.is_empty(), "at least one endpoint");
         Self {
-            endpoints,
-            current: AtomicUsize::new(0),
+            inner: Arc::new(Endpoints {
+                endpoints,
+                current: AtomicUsize::new(0),
+            }),
         }
     }
 
     /// How many endpoints there are: how often a request may be repeated.
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.inner.endpoints.len()
     }
 
+    async fn attempt<T, F, Fut>(&self, op: F) -> object_store::Result<T>
+    where
+        F: Fn(Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        self.inner.attempt(op).await
+    }
+}
+
+impl Endpoints {
     /// Runs `op` against each endpoint in turn, from the current one,
     /// until one answers (or gives a final answer); with several
     /// endpoints, a few rounds (see [`ROUNDS`]).
@@ -100,10 +119,6 @@ impl Failover {
             source: Box::new(Unreachable(failures)),
         })
     }
-
-    fn current(&self) -> &Arc<dyn ObjectStore> {
-        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()].1
-    }
 }
 
 /// Whether another endpoint might do better: a transport failure or an
@@ -114,7 +129,12 @@ fn fails_over(err: &object_store::Error) -> bool {
 
 impl fmt::Display for Failover {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let urls: Vec<&str> = self.endpoints.iter().map(|(u, _)| u.as_str()).collect();
+        let urls: Vec<&str> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect();
         write!(f, "S3 at {}", urls.join(", "))
     }
 }
@@ -183,9 +203,24 @@ impl ObjectStore for Failover {
         }))
     }
 
-    /// A listing is a stream of pages from one endpoint: the current one.
+    /// A listing is a stream of pages from one endpoint, so it is read
+    /// whole from one (a remote's listing is small: two files per
+    /// distribution), then handed out.
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.current().list(prefix)
+        let inner = self.inner.clone();
+        let prefix = prefix.cloned();
+        let listing = async move {
+            inner
+                .attempt(|store| {
+                    let prefix = prefix.clone();
+                    async move { store.list(prefix.as_ref()).try_collect::<Vec<_>>().await }
+                })
+                .await
+        };
+        futures::stream::once(listing)
+            .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     fn list_with_delimiter<'a, 'b, 'c>(
