@@ -25,8 +25,10 @@ use object_store::{
 };
 
 /// Rounds over all endpoints before giving up, and the pause after each
-/// failed round (doubled each time): about 7 s for three dead endpoints,
-/// so that `materialize` still falls back to the index soon.
+/// failed round (doubled each time): about 7 s for three endpoints that
+/// refuse connections, so that `materialize` still falls back to the index
+/// soon (a host that does not answer at all costs the connect timeout per
+/// attempt on top).
 const ROUNDS: u32 = 3;
 const PAUSE: Duration = Duration::from_millis(1000);
 
