@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod garage_cluster;
 pub mod process;
 
 use std::io::{BufRead, BufReader, Read, Write};

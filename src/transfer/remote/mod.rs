@@ -31,6 +31,7 @@
 //! objects enter the store; a damaged pack is refused and reported, and its
 //! distribution is not recorded.
 
+mod failover;
 pub mod gc;
 mod pull;
 mod push;
@@ -72,6 +73,77 @@ fn client_options() -> object_store::ClientOptions {
     object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5))
 }
 
+/// The S3 endpoints of one service, comma-separated, tried in turn: the
+/// nodes of a cluster that each serve the whole bucket. It replaces
+/// `AWS_ENDPOINT_URL` for `s3://` remotes.
+pub const ENDPOINTS_VAR: &str = "TSTORE_REMOTE_ENDPOINTS";
+
+/// The S3 endpoints to use: [`ENDPOINTS_VAR`]'s, else `AWS_ENDPOINT_URL`
+/// (or `AWS_ENDPOINT`); empty for the service's own (AWS).
+fn s3_endpoints() -> anyhow::Result<Vec<String>> {
+    if let Ok(list) = std::env::var(ENDPOINTS_VAR) {
+        let endpoints: Vec<String> = list
+            .split([',', ' ', '\n'])
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            bail!(
+                "{ENDPOINTS_VAR} is set but names no endpoint; unset it or list URLs, comma-separated"
+            );
+        }
+        for endpoint in &endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                bail!("{ENDPOINTS_VAR}: `{endpoint}` is not an http:// or https:// URL");
+            }
+        }
+        return Ok(endpoints);
+    }
+    Ok(std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .into_iter()
+        .filter(|e| !e.is_empty())
+        .collect())
+}
+
+/// The client of an `s3://` remote: one per endpoint, behind
+/// [`failover::Failover`]; and how many endpoints it has.
+fn s3_store(url: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, usize)> {
+    let client = |endpoint: Option<&str>| -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(url)
+            .with_retry(retry())
+            .with_client_options(client_options());
+        if let Some(endpoint) = endpoint {
+            // A plain-HTTP endpoint (a local MinIO or Garage) must be allowed.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        let store = builder.build().with_context(|| match endpoint {
+            Some(endpoint) => format!("cannot use remote {url} through {endpoint}"),
+            None => format!("cannot use remote {url}"),
+        })?;
+        Ok(Arc::new(store))
+    };
+    let endpoints = s3_endpoints()?;
+    if endpoints.is_empty() {
+        return Ok((client(None)?, 1));
+    }
+    let clients = endpoints
+        .into_iter()
+        .map(|endpoint| Ok((endpoint.clone(), client(Some(&endpoint))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let failover = failover::Failover::new(clients);
+    let count = failover.len();
+    Ok((Arc::new(failover), count))
+}
+
 /// An opened remote store.
 pub struct Remote {
     url: String,
@@ -81,6 +153,9 @@ pub struct Remote {
     multipart: bool,
     /// `http(s)://`: writable only if the server takes PUT.
     over_http: bool,
+    /// The S3 endpoints requests may go to (1 for other remotes): how
+    /// often a pack whose download broke off is asked for again.
+    endpoints: usize,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -160,33 +235,13 @@ impl Remote {
             .worker_threads(4)
             .enable_all()
             .build()?;
+        let mut endpoints = 1;
         let (store, prefix, multipart): (Arc<dyn ObjectStore>, String, bool) = match parsed.scheme()
         {
             "s3" => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry())
-                    .with_client_options(client_options());
-                // A plain-HTTP endpoint (a local MinIO or Garage) must be allowed.
-                let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                    .unwrap_or_default();
-                if endpoint.starts_with("http://") {
-                    builder = builder.with_allow_http(true);
-                }
-                if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    builder = builder.with_region("us-east-1");
-                }
-                let store = builder
-                    .build()
-                    .with_context(|| format!("cannot use remote {url}"))?;
-                (
-                    Arc::new(store),
-                    parsed.path().trim_matches('/').to_string(),
-                    true,
-                )
+                let (store, count) = s3_store(url)?;
+                endpoints = count;
+                (store, parsed.path().trim_matches('/').to_string(), true)
             }
             "http" | "https" => {
                 let mut base = parsed.clone();
@@ -219,6 +274,7 @@ impl Remote {
             prefix,
             multipart,
             over_http: matches!(parsed.scheme(), "http" | "https"),
+            endpoints,
             runtime,
         })
     }
@@ -438,6 +494,8 @@ struct StreamReader<'a, S, B> {
     stream: S,
     chunk: Option<B>,
     offset: usize,
+    /// The download broke off (not the content's fault): worth repeating.
+    broke: bool,
 }
 
 impl<S, B> std::io::Read for StreamReader<'_, S, B>
@@ -462,7 +520,10 @@ where
                     self.chunk = Some(chunk);
                     self.offset = 0;
                 }
-                Some(Err(err)) => return Err(std::io::Error::other(err)),
+                Some(Err(err)) => {
+                    self.broke = true;
+                    return Err(std::io::Error::other(err));
+                }
             }
         }
     }

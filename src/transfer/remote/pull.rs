@@ -142,7 +142,9 @@ impl Remote {
         Ok(report)
     }
 
-    /// GETs one pack and reads it against its record.
+    /// GETs one pack and reads it against its record; a download that
+    /// breaks off (a node lost) is repeated, through the next endpoint
+    /// when there are several.
     fn fetch_pack(
         &self,
         local: &Store,
@@ -151,16 +153,24 @@ impl Remote {
         progress: &dyn Progress,
     ) -> anyhow::Result<pack::Received> {
         let what = format!("{}/{}", self.url, want.key);
-        let result = handle
-            .block_on(self.store.get(&self.path(&want.key)))
-            .map_err(|err| anyhow::Error::new(err).context(format!("cannot read {what}")))?;
-        let reader = StreamReader {
-            handle,
-            stream: result.into_stream(),
-            chunk: None,
-            offset: 0,
-        };
-        pack::read(local, reader, want.pack, want.objects, &what, progress)
+        let mut attempt = 0;
+        loop {
+            let result = handle
+                .block_on(self.store.get(&self.path(&want.key)))
+                .map_err(|err| anyhow::Error::new(err).context(format!("cannot read {what}")))?;
+            let mut reader = StreamReader {
+                handle,
+                stream: result.into_stream(),
+                chunk: None,
+                offset: 0,
+                broke: false,
+            };
+            let got = pack::read(local, &mut reader, want.pack, want.objects, &what, progress);
+            attempt += 1;
+            if got.is_ok() || !reader.broke || attempt > self.endpoints {
+                return got;
+            }
+        }
     }
 
     /// The records of `items`, `None` for a remote that names no layout
