@@ -1019,3 +1019,34 @@ fn concurrent_imports_into_one_new_store_lose_no_object() {
         python_ok(&dst.venv("s"), "import south.mod_1499");
     }
 }
+
+#[test]
+fn materialize_from_a_remote_takes_the_pushed_lock_when_none_is_here() {
+    let holder = scratch_dir();
+    let remote = format!("file://{}", holder.path().join("remote").display());
+    let mut src = source();
+    src.world.ok(&["push", "--remote", &remote]);
+    drop(src.server.take());
+
+    // No lock and no index: only the remote can make t1. (These locks
+    // were not made by `tstore lock`, so only --frozen takes them as they
+    // are; a lock tstore made is used without it too.)
+    let dst = fresh(None);
+    let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t1"]);
+    assert!(
+        out.contains("tier `t1` had no lock here: took the one it was pushed with to"),
+        "{out}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(dst.project().join("pylock.t1.toml")).unwrap(),
+        fs_err::read_to_string(src.world.project().join("pylock.t1.toml")).unwrap()
+    );
+    python_ok(&dst.venv("t1"), "import alpha, gamma");
+    // A lock that is here is kept, and nothing is said.
+    let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t1"]);
+    assert!(!out.contains("had no lock here"), "{out}");
+    // --offline asks no remote.
+    let other = fresh(None);
+    let err = other.fails(&["materialize", "--offline", "--remote", &remote, "t2"]);
+    assert!(err.contains("has no lock"), "{err}");
+}
