@@ -9,7 +9,10 @@
 //!
 //! Every run starts from nothing but the committed locks (and the archive
 //! or the remote), the three approaches interleaved; medians of `--runs`
-//! (default 5). Needs network to PyPI for the setup.
+//! (default 5). (a) and (b) also run with `TSTORE_NO_STAGING=1` (every
+//! object published on its own, as before staged shards), in alternating
+//! order with the staged runs, so the two compare within one run. Needs
+//! network to PyPI for the setup.
 //!
 //! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
 //! `TSTORE_BENCH_DIR` picks the filesystem.
@@ -44,6 +47,9 @@ struct Results {
     export_import: f64,
     export_materialize: f64,
     remote_restore: f64,
+    /// (a) import and (b) with `TSTORE_NO_STAGING=1`.
+    export_import_per_object: f64,
+    remote_restore_per_object: f64,
     uv_untar: f64,
     uv_sync: f64,
     /// Bytes.
@@ -58,13 +64,22 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let setup = Setup::prepare(work.path());
 
-    let mut samples: [Vec<Duration>; 5] = Default::default();
+    let mut samples: [Vec<Duration>; 7] = Default::default();
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        let [import, materialize] = setup.via_export();
-        samples[0].push(import);
-        samples[1].push(materialize);
-        samples[2].push(setup.via_remote());
+        // Staged first in even runs, one by one first in odd ones.
+        for staged in [run % 2 == 0, run % 2 != 0] {
+            let [import, materialize] = setup.via_export(staged);
+            if staged {
+                samples[0].push(import);
+                samples[1].push(materialize);
+            } else {
+                samples[5].push(import);
+            }
+        }
+        for staged in [run % 2 == 0, run % 2 != 0] {
+            samples[if staged { 2 } else { 6 }].push(setup.via_remote(staged));
+        }
         let [untar, sync] = setup.via_uv_cache();
         samples[3].push(untar);
         samples[4].push(sync);
@@ -129,11 +144,15 @@ impl<'w> Setup<'w> {
         }
     }
 
-    /// (a) `tstore import` then `tstore materialize --offline`.
-    fn via_export(&self) -> [Duration; 2] {
+    /// (a) `tstore import` then `tstore materialize --offline`; `staged`:
+    /// as tstore does, else with `TSTORE_NO_STAGING=1`.
+    fn via_export(&self, staged: bool) -> [Duration; 2] {
         let machine = Machine::fresh(self.work, "a", &self.source);
-        let import =
-            timed(&mut machine.tstore(&self.tstore, &["import", self.export.to_str().unwrap()]));
+        let import = timed(
+            machine
+                .tstore(&self.tstore, &["import", self.export.to_str().unwrap()])
+                .envs(staging_env(staged)),
+        );
         let materialize = timed(&mut machine.tstore(
             &self.tstore,
             &["materialize", "--offline", TIERS[0], TIERS[1]],
@@ -143,8 +162,8 @@ impl<'w> Setup<'w> {
         [import, materialize]
     }
 
-    /// (b) `tstore materialize --remote`.
-    fn via_remote(&self) -> Duration {
+    /// (b) `tstore materialize --remote`, staged or not as in [`Self::via_export`].
+    fn via_remote(&self, staged: bool) -> Duration {
         let machine = Machine::fresh(self.work, "b", &self.source);
         let took = timed(
             machine
@@ -159,7 +178,8 @@ impl<'w> Setup<'w> {
                         TIERS[1],
                     ],
                 )
-                .envs(self.remote_env.iter().map(|(k, v)| (k, v))),
+                .envs(self.remote_env.iter().map(|(k, v)| (k, v)))
+                .envs(staging_env(staged)),
         );
         machine.check(TIERS[1]);
         machine.delete();
@@ -195,7 +215,7 @@ impl<'w> Setup<'w> {
 
     /// Medians of `samples` (in the order of [`Results`]' seconds) and
     /// what the runs ran on.
-    fn results(&self, samples: &[Vec<Duration>; 5], runs: usize) -> Results {
+    fn results(&self, samples: &[Vec<Duration>; 7], runs: usize) -> Results {
         let m = |i: usize| median(&samples[i]);
         Results {
             date: support::now(),
@@ -219,9 +239,20 @@ impl<'w> Setup<'w> {
             remote_restore: m(2),
             uv_untar: m(3),
             uv_sync: m(4),
+            export_import_per_object: m(5),
+            remote_restore_per_object: m(6),
             export_archive: std::fs::metadata(&self.export).unwrap().len(),
             uv_cache_archive: std::fs::metadata(&self.uv_archive).unwrap().len(),
         }
+    }
+}
+
+/// `TSTORE_NO_STAGING=1` unless `staged`.
+fn staging_env(staged: bool) -> Vec<(&'static str, &'static str)> {
+    if staged {
+        Vec::new()
+    } else {
+        vec![("TSTORE_NO_STAGING", "1")]
     }
 }
 
@@ -257,6 +288,8 @@ fn render_table(results: &Results, runs: usize) -> String {
          | (a) tstore import + materialize --offline | {export_total:.2} ({:.2} + {:.2}) | {:.2} |\n\
          | (b) tstore materialize --remote ({}) | {:.2} | {:.2} |\n\
          | (c) untar uv cache + uv pip sync | {uv_total:.2} ({:.2} + {:.2}) | 1.00 |\n\n\
+         without staged shards (TSTORE_NO_STAGING=1), same runs: (a) import {:.2} s \
+         (staged {:.2}x of it), (b) {:.2} s (staged {:.2}x of it)\n\n\
          archives: tstore export {:.1} MiB, uv cache tar.zst {:.1} MiB\n",
         TIERS[0],
         TIERS[1],
@@ -272,6 +305,10 @@ fn render_table(results: &Results, runs: usize) -> String {
         results.remote_restore / uv_total,
         results.uv_untar,
         results.uv_sync,
+        results.export_import_per_object,
+        results.export_import / results.export_import_per_object,
+        results.remote_restore_per_object,
+        results.remote_restore / results.remote_restore_per_object,
         results.export_archive as f64 / 1048576.0,
         results.uv_cache_archive as f64 / 1048576.0,
     )

@@ -864,3 +864,189 @@ fn garage_s3_remote() {
     assert!(out.contains("would delete 0 files"), "{out}");
     server.stop().unwrap();
 }
+
+/// A machine whose tier `tier` is one wheel `name` of `files` modules
+/// (objects in every shard), exported; returns it and the archive.
+fn bulky_export(tier: &str, name: &str, files: usize) -> (World, PathBuf) {
+    let world = World::new();
+    let mut wheel =
+        WheelBuilder::new(name, "1.0").file(&format!("{name}/__init__.py"), "OK = True\n");
+    for i in 0..files {
+        wheel = wheel.file(
+            &format!("{name}/mod_{i}.py"),
+            &format!("# {name} {i}\nVALUE = {i}\n"),
+        );
+    }
+    wheel.build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(&format!("[tiers.{tier}]\nrequirements = [\"{name}\"]\n"));
+    lock_served(
+        &world.project().join(format!("pylock.{tier}.toml")),
+        &world.wheels(),
+        &[name],
+        &server.url,
+    );
+    world.ok(&["materialize", "--frozen", tier]);
+    let archive = world.path().join(format!("{tier}.tar.zst"));
+    world.ok(&["export", "-o", archive.to_str().unwrap()]);
+    (world, archive)
+}
+
+/// Whether a file lies in a folder of `dir` (an object in a shard).
+fn any_file_under(dir: &Path) -> bool {
+    let Ok(shards) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    shards.flatten().any(|shard| {
+        std::fs::read_dir(shard.path())
+            .is_ok_and(|inside| inside.flatten().any(|e| e.path().is_file()))
+    })
+}
+
+fn verify_exits_zero(world: &World, context: &str) -> String {
+    let out = world.run(&["verify"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify after {context}:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn an_import_killed_while_staging_or_publishing_leaves_a_sound_store_and_a_rerun_completes() {
+    let (_src, archive) = bulky_export("t", "bulk", 2500);
+    let dst = World::new();
+    dst.write_tiers("[tiers.t]\nrequirements = [\"bulk\"]\n");
+    let tmp = dst.store().join("v1/tmp");
+    let objects = dst.store().join("v1/objects");
+    let staging = || {
+        std::fs::read_dir(&tmp).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("stage-") && any_file_under(&e.path())
+            })
+        })
+    };
+    let published = || any_file_under(&objects);
+    // First while objects are written into the stage, then as soon as the
+    // first staged shard is in the store.
+    let mut kills = Vec::new();
+    for (point, reached) in [
+        ("staging", &staging as &dyn Fn() -> bool),
+        ("publishing", &published),
+    ] {
+        let mut import = ProcessGroup::spawn(
+            "tstore import",
+            dst.tstore(&["import", archive.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGKILL,
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !reached() && import.child().try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "import never reached {point}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if import.child().try_wait().unwrap().is_none() {
+            import.signal_leader(libc::SIGKILL);
+            kills.push(point);
+        }
+        import.wait_leader(Duration::from_secs(30)).expect("ended");
+        verify_exits_zero(&dst, &format!("a kill while {point}"));
+        let left: Vec<_> = fs_err::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "the next open cleared tmp/: {left:?}");
+    }
+    eprintln!("killed while: {kills:?}");
+    assert!(kills.contains(&"staging"), "killed at: {kills:?}");
+
+    let out = dst.ok(&["import", archive.to_str().unwrap()]);
+    assert!(out.contains("1 new distributions of 1"), "{out}");
+    dst.ok(&["materialize", "--offline", "t"]);
+    python_ok(
+        &dst.venv("t"),
+        "import bulk.mod_2499 as m; assert m.VALUE == 2499",
+    );
+    let out = verify_exits_zero(&dst, "the rerun");
+    assert!(out.contains("all intact"), "{out}");
+}
+
+#[test]
+fn concurrent_imports_into_one_new_store_lose_no_object() {
+    let (_north, north) = bulky_export("n", "north", 1500);
+    let (_south, south) = bulky_export("s", "south", 1500);
+    // Both staged (they race for the same empty shards), then a staged
+    // import against one that publishes object by object.
+    for per_object in [None, Some("1")] {
+        let dst = World::new();
+        dst.write_tiers(
+            "[tiers.n]\nrequirements = [\"north\"]\n[tiers.s]\nrequirements = [\"south\"]\n",
+        );
+        // Open the store first, so neither import creates it.
+        dst.ok(&["verify"]);
+        let spawn = |archive: &Path, no_staging: Option<&str>| {
+            let mut cmd = dst.tstore(&["import", archive.to_str().unwrap()]);
+            if let Some(value) = no_staging {
+                cmd.env("TSTORE_NO_STAGING", value);
+            }
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let imports = [spawn(&north, None), spawn(&south, per_object)];
+        for import in imports {
+            let out = import.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = verify_exits_zero(&dst, "two concurrent imports");
+        assert!(out.contains("all intact"), "{out}");
+        assert!(!out.contains("does not know"), "{out}");
+        dst.ok(&["materialize", "--offline", "n", "s"]);
+        python_ok(&dst.venv("n"), "import north.mod_1499");
+        python_ok(&dst.venv("s"), "import south.mod_1499");
+    }
+}
+
+#[test]
+fn materialize_from_a_remote_takes_the_pushed_lock_when_none_is_here() {
+    let holder = scratch_dir();
+    let remote = format!("file://{}", holder.path().join("remote").display());
+    let mut src = source();
+    src.world.ok(&["push", "--remote", &remote]);
+    drop(src.server.take());
+
+    // No lock and no index: only the remote can make t1. (These locks
+    // were not made by `tstore lock`, so only --frozen takes them as they
+    // are; a lock tstore made is used without it too.)
+    let dst = fresh(None);
+    let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t1"]);
+    assert!(
+        out.contains("tier `t1` had no lock here: took the one it was pushed with to"),
+        "{out}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(dst.project().join("pylock.t1.toml")).unwrap(),
+        fs_err::read_to_string(src.world.project().join("pylock.t1.toml")).unwrap()
+    );
+    python_ok(&dst.venv("t1"), "import alpha, gamma");
+    // A lock that is here is kept, and nothing is said.
+    let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t1"]);
+    assert!(!out.contains("had no lock here"), "{out}");
+    // --offline asks no remote.
+    let other = fresh(None);
+    let err = other.fails(&["materialize", "--offline", "--remote", &remote, "t2"]);
+    assert!(err.contains("has no lock"), "{err}");
+}

@@ -525,7 +525,18 @@ pub(crate) fn publish_object(store: &Layout, staged: &Path, key: &ObjectKey) -> 
     let mode = if key.executable { 0o555 } else { 0o444 };
     fs_err::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
     let target = store.object_path(key);
-    fs_err::rename(staged, &target).context("cannot move an object into the store")?;
+    let moved = std::fs::rename(staged, &target).or_else(|err| {
+        // A staged shard (`stage`) may have replaced the empty one this
+        // rename resolved: the path leads to the new one now.
+        if err.kind() == std::io::ErrorKind::NotFound {
+            std::fs::rename(staged, &target)
+        } else {
+            Err(err)
+        }
+    });
+    moved
+        .with_context(|| format!("cannot move {} to {}", staged.display(), target.display()))
+        .context("cannot move an object into the store")?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub mod db;
 pub mod health;
 pub mod ingest;
 pub mod records;
+pub mod stage;
 pub mod tmp;
 pub mod wheel;
 

@@ -31,14 +31,19 @@ impl LockRules {
 }
 
 impl Workspace {
-    /// Makes sure each tier has a lock: locks with uv unless `rules` say to
-    /// use what exists. A lock still current needs no uv at all.
+    /// Makes sure each tier has a lock: a tier with none takes the one it
+    /// was last pushed with from the remote (unless `--offline`), else locks
+    /// with uv unless `rules` say to use what exists. A lock still current
+    /// needs no uv at all.
     pub fn ensure_locks(
         &self,
         tiers: &[&Tier],
         rules: LockRules,
         progress: &dyn Progress,
     ) -> anyhow::Result<Vec<TierLock>> {
+        if !rules.offline {
+            self.take_missing_locks(tiers, progress);
+        }
         if let Some(flag) = rules.forbidding_flag() {
             return tiers
                 .iter()

@@ -67,6 +67,32 @@ impl Workspace {
         Ok(Some(lock.root))
     }
 
+    /// Takes from the remote the lock of each of `tiers` that has none
+    /// here, saying so ([`Workspace::lock_from_remote`]). A remote that
+    /// cannot answer is a notice: such a tier is then locked as without one.
+    pub fn take_missing_locks(&self, tiers: &[&Tier], progress: &dyn Progress) {
+        for tier in tiers {
+            match self.lock_from_remote(tier) {
+                Ok(Some(root)) => progress.notice(&format!(
+                    "tier `{}` had no lock here: took the one it was pushed with to {} \
+                     (sha256 {}) into {}",
+                    tier.name,
+                    self.remote()
+                        .ok()
+                        .flatten()
+                        .map_or("the remote", |r| r.url()),
+                    &root.lock_sha256[..12.min(root.lock_sha256.len())],
+                    self.lock_path(&tier.name).display()
+                )),
+                Ok(None) => {}
+                Err(err) => progress.notice(&format!(
+                    "cannot take the lock of `{}` from the remote: {err:#}",
+                    tier.name
+                )),
+            }
+        }
+    }
+
     /// Deletes from the remote (or, unless `delete`, counts) the packs and
     /// records no root pushed within `keep_days` days uses.
     pub fn remote_gc(&self, keep_days: u64, delete: bool) -> anyhow::Result<RemoteGcReport> {

@@ -29,6 +29,7 @@ use sha2::Digest;
 use super::{BytecodeEntry, DistributionEntry, Needed};
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::stage::Stage;
 
 const FORMAT: &str = "tstore-export-1";
 pub(super) const ZSTD_LEVEL: i32 = 3;
@@ -230,6 +231,9 @@ pub struct ImportReport {
 /// (blake3) and size before it is stored; records are added only once all
 /// the objects they name are in the store. Importing twice adds nothing.
 ///
+/// Objects of shards the store has none of yet are written in place in a
+/// [`Stage`] and published a shard at a time (an empty store: 256 renames).
+///
 /// A file that is not zstd is refused as not an export; one that is, but
 /// whose stream breaks off or does not decode, is reported as truncated or
 /// damaged whichever step noticed it.
@@ -295,10 +299,15 @@ fn import_stream(
         distributions: manifest.distributions.len(),
         ..ImportReport::default()
     };
-    let reception = Reception::new(store, path, &manifest, progress);
+    let stage = Stage::begin(store)?;
+    let reception = Reception::new(store, &stage, path, &manifest, progress);
     let mut seen = HashSet::new();
     let read = reception.receive(entries, &mut report.locks, &mut seen);
-    for outcome in reception.outcomes.into_inner().unwrap() {
+    let outcomes = reception.outcomes.into_inner().unwrap();
+    // Every staged object matched its key, so they count even when the
+    // archive turns out damaged further on.
+    stage.publish()?;
+    for outcome in outcomes {
         let (size, new) = outcome?;
         if new {
             report.objects_new += 1;
@@ -382,6 +391,7 @@ const STREAMED_OBJECT: u64 = 16 * 1024 * 1024;
 /// decompression and writing overlap.
 struct Reception<'a> {
     store: &'a Store,
+    stage: &'a Stage,
     path: &'a Path,
     progress: &'a dyn Progress,
     /// Object key → size, from the manifest.
@@ -396,12 +406,14 @@ struct Reception<'a> {
 impl<'a> Reception<'a> {
     fn new(
         store: &'a Store,
+        stage: &'a Stage,
         path: &'a Path,
         manifest: &'a Manifest,
         progress: &'a dyn Progress,
     ) -> Self {
         Self {
             store,
+            stage,
             path,
             progress,
             sizes: manifest
@@ -497,7 +509,8 @@ impl<'a> Reception<'a> {
                 inner: &mut entry,
                 progress: self.progress,
             };
-            let result = super::receive_object(self.store, key, size, reader, &what);
+            let result =
+                super::receive_object(self.store, Some(self.stage), key, size, reader, &what);
             self.record_outcome(result.map(|new| (size, new)));
             return Ok(());
         }
@@ -517,10 +530,17 @@ impl<'a> Reception<'a> {
             for (key, size, bytes, what) in batch {
                 self.progress.bytes(size);
                 let result = if bytes.len() as u64 == size {
-                    super::receive_bytes(self.store, &key, &bytes, &what)
+                    super::receive_bytes(self.store, Some(self.stage), &key, &bytes, &what)
                 } else {
                     // Let the size check word the refusal.
-                    super::receive_object(self.store, &key, size, bytes.as_slice(), &what)
+                    super::receive_object(
+                        self.store,
+                        Some(self.stage),
+                        &key,
+                        size,
+                        bytes.as_slice(),
+                        &what,
+                    )
                 };
                 self.record_outcome(result.map(|new| (size, new)));
             }

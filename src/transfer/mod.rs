@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{Selected, Source};
+use crate::store::stage::Stage;
 use crate::store::{ObjectKey, Store};
 
 pub use crate::store::records::{DistributionEntry, FileEntry};
@@ -117,10 +118,13 @@ pub fn parse_key(text: &str) -> anyhow::Result<ObjectKey> {
     Ok(key)
 }
 
-/// An object arriving from elsewhere: written to the store's tmp while it
-/// is hashed, published only if its size and blake3 match its key.
+/// An object arriving from elsewhere: written to the store's tmp (or
+/// straight into a [`Stage`]) while it is hashed, published only if its
+/// size and blake3 match its key; removed otherwise.
 pub struct Incoming {
     temp: std::path::PathBuf,
+    /// `temp` is the object's place in a stage.
+    staged: bool,
     file: Option<fs_err::File>,
     hasher: blake3::Hasher,
     size: u64,
@@ -137,21 +141,69 @@ impl Incoming {
         expected_size: u64,
         what: &str,
     ) -> anyhow::Result<Option<Self>> {
+        Self::start_in(store, None, key, expected_size, what)
+    }
+
+    /// As [`Incoming::start`], writing the object in place in `stage` when
+    /// the stage holds its shard (the store had none of that shard when the
+    /// stage began, so there is nothing to look up).
+    pub fn start_in(
+        store: &Store,
+        stage: Option<&Stage>,
+        key: &str,
+        expected_size: u64,
+        what: &str,
+    ) -> anyhow::Result<Option<Self>> {
         let parsed = parse_key(key)?;
-        if store.object_path(&parsed).exists() {
+        let stage = stage.filter(|stage| stage.holds(&parsed));
+        if let Some(stage) = stage
+            && let Some(file) = stage.create(&parsed)?
+        {
+            let temp = stage.object_path(&parsed);
+            return Ok(Some(Self::new(
+                fs_err::File::from_parts(file, &temp),
+                temp,
+                true,
+                parsed,
+                expected_size,
+                what,
+            )));
+        }
+        // Staged already by another writer of this run, which may yet
+        // refuse it: this copy is checked on its own and staged at publish.
+        if stage.is_none() && store.object_path(&parsed).exists() {
             return Ok(None);
         }
         let temp = store.temp_path("receive");
         let file = fs_err::File::create(&temp)?;
-        Ok(Some(Self {
+        Ok(Some(Self::new(
+            file,
             temp,
+            false,
+            parsed,
+            expected_size,
+            what,
+        )))
+    }
+
+    fn new(
+        file: fs_err::File,
+        temp: std::path::PathBuf,
+        staged: bool,
+        key: ObjectKey,
+        expected_size: u64,
+        what: &str,
+    ) -> Self {
+        Self {
+            temp,
+            staged,
             file: Some(file),
             hasher: blake3::Hasher::new(),
             size: 0,
-            key: parsed,
+            key,
             expected_size,
             what: what.to_string(),
-        }))
+        }
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
@@ -177,9 +229,10 @@ impl Incoming {
         }
     }
 
-    /// Checks size and content, then publishes the object.
-    pub fn finish(self, store: &Store) -> anyhow::Result<()> {
-        self.verify()?.publish(store)
+    /// Checks size and content, then publishes the object (into `stage`
+    /// when that holds its shard).
+    pub fn finish(self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
+        self.verify()?.publish_to(store, stage)
     }
 
     /// Checks size and content; the object is published later, by
@@ -201,6 +254,7 @@ impl Incoming {
         drop(self.file.take());
         Ok(Verified {
             temp: std::mem::take(&mut self.temp),
+            staged: self.staged,
             key: self.key,
         })
     }
@@ -209,14 +263,28 @@ impl Incoming {
 /// An object whose bytes matched its key, still in the store's tmp.
 pub struct Verified {
     temp: std::path::PathBuf,
+    staged: bool,
     key: ObjectKey,
 }
 
 impl Verified {
     /// Moves the object into the store. Not synced one by one: [`record`]
     /// syncs the filesystem once before any record names the object.
-    pub fn publish(mut self, store: &Store) -> anyhow::Result<()> {
-        crate::store::ingest::publish_object(store, &self.temp, &self.key)?;
+    pub fn publish(self, store: &Store) -> anyhow::Result<()> {
+        self.publish_to(store, None)
+    }
+
+    /// Moves the object into the store, or into `stage` when that holds
+    /// its shard ([`Stage::publish`] moves it on); an object already in
+    /// its place in the stage stays there.
+    pub fn publish_to(mut self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
+        match stage.filter(|stage| stage.holds(&self.key)) {
+            _ if self.staged => {}
+            Some(stage) => {
+                stage.adopt(&self.temp, &self.key)?;
+            }
+            None => crate::store::ingest::publish_object(store, &self.temp, &self.key)?,
+        }
         self.temp = std::path::PathBuf::new();
         Ok(())
     }
@@ -241,12 +309,19 @@ impl Drop for Incoming {
 
 /// Stores `bytes` as object `key` if the store lacks it, after checking
 /// size and blake3. Returns whether the object was new.
-pub fn receive_bytes(store: &Store, key: &str, bytes: &[u8], what: &str) -> anyhow::Result<bool> {
-    let Some(mut incoming) = Incoming::start(store, key, bytes.len() as u64, what)? else {
+pub fn receive_bytes(
+    store: &Store,
+    stage: Option<&Stage>,
+    key: &str,
+    bytes: &[u8],
+    what: &str,
+) -> anyhow::Result<bool> {
+    let Some(mut incoming) = Incoming::start_in(store, stage, key, bytes.len() as u64, what)?
+    else {
         return Ok(false);
     };
     incoming.write(bytes)?;
-    incoming.finish(store)?;
+    incoming.finish(store, stage)?;
     Ok(true)
 }
 
@@ -254,12 +329,13 @@ pub fn receive_bytes(store: &Store, key: &str, bytes: &[u8], what: &str) -> anyh
 /// checking size and blake3 first. Returns whether the object was new.
 pub fn receive_object(
     store: &Store,
+    stage: Option<&Stage>,
     key: &str,
     expected_size: u64,
     mut reader: impl Read,
     what: &str,
 ) -> anyhow::Result<bool> {
-    let Some(mut incoming) = Incoming::start(store, key, expected_size, what)? else {
+    let Some(mut incoming) = Incoming::start_in(store, stage, key, expected_size, what)? else {
         std::io::copy(&mut reader, &mut std::io::sink())?;
         return Ok(false);
     };
@@ -271,7 +347,7 @@ pub fn receive_object(
         }
         incoming.write(&buf[..n])?;
     }
-    incoming.finish(store)?;
+    incoming.finish(store, stage)?;
     Ok(true)
 }
 

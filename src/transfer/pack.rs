@@ -10,8 +10,9 @@
 //! same objects make the same bytes. A pack is described by a [`PackRef`]
 //! (the blake3 and size of its compressed bytes) and read against the list
 //! of objects it must hold: every object is hashed and sized on arrival and
-//! kept in the store's tmp until the whole pack has proved itself, so a
-//! pack that is damaged anywhere adds nothing to the store.
+//! kept in the store's tmp (or in place in a [`Stage`]) until the whole pack
+//! has proved itself, so a pack that is damaged anywhere adds nothing to
+//! the store.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{Incoming, ObjectMismatch, Verified};
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::stage::Stage;
 
 /// A pack's identity: the blake3 and size of its compressed bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,19 +96,22 @@ impl Received {
         self.verified.len()
     }
 
-    /// Moves the new objects into the store.
-    pub fn publish(self, store: &Store) -> anyhow::Result<()> {
+    /// Moves the new objects into the store, or into `stage` for the
+    /// shards it holds (the stage's own publish moves them on).
+    pub fn publish(self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
         for object in self.verified {
-            object.publish(store)?;
+            object.publish_to(store, stage)?;
         }
         Ok(())
     }
 }
 
 /// Reads a pack from `reader`, which must be the pack `pack` holding
-/// exactly `objects` (key → size). `what` names it in errors.
+/// exactly `objects` (key → size), writing new objects of the shards
+/// `stage` holds in place there. `what` names it in errors.
 pub fn read(
     store: &Store,
+    stage: Option<&Stage>,
     reader: impl Read,
     pack: &PackRef,
     objects: &BTreeMap<String, u64>,
@@ -139,7 +144,8 @@ pub fn read(
         if !seen.insert(key.to_string()) {
             bail!("{what} holds object {key} twice");
         }
-        let Some(mut incoming) = Incoming::start(store, key, size, &format!("{what}: {key}"))?
+        let Some(mut incoming) =
+            Incoming::start_in(store, stage, key, size, &format!("{what}: {key}"))?
         else {
             std::io::copy(&mut entry, &mut std::io::sink())?;
             received.present += 1;
@@ -230,7 +236,7 @@ mod tests {
             executable: false,
         }
         .to_string();
-        super::super::receive_bytes(store, &key, content, "test").unwrap();
+        super::super::receive_bytes(store, None, &key, content, "test").unwrap();
         (key, content.len() as u64)
     }
 
@@ -253,14 +259,14 @@ mod tests {
         let mut damaged = bytes.clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
-        assert!(read(&to, damaged.as_slice(), &pack, &objects, "p", &Silent).is_err());
+        assert!(read(&to, None, damaged.as_slice(), &pack, &objects, "p", &Silent).is_err());
         assert!(objects.keys().all(|k| !path_of(k).exists()));
 
-        let got = read(&to, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
+        let got = read(&to, None, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
         assert_eq!((got.new_objects(), got.present), (2, 0));
-        got.publish(&to).unwrap();
+        got.publish(&to, None).unwrap();
         assert!(objects.keys().all(|k| path_of(k).exists()));
-        let got = read(&to, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
+        let got = read(&to, None, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
         assert_eq!((got.new_objects(), got.present), (0, 2));
     }
 }

@@ -13,6 +13,7 @@ use super::{
 use crate::dist::{Selected, Source};
 use crate::progress::Progress;
 use crate::store::Store;
+use crate::store::stage::Stage;
 use crate::transfer::pack::{self, PackRef};
 
 /// The records the remote has for one selected package.
@@ -85,10 +86,16 @@ impl Remote {
         }
 
         let total: u64 = wanted.iter().map(|w| w.pack.size).sum();
+        // Into a new store, objects go straight into staged shards.
+        let staging = match wanted.is_empty() {
+            true => None,
+            false => Some(Stage::begin(local)?),
+        };
+        let stage = staging.as_ref();
         progress.start("pulling", wanted.len() as u64, total);
         let handle = self.runtime.handle();
         let outcomes = in_parallel(&wanted, PARALLEL_PACKS, |want| {
-            let got = self.fetch_pack(local, want, handle, progress);
+            let got = self.fetch_pack(local, stage, want, handle, progress);
             progress.item_done("");
             got
         });
@@ -115,7 +122,7 @@ impl Remote {
                 continue;
             };
             if let Some(outcome) = take(slot.0) {
-                match outcome.and_then(|got| publish(local, got, &mut report)) {
+                match outcome.and_then(|got| publish(local, stage, got, &mut report)) {
                     Ok(()) => {}
                     Err(err) => {
                         report.refused.push(format!("{err:#}"));
@@ -125,17 +132,29 @@ impl Remote {
                 }
             }
             let bytecode = match take(slot.1) {
-                Some(outcome) => match outcome.and_then(|got| publish(local, got, &mut report)) {
-                    Ok(()) => found.bytecode.map(|(_, b)| b.entries),
-                    Err(err) => {
-                        report.refused.push(format!("{err:#}"));
-                        None
+                Some(outcome) => {
+                    match outcome.and_then(|got| publish(local, stage, got, &mut report)) {
+                        Ok(()) => found.bytecode.map(|(_, b)| b.entries),
+                        Err(err) => {
+                            report.refused.push(format!("{err:#}"));
+                            None
+                        }
                     }
-                },
+                }
                 None => found.bytecode.map(|(_, b)| b.entries),
             };
             good_bytecode.extend(bytecode.unwrap_or_default());
             good.push(found.distribution.distribution);
+        }
+        // The bytecode pack of a refused distribution went unused; its
+        // objects proved themselves and may be the staged copy another
+        // pack counted on, so they are kept (unrecorded, as gc finds them).
+        // Packs that failed removed what they staged.
+        for got in outcomes.into_iter().flatten().flatten() {
+            got.publish(local, stage)?;
+        }
+        if let Some(staging) = staging {
+            staging.publish()?;
         }
         crate::transfer::record(local, &good, &good_bytecode)?;
         report.distributions_moved = good.len();
@@ -148,6 +167,7 @@ impl Remote {
     fn fetch_pack(
         &self,
         local: &Store,
+        stage: Option<&Stage>,
         want: &Wanted,
         handle: &tokio::runtime::Handle,
         progress: &dyn Progress,
@@ -165,7 +185,15 @@ impl Remote {
                 offset: 0,
                 broke: false,
             };
-            let got = pack::read(local, &mut reader, want.pack, want.objects, &what, progress);
+            let got = pack::read(
+                local,
+                stage,
+                &mut reader,
+                want.pack,
+                want.objects,
+                &what,
+                progress,
+            );
             attempt += 1;
             if got.is_ok() || !reader.broke || attempt > self.endpoints {
                 return got;
@@ -286,7 +314,12 @@ impl Remote {
 }
 
 /// Moves a pack's verified objects into the store.
-fn publish(local: &Store, got: pack::Received, report: &mut TransferReport) -> anyhow::Result<()> {
+fn publish(
+    local: &Store,
+    stage: Option<&Stage>,
+    got: pack::Received,
+    report: &mut TransferReport,
+) -> anyhow::Result<()> {
     report.objects_moved += got.new_objects();
-    got.publish(local)
+    got.publish(local, stage)
 }

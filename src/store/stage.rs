@@ -1,0 +1,277 @@
+//! Many new objects at once (an import, a pull into a new store), published
+//! a shard at a time instead of an object at a time.
+//!
+//! ```text
+//! tmp/stage-<pid>-<suffix>/ab/<key>   objects of shard `ab`, written in place,
+//!                                     read-only from their creation
+//! ```
+//!
+//! A [`Stage`] covers the shards of `objects/` that held no object when it
+//! began. Objects of those shards are written straight to their final name
+//! inside the stage (no temp name, no chmod, no rename each), and
+//! [`Stage::publish`] moves each staged shard over the store's empty one with
+//! one `rename(2)`: 256 renames for a whole store instead of one per object.
+//!
+//! Why this is safe:
+//!
+//! - kill -9: until its shard is renamed, an object lives in `tmp/` under
+//!   this process's pid, which the next open removes; a renamed shard holds
+//!   only objects that matched their key (a writer that fails a check removes
+//!   its file first). Objects without records are what an interrupted
+//!   per-object publish leaves too: gc removes them, a rerun reuses them.
+//! - another process publishing into the same store: `rename(2)` replaces a
+//!   directory only while it is empty, so a shard that gained an object
+//!   meanwhile is never replaced or hidden; the rename fails and that shard's
+//!   objects are published one by one. A publisher whose rename raced ours
+//!   into the replaced (removed) directory sees `ENOENT` and retries
+//!   ([`super::ingest::publish_object`]).
+//!
+//! `TSTORE_NO_STAGING=1` publishes every object on its own, as a store that
+//! is already full would (for comparisons, and for filesystems whose rename
+//! misbehaves).
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{ObjectKey, Store};
+use crate::fsinfo::{DIR_MODE, create_dir_all_with_mode};
+
+/// Staged shards of one store, removed with whatever they still hold when
+/// dropped.
+pub struct Stage {
+    dir: PathBuf,
+    objects: PathBuf,
+    /// Per first byte of a key: whether that shard is staged.
+    staged: [bool; 256],
+}
+
+/// What [`Stage::publish`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Shards moved into the store whole.
+    pub shards: usize,
+    /// Objects of shards that another process wrote into meanwhile, moved
+    /// one by one.
+    pub one_by_one: usize,
+}
+
+impl Stage {
+    /// Stages every shard of `store` that holds no object now.
+    pub fn begin(store: &Store) -> anyhow::Result<Self> {
+        let mut stage = Self {
+            dir: store.temp_path("stage"),
+            objects: store.objects_dir(),
+            staged: [false; 256],
+        };
+        if std::env::var_os("TSTORE_NO_STAGING").is_some_and(|v| v == "1") {
+            return Ok(stage);
+        }
+        for byte in 0..=255u8 {
+            let shard = store.object_shard(byte);
+            let empty = match std::fs::read_dir(&shard) {
+                Ok(mut entries) => entries.next().is_none(),
+                Err(err) if err.kind() == ErrorKind::NotFound => true,
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot list {}", shard.display()));
+                }
+            };
+            if empty {
+                let staged = stage.shard(byte);
+                create_dir_all_with_mode(&staged, DIR_MODE)
+                    .context("cannot stage objects in the store's tmp folder")?;
+                stage.staged[byte as usize] = true;
+            }
+        }
+        Ok(stage)
+    }
+
+    /// Whether `key`'s object is written into the stage.
+    pub fn holds(&self, key: &ObjectKey) -> bool {
+        self.staged[key.hash[0] as usize]
+    }
+
+    /// How many shards are staged.
+    pub fn shards(&self) -> usize {
+        self.staged.iter().filter(|s| **s).count()
+    }
+
+    fn shard(&self, byte: u8) -> PathBuf {
+        self.dir.join(format!("{byte:02x}"))
+    }
+
+    /// Where `key`'s object goes in the stage.
+    pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        self.shard(key.hash[0]).join(key.to_string())
+    }
+
+    /// Creates `key`'s object in the stage, read-only from the start (the
+    /// returned handle may still write it); `None` when the stage has it
+    /// already (another writer of this run). The caller removes the file
+    /// if its content turns out not to match the key.
+    pub fn create(&self, key: &ObjectKey) -> anyhow::Result<Option<File>> {
+        let path = self.object_path(key);
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(object_mode(key))
+            .open(&path);
+        match created {
+            Ok(file) => Ok(Some(file)),
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("cannot write {}", path.display())),
+        }
+    }
+
+    /// Moves a finished object from `temp` into the stage, unless the stage
+    /// has it by now; returns whether it moved.
+    pub fn adopt(&self, temp: &Path, key: &ObjectKey) -> anyhow::Result<bool> {
+        let target = self.object_path(key);
+        if target.exists() {
+            let _ = std::fs::remove_file(temp);
+            return Ok(false);
+        }
+        fs_err::set_permissions(
+            temp,
+            std::os::unix::fs::PermissionsExt::from_mode(object_mode(key)),
+        )?;
+        fs_err::rename(temp, &target).context("cannot stage an object")?;
+        Ok(true)
+    }
+
+    /// Moves every staged shard that holds objects into the store: whole
+    /// over the store's empty shard, else object by object.
+    pub fn publish(self) -> anyhow::Result<Published> {
+        let mut published = Published::default();
+        for byte in 0..=255u8 {
+            if !self.staged[byte as usize] {
+                continue;
+            }
+            let staged = self.shard(byte);
+            let Ok(mut entries) = std::fs::read_dir(&staged) else {
+                continue;
+            };
+            if entries.next().is_none() {
+                continue;
+            }
+            let target = self.objects.join(format!("{byte:02x}"));
+            match std::fs::rename(&staged, &target) {
+                Ok(()) => published.shards += 1,
+                Err(err) if is_not_empty(&err) => {
+                    published.one_by_one += publish_each(&staged, &target)?;
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("cannot move {} to {}", staged.display(), target.display())
+                    });
+                }
+            }
+        }
+        Ok(published)
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        // What is left was refused or not published; the next open removes
+        // it if this fails.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn object_mode(key: &ObjectKey) -> u32 {
+    if key.executable { 0o555 } else { 0o444 }
+}
+
+/// The store's shard is no longer empty (Linux says ENOTEMPTY, POSIX
+/// allows EEXIST).
+fn is_not_empty(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists
+    )
+}
+
+/// Moves each object of `staged` into `target`, keeping the store's copy of
+/// an object it has (venvs may link that inode). Returns how many moved.
+fn publish_each(staged: &Path, target: &Path) -> anyhow::Result<usize> {
+    let mut moved = 0;
+    for entry in fs_err::read_dir(staged)? {
+        let entry = entry?;
+        let destination = target.join(entry.file_name());
+        if destination.exists() {
+            continue;
+        }
+        fs_err::rename(entry.path(), &destination)
+            .context("cannot move an object into the store")?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(first: u8, n: u8) -> ObjectKey {
+        let mut hash = [n; 32];
+        hash[0] = first;
+        ObjectKey {
+            hash,
+            executable: false,
+        }
+    }
+
+    fn stage_object(stage: &Stage, key: &ObjectKey) {
+        use std::io::Write;
+        stage
+            .create(key)
+            .unwrap()
+            .expect("new")
+            .write_all(b"x")
+            .unwrap();
+    }
+
+    #[test]
+    fn empty_shards_move_whole_and_a_shard_that_filled_meanwhile_is_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        std::fs::write(store.object_path(&key(0x01, 1)), b"old").unwrap();
+
+        let stage = Stage::begin(&store).unwrap();
+        assert!(
+            !stage.holds(&key(0x01, 2)),
+            "a shard with objects is not staged"
+        );
+        assert_eq!(stage.shards(), 255);
+        for k in [key(0x00, 1), key(0x00, 2), key(0x02, 1)] {
+            stage_object(&stage, &k);
+        }
+        assert!(stage.create(&key(0x00, 1)).unwrap().is_none());
+        // Another process publishes into shard 02 before this one does.
+        std::fs::write(store.object_path(&key(0x02, 9)), b"theirs").unwrap();
+        let dir = stage.dir.clone();
+
+        let published = stage.publish().unwrap();
+        assert_eq!(
+            published,
+            Published {
+                shards: 1,
+                one_by_one: 1
+            }
+        );
+        for k in [key(0x00, 1), key(0x00, 2), key(0x02, 1), key(0x02, 9)] {
+            assert!(store.object_path(&k).is_file(), "{k}");
+        }
+        assert!(!dir.exists(), "the stage is removed");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(store.object_path(&key(0x00, 1)))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o444);
+    }
+}
