@@ -268,8 +268,9 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Moves the object into the store. Not synced one by one: [`record`]
-    /// syncs the filesystem once before any record names the object.
+    /// Moves the object into the store. Not synced, as no object is (see
+    /// ARCHITECTURE.md, "Crash safety"): a kill leaves it whole, a power
+    /// loss may not, which `tstore verify` finds.
     pub fn publish(self, store: &Store) -> anyhow::Result<()> {
         self.publish_to(store, None)
     }
