@@ -1,4 +1,5 @@
 //! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many]
+//! [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay] [--smoke]
 //! [--tstore-link-mode auto|reflink|hardlink|copy] [--out DIR]`
 //!
 //! tstore against what users would pick instead, on Tekton's real tiers (the
@@ -11,7 +12,9 @@
 //!   pylock.toml on each sync, which would not be a warm install);
 //! - **copy**: the same with `--link-mode copy` (what pip gives);
 //! - **uv + bytecode**: uv hardlink with `--compile-bytecode`, from a copy
-//!   of the same warm cache: venvs as quick to import as tstore's.
+//!   of the same warm cache: venvs as quick to import as tstore's;
+//! - **cp -al** (warm only): a single-threaded copy of links of the very
+//!   generation tstore just built: the floor of building that tree.
 //!
 //! Scenarios: warm (store/cache full, bytecode compiled, venv gone), no-op
 //! (nothing changed), first import of the tier's main packages right after
@@ -26,10 +29,31 @@
 //! the approaches interleaved run by run. Results: a table on stdout,
 //! `results.json` and `chart.svg` in `--out` (default `target/bench-compare`).
 //!
+//! Disk the way users see it (bytes, so a loaded machine does not disturb
+//! them): **after use** runs the same import workload in every venv of
+//! every approach (every top-level module of every distribution, each in a
+//! fresh interpreter that may write bytecode: see `support::workload`) and
+//! measures store + venvs, uv cache + venvs and copies before and after it,
+//! for the profile's tiers and for the many venvs; **one more venv** is what
+//! a second venv of each tier adds (directory blocks included), before and
+//! after use; the **upgrade replay** materializes four weekly locks (uv's
+//! `--exclude-newer` 28, 21, 14 and 7 days ago) and runs `tstore gc` after
+//! each, against `uv pip sync` of the same pins into one venv per tier, and
+//! compares the store's growth with the bytes of the files that changed.
+//! Sizes are `du` of the union of the trees (a hardlinked inode once), apart
+//! from the final totals, which are the free space deleting them gives back.
+//!
 //! Profiles: `small` = tekton-core, tekton-ai (minutes); `full` = all five
 //! tiers (tekton-ml alone is 3.1 GB of wheels). Needs uv, Python 3.11,
-//! network to PyPI, and `du`. `TSTORE_BENCH_DIR` picks the filesystem under
-//! test (default: the system temp dir).
+//! network to PyPI, and `du`. `--fs ext4|xfs` makes a sparse image of
+//! `--fs-size` (default 20G) with `mkfs.ext4` (journaled) or `mkfs.xfs` in
+//! `TSTORE_BENCH_DIR` (default: the system temp dir), loop-mounts it (root
+//! only) and runs everything inside, unmounting it at the end, also on a
+//! panic; `--fs here` (the default) runs in `TSTORE_BENCH_DIR` itself.
+//! `--disk-only` skips the timed scenarios; `--smoke` (what CI runs, with a
+//! debug build: `cargo test --bench compare -- --smoke`) checks that the
+//! harness works: tekton-core only, disk scenarios only (a few modules per
+//! venv), no many venvs, no replay; it asserts no figure.
 
 mod support;
 
@@ -45,7 +69,13 @@ struct Bench {
     tstore: PathBuf,
     /// `--tstore-link-mode`: passed to every `tstore materialize`.
     link_mode: Option<String>,
+    /// `--smoke`: lock only the tiers measured, import a few modules per
+    /// venv; enough to show every step runs.
+    smoke: bool,
 }
+
+/// Modules the smoke imports per venv.
+const SMOKE_MODULES: usize = 5;
 
 #[derive(serde::Serialize, Default, Clone)]
 struct TierResult {
@@ -64,6 +94,8 @@ struct TierResult {
     /// uv with `--compile-bytecode` (hardlink, its own warm cache): what a
     /// venv as fast to import as tstore's costs with uv.
     uv_compiled: UvCompiled,
+    /// `cp -al` of the generation tstore built (median seconds, warm).
+    warm_floor: f64,
 }
 
 #[derive(serde::Serialize, Default, Clone, Copy)]
@@ -96,6 +128,58 @@ struct Results {
     disk_parts: Vec<(String, u64)>,
     upgrade: Option<Upgrade>,
     many: Option<ManyVenvs>,
+    after_use: Option<AfterUse>,
+    replay: Option<Replay>,
+}
+
+/// The profile's tiers before and after the import workload, and one more
+/// venv of each tier.
+#[derive(serde::Serialize, Default)]
+struct AfterUse {
+    /// Union of store/cache and venvs (`du`, each inode once), bytes.
+    before_use: Triple,
+    after_use: Triple,
+    tiers: Vec<TierUse>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct TierUse {
+    tier: String,
+    /// Top-level modules imported in each approach's venv.
+    modules: usize,
+    /// The modules that failed, per approach (tstore, uv, copy).
+    failed: [Vec<String>; 3],
+    /// Bytes the workload added to each approach's venv of this tier.
+    added_by_use: Triple,
+    /// What one more venv of the tier adds to the union (bytes; copy: the
+    /// venv alone), right after it is built and after the workload ran in it.
+    one_more_before_use: Triple,
+    one_more_after_use: Triple,
+}
+
+/// Four weekly locks of each tier, materialized one after another.
+#[derive(serde::Serialize, Default)]
+struct Replay {
+    tiers: Vec<String>,
+    weeks: Vec<Week>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Week {
+    /// uv's `--exclude-newer` for this week's locks.
+    date: String,
+    /// Packages (name + version) not in last week's locks, all tiers.
+    packages_changed: usize,
+    /// `du` of the store after materialize + `tstore gc` (bytes).
+    store: u64,
+    /// The store and the venv root (kept generations) together.
+    store_and_venvs: u64,
+    /// `du` of uv's cache after `uv pip sync` of the same pins.
+    uv_cache: u64,
+    uv_cache_and_venvs: u64,
+    /// Allocated bytes of the contents in this week's venvs (tstore's
+    /// generations, bytecode included) that were in none of last week's.
+    changed_files: u64,
 }
 
 /// One venv per Tekton component (see [`COMPONENTS`]).
@@ -105,6 +189,12 @@ struct ManyVenvs {
     /// Free space given back by deleting everything: store or cache and
     /// every venv (bytes).
     disk: Triple,
+    /// Union of store/cache and every venv before and after the import
+    /// workload ran in every venv (`du`, bytes).
+    before_use: Triple,
+    after_use: Triple,
+    /// Imports that failed, summed over the venvs (tstore, uv, copy).
+    imports_failed: [usize; 3],
     /// What each venv after the first added, store or cache already full
     /// (bytes, mean over the others).
     per_extra_venv: Triple,
@@ -123,27 +213,52 @@ struct Upgrade {
 }
 
 fn main() {
+    let smoke = support::switch("--smoke");
     let profile = flag("--profile").unwrap_or_else(|| "small".into());
-    let tiers = profile_tiers(&profile);
-    let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
-    let cold_runs = if support::switch("--no-cold") {
+    let tiers = if smoke {
+        vec!["tekton-core"]
+    } else {
+        profile_tiers(&profile)
+    };
+    let runs: usize = if smoke {
+        1
+    } else {
+        flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5)
+    };
+    let disk_only = smoke || support::switch("--disk-only");
+    let cold_runs = if smoke || disk_only || support::switch("--no-cold") {
         0
     } else {
         runs
     };
     // The many-venvs scenario of the full profile would build 16 plain
     // copies, four of them with PyTorch (about 34 GB).
-    let many = !support::switch("--no-many");
+    let many = !smoke && !support::switch("--no-many");
+    let replay = !smoke && !support::switch("--no-replay");
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
-    let work = support::work_dir("tstore-compare-");
+    // Declared before the work folder, so dropped after it: the folder is
+    // deleted, then the image unmounted (on a panic too).
+    let mounted = support::mount::filesystem_under_test(
+        flag("--fs").as_deref(),
+        &flag("--fs-size").unwrap_or_else(|| "20G".into()),
+    )
+    .unwrap_or_else(|e| panic!("filesystem under test: {e}"));
+    let base = mounted
+        .as_ref()
+        .map_or_else(support::base_dir, |m| m.path().to_path_buf());
+    let work = support::work_dir_in(&base, "tstore-compare-");
     let bench = Bench {
         work: work.path().to_path_buf(),
         tstore: PathBuf::from(env!("CARGO_BIN_EXE_tstore")),
         link_mode: flag("--tstore-link-mode"),
+        smoke,
     };
     std::fs::create_dir_all(&out).unwrap();
 
     let mut results = bench.results_header(&profile, runs);
+    if smoke {
+        results.profile = "smoke (tekton-core)".into();
+    }
     eprintln!(
         "{} on {} ({}); {}",
         results.machine,
@@ -153,29 +268,55 @@ fn main() {
     );
     let first_builds = bench.warm_up(&tiers);
     for (tier, first_build) in tiers.iter().zip(first_builds) {
-        let mut result = bench.measure_tier(tier, runs, cold_runs);
+        let mut result = if disk_only {
+            TierResult {
+                tier: tier.to_string(),
+                packages: bench.locked_packages(tier),
+                ..TierResult::default()
+            }
+        } else {
+            bench.measure_tier(tier, runs, cold_runs)
+        };
         result.first_build = first_build;
         results.tiers.push(result);
     }
     // The upgrade uses the store's locks: measured before the disk figures,
     // which delete everything.
-    results.upgrade = bench.upgrade(tiers[0]);
+    if !disk_only && !smoke {
+        results.upgrade = bench.upgrade(tiers[0]);
+    }
+    // The disk scenarios take long: what is measured is written after each,
+    // so a run stopped early keeps it.
+    results.after_use = Some(bench.after_use(&tiers));
+    write_results(&out, &results);
+    if replay {
+        results.replay = bench.upgrade_replay(&tiers);
+        write_results(&out, &results);
+    }
     results.many = many.then(|| bench.many_venvs(&tiers));
+    write_results(&out, &results);
     bench.measure_disk(&mut results);
 
-    let table = render_table(&results);
-    println!("{table}");
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(out.join("chart.svg"), render_svg(&results)).unwrap();
-    std::fs::write(out.join("results.txt"), &table).unwrap();
+    println!("{}", write_results(&out, &results));
     eprintln!(
         "wrote {}/results.json, chart.svg, results.txt",
         out.display()
     );
+    drop(work);
+    drop(mounted);
+}
+
+/// `results.json`, `chart.svg` and `results.txt` in `out`; returns the table.
+fn write_results(out: &Path, results: &Results) -> String {
+    let table = render_table(results);
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("chart.svg"), render_svg(results)).unwrap();
+    std::fs::write(out.join("results.txt"), &table).unwrap();
+    table
 }
 
 /// The tiers a `--profile` measures.
@@ -219,7 +360,13 @@ impl Bench {
     /// tstore's first build of each tier (it compiles its bytecode into the
     /// store: a one-time cost).
     fn warm_up(&self, tiers: &[&str]) -> Vec<f64> {
-        self.tstore(&["lock"]).expect("tstore lock");
+        // The full lock is what users get (tiers may share a solve group); the
+        // smoke locks only what it measures.
+        let mut lock = vec!["lock"];
+        if self.smoke {
+            lock.extend(tiers);
+        }
+        self.tstore(&lock).expect("tstore lock");
         self.tstore(
             &["fetch"]
                 .iter()
@@ -256,7 +403,7 @@ impl Bench {
     /// One tier's warm, no-op, first-import and cold figures (medians);
     /// `first_build` is left for the caller.
     fn measure_tier(&self, tier: &str, runs: usize, cold_runs: usize) -> TierResult {
-        let mut samples: [Vec<Duration>; 11] = Default::default();
+        let mut samples: [Vec<Duration>; 12] = Default::default();
         for run in 0..runs {
             eprintln!("{tier}: run {}/{runs}", run + 1);
             self.warm_run(tier, &mut samples);
@@ -284,6 +431,7 @@ impl Bench {
                 copy: m(5),
             },
             first_build: 0.0,
+            warm_floor: m(11),
             first_import: Triple {
                 tstore: m(6),
                 uv: m(7),
@@ -308,9 +456,10 @@ impl Bench {
     /// One run of each approach on a full cache: a warm build, the first
     /// import in each venv, then a no-op. `samples` is indexed as in
     /// [`Bench::measure_tier`].
-    fn warm_run(&self, tier: &str, samples: &mut [Vec<Duration>; 11]) {
+    fn warm_run(&self, tier: &str, samples: &mut [Vec<Duration>; 12]) {
         let _ = self.tstore(&["remove", tier]);
         samples[0].push(self.tstore(&["materialize", "--frozen", tier]).unwrap());
+        samples[11].push(self.copy_of_links(tier));
         samples[1].push(
             self.uv_install(tier, "hardlink", &self.venv("uv", tier))
                 .unwrap(),
@@ -353,6 +502,16 @@ impl Bench {
         );
     }
 
+    /// The floor: `cp -al` of the generation tstore just built for `tier`
+    /// (the tier's path resolved), into a folder of its own.
+    fn copy_of_links(&self, tier: &str) -> Duration {
+        let generation = std::fs::canonicalize(self.venv_of_tstore(tier)).unwrap();
+        let target = self.venv("cpal", tier);
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        timed(Command::new("cp").arg("-al").arg(&generation).arg(&target)).unwrap()
+    }
+
     /// Disk: every tier of the profile materialized by each approach. `du`
     /// per directory is kept for reference, but it counts a reflinked file's
     /// extents in full; the figures compared are the free space each
@@ -390,7 +549,8 @@ impl Bench {
     fn freed_by_deleting(&self, dirs: &[&Path]) -> u64 {
         settle();
         let before = tstore::fsinfo::free_bytes(&self.work).unwrap();
-        for dir in dirs {
+        // A scenario not run (--disk-only has no bytecode venvs) left none.
+        for dir in dirs.iter().filter(|d| d.exists()) {
             std::fs::remove_dir_all(dir).unwrap();
         }
         // Filesystems may free blocks of deleted inodes in the background
@@ -514,8 +674,43 @@ impl Bench {
             )
             .unwrap()
         });
+        // After use: the workload in every venv, the module list of each
+        // component read from its uv venv (the same distributions in all).
+        let unions = || Triple {
+            tstore: disk_bytes(&[&store, &dir.join("venvs-tstore")]) as f64,
+            uv: disk_bytes(&[&cache, &dir.join("venvs-uv")]) as f64,
+            copy: disk_bytes(&[&dir.join("venvs-copy")]) as f64,
+        };
+        let before_use = unions();
+        let mut imports_failed = [0; 3];
+        for component in &components {
+            let uv_venv = dir.join("venvs-uv").join(component);
+            let modules = self.modules_of(&uv_venv);
+            eprintln!(
+                "many venvs: {component}: importing {} modules in each venv",
+                modules.len()
+            );
+            let venvs = [
+                dir.join("venvs-tstore").join(component),
+                uv_venv,
+                dir.join("venvs-copy").join(component),
+            ];
+            for (i, venv) in venvs.iter().enumerate() {
+                imports_failed[i] += support::workload::import_each(
+                    venv,
+                    &modules,
+                    &self.work.join("import-scratch"),
+                )
+                .failed
+                .len();
+            }
+        }
+        let after_use = unions();
         ManyVenvs {
             venvs: components.len(),
+            before_use,
+            after_use,
+            imports_failed,
             per_extra_venv: Triple {
                 tstore: ts_extra,
                 uv: uv_extra,
@@ -657,7 +852,8 @@ impl Bench {
     fn upgrade(&self, tier: &str) -> Option<Upgrade> {
         let dir = self.work.join("upgrade");
         std::fs::create_dir_all(&dir).unwrap();
-        let old_lock = self.month_old_lock(tier, &dir)?;
+        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
+        let old_lock = self.lock_as_of(tier, &month_ago, &dir)?;
         let current = std::fs::read_to_string(self.lock(tier)).ok()?;
         let old = std::fs::read_to_string(&old_lock).ok()?;
         let packages_changed = locked_versions(&current)
@@ -711,13 +907,15 @@ impl Bench {
         })
     }
 
-    /// The tier's requirements locked by uv as of 30 days ago, in `dir`.
-    fn month_old_lock(&self, tier: &str, dir: &Path) -> Option<PathBuf> {
+    /// The tier's requirements locked by uv as of `date` (uv's
+    /// `--exclude-newer`), in `dir`. The resolution has a uv cache of its
+    /// own, so the caches measured hold only what installs put there.
+    fn lock_as_of(&self, tier: &str, date: &str, dir: &Path) -> Option<PathBuf> {
+        std::fs::create_dir_all(dir).unwrap();
         let old_lock = dir.join(format!("pylock.{tier}.toml"));
-        let month_ago = shell("date -u -d '30 days ago' +%Y-%m-%dT00:00:00Z");
         // The tier's own requirements (a flat list of locked names would
         // lose the markers that keep Windows-only packages out).
-        let requirements = dir.join("requirements.in");
+        let requirements = dir.join(format!("requirements-{tier}.in"));
         let config = tstore::config::Config::parse(
             tstore::config::EMBEDDED_TIERS,
             tstore::config::ConfigSource::Embedded,
@@ -733,7 +931,7 @@ impl Bench {
             .collect();
         std::fs::write(&requirements, lines.join("\n")).unwrap();
         run(self
-            .uv(&self.work.join("uv-cache"))
+            .uv(&self.work.join("resolve-uv-cache"))
             .args([
                 "pip",
                 "compile",
@@ -744,7 +942,7 @@ impl Bench {
                 "3.11",
                 "--no-header",
                 "--exclude-newer",
-                &month_ago,
+                date,
             ])
             .arg(&requirements)
             .arg("-o")
@@ -752,6 +950,256 @@ impl Bench {
         .ok()?;
         Some(old_lock)
     }
+}
+
+/// The disk scenarios: after use, one more venv, upgrade replay.
+impl Bench {
+    /// Store/cache and venvs of every approach, as `du` of their union.
+    fn unions(&self) -> Triple {
+        Triple {
+            tstore: disk_bytes(&[&self.work.join("store"), &self.work.join("home/venvs")]) as f64,
+            uv: disk_bytes(&[&self.work.join("uv-cache"), &self.work.join("venvs-uv")]) as f64,
+            copy: disk_bytes(&[&self.work.join("venvs-copy")]) as f64,
+        }
+    }
+
+    /// Every approach's venv of each tier built afresh (the warm runs'
+    /// first imports wrote pycs into some), measured, used by the import
+    /// workload, measured again; then one more venv of each tier.
+    fn after_use(&self, tiers: &[&str]) -> AfterUse {
+        let _ = std::fs::remove_dir_all(self.work.join("venvs-cpal"));
+        let _ = std::fs::remove_dir_all(self.work.join("venvs-uvpyc"));
+        for tier in tiers {
+            let _ = self.tstore(&["remove", tier]);
+            self.tstore(&["materialize", "--frozen", tier])
+                .expect("tstore materialize");
+            self.uv_install(tier, "hardlink", &self.venv("uv", tier))
+                .expect("uv install");
+            self.uv_install(tier, "copy", &self.venv("copy", tier))
+                .expect("copy install");
+        }
+        // What the removed generations alone used (their manifests) goes, as
+        // a user's `gc` would take it.
+        self.tstore(&["gc"]).expect("tstore gc");
+        let mut result = AfterUse {
+            before_use: self.unions(),
+            ..AfterUse::default()
+        };
+        for tier in tiers {
+            result.tiers.push(self.use_tier(tier));
+        }
+        result.after_use = self.unions();
+        for (tier, tier_use) in tiers.iter().zip(result.tiers.iter_mut()) {
+            let (before, after) = self.one_more_venv(tier);
+            tier_use.one_more_before_use = before;
+            tier_use.one_more_after_use = after;
+        }
+        result
+    }
+
+    /// The top-level modules of a venv (a few of them in a smoke).
+    fn modules_of(&self, venv: &Path) -> Vec<String> {
+        let mut modules = support::workload::top_level_modules(venv);
+        if self.smoke {
+            modules.truncate(SMOKE_MODULES);
+        }
+        modules
+    }
+
+    /// The import workload in each approach's venv of `tier`.
+    fn use_tier(&self, tier: &str) -> TierUse {
+        let modules = self.modules_of(&self.venv("uv", tier));
+        eprintln!(
+            "{tier}: importing {} top-level modules in each venv",
+            modules.len()
+        );
+        let venvs = [
+            std::fs::canonicalize(self.venv_of_tstore(tier)).unwrap(),
+            self.venv("uv", tier),
+            self.venv("copy", tier),
+        ];
+        let mut added = [0.0; 3];
+        let mut failed: [Vec<String>; 3] = Default::default();
+        for (i, venv) in venvs.iter().enumerate() {
+            let before = disk_bytes(&[venv]);
+            failed[i] = support::workload::import_each(
+                &self.venv_path_for_python(tier, i, venv),
+                &modules,
+                &self.work.join("import-scratch"),
+            )
+            .failed;
+            added[i] = disk_bytes(&[venv]).saturating_sub(before) as f64;
+        }
+        TierUse {
+            tier: tier.to_string(),
+            modules: modules.len(),
+            failed,
+            added_by_use: Triple {
+                tstore: added[0],
+                uv: added[1],
+                copy: added[2],
+            },
+            ..TierUse::default()
+        }
+    }
+
+    /// The path Python runs from: tstore's venv through its stable path (as
+    /// users run it), the others as they are.
+    fn venv_path_for_python(&self, tier: &str, approach: usize, venv: &Path) -> PathBuf {
+        if approach == 0 {
+            self.venv_of_tstore(tier)
+        } else {
+            venv.to_path_buf()
+        }
+    }
+
+    /// What one more venv of `tier` adds to each approach's union, right
+    /// after it is built and after the workload ran in it; removed after.
+    /// tstore's is a tier of another name with the same requirements and
+    /// lock, in a venv root of its own, on the same store.
+    fn one_more_venv(&self, tier: &str) -> (Triple, Triple) {
+        let more = self.work.join("more");
+        let project = more.join("project");
+        let venv_root = self.work.join("home/venvs/more");
+        std::fs::create_dir_all(&project).unwrap();
+        let name = format!("{tier}-more");
+        std::fs::write(
+            project.join("tiers.toml"),
+            renamed_tier_toml(tier, &name, &venv_root),
+        )
+        .unwrap();
+        std::fs::copy(self.lock(tier), project.join(format!("pylock.{name}.toml"))).unwrap();
+        let uv_venv = self.work.join("venvs-uv/more").join(tier);
+        let copy_venv = self.work.join("venvs-copy/more").join(tier);
+
+        let base = self.unions();
+        let mut cmd = self.tstore_cmd(&["materialize", "--frozen", &name]);
+        run(cmd.current_dir(&project)).expect("tstore: one more venv");
+        self.uv_install(tier, "hardlink", &uv_venv)
+            .expect("uv: one more venv");
+        self.uv_install(tier, "copy", &copy_venv)
+            .expect("copy: one more venv");
+        let built = self.unions();
+        let modules = self.modules_of(&uv_venv);
+        let scratch = self.work.join("import-scratch");
+        for venv in [venv_root.join(&name), uv_venv, copy_venv] {
+            support::workload::import_each(&venv, &modules, &scratch);
+        }
+        let used = self.unions();
+        for dir in [
+            &more,
+            &venv_root,
+            &self.work.join("venvs-uv/more"),
+            &self.work.join("venvs-copy/more"),
+        ] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        let minus = |a: &Triple, b: &Triple| Triple {
+            tstore: a.tstore - b.tstore,
+            uv: a.uv - b.uv,
+            copy: a.copy - b.copy,
+        };
+        (minus(&built, &base), minus(&used, &base))
+    }
+
+    /// Four weekly locks of every tier (uv's `--exclude-newer` 28, 21, 14
+    /// and 7 days ago): tstore materializes each week's and runs `gc`; uv
+    /// syncs the same pins into one venv per tier, with one cache.
+    fn upgrade_replay(&self, tiers: &[&str]) -> Option<Replay> {
+        let dir = self.work.join("replay");
+        let project = dir.join("project");
+        let store = dir.join("store");
+        let venv_root = dir.join("venvs-tstore");
+        let cache = dir.join("uv-cache");
+        let uv_venvs = dir.join("venvs-uv");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(
+            project.join("tiers.toml"),
+            tstore_tier_toml("the replay's tiers", &venv_root),
+        )
+        .unwrap();
+        let tstore = |args: &[&str]| {
+            let mut cmd = self.tstore_cmd(args);
+            cmd.current_dir(&project).env("TSTORE_HOME", &store);
+            run(&mut cmd)
+        };
+        let mut replay = Replay {
+            tiers: tiers.iter().map(|t| t.to_string()).collect(),
+            weeks: Vec::new(),
+        };
+        let mut last_versions = std::collections::BTreeSet::new();
+        let mut last_contents = std::collections::HashMap::new();
+        for days in [28, 21, 14, 7] {
+            let date = shell(&format!("date -u -d '{days} days ago' +%Y-%m-%dT00:00:00Z"));
+            eprintln!("upgrade replay: locks as of {date}");
+            let week_dir = dir.join(format!("week-{days}"));
+            let mut versions = std::collections::BTreeSet::new();
+            for tier in tiers {
+                let lock = self.lock_as_of(tier, &date, &week_dir)?;
+                std::fs::copy(&lock, project.join(format!("pylock.{tier}.toml"))).unwrap();
+                versions.extend(locked_versions(&std::fs::read_to_string(&lock).unwrap()));
+                let pins = week_dir.join(format!("pins-{tier}.txt"));
+                std::fs::write(&pins, pins_from_lock(&lock)).unwrap();
+                let venv = uv_venvs.join(tier);
+                if venv.exists() {
+                    run(self
+                        .uv(&cache)
+                        .args(["pip", "sync", "--link-mode", "hardlink", "--python"])
+                        .arg(venv.join("bin/python"))
+                        .arg(&pins))
+                    .expect("uv pip sync (replay)");
+                } else {
+                    self.uv_install_from("hardlink", &venv, &cache, &pins)
+                        .expect("uv install (replay)");
+                }
+            }
+            let mut materialize = vec!["materialize", "--frozen"];
+            materialize.extend(tiers);
+            tstore(&materialize).expect("tstore materialize (replay)");
+            tstore(&["gc"]).expect("tstore gc (replay)");
+            let mut contents = std::collections::HashMap::new();
+            for tier in tiers {
+                contents.extend(support::workload::contents(&venv_root.join(tier)));
+            }
+            replay.weeks.push(Week {
+                date,
+                packages_changed: versions.difference(&last_versions).count(),
+                store: disk_bytes(&[&store]),
+                store_and_venvs: disk_bytes(&[&store, &venv_root]),
+                uv_cache: disk_bytes(&[&cache]),
+                uv_cache_and_venvs: disk_bytes(&[&cache, &uv_venvs]),
+                changed_files: support::workload::changed_bytes(&last_contents, &contents),
+            });
+            last_versions = versions;
+            last_contents = contents;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(replay)
+    }
+}
+
+/// A tiers.toml with one tier, `name`, of the embedded `tier`'s
+/// requirements, its venvs under `venv_root`.
+fn renamed_tier_toml(tier: &str, name: &str, venv_root: &Path) -> String {
+    let config = tstore::config::Config::parse(
+        tstore::config::EMBEDDED_TIERS,
+        tstore::config::ConfigSource::Embedded,
+        Path::new("."),
+    )
+    .unwrap();
+    let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let lines: Vec<String> = config
+        .tier(tier)
+        .unwrap()
+        .requirements
+        .iter()
+        .map(|r| quote(&r.text))
+        .collect();
+    format!(
+        "python = \"3.11\"\nvenv-root = {}\n\n[tiers.{name}]\nrequirements = [{}]\n",
+        quote(&venv_root.display().to_string()),
+        lines.join(", ")
+    )
 }
 
 /// Each package's name and version, as quoted in a pylock file, read line
@@ -911,7 +1359,9 @@ fn render_table(r: &Results) -> String {
         "cold cp"
     )
     .unwrap();
-    for tier in &r.tiers {
+    // --disk-only leaves the timed figures at zero: not printed.
+    let timed_tiers = || r.tiers.iter().filter(|t| t.warm.tstore > 0.0);
+    for tier in timed_tiers() {
         writeln!(
             t,
             "{:<12} {:>5} | {:>7.3}s {:>7.3}s {:>7.3}s {:>6.2} | {:>7.3}s {:>7.3}s {:>7.3}s | {:>7.1}s {:>7.1}s {:>7.1}s",
@@ -930,7 +1380,7 @@ fn render_table(r: &Results) -> String {
         )
         .unwrap();
     }
-    for tier in &r.tiers {
+    for tier in timed_tiers() {
         writeln!(
             t,
             "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s (linked pycs), uv {:.2}s, copy {:.2}s (no pycs); uv --compile-bytecode: warm {:.2}s, first import {:.2}s",
@@ -985,6 +1435,20 @@ fn render_table(r: &Results) -> String {
         )
         .unwrap();
     }
+    for tier in &r.tiers {
+        if tier.warm_floor > 0.0 {
+            writeln!(
+                t,
+                "{}: warm tstore {:.3}s against cp -al of its generation {:.3}s ({:.2}x the floor)",
+                tier.tier,
+                tier.warm.tstore,
+                tier.warm_floor,
+                tier.warm.tstore / tier.warm_floor
+            )
+            .unwrap();
+        }
+    }
+    render_disk_scenarios(&mut t, r);
     if let Some(u) = &r.upgrade {
         writeln!(
             t,
@@ -1001,6 +1465,111 @@ fn render_table(r: &Results) -> String {
     t
 }
 
+/// The after-use, one-more-venv and replay lines of the table, with the
+/// ratios the targets name.
+fn render_disk_scenarios(t: &mut String, r: &Results) {
+    let mib = |b: f64| b / (1 << 20) as f64;
+    let triple = |name: &str, d: &Triple| {
+        format!(
+            "{name}: tstore {:.1} MiB, uv {:.1} MiB, copies {:.1} MiB (tstore/uv {:.2}x)",
+            mib(d.tstore),
+            mib(d.uv),
+            mib(d.copy),
+            d.tstore / d.uv
+        )
+    };
+    if let Some(a) = &r.after_use {
+        writeln!(
+            t,
+            "{}",
+            triple("disk of all tiers before use", &a.before_use)
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "{}",
+            triple(
+                "disk of all tiers after use (target tstore <= 0.85x uv)",
+                &a.after_use
+            )
+        )
+        .unwrap();
+        for u in &a.tiers {
+            writeln!(
+                t,
+                "{}: {} top-level modules imported in each venv; failed: tstore [{}], uv [{}], copy [{}]",
+                u.tier,
+                u.modules,
+                u.failed[0].join(" "),
+                u.failed[1].join(" "),
+                u.failed[2].join(" ")
+            )
+            .unwrap();
+            writeln!(t, "  {}", triple("use added to the venv", &u.added_by_use)).unwrap();
+            writeln!(
+                t,
+                "  {}",
+                triple("one more venv, before use", &u.one_more_before_use)
+            )
+            .unwrap();
+            writeln!(
+                t,
+                "  {}",
+                triple("one more venv, after use", &u.one_more_after_use)
+            )
+            .unwrap();
+        }
+    }
+    if let Some(m) = &r.many {
+        writeln!(
+            t,
+            "{}",
+            triple(
+                &format!("many venvs ({}) before use", m.venvs),
+                &m.before_use
+            )
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "{}; imports failed tstore/uv/copy {}/{}/{}",
+            triple(&format!("many venvs ({}) after use", m.venvs), &m.after_use),
+            m.imports_failed[0],
+            m.imports_failed[1],
+            m.imports_failed[2]
+        )
+        .unwrap();
+    }
+    if let Some(replay) = &r.replay {
+        writeln!(
+            t,
+            "upgrade replay of {} (weekly locks, tstore gc after each; targets: growth <= 1.05x changed files, week 4 store <= 0.7x uv cache):",
+            replay.tiers.join(", ")
+        )
+        .unwrap();
+        let mut last_store = 0;
+        for w in &replay.weeks {
+            let growth = w.store as f64 - last_store as f64;
+            writeln!(
+                t,
+                "  {} ({} packages new): store {:.1} MiB (+{:.1}), with venvs {:.1} MiB; uv cache {:.1} MiB, with venvs {:.1} MiB; store/cache {:.2}x; files changed {:.1} MiB, growth/changed {:.2}x",
+                w.date,
+                w.packages_changed,
+                mib(w.store as f64),
+                mib(growth),
+                mib(w.store_and_venvs as f64),
+                mib(w.uv_cache as f64),
+                mib(w.uv_cache_and_venvs as f64),
+                w.store as f64 / w.uv_cache as f64,
+                mib(w.changed_files as f64),
+                growth / w.changed_files as f64
+            )
+            .unwrap();
+            last_store = w.store;
+        }
+    }
+}
+
 /// Two bar groups: warm install time per tier, and disk use per approach.
 fn render_svg(r: &Results) -> String {
     let colors = [
@@ -1010,11 +1579,14 @@ fn render_svg(r: &Results) -> String {
     ];
     let width = 760.0;
     let mut svg = String::new();
-    let groups = r.tiers.len() + 1;
-    let height = 80.0 + groups as f64 * 90.0;
+    let rows_drawn = r.tiers.iter().filter(|t| t.warm.tstore > 0.0).count()
+        + 1
+        + usize::from(r.after_use.is_some())
+        + usize::from(r.many.is_some());
+    let height = 80.0 + rows_drawn as f64 * 90.0;
     writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#).unwrap();
     writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
-    writeln!(svg, r#"<text x="10" y="20" font-size="14">Warm install time per tier (s) and disk use of all tiers (MiB)</text>"#).unwrap();
+    writeln!(svg, r#"<text x="10" y="20" font-size="14">Warm install time per tier (s) and disk use (MiB)</text>"#).unwrap();
     writeln!(
         svg,
         r#"<text x="420" y="43" fill="gray">median of {} runs, {}, {}</text>"#,
@@ -1027,6 +1599,7 @@ fn render_svg(r: &Results) -> String {
     let mut rows: Vec<(String, [f64; 3], &str)> = r
         .tiers
         .iter()
+        .filter(|t| t.warm.tstore > 0.0)
         .map(|t| {
             (
                 format!("{} warm", t.tier),
@@ -1044,6 +1617,17 @@ fn render_svg(r: &Results) -> String {
         ],
         "MiB",
     ));
+    let in_mib = |d: &Triple| [d.tstore / 1048576.0, d.uv / 1048576.0, d.copy / 1048576.0];
+    if let Some(a) = &r.after_use {
+        rows.push(("all tiers after use".into(), in_mib(&a.after_use), "MiB"));
+    }
+    if let Some(m) = &r.many {
+        rows.push((
+            format!("{} venvs after use", m.venvs),
+            in_mib(&m.after_use),
+            "MiB",
+        ));
+    }
     for (row, (label, values, unit)) in rows.iter().enumerate() {
         let y0 = 70.0 + row as f64 * 90.0;
         let max = values.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);

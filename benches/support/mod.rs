@@ -2,7 +2,10 @@
 //! shell helpers, medians, and a lock's pins for uv.
 #![allow(dead_code)]
 
-use std::path::Path;
+pub mod mount;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,13 +26,22 @@ pub fn switch(name: &str) -> bool {
 /// A scratch folder named `prefix…` on the filesystem under test
 /// (`TSTORE_BENCH_DIR`, else the system temp dir).
 pub fn work_dir(prefix: &str) -> tempfile::TempDir {
-    let base = std::env::var_os("TSTORE_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    work_dir_in(&base_dir(), prefix)
+}
+
+/// A scratch folder named `prefix…` in `base`.
+pub fn work_dir_in(base: &Path, prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir_in(&base)
+        .tempdir_in(base)
         .unwrap()
+}
+
+/// `TSTORE_BENCH_DIR`, else the system temp dir.
+pub fn base_dir() -> PathBuf {
+    std::env::var_os("TSTORE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Cores, memory and kernel, for the results.
