@@ -1,0 +1,49 @@
+#!/bin/bash
+# Cold installs, side by side: an empty store and an empty uv cache, downloads
+# from PyPI included, the tier's lock given (--frozen), interleaved run by run.
+#
+#   benches/cold.sh DIR RUNS TIER [LABEL]
+#
+# DIR is on the filesystem under test (e.g. a loop-mounted ext4 or XFS image);
+# everything (stores, caches, venvs) goes under it. Needs uv, Python 3.11 and
+# the lock pylock.TIER.toml in the current folder (`tstore lock TIER`).
+# TSTORE is the binary to measure (default: target/release/tstore);
+# TSTORE_BEFORE, when set, is measured too as `before`. APPROACHES picks among
+#   before  TSTORE_BEFORE, bytecode on (the default)
+#   tstore  TSTORE, bytecode on
+#   nobc    TSTORE with compile-bytecode = false
+#   uv      `uv venv --python 3.11` + `uv pip sync pylock.TIER.toml`
+#   uvbc    the same with --compile-bytecode
+# Prints "label filesystem tier approach run wall-seconds usable-seconds" per
+# run; tstore's usable figure is its own `usable after` (when the tier's path
+# points at a complete venv that imports), the others' is their wall time.
+set -u
+DIR=$1; RUNS=$2; TIER=$3; LABEL=${4:-cold}
+TSTORE=${TSTORE:-$PWD/target/release/tstore}
+LOCK=$PWD/pylock.$TIER.toml
+FS=$(findmnt -n -o FSTYPE --target "$DIR")
+now() { date +%s.%N; }
+for cfg in bc nobc; do
+  sed "s|^venv-root = .*|venv-root = \"$DIR/venvs\"|" "$(dirname "$0")/../tiers.toml" > "$DIR/tiers-$cfg.toml"
+  [ $cfg = nobc ] && sed -i 's|^link-mode = .*|&\ncompile-bytecode = false|' "$DIR/tiers-nobc.toml"
+done
+cp "$LOCK" "$DIR/"
+for i in $(seq 1 "$RUNS"); do
+  for a in ${APPROACHES:-tstore nobc uv uvbc}; do
+    W=$DIR/w; rm -rf "$W" "$DIR/venvs"; mkdir -p "$W"; sync
+    export UV_CACHE_DIR=$W/uv-cache TSTORE_HOME=$W/home
+    t0=$(now)
+    case $a in
+      before) "$TSTORE_BEFORE" -v --config "$DIR/tiers-bc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
+      tstore) "$TSTORE" -v --config "$DIR/tiers-bc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
+      nobc) "$TSTORE" -v --config "$DIR/tiers-nobc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
+      uv) uv venv -q --python 3.11 "$W/v" && uv pip sync -q --python "$W/v/bin/python" "$DIR/pylock.$TIER.toml" ;;
+      uvbc) uv venv -q --python 3.11 "$W/v" && uv pip sync -q --compile-bytecode --python "$W/v/bin/python" "$DIR/pylock.$TIER.toml" ;;
+    esac || { echo "$a failed" >&2; cat "$W/log" >&2 2>/dev/null; exit 1; }
+    t1=$(now)
+    wall=$(echo "$t1 - $t0" | bc)
+    usable=$(grep -o "usable after [0-9.]*s" "$W/log" 2>/dev/null | grep -o "[0-9.]*" | head -1)
+    echo "$LABEL $FS $TIER $a $i $wall ${usable:-$wall}"
+  done
+done
+rm -rf "$DIR/w" "$DIR/venvs"
