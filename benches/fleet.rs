@@ -240,16 +240,7 @@ struct Machine {
 
 impl Machine {
     fn new(work: &Path, name: &str) -> Self {
-        let root = work.join(name);
-        std::fs::create_dir_all(root.join("project")).unwrap();
-        std::fs::write(
-            root.join("project/tiers.toml"),
-            tstore::config::EMBEDDED_TIERS.replace(
-                "venv-root = \"~/venvs\"",
-                &format!("venv-root = \"{}\"", root.join("venvs").display()),
-            ),
-        )
-        .unwrap();
+        let root = support::machine_root(work, name);
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("pylock.{TIER}.toml")),
             root.join(format!("project/pylock.{TIER}.toml")),

@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A machine's folder `work/name` with its project: the embedded
+/// tiers.toml, its venvs under the folder. Returns the folder.
+pub fn machine_root(work: &Path, name: &str) -> PathBuf {
+    let root = work.join(name);
+    std::fs::create_dir_all(root.join("project")).unwrap();
+    std::fs::write(
+        root.join("project/tiers.toml"),
+        tstore::config::EMBEDDED_TIERS.replace(
+            "venv-root = \"~/venvs\"",
+            &format!("venv-root = \"{}\"", root.join("venvs").display()),
+        ),
+    )
+    .unwrap();
+    root
+}
+
 /// `--name VALUE` from the command line.
 pub fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
