@@ -49,9 +49,25 @@ fn index_path() -> std::path::PathBuf {
     tstore::store::Layout::of_home(&tstore::store::Store::default_home()).index_path()
 }
 
+/// The messages of `err`'s chain worth a line each: a cause whose message
+/// the one before already ends with (object_store's errors print their
+/// source inside their own message) is not repeated.
+fn chain_lines(err: &anyhow::Error) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if lines.last().is_some_and(|before| before.ends_with(&text)) {
+            continue;
+        }
+        lines.push(text);
+    }
+    lines
+}
+
 fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
+    let lines = chain_lines(err);
+    eprintln!("error: {}", lines[0]);
+    for cause in &lines[1..] {
         eprintln!("  caused by: {cause}");
     }
     let disk_full = err.chain().any(is_disk_full);
@@ -100,7 +116,28 @@ fn clean_up_when_interrupted() {
 
 #[cfg(test)]
 mod tests {
-    use super::is_disk_full;
+    use super::{chain_lines, is_disk_full};
+
+    #[test]
+    fn a_cause_its_error_already_printed_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Generic S3 error: {source}")]
+        struct Generic {
+            source: std::io::Error,
+        }
+        let inner = std::io::Error::other("no endpoint answered: a: refused; b: refused");
+        let err = anyhow::Error::new(Generic { source: inner }).context("cannot read the remote");
+        assert_eq!(
+            chain_lines(&err),
+            [
+                "cannot read the remote",
+                "Generic S3 error: no endpoint answered: a: refused; b: refused"
+            ]
+        );
+        // A cause that says something new stays.
+        let err = anyhow::Error::new(std::io::Error::other("refused")).context("cannot connect");
+        assert_eq!(chain_lines(&err), ["cannot connect", "refused"]);
+    }
 
     #[test]
     fn a_full_disk_is_found_anywhere_on_the_chain() {

@@ -374,6 +374,8 @@ fn unreachable_endpoints_are_named() {
         assert!(err.contains(endpoint.as_str()), "names {endpoint}: {err}");
     }
     assert!(err.contains(REMOTE), "names the remote: {err}");
+    // The list of failures is printed once, not again as its own cause.
+    assert_eq!(err.matches("no endpoint answered").count(), 1, "{err}");
 
     let bad = vec![(tstore_endpoints().to_string(), "127.0.0.1:9".to_string())];
     let (ok, err) = run_env(&fresh(), &["pull", "--remote", REMOTE, "t1"], &bad);
