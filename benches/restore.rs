@@ -7,6 +7,11 @@
 //! - (c) uv's way: untar a zstd archive of uv's cache, then `uv venv` +
 //!   `uv pip sync --offline --link-mode hardlink` per tier.
 //!
+//! After (a) and (c), the first `import fastapi, anthropic, openai` in
+//! tekton-ai's venv is timed too: tstore's venv links its pycs, uv's
+//! compiles them on that import, so "time to first import" is the restore
+//! plus it.
+//!
 //! Every run starts from nothing but the committed locks (and the archive
 //! or the remote), the three approaches interleaved; medians of `--runs`
 //! (default 5). (a) and (b) also run with `TSTORE_NO_STAGING=1` (every
@@ -52,6 +57,11 @@ struct Results {
     remote_restore_per_object: f64,
     uv_untar: f64,
     uv_sync: f64,
+    /// The first `import fastapi, anthropic, openai` in tekton-ai's venv
+    /// right after (a) and after (c): tstore's venv has its pycs, uv's
+    /// compiles (and writes) them on this import.
+    first_import_tstore: f64,
+    first_import_uv: f64,
     /// Bytes.
     export_archive: u64,
     uv_cache_archive: u64,
@@ -64,15 +74,16 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let setup = Setup::prepare(work.path());
 
-    let mut samples: [Vec<Duration>; 7] = Default::default();
+    let mut samples: [Vec<Duration>; 9] = Default::default();
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         // Staged first in even runs, one by one first in odd ones.
         for staged in [run % 2 == 0, run % 2 != 0] {
-            let [import, materialize] = setup.via_export(staged);
+            let [import, materialize, first_import] = setup.via_export(staged);
             if staged {
                 samples[0].push(import);
                 samples[1].push(materialize);
+                samples[7].push(first_import);
             } else {
                 samples[5].push(import);
             }
@@ -80,9 +91,10 @@ fn main() {
         for staged in [run % 2 == 0, run % 2 != 0] {
             samples[if staged { 2 } else { 6 }].push(setup.via_remote(staged));
         }
-        let [untar, sync] = setup.via_uv_cache();
+        let [untar, sync, first_import] = setup.via_uv_cache();
         samples[3].push(untar);
         samples[4].push(sync);
+        samples[8].push(first_import);
     }
     let results = setup.results(&samples, runs);
     let table = render_table(&results, runs);
@@ -145,8 +157,8 @@ impl<'w> Setup<'w> {
     }
 
     /// (a) `tstore import` then `tstore materialize --offline`; `staged`:
-    /// as tstore does, else with `TSTORE_NO_STAGING=1`.
-    fn via_export(&self, staged: bool) -> [Duration; 2] {
+    /// as tstore does, else with `TSTORE_NO_STAGING=1`. Then the first import.
+    fn via_export(&self, staged: bool) -> [Duration; 3] {
         let machine = Machine::fresh(self.work, "a", &self.source);
         let import = timed(
             machine
@@ -157,9 +169,9 @@ impl<'w> Setup<'w> {
             &self.tstore,
             &["materialize", "--offline", TIERS[0], TIERS[1]],
         ));
-        machine.check(TIERS[1]);
+        let first_import = first_import(&machine.root.join("venvs").join(TIERS[1]));
         machine.delete();
-        [import, materialize]
+        [import, materialize, first_import]
     }
 
     /// (b) `tstore materialize --remote`, staged or not as in [`Self::via_export`].
@@ -186,8 +198,9 @@ impl<'w> Setup<'w> {
         took
     }
 
-    /// (c) uv: untar the cache, then sync each tier from it.
-    fn via_uv_cache(&self) -> [Duration; 2] {
+    /// (c) uv: untar the cache, then sync each tier from it; then the
+    /// first import.
+    fn via_uv_cache(&self) -> [Duration; 3] {
         let machine = self.work.join("c");
         std::fs::create_dir_all(&machine).unwrap();
         let untar = timed(
@@ -209,13 +222,14 @@ impl<'w> Setup<'w> {
             .run();
         }
         let sync = started.elapsed();
+        let first_import = first_import(&machine.join("venvs").join(TIERS[1]));
         std::fs::remove_dir_all(&machine).unwrap();
-        [untar, sync]
+        [untar, sync, first_import]
     }
 
     /// Medians of `samples` (in the order of [`Results`]' seconds) and
     /// what the runs ran on.
-    fn results(&self, samples: &[Vec<Duration>; 7], runs: usize) -> Results {
+    fn results(&self, samples: &[Vec<Duration>; 9], runs: usize) -> Results {
         let m = |i: usize| median(&samples[i]);
         Results {
             date: support::now(),
@@ -239,12 +253,25 @@ impl<'w> Setup<'w> {
             remote_restore: m(2),
             uv_untar: m(3),
             uv_sync: m(4),
+            first_import_tstore: m(7),
+            first_import_uv: m(8),
             export_import_per_object: m(5),
             remote_restore_per_object: m(6),
             export_archive: std::fs::metadata(&self.export).unwrap().len(),
             uv_cache_archive: std::fs::metadata(&self.uv_archive).unwrap().len(),
         }
     }
+}
+
+/// What the first `import fastapi, anthropic, openai` in `venv` takes,
+/// with Python free to write pycs (as a user's first run is).
+fn first_import(venv: &Path) -> Duration {
+    let started = Instant::now();
+    Command::new(venv.join("bin/python"))
+        .args(["-c", "import fastapi, anthropic, openai"])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .run();
+    started.elapsed()
 }
 
 /// `TSTORE_NO_STAGING=1` unless `staged`.
@@ -290,6 +317,8 @@ fn render_table(results: &Results, runs: usize) -> String {
          | (c) untar uv cache + uv pip sync | {uv_total:.2} ({:.2} + {:.2}) | 1.00 |\n\n\
          without staged shards (TSTORE_NO_STAGING=1), same runs: (a) import {:.2} s \
          (staged {:.2}x of it), (b) {:.2} s (staged {:.2}x of it)\n\n\
+         time to first import (restore, then `import fastapi, anthropic, openai` in {}): \
+         tstore (a) {:.2} s ({:.2} of it the import), uv (c) {:.2} s ({:.2}): {:.2}x\n\n\
          archives: tstore export {:.1} MiB, uv cache tar.zst {:.1} MiB\n",
         TIERS[0],
         TIERS[1],
@@ -309,6 +338,12 @@ fn render_table(results: &Results, runs: usize) -> String {
         results.export_import / results.export_import_per_object,
         results.remote_restore_per_object,
         results.remote_restore / results.remote_restore_per_object,
+        TIERS[1],
+        export_total + results.first_import_tstore,
+        results.first_import_tstore,
+        uv_total + results.first_import_uv,
+        results.first_import_uv,
+        (export_total + results.first_import_tstore) / (uv_total + results.first_import_uv),
         results.export_archive as f64 / 1048576.0,
         results.uv_cache_archive as f64 / 1048576.0,
     )
