@@ -12,7 +12,7 @@
 //!   tools/                 the uv tstore installs when none is found
 //!   interpreters/          cached answers of Python interpreter queries
 //!   run/                   advisory lock files
-//!   manifests/<plan>.json  every file of a generation and its source
+//!   manifests/<plan>.json.zst  every file of a generation and its source
 //!   records/               what the index holds, as files it is rebuilt from
 //!   lock-snapshots/        the lock each generation was built from, by sha256
 //! ```
@@ -71,6 +71,19 @@ impl fmt::Display for ObjectKey {
         }
         Ok(())
     }
+}
+
+/// The ends of a manifest's file name after its plan hash: compressed, and
+/// plain (written by older tstores).
+pub const MANIFEST_SUFFIX: &str = ".json.zst";
+pub const PLAIN_MANIFEST_SUFFIX: &str = ".json";
+
+/// The plan hash a file in `manifests/` is the manifest of.
+pub fn plan_of_manifest(file_name: &str) -> &str {
+    file_name
+        .strip_suffix(MANIFEST_SUFFIX)
+        .or_else(|| file_name.strip_suffix(PLAIN_MANIFEST_SUFFIX))
+        .unwrap_or(file_name)
 }
 
 /// Where each part of a store lives on disk: the one place that knows the
@@ -133,9 +146,17 @@ impl Layout {
         self.root.join("tools")
     }
 
-    /// The manifest of the venv plan with this hash.
+    /// The manifest of the venv plan with this hash (zstd-compressed JSON).
     pub fn manifest_path(&self, plan_hash: &str) -> PathBuf {
-        self.manifests_dir().join(format!("{plan_hash}.json"))
+        self.manifests_dir()
+            .join(format!("{plan_hash}{MANIFEST_SUFFIX}"))
+    }
+
+    /// Where stores before compressed manifests kept that manifest (plain
+    /// JSON); still read.
+    pub fn plain_manifest_path(&self, plan_hash: &str) -> PathBuf {
+        self.manifests_dir()
+            .join(format!("{plan_hash}{PLAIN_MANIFEST_SUFFIX}"))
     }
 
     pub fn manifests_dir(&self) -> PathBuf {

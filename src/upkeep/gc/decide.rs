@@ -82,7 +82,7 @@ pub fn decide(roots: &Roots, census: &Census) -> Doomed {
     let manifests = census
         .manifests
         .iter()
-        .filter(|(_, name)| !plans.contains(name.trim_end_matches(".json")))
+        .filter(|(_, name)| !plans.contains(crate::store::plan_of_manifest(name)))
         .map(|(path, _)| path.clone())
         .collect();
     let lock_snapshots = census
@@ -179,6 +179,15 @@ mod tests {
     fn unkept_lock_snapshots_and_manifests_go() {
         let census = Census {
             manifests: vec![
+                (
+                    "/store/manifests/kept.json.zst".into(),
+                    "kept.json.zst".into(),
+                ),
+                (
+                    "/store/manifests/old.json.zst".into(),
+                    "old.json.zst".into(),
+                ),
+                // Plain manifests of an older tstore count the same.
                 ("/store/manifests/kept.json".into(), "kept.json".into()),
                 ("/store/manifests/old.json".into(), "old.json".into()),
             ],
@@ -188,7 +197,10 @@ mod tests {
         let doomed = decide(&roots(&[]), &census);
         assert_eq!(
             doomed.manifests,
-            vec![PathBuf::from("/store/manifests/old.json")]
+            vec![
+                PathBuf::from("/store/manifests/old.json.zst"),
+                PathBuf::from("/store/manifests/old.json")
+            ]
         );
         assert_eq!(doomed.lock_snapshots, vec![PathBuf::from("/s/old.toml")]);
     }

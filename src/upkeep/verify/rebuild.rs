@@ -209,16 +209,12 @@ fn restore_bytecode(
     let mut rows: BTreeMap<String, BTreeMap<String, (ObjectKey, u64)>> = BTreeMap::new();
     let mut magic_of: HashMap<ObjectKey, Option<String>> = HashMap::new();
     for plan in plans {
-        let path = layout.manifest_path(plan);
-        let manifest: Manifest = match fs_err::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
-        {
+        let manifest = match Manifest::load(layout, plan) {
             Ok(manifest) => manifest,
             Err(err) => {
                 report.skipped.push(format!(
                     "{}: {err:#} (its bytecode is compiled again)",
-                    path.display()
+                    layout.manifest_path(plan).display()
                 ));
                 continue;
             }
