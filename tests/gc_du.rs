@@ -182,6 +182,47 @@ fn gc_keeps_what_a_kept_generation_uses_and_removes_leftovers() {
     assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
 }
 
+/// A store written before manifests were compressed keeps plain
+/// `<plan>.json` manifests: gc keeps a kept generation's, verify reads it,
+/// and a new build writes the compressed kind.
+#[test]
+fn plain_manifests_of_an_older_store_are_kept_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let manifests = dir.path().join("store/v1/manifests");
+    let compressed: Vec<PathBuf> = fs_err::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Tiers a and b, and a's generation as first built, before its bytecode.
+    assert!(compressed.len() >= 2, "{compressed:?}");
+    for path in &compressed {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let plan = name
+            .strip_suffix(".json.zst")
+            .expect("a compressed manifest");
+        let json = zstd::stream::decode_all(fs_err::read(path).unwrap().as_slice()).unwrap();
+        fs_err::write(manifests.join(format!("{plan}.json")), json).unwrap();
+        fs_err::remove_file(path).unwrap();
+    }
+    let report = s.json(&["gc", "--json"]);
+    assert_eq!(report["distributions"], 0, "{report}");
+    let left: Vec<String> = fs_err::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    // The kept generations' manifests stay (verify reads each one).
+    assert_eq!(left.len(), 2, "one per tier: {left:?}");
+    assert!(left.iter().all(|n| n.ends_with(".json")), "{left:?}");
+    assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
+    // Removing a tier lets gc take its manifest, plain or not.
+    s.ok(&["remove", "b"]);
+    s.ok(&["gc"]);
+    assert_eq!(fs_err::read_dir(&manifests).unwrap().count(), 1);
+    assert_eq!(s.cmd(&["verify"]).status().unwrap().code(), Some(0));
+    python_ok(&s.venv("a"), "import alpha, gamma");
+}
+
 #[test]
 fn du_counts_shared_and_unique_bytes() {
     let dir = tempfile::tempdir().unwrap();
