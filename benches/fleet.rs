@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use garage_cluster::GarageCluster;
-use support::{flag, median, settle, shell};
+use support::{Run, flag, median, settle, shell};
 
 const TIER: &str = "tekton-core";
 const REMOTE: &str = "s3://fleet/tekton";
@@ -257,20 +257,5 @@ impl Machine {
             .env_remove("TSTORE_REMOTE")
             .env_remove("TSTORE_REMOTE_ENDPOINTS");
         cmd
-    }
-}
-
-trait Run {
-    fn run(&mut self);
-}
-
-impl Run for Command {
-    fn run(&mut self) {
-        let out = self.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{self:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }

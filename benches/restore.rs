@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{flag, median, pins_from_lock, settle, shell};
+use support::{Run, flag, median, pins_from_lock, settle, shell};
 
 const TIERS: [&str; 2] = ["tekton-core", "tekton-ai"];
 
@@ -424,21 +424,6 @@ fn remote(work: &Path) -> (String, Vec<(String, String)>, Option<garage::Garage>
         server.env.clone(),
         Some(server),
     )
-}
-
-trait Run {
-    fn run(&mut self);
-}
-
-impl Run for Command {
-    fn run(&mut self) {
-        let out = self.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{self:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 fn timed(cmd: &mut Command) -> Duration {

@@ -4,11 +4,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::garage::free_port;
 use common::process::ProcessGroup;
 use common::*;
 
@@ -632,14 +632,6 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16, server: &mut ProcessGroup, what: &str) {

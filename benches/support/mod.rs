@@ -25,6 +25,22 @@ pub fn machine_root(work: &Path, name: &str) -> PathBuf {
     root
 }
 
+/// Runs a command that must succeed, with its stderr in the panic if not.
+pub trait Run {
+    fn run(&mut self);
+}
+
+impl Run for Command {
+    fn run(&mut self) {
+        let out = self.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{self:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// `--name VALUE` from the command line.
 pub fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

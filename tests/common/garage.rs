@@ -39,7 +39,8 @@ impl Garage {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
