@@ -38,15 +38,6 @@ pub struct FetchOptions {
     pub concurrent_downloads: usize,
 }
 
-impl Default for FetchOptions {
-    fn default() -> Self {
-        Self {
-            offline: false,
-            concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
-        }
-    }
-}
-
 /// A selected distribution and its record in the store.
 #[derive(Debug, Clone)]
 pub struct Fetched {

@@ -71,28 +71,17 @@ pub fn sources_to_compile(name: &str, rows: &[FileRow]) -> anyhow::Result<Vec<(S
         .collect())
 }
 
-/// Compiles `sources` (see [`Compiler::submit`]) with the interpreter at
-/// `python`, whose bytecode tag is `tag`, and records the outcome.
-pub fn compile(
-    store: &Store,
-    python: &Path,
-    tag: &str,
-    sources: &[(String, String)],
-    progress: &dyn Progress,
-) -> anyhow::Result<HashMap<String, Bytecode>> {
-    let compiler = Compiler::new(store, python, tag);
-    compiler.submit(sources)?;
-    compiler.finish(store, progress)
-}
-
-/// Interpreters compiling sources as they are submitted, started on the
-/// first one. Dropping it without [`Compiler::finish`] stops them.
+/// Interpreters compiling submitted sources: in the background as they are
+/// submitted ([`Compiler::in_background`]), else only once
+/// [`Compiler::finish`] waits for them. Dropping it unfinished stops them.
 pub struct Compiler {
     python: PathBuf,
     tag: String,
     layout: Layout,
     work: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Whether [`Compiler::submit`] starts (niced) interpreters.
+    background: bool,
     state: Mutex<State>,
 }
 
@@ -148,7 +137,18 @@ struct Done {
 }
 
 impl Compiler {
+    /// A compiler that starts compiling at [`Compiler::finish`].
     pub fn new(store: &Store, python: &Path, tag: &str) -> Self {
+        Self::with_background(store, python, tag, false)
+    }
+
+    /// A compiler that starts compiling, at a lower priority, as sources
+    /// are submitted.
+    pub fn in_background(store: &Store, python: &Path, tag: &str) -> Self {
+        Self::with_background(store, python, tag, true)
+    }
+
+    fn with_background(store: &Store, python: &Path, tag: &str, background: bool) -> Self {
         let (jobs, queue) = channel();
         let (results_to, results) = channel();
         Self {
@@ -157,6 +157,7 @@ impl Compiler {
             layout: Layout::clone(store),
             work: store.temp_path("bytecode"),
             stop: Arc::new(AtomicBool::new(false)),
+            background,
             state: Mutex::new(State {
                 sources: Vec::new(),
                 seen: HashSet::new(),
@@ -178,7 +179,8 @@ impl Compiler {
 
     /// Queues `sources` (a source's object key, or [`EMPTY_SOURCE`], with its
     /// path in the wheel for messages); a source already submitted is
-    /// skipped. Starts another interpreter when the queue has grown enough.
+    /// skipped. In the background, starts another interpreter when the
+    /// queue has grown enough.
     pub fn submit(&self, sources: &[(String, String)]) -> anyhow::Result<()> {
         let mut state = self.state.lock().unwrap();
         if state.sources.is_empty() && !sources.is_empty() {
@@ -202,7 +204,11 @@ impl Compiler {
                 jobs.send(job).ok();
             }
         }
-        let wanted = workers_for(state.sources.len());
+        let wanted = if self.background {
+            workers_for(state.sources.len())
+        } else {
+            0
+        };
         while state.workers.len() < wanted {
             self.start_worker(&mut state, NICENESS);
         }
@@ -512,7 +518,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::open(home.path()).unwrap();
         let quick = source(&store, "QUICK = 1\n");
-        let compiler = Compiler::new(&store, &python(), TAG);
+        let compiler = Compiler::in_background(&store, &python(), TAG);
         compiler
             .submit(&[(quick.clone(), "quick.py".into())])
             .unwrap();
@@ -538,7 +544,7 @@ mod tests {
         let sources: Vec<(String, String)> = (0..200)
             .map(|i| (source(&store, &format!("X = {i}\n")), format!("m{i}.py")))
             .collect();
-        let compiler = Compiler::new(&store, &python(), TAG);
+        let compiler = Compiler::in_background(&store, &python(), TAG);
         compiler.submit(&sources).unwrap();
         let work = compiler.work.clone();
         assert!(work.is_dir());

@@ -327,7 +327,7 @@ impl Workspace {
         let compiler = tag
             .as_deref()
             .filter(|_| materializing)
-            .map(|tag| Compiler::new(&self.store, &interpreter.executable, tag));
+            .map(|tag| Compiler::in_background(&self.store, &interpreter.executable, tag));
         let (store, python) = (&self.store, interpreter.executable.as_path());
         let (pulled, fetched) = std::thread::scope(|scope| {
             if let (true, Some(uv)) = (materializing, uv) {
