@@ -420,35 +420,28 @@ fn a_remote_in_another_layout_is_refused_with_the_fix() {
     src.world.ok(&["push", "--remote", &remote]);
     let dst = fresh(Some(&src.world));
 
-    fs_err::write(
-        root.join("tstore-remote.json"),
-        r#"{"format": "tstore-remote", "version": 7}"#,
-    )
-    .unwrap();
-    for args in [
-        &["pull", "--remote", &remote][..],
-        &["push", "--remote", &remote][..],
+    // Another layout version, then content without the file (written by
+    // an older tstore): both refused by pull and push, saying what to do.
+    let version_7 = Some(r#"{"format": "tstore-remote", "version": 7}"#);
+    for (layout_file, expected) in [
+        (version_7, "layout version 7"),
+        (None, "no tstore-remote.json"),
     ] {
-        let world = if args[0] == "pull" { &dst } else { &src.world };
-        let err = world.fails(args);
-        assert!(
-            err.contains("layout version 7") && err.contains("push to an empty prefix"),
-            "{err}"
-        );
-    }
-
-    // Content without the file: written by an older tstore.
-    fs_err::remove_file(root.join("tstore-remote.json")).unwrap();
-    for args in [
-        &["pull", "--remote", &remote][..],
-        &["push", "--remote", &remote][..],
-    ] {
-        let world = if args[0] == "pull" { &dst } else { &src.world };
-        let err = world.fails(args);
-        assert!(
-            err.contains("no tstore-remote.json") && err.contains("push to an empty prefix"),
-            "{err}"
-        );
+        match layout_file {
+            Some(text) => fs_err::write(root.join("tstore-remote.json"), text).unwrap(),
+            None => fs_err::remove_file(root.join("tstore-remote.json")).unwrap(),
+        }
+        for args in [
+            &["pull", "--remote", &remote][..],
+            &["push", "--remote", &remote][..],
+        ] {
+            let world = if args[0] == "pull" { &dst } else { &src.world };
+            let err = world.fails(args);
+            assert!(
+                err.contains(expected) && err.contains("push to an empty prefix"),
+                "{args:?}: {err}"
+            );
+        }
     }
     assert_eq!(dst.store_counts().0, 0);
 }
