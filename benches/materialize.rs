@@ -294,7 +294,7 @@ fn bench_tier(venv: PathBuf) -> Tier {
         constraints: Vec::new(),
         index: Default::default(),
         components: Vec::new(),
-        compile_bytecode: false,
+        compile_bytecode: tstore::config::BytecodeMode::Off,
         solve_group: tstore::config::SolveGroup::Default,
     }
 }

@@ -142,3 +142,156 @@ fn a_run_killed_while_compiling_leaves_a_working_venv_that_the_next_run_finishes
     assert!(again.contains("t: up to date"), "{again}");
     python_ok(&venv, "import delta.big, delta_top");
 }
+
+/// Imports `code` in `venv` with Python free to write its pycs (the test
+/// environment may forbid it).
+fn import_writing_pycs(venv: &Path, code: &str) -> String {
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .args(["-v", "-c", code])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn links(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs_err::metadata(path).unwrap().nlink()
+}
+
+#[test]
+fn a_lazy_tier_compiles_nothing_and_shares_the_pycs_python_writes() {
+    let world = World::new();
+    WheelBuilder::new("eps", "1.0")
+        .file(
+            "eps/__init__.py",
+            "from .core import VALUE\nfrom . import blank\n",
+        )
+        .file("eps/core.py", "VALUE = 5\n")
+        .raw("eps/blank.py", b"", 0o100644)
+        .file("eps/unused.py", "UNUSED = 1\n")
+        .file("eps_top.py", "TOP = 1\n")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(
+        "python = \"3.11\"\ncompile-bytecode = \"lazy\"\n\
+         [tiers.a]\nrequirements = [\"eps\"]\n[tiers.b]\nrequirements = [\"eps\"]\n",
+    );
+    for tier in ["a", "b"] {
+        let lock = world.project().join(format!("pylock.{tier}.toml"));
+        lock_served(&lock, &world.wheels(), &["eps"], &server.url);
+    }
+    let built = world.ok(&["-v", "materialize", "--frozen", "a"]);
+    assert!(!built.contains("compiled"), "{built}");
+    let (a, b) = (world.venv("a"), world.venv("b"));
+    for module in ["eps/__init__.py", "eps/core.py", "eps_top.py"] {
+        assert!(!pyc_of(&a, module).exists(), "{module}");
+    }
+
+    // Python writes its own timestamp pycs on import; the tier stays as built.
+    import_writing_pycs(&a, "import eps, eps_top");
+    let core = pyc_of(&a, "eps/core.py");
+    assert!(core.is_file() && !is_checked_hash_pyc(&core));
+    assert_eq!(links(&core), 1);
+    let unchanged = world.ok(&["materialize", "--frozen", "a"]);
+    assert!(unchanged.contains("a: up to date"), "{unchanged}");
+
+    // One of them no longer matches its source (its mtime field is off),
+    // and one belongs to a file of the user's: both are left alone.
+    let top = pyc_of(&a, "eps_top.py");
+    let mut stale = fs_err::read(&top).unwrap();
+    stale[8] ^= 1;
+    fs_err::write(&top, &stale).unwrap();
+    fs_err::write(site_packages(&a).join("mine.py"), "MINE = 1\n").unwrap();
+    import_writing_pycs(&a, "import mine");
+    let mine = pyc_of(&a, "mine.py");
+
+    let collected = world.ok(&["gc"]);
+    assert!(
+        collected.contains(
+            "3 pycs Python wrote in the venvs now shared through the store (3 new to it)"
+        ),
+        "{collected}"
+    );
+    assert!(
+        collected.contains("1 pyc no longer matching their source left alone"),
+        "{collected}"
+    );
+    assert!(is_checked_hash_pyc(&core) && links(&core) == 2);
+    assert_eq!(fs_err::read(&top).unwrap(), stale);
+    assert_eq!(links(&mine), 1);
+    assert!(!pyc_of(&a, "eps/unused.py").exists());
+    // (verify reports a file no distribution put there)
+    fs_err::remove_file(site_packages(&a).join("mine.py")).unwrap();
+
+    // Python uses the shared pyc as it is.
+    let before = inode_of(&core);
+    let imported = import_writing_pycs(&a, "import eps; assert eps.VALUE == 5");
+    assert!(
+        imported.contains(&format!("code object from '{}'", core.display())),
+        "{imported}"
+    );
+    assert_eq!(inode_of(&core), before);
+    let verified = world.ok(&["verify"]);
+    assert!(verified.contains("all intact"), "{verified}");
+
+    // Another lazy tier links the shared pycs from its first build, and
+    // its first import compiles nothing.
+    world.ok(&["materialize", "--frozen", "b"]);
+    assert_eq!(inode_of(&pyc_of(&b, "eps/core.py")), before);
+    assert!(is_checked_hash_pyc(&pyc_of(&b, "eps/blank.py")));
+    import_writing_pycs(&b, "import eps");
+    assert_eq!(inode_of(&pyc_of(&b, "eps/core.py")), before);
+
+    // The shared pycs are kept while a tier uses their sources.
+    world.ok(&["gc"]);
+    assert!(core.is_file());
+    python_ok(&b, "import eps");
+}
+
+#[test]
+fn a_lazy_tier_rebuilt_first_takes_the_pycs_python_wrote_in_it() {
+    let world = World::new();
+    for version in ["1.0", "1.1"] {
+        WheelBuilder::new("eps", version)
+            .file("eps/__init__.py", "from .core import VALUE\n")
+            .file("eps/core.py", "VALUE = 5\n")
+            .file("eps/version.py", &format!("VERSION = {version:?}\n"))
+            .build(&world.wheels());
+    }
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(
+        "python = \"3.11\"\n[tiers.a]\nrequirements = [\"eps\"]\ncompile-bytecode = \"lazy\"\n",
+    );
+    let lock = world.project().join("pylock.a.toml");
+    lock_served(&lock, &world.wheels(), &["eps"], &server.url);
+    world.ok(&["materialize", "--frozen", "a"]);
+    let venv = world.venv("a");
+    import_writing_pycs(&venv, "import eps");
+    let written = pyc_of(&venv, "eps/core.py");
+    assert_eq!(links(&written), 1);
+
+    // An upgrade: the same core.py in eps 1.1.
+    let newer = LockedPackage::served(
+        &world.wheels().join("eps-1.1-py3-none-any.whl"),
+        &server.url,
+    );
+    write_pylock(&lock, &[newer]);
+    let upgraded = world.ok(&["-v", "materialize", "--frozen", "a"]);
+    assert!(upgraded.contains("2 pyc(s) Python wrote in"), "{upgraded}");
+    // The new generation links the pyc the old one wrote, which is now a
+    // link to the same store object.
+    let core = pyc_of(&venv, "eps/core.py");
+    assert!(is_checked_hash_pyc(&core));
+    assert_eq!(links(&core), 3);
+    assert!(!pyc_of(&venv, "eps/version.py").exists());
+    python_ok(
+        &venv,
+        "import eps.version; assert eps.version.VERSION == '1.1'",
+    );
+}

@@ -634,6 +634,7 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
     let unit = ByteUnit::for_largest(&[
         report.bytes_freed,
         report.bytes_still_linked,
+        report.written_pycs.bytes_freed,
         report.measured_free_growth.map_or(0, i64::unsigned_abs),
     ]);
     println!(
@@ -662,6 +663,21 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
             "  {} whose folder is gone {} forgotten",
             plural(report.adopted_venvs_forgotten, "adopted venv"),
             if dry_run { "would be" } else { "were" }
+        );
+    }
+    let pycs = report.written_pycs;
+    if pycs.linked > 0 || pycs.taken > 0 {
+        println!(
+            "  {} Python wrote in the venvs now shared through the store ({} new to it), {} of copies freed",
+            plural(pycs.linked.max(pycs.taken), "pyc"),
+            pycs.taken,
+            unit.format(pycs.bytes_freed)
+        );
+    }
+    if pycs.stale > 0 {
+        println!(
+            "  {} no longer matching their source left alone",
+            plural(pycs.stale, "pyc")
         );
     }
     if report.bytes_still_linked > 0 {

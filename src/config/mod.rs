@@ -60,6 +60,43 @@ impl fmt::Display for LinkMode {
     }
 }
 
+/// What a tier does about bytecode (`compile-bytecode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BytecodeMode {
+    /// Every importable source compiled once into the store and linked
+    /// (`true`, the default).
+    #[default]
+    Compile,
+    /// Only the pycs the store has are linked; Python writes the others on
+    /// first import, and tstore shares those afterwards (`"lazy"`).
+    Lazy,
+    /// No pycs linked (`false`).
+    Off,
+}
+
+impl BytecodeMode {
+    /// Whether store pycs are linked into the venv (and pulled).
+    pub fn links_pycs(self) -> bool {
+        self != Self::Off
+    }
+
+    /// Whether every missing pyc is compiled before the tier is complete.
+    pub fn compiles(self) -> bool {
+        self == Self::Compile
+    }
+}
+
+impl fmt::Display for BytecodeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Compile => "true",
+            Self::Lazy => "\"lazy\"",
+            Self::Off => "false",
+        })
+    }
+}
+
 /// Where the configuration came from; decides where locks are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -104,8 +141,8 @@ pub struct Tier {
     /// requirement files applied.
     pub index: IndexSettings,
     pub components: Vec<String>,
-    /// Link compiled bytecode into the venv (`compile-bytecode`, default on).
-    pub compile_bytecode: bool,
+    /// Which pycs the venv gets (`compile-bytecode`, default `true`).
+    pub compile_bytecode: BytecodeMode,
     /// Which tiers it shares versions with (`solve-group`).
     pub solve_group: SolveGroup,
 }
@@ -330,6 +367,28 @@ fn link_mode(doc: &Document<'_>, raw: Option<&Spanned<String>>) -> Result<LinkMo
     }
 }
 
+/// `compile-bytecode`, `true` when unset.
+fn bytecode_mode(
+    doc: &Document<'_>,
+    raw: Option<&Spanned<RawBytecode>>,
+) -> Result<BytecodeMode, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(BytecodeMode::Compile);
+    };
+    match raw.get_ref() {
+        RawBytecode::Flag(true) => Ok(BytecodeMode::Compile),
+        RawBytecode::Flag(false) => Ok(BytecodeMode::Off),
+        RawBytecode::Mode(mode) if mode == "lazy" => Ok(BytecodeMode::Lazy),
+        RawBytecode::Mode(other) => Err(doc.error_at(
+            Some(raw.span()),
+            &format!(
+                "unknown compile-bytecode `{other}`: use true (compile every source once), \
+                 \"lazy\" (share the pycs Python writes on import) or false"
+            ),
+        )),
+    }
+}
+
 /// `keep-generations`, 3 when unset.
 fn keep_generations(doc: &Document<'_>, raw: Option<&Spanned<i64>>) -> Result<usize, ConfigError> {
     match raw {
@@ -435,10 +494,13 @@ impl<'a> TierReader<'a> {
                 Some(index) if index_lines.is_empty() => index,
                 _ => tier_index(self.raw, index_lines, self.dir),
             },
-            compile_bytecode: raw_tier
-                .compile_bytecode
-                .or(self.raw.compile_bytecode)
-                .unwrap_or(true),
+            compile_bytecode: bytecode_mode(
+                self.doc,
+                raw_tier
+                    .compile_bytecode
+                    .as_ref()
+                    .or(self.raw.compile_bytecode.as_ref()),
+            )?,
             solve_group: solve_group(self.doc, raw_tier.solve_group.as_ref())?,
             components: raw_tier
                 .components
@@ -737,7 +799,7 @@ struct RawConfig {
     find_links: Vec<String>,
     #[serde(default)]
     no_index: bool,
-    compile_bytecode: Option<bool>,
+    compile_bytecode: Option<Spanned<RawBytecode>>,
     remote: Option<String>,
     #[serde(default)]
     sets: BTreeMap<String, RawSet>,
@@ -772,9 +834,17 @@ struct RawTier {
     /// One version, or a list: one venv per version.
     python: Option<Spanned<PythonVersions>>,
     venv: Option<String>,
-    compile_bytecode: Option<bool>,
+    compile_bytecode: Option<Spanned<RawBytecode>>,
     /// A group name, `true` (the default group) or `false` (alone).
     solve_group: Option<Spanned<RawSolveGroup>>,
+}
+
+/// `compile-bytecode`: `true`, `false` or `"lazy"`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawBytecode {
+    Flag(bool),
+    Mode(String),
 }
 
 #[derive(Deserialize, Clone)]
@@ -1043,6 +1113,29 @@ mod tests {
     }
 
     #[test]
+    fn compile_bytecode_is_a_flag_or_lazy_and_a_tier_overrides_the_default() {
+        let config = parse(
+            "compile-bytecode = \"lazy\"\n[tiers.a]\nrequirements = [\"x\"]\n\
+             [tiers.b]\nrequirements = [\"x\"]\ncompile-bytecode = false\n\
+             [tiers.c]\nrequirements = [\"x\"]\ncompile-bytecode = true\n",
+        )
+        .unwrap();
+        let modes: Vec<BytecodeMode> = ["a", "b", "c"]
+            .iter()
+            .map(|name| config.tier(name).unwrap().compile_bytecode)
+            .collect();
+        assert_eq!(
+            modes,
+            [BytecodeMode::Lazy, BytecodeMode::Off, BytecodeMode::Compile]
+        );
+        let unset = parse("[tiers.a]\nrequirements = [\"x\"]\n").unwrap();
+        assert_eq!(
+            unset.tier("a").unwrap().compile_bytecode,
+            BytecodeMode::Compile
+        );
+    }
+
+    #[test]
     fn a_union_tier_holds_its_members_requirements() {
         let config = parse(
             "[tiers.a]\nrequirements = [\"x\", \"y\"]\n[tiers.b]\nrequirements = [\"y\", \"z\"]\n\
@@ -1210,6 +1303,12 @@ mod tests {
                 3,
                 15,
                 "not a valid group name",
+            ),
+            (
+                "[tiers.a]\nrequirements = [\"x\"]\ncompile-bytecode = \"sometimes\"\n",
+                3,
+                20,
+                "unknown compile-bytecode `sometimes`: use true",
             ),
             (
                 "python = \"3.12\"\nkeep-generations = 0\n[tiers.a]\nrequirements = [\"x\"]\n",

@@ -87,7 +87,7 @@ pub fn place(
 
 /// What a pyc linked beside its final name carries, before the pid of the
 /// process linking it.
-const TEMP_MARK: &str = ".tstore-";
+pub(super) const TEMP_MARK: &str = ".tstore-";
 
 /// Removes pycs a killed run linked beside their names and never renamed
 /// into place, in the `__pycache__` directories `files` go to: Python
@@ -99,18 +99,19 @@ fn remove_stale_temps(root: &Path, files: &[&PlannedFile]) {
             continue;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some((_, pid)) = name.to_str().and_then(|n| n.rsplit_once(TEMP_MARK)) else {
-                continue;
-            };
-            if pid
-                .parse::<i32>()
-                .is_ok_and(|pid| !crate::platform::process_exists(pid))
-            {
+            if is_stale_temp(&entry.file_name()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
+}
+
+/// A link named `<file>.tstore-<pid>` by a run that is gone.
+pub(super) fn is_stale_temp(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.rsplit_once(TEMP_MARK))
+        .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        .is_some_and(|pid| !crate::platform::process_exists(pid))
 }
 
 #[cfg(test)]

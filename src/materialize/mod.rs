@@ -27,6 +27,7 @@ pub mod generations;
 pub mod manifest;
 pub mod plan;
 pub mod scripts;
+pub mod shared_pycs;
 pub mod tree;
 pub mod venv;
 
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{LinkMode, Tier};
+use crate::config::{BytecodeMode, LinkMode, Tier};
 use crate::fetch::Fetched;
 use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
@@ -130,15 +131,17 @@ fn prepare<'a>(input: &TierInput<'a>) -> anyhow::Result<Prepared<'a>> {
             requested.push(item.selected.name.clone());
         }
     }
-    let bytecode_tag = input
-        .tier
-        .compile_bytecode
+    let mode = input.tier.compile_bytecode;
+    let bytecode_tag = mode
+        .links_pycs()
         .then(|| input.interpreter.bytecode_tag())
         .flatten();
     let dists = plan::read_distributions(input.store, input.fetched, bytecode_tag.as_deref())?;
+    // A lazy tier links what the store has and compiles nothing: Python
+    // writes the rest on import.
     let missing = match &bytecode_tag {
-        Some(_) => plan::sources_without_bytecode(&dists)?,
-        None => Vec::new(),
+        Some(_) if mode.compiles() => plan::sources_without_bytecode(&dists)?,
+        _ => Vec::new(),
     };
     Ok(Prepared {
         dists,
@@ -228,6 +231,9 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
     let target = &input.tier.venv;
+    if input.tier.compile_bytecode == BytecodeMode::Lazy {
+        share_pycs_in_use(input, progress);
+    }
     let compiled_early = match input.compiling {
         Some(compiler) => compiler.record_finished(input.store)?,
         None => Tally::default(),
@@ -335,6 +341,38 @@ pub fn materialize(
     let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
     report.bytecode_after = Some(usable.elapsed());
     Ok(Outcome::Built(report))
+}
+
+/// Takes the pycs Python wrote in the lazy tier's generation in use into
+/// the store, so the generation built now links them. Only a notice when
+/// that fails: the venv is built as it would be without them.
+fn share_pycs_in_use(input: &TierInput<'_>, progress: &dyn Progress) {
+    let target = &input.tier.venv;
+    let shared = (|| -> anyhow::Result<shared_pycs::SharedPycs> {
+        let Some(current) = generations::Generations::of(target)?.current() else {
+            return Ok(Default::default());
+        };
+        let recorded = input.store.db.generations(&target.display().to_string())?;
+        let Some(row) = recorded.iter().find(|g| g.number == current) else {
+            return Ok(Default::default());
+        };
+        timed(progress, "share written pycs", || {
+            shared_pycs::share_written_pycs(input.store, Path::new(&row.path), row.link_method)
+        })
+    })();
+    match shared {
+        Ok(shared) if shared.taken > 0 => progress.detail(&format!(
+            "bytecode: {} pyc(s) Python wrote in {} taken into the store",
+            shared.taken,
+            target.display()
+        )),
+        Ok(_) => {}
+        Err(err) => progress.notice(&format!(
+            "{}: the pycs Python wrote in {} stay its own: {err:#}",
+            input.tier.name,
+            target.display()
+        )),
+    }
 }
 
 /// The tier's current generation when it was built from the same inputs
@@ -525,13 +563,14 @@ pub fn inputs_key(
     link_mode: LinkMode,
 ) -> anyhow::Result<String> {
     let mut hasher = blake3::Hasher::new();
+    let bytecode = match tier.compile_bytecode {
+        BytecodeMode::Compile => "bytecode",
+        BytecodeMode::Lazy => "lazy bytecode",
+        BytecodeMode::Off => "no bytecode",
+    };
     for part in [
         concat!("tstore-inputs-2/", env!("CARGO_PKG_VERSION")).as_bytes(),
-        if tier.compile_bytecode {
-            b"bytecode".as_slice()
-        } else {
-            b"no bytecode".as_slice()
-        },
+        bytecode.as_bytes(),
         lock,
         tier.python.as_bytes(),
         tier.venv.as_os_str().as_encoded_bytes(),

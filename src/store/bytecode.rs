@@ -433,7 +433,7 @@ fn workers_for(jobs: usize) -> usize {
 
 /// Publishes a compiled pyc as a store object (once per content); returns
 /// its key and size.
-fn store_pyc(layout: &Layout, pyc: &Path) -> anyhow::Result<(ObjectKey, u64)> {
+pub(super) fn store_pyc(layout: &Layout, pyc: &Path) -> anyhow::Result<(ObjectKey, u64)> {
     let bytes = fs_err::read(pyc)?;
     let key = ObjectKey {
         hash: *blake3::hash(&bytes).as_bytes(),

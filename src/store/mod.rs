@@ -27,6 +27,7 @@ pub mod records;
 pub mod stage;
 pub mod tmp;
 pub mod wheel;
+pub mod written_pycs;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -326,7 +326,7 @@ impl Workspace {
         let tag = bytecode_tag(tier, &interpreter);
         let compiler = tag
             .as_deref()
-            .filter(|_| materializing)
+            .filter(|_| materializing && tier.compile_bytecode.compiles())
             .map(|tag| Compiler::in_background(&self.store, &interpreter.executable, tag));
         let (store, python) = (&self.store, interpreter.executable.as_path());
         let (pulled, fetched) = std::thread::scope(|scope| {

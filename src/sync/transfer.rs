@@ -162,9 +162,10 @@ impl Workspace {
 }
 
 /// The bytecode a pull brings along for `tier`: its interpreter's, when
-/// the tier compiles bytecode.
+/// the tier links pycs (compiled or lazy).
 pub fn bytecode_tag(tier: &Tier, interpreter: &Interpreter) -> Option<String> {
     tier.compile_bytecode
+        .links_pycs()
         .then(|| interpreter.bytecode_tag())
         .flatten()
 }

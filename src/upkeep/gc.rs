@@ -37,6 +37,7 @@ use decide::{Census, Doomed};
 use roots::Roots;
 
 use crate::fsinfo;
+use crate::materialize::shared_pycs::{self, SharedPycs};
 use crate::progress::Progress;
 use crate::store::db::ObjectRow;
 use crate::store::{IndexDamaged, IndexProblem, Store};
@@ -66,6 +67,9 @@ pub struct GcReport {
     pub bytes_still_linked: u64,
     /// Growth of the filesystem's free space over the real run.
     pub measured_free_growth: Option<i64>,
+    /// Pycs Python wrote in kept generations, now in the store and linked
+    /// (not on a dry run).
+    pub written_pycs: SharedPycs,
 }
 
 pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow::Result<GcReport> {
@@ -75,6 +79,12 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     }
     let free_before = fsinfo::free_bytes(store.location()).ok();
     let roots = roots::find_roots(store, options.keep_generations)?;
+    // Before the census: the pycs taken are objects it must know.
+    let written_pycs = if options.dry_run {
+        SharedPycs::default()
+    } else {
+        share_written_pycs(store, &roots, progress)
+    };
     let distributions =
         decide::doomed_distributions(&store.db.all_distributions()?, &roots.distributions);
     let orphans = if options.dry_run {
@@ -109,6 +119,7 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
         lock_snapshots: doomed.lock_snapshots.len(),
         temp_entries: doomed.temps.len(),
         adopted_venvs_forgotten: roots.vanished_adopted.len(),
+        written_pycs,
         ..GcReport::default()
     };
     let doomed_paths = other_doomed_paths(generation_dirs, doomed);
@@ -125,6 +136,24 @@ pub fn gc(store: &Store, options: &GcOptions, progress: &dyn Progress) -> anyhow
     }
     progress.finish();
     Ok(report)
+}
+
+/// Shares the pycs Python wrote in every kept generation: one copy in the
+/// store instead of one per venv. A generation that cannot be (its
+/// interpreter is gone) keeps its own, with a notice.
+fn share_written_pycs(store: &Store, roots: &Roots, progress: &dyn Progress) -> SharedPycs {
+    let mut total = SharedPycs::default();
+    for row in roots.tiers.iter().flat_map(|t| &t.kept) {
+        let path = std::path::Path::new(&row.path);
+        match shared_pycs::share_written_pycs(store, path, row.link_method) {
+            Ok(shared) => total += shared,
+            Err(err) => progress.notice(&format!(
+                "the pycs Python wrote in {} stay its own: {err:#}",
+                path.display()
+            )),
+        }
+    }
+    total
 }
 
 /// Refuses to collect on the word of an index SQLite finds malformed.
