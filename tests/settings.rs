@@ -154,6 +154,31 @@ fn link_mode_flag_beats_variable_beats_tiers_toml() {
 }
 
 #[test]
+fn the_bytecode_variable_replaces_every_tiers_compile_bytecode() {
+    let world = world();
+    let pyc = |name: &str| {
+        world
+            .path()
+            .join(name)
+            .join("lib/python3.11/site-packages/alpha/__pycache__/__init__.cpython-311.pyc")
+            .is_file()
+    };
+    let into_arg = |name: &str| world.path().join(name).display().to_string();
+    world.ok(&["materialize", "t", "--into", &into_arg("compiled")]);
+    assert!(pyc("compiled"));
+    for mode in ["false", "lazy"] {
+        ok_with(
+            &world,
+            &[("TSTORE_COMPILE_BYTECODE", mode)],
+            &["materialize", "t", "--into", &into_arg(mode)],
+        );
+    }
+    assert!(!pyc("false"));
+    // Lazy links the pycs the store has (the first build compiled them).
+    assert!(pyc("lazy"));
+}
+
+#[test]
 fn bad_values_name_the_variable_and_the_accepted_ones() {
     let world = world();
     for name in [

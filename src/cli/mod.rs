@@ -543,6 +543,11 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     if let Some(mode) = settings.link_mode {
         session.workspace.config.link_mode = mode;
     }
+    if let Some(mode) = settings.compile_bytecode {
+        for tier in session.workspace.config.tiers.values_mut() {
+            tier.compile_bytecode = mode;
+        }
+    }
     if let Some(downloads) = settings.concurrent_downloads {
         session.workspace.concurrent_downloads = downloads;
     }

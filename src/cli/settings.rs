@@ -7,7 +7,7 @@
 //! applies them where no flag was given.
 
 use anyhow::bail;
-use tstore::config::LinkMode;
+use tstore::config::{BytecodeMode, LinkMode};
 
 use super::{Cli, Command};
 
@@ -18,6 +18,7 @@ pub const QUIET: &str = "TSTORE_QUIET";
 pub const VERBOSE: &str = "TSTORE_VERBOSE";
 pub const NO_PROGRESS: &str = "TSTORE_NO_PROGRESS";
 pub const CONCURRENT_DOWNLOADS: &str = "TSTORE_CONCURRENT_DOWNLOADS";
+pub const COMPILE_BYTECODE: &str = "TSTORE_COMPILE_BYTECODE";
 
 /// How much tstore prints, once flags and variables are weighed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Settings {
     /// `TSTORE_LINK_MODE`: replaces tiers.toml's `link-mode`; `--link-mode`
     /// still beats it (the command's own option is applied later).
     pub link_mode: Option<LinkMode>,
+    /// `TSTORE_COMPILE_BYTECODE`: replaces every tier's `compile-bytecode`.
+    pub compile_bytecode: Option<BytecodeMode>,
     /// `TSTORE_CONCURRENT_DOWNLOADS`: how many downloads run at once.
     pub concurrent_downloads: Option<usize>,
     /// The variables that were set, as `NAME=value`, for `-v`.
@@ -94,6 +97,16 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let compile_bytecode = var(COMPILE_BYTECODE)?
+            .map(|text| {
+                text.parse::<BytecodeMode>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{COMPILE_BYTECODE}={text:?} is not a bytecode mode: use true, lazy or \
+                         false (or unset it)"
+                    )
+                })
+            })
+            .transpose()?;
         let concurrent_downloads = var(CONCURRENT_DOWNLOADS)?
             .map(|text| match text.parse::<usize>() {
                 Ok(n) if n > 0 => Ok(n),
@@ -118,6 +131,7 @@ impl Settings {
         Ok(Self {
             output,
             link_mode,
+            compile_bytecode,
             concurrent_downloads,
             from_environment: seen.into_inner(),
         })
@@ -216,6 +230,22 @@ mod tests {
         }
         let (settings, _) = resolve(&["fetch"], &[(CONCURRENT_DOWNLOADS, "32")]).unwrap();
         assert_eq!(settings.concurrent_downloads, Some(32));
+        let err = resolve(&["list"], &[(COMPILE_BYTECODE, "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("TSTORE_COMPILE_BYTECODE=\"yes\" is not a bytecode mode")
+                && err.contains("true, lazy or false"),
+            "{err}"
+        );
+        for (text, mode) in [
+            ("lazy", BytecodeMode::Lazy),
+            ("false", BytecodeMode::Off),
+            ("true", BytecodeMode::Compile),
+        ] {
+            let (settings, _) = resolve(&["list"], &[(COMPILE_BYTECODE, text)]).unwrap();
+            assert_eq!(settings.compile_bytecode, Some(mode));
+        }
     }
 
     #[test]

@@ -87,6 +87,25 @@ impl BytecodeMode {
     }
 }
 
+impl FromStr for BytecodeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "true" => Ok(Self::Compile),
+            "lazy" => Ok(Self::Lazy),
+            "false" => Ok(Self::Off),
+            other => Err(unknown_bytecode_mode(other)),
+        }
+    }
+}
+
+fn unknown_bytecode_mode(text: &str) -> String {
+    format!(
+        "unknown compile-bytecode `{text}`: use true (compile every source once), \
+         \"lazy\" (share the pycs Python writes on import) or false"
+    )
+}
+
 impl fmt::Display for BytecodeMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -379,13 +398,10 @@ fn bytecode_mode(
         RawBytecode::Flag(true) => Ok(BytecodeMode::Compile),
         RawBytecode::Flag(false) => Ok(BytecodeMode::Off),
         RawBytecode::Mode(mode) if mode == "lazy" => Ok(BytecodeMode::Lazy),
-        RawBytecode::Mode(other) => Err(doc.error_at(
-            Some(raw.span()),
-            &format!(
-                "unknown compile-bytecode `{other}`: use true (compile every source once), \
-                 \"lazy\" (share the pycs Python writes on import) or false"
-            ),
-        )),
+        // Only "lazy" is a string; "true" and "false" are written as booleans.
+        RawBytecode::Mode(other) => {
+            Err(doc.error_at(Some(raw.span()), &unknown_bytecode_mode(other)))
+        }
     }
 }
 
