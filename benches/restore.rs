@@ -21,6 +21,16 @@
 //!
 //! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
 //! `TSTORE_BENCH_DIR` picks the filesystem.
+//!
+//! `--incremental` measures bytes instead (issue 16): tekton-core's
+//! committed lock (B) and the same lock with a few packages one release
+//! back (A, resolved by uv from B's pins). A is pushed to a folder remote,
+//! then B; a new machine pulls A, then B. Reported: what the second pull
+//! fetched against the sizes of the packs B added to the remote (target
+//! <= 1.1x), next to what a CI cache keyed on the lock hash downloads
+//! whole: a zstd tarball of uv's cache after syncing B, or a tstore export
+//! of B. One run (bytes do not depend on the machine's load).
+//! `cargo bench --bench restore -- --incremental [--changed N] [--out DIR]`.
 
 // Shared with the tests, which use more of them than this bench does.
 #[path = "../tests/common/garage.rs"]
@@ -30,6 +40,8 @@ mod garage;
 #[allow(dead_code)]
 mod process;
 
+#[path = "restore/incremental.rs"]
+mod incremental;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +80,12 @@ struct Results {
 }
 
 fn main() {
+    if support::switch("--incremental") {
+        let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-incremental".into()));
+        let changed: usize = flag("--changed").and_then(|n| n.parse().ok()).unwrap_or(3);
+        incremental::run(&out, changed);
+        return;
+    }
     let runs: usize = flag("--runs").and_then(|r| r.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-restore".into()));
     let work = support::work_dir("tstore-restore-");
@@ -131,7 +149,7 @@ impl<'w> Setup<'w> {
         source
             .tstore(&tstore, &["materialize", "--frozen", TIERS[0], TIERS[1]])
             .run();
-        let uv_archive = uv_cache_archive(work, &source);
+        let uv_archive = uv_cache_archive(work, &source, &TIERS);
         let export = work.join("tekton.tar.zst");
         source
             .tstore(
@@ -283,11 +301,11 @@ fn staging_env(staged: bool) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// uv's cache after syncing each tier's pins (written beside it as
+/// uv's cache after syncing each of `tiers`' pins (written beside it as
 /// `TIER.txt`), as a tar.zst; the cache itself is removed.
-fn uv_cache_archive(work: &Path, source: &Machine) -> PathBuf {
+fn uv_cache_archive(work: &Path, source: &Machine, tiers: &[&str]) -> PathBuf {
     let uv_cache = work.join("uv-cache");
-    for tier in TIERS {
+    for tier in tiers {
         let pins = work.join(format!("{tier}.txt"));
         std::fs::write(&pins, pins_from_lock(&source.lock(tier))).unwrap();
         uv_sync(&uv_cache, &work.join("uv-warmup").join(tier), &pins, false).run();
@@ -373,10 +391,17 @@ impl Machine {
         self.root.join(format!("project/pylock.{tier}.toml"))
     }
 
+    /// `tstore -q ARGS` on this machine.
     fn tstore(&self, tstore: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.tstore_verbatim(tstore, &["-q"]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `tstore ARGS` on this machine, with its usual output.
+    fn tstore_verbatim(&self, tstore: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(tstore);
-        cmd.args(["-q"])
-            .args(args)
+        cmd.args(args)
             .current_dir(self.root.join("project"))
             .env("TSTORE_HOME", self.root.join("store"))
             .env_remove("TSTORE_REMOTE");

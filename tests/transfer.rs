@@ -446,49 +446,208 @@ fn a_remote_in_another_layout_is_refused_with_the_fix() {
     assert_eq!(dst.store_counts().0, 0);
 }
 
+/// The remote of the incremental pull: a folder pushed to, read through
+/// nginx when it is installed (its access log is what the server sent),
+/// else as the folder.
+struct Watched {
+    url: String,
+    log: Option<PathBuf>,
+    _nginx: Option<ProcessGroup>,
+}
+
+impl Watched {
+    fn serve(dir: &Path, folder: &Path) -> Self {
+        fs_err::create_dir_all(folder).unwrap();
+        if !have("nginx") {
+            eprintln!("nginx is not installed: only pull's own report is checked");
+            return Self {
+                url: format!("file://{}", folder.display()),
+                log: None,
+                _nginx: None,
+            };
+        }
+        let (server, port) = nginx(dir, folder.parent().unwrap(), false);
+        let name = folder.file_name().unwrap().to_string_lossy();
+        Self {
+            url: format!("http://127.0.0.1:{port}/{name}"),
+            log: Some(dir.join("access.log")),
+            _nginx: Some(server),
+        }
+    }
+
+    /// The requests logged so far: (method, path under the folder, bytes
+    /// of body sent).
+    fn requests(&self, folder: &Path) -> Vec<(String, String, u64)> {
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        let prefix = format!("/{}/", folder.file_name().unwrap().to_string_lossy());
+        fs_err::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let [method, uri, _status, bytes] = fields[..] else {
+                    panic!("access log line `{line}`");
+                };
+                let path = uri.strip_prefix(&prefix).unwrap_or(uri);
+                (method.to_string(), path.to_string(), bytes.parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+/// t1 locked as `packages` (name, version: wheels built beforehand),
+/// materialized from the index and pushed to `folder`.
+fn push_lock(src: &Source, folder: &Path, packages: &[(&str, &str)]) {
+    let url = &src.server.as_ref().unwrap().url;
+    let locked: Vec<LockedPackage> = packages
+        .iter()
+        .map(|(name, version)| {
+            let wheel = src
+                .world
+                .wheels()
+                .join(format!("{name}-{version}-py3-none-any.whl"));
+            LockedPackage::served(&wheel, url)
+        })
+        .collect();
+    write_pylock(&src.world.project().join("pylock.t1.toml"), &locked);
+    src.world.ok(&["materialize", "--frozen", "t1"]);
+    let remote = format!("file://{}", folder.display());
+    src.world.ok(&["push", "--remote", &remote, "t1"]);
+}
+
+/// Issue 16's figure on a small lock: after a lock change of two of four
+/// packages, a pull fetches exactly the packs (wheel and bytecode) of the
+/// two new distributions, and no more than 1.1x their bytes in all. The
+/// unchanged `epsilon` is large and incompressible, so fetching it again
+/// would show in the bytes as well as in the packs.
 #[test]
 fn an_incremental_pull_fetches_only_the_changed_distributions_packs() {
     let holder = scratch_dir();
-    let root = holder.path().join("remote");
-    let remote = format!("file://{}", root.display());
+    let folder = holder.path().join("www/team");
+    let watched = Watched::serve(holder.path(), &folder);
     let src = source();
-    src.world.ok(&["push", "--remote", &remote, "t1"]);
-    let dst = fresh(Some(&src.world));
-    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
-    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    let wheels = src.world.wheels();
+    WheelBuilder::new("gamma", "2.0")
+        .file("gamma/__init__.py", "NAME = 'gamma 2'\n")
+        .file("gamma/extra.py", "EXTRA = 2\n")
+        .build(&wheels);
+    for (version, seed) in [("1.0", 1), ("1.1", 2)] {
+        WheelBuilder::new("delta", version)
+            .file("delta/__init__.py", &format!("VERSION = '{version}'\n"))
+            .raw(
+                "delta/data.bin",
+                &incompressible_bytes(seed, 150_000),
+                0o100644,
+            )
+            .build(&wheels);
+    }
+    WheelBuilder::new("epsilon", "1.0")
+        .file("epsilon/__init__.py", "")
+        .raw(
+            "epsilon/data.bin",
+            &incompressible_bytes(3, 400_000),
+            0o100644,
+        )
+        .build(&wheels);
+    let unchanged = [("alpha", "1.0"), ("epsilon", "1.0")];
+    let lock_a = [("gamma", "1.0"), ("delta", "1.0")];
+    let lock_b = [("gamma", "2.0"), ("delta", "1.1")];
 
-    upgrade_gamma(&src, &[("gamma/extra.py", "EXTRA = 2\n")]);
-    let before = packs_in(&root);
-    src.world.ok(&["push", "--remote", &remote, "t1"]);
-    let new: Vec<PathBuf> = packs_in(&root)
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(new.len(), 2, "gamma 2.0's pack and its bytecode's: {new:?}");
-    let new_bytes: u64 = new
+    push_lock(&src, &folder, &[&unchanged[..], &lock_a[..]].concat());
+    let dst = fresh(Some(&src.world));
+    let out = dst.ok(&["pull", "--remote", &watched.url, "t1"]);
+    assert!(out.contains("t1: pulled 4 distributions"), "{out}");
+
+    push_lock(&src, &folder, &[&unchanged[..], &lock_b[..]].concat());
+    // B's new distributions' packs on the remote, named by their wheels.
+    let new_wheels: Vec<String> = lock_b
         .iter()
-        .map(|p| fs_err::metadata(root.join(p)).unwrap().len())
-        .sum();
+        .map(|(name, version)| {
+            sha256_hex(&wheels.join(format!("{name}-{version}-py3-none-any.whl")))
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, u64> = packs_in(&folder)
+        .into_iter()
+        .filter(|p| {
+            let stem = p.file_name().unwrap().to_string_lossy();
+            new_wheels
+                .iter()
+                .any(|sha| stem == format!("{sha}.tar.zst"))
+        })
+        .map(|p| {
+            let size = fs_err::metadata(folder.join(&p)).unwrap().len();
+            (p.to_string_lossy().into_owned(), size)
+        })
+        .collect();
+    assert_eq!(
+        expected.len(),
+        4,
+        "a wheel pack and a bytecode pack each: {expected:?}"
+    );
+    let expected_bytes: u64 = expected.values().sum();
 
     fs_err::copy(
         src.world.project().join("pylock.t1.toml"),
         dst.project().join("pylock.t1.toml"),
     )
     .unwrap();
-    let out = dst.ok(&["pull", "--remote", &remote, "t1"]);
+    let logged_before = watched.requests(&folder).len();
+    let out = dst.ok(&["-v", "pull", "--remote", &watched.url, "t1"]);
     assert!(
-        out.contains("t1: pulled 1 distributions in 2 packs"),
-        "only gamma 2.0's packs: {out}"
+        out.contains(&format!(
+            "t1: pulled 2 distributions in 4 packs ({})",
+            human(expected_bytes)
+        )),
+        "{out}"
     );
-    assert!(
-        out.contains(&format!("({})", human(new_bytes))),
-        "the bytes of those packs ({new_bytes}): {out}"
-    );
+    // What pull reports, pack by pack.
+    let reported: std::collections::BTreeMap<String, u64> = out
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("t1: fetched "))
+        .map(|rest| {
+            let (key, rest) = rest.split_once(' ').unwrap();
+            let bytes = rest
+                .rsplit(", ")
+                .next()
+                .unwrap()
+                .strip_suffix(" bytes")
+                .unwrap();
+            (key.to_string(), bytes.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(reported, expected, "{out}");
+
+    // What the server sent, where nginx served it.
+    if watched.log.is_some() {
+        let requests = watched.requests(&folder).split_off(logged_before);
+        let mut packs: Vec<(String, u64)> = requests
+            .iter()
+            .filter(|(_, path, _)| path.ends_with(".tar.zst"))
+            .map(|(method, path, bytes)| {
+                assert_eq!(method, "GET", "{requests:?}");
+                (path.clone(), *bytes)
+            })
+            .collect();
+        packs.sort();
+        assert_eq!(
+            packs,
+            expected.clone().into_iter().collect::<Vec<_>>(),
+            "{requests:?}"
+        );
+        let served: u64 = requests.iter().map(|(_, _, bytes)| bytes).sum();
+        assert!(
+            served as f64 <= 1.1 * expected_bytes as f64,
+            "{served} bytes served for {expected_bytes} of new packs: {requests:?}"
+        );
+    }
+
     let out = dst.ok(&["materialize", "--offline", "t1"]);
     assert!(out.contains("0 downloaded"), "{out}");
     python_ok(
         &dst.venv("t1"),
-        "import gamma.extra; assert gamma.extra.EXTRA == 2",
+        "import gamma.extra, delta, epsilon; assert gamma.extra.EXTRA == 2 and delta.VERSION == '1.1'",
     );
 }
 
@@ -670,7 +829,8 @@ fn nginx(dir: &Path, root: &Path, dav: bool) -> (ProcessGroup, u16) {
         format!(
             "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
-             http {{\n access_log off;\n client_max_body_size 0;\n\
+             http {{\n log_format served '$request_method $uri $status $body_bytes_sent';\n\
+              access_log {d}/access.log served;\n client_max_body_size 0;\n\
               client_body_temp_path {t}/body;\n proxy_temp_path {t}/proxy;\n fastcgi_temp_path {t}/fcgi;\n\
               uwsgi_temp_path {t}/uwsgi;\n scgi_temp_path {t}/scgi;\n\
               server {{\n  listen 127.0.0.1:{port};\n  root {r};\n  location / {{\n{location}  }}\n }}\n}}\n",

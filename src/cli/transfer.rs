@@ -149,6 +149,13 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
         if !report.refused.is_empty() {
             failed = true;
         }
+        // Exact sizes, so what a lock change cost can be checked pack by pack.
+        for pack in &report.fetched {
+            session.reporter.detail(&format!(
+                "{}: fetched {} ({}), {} bytes",
+                tier.name, pack.key, pack.package, pack.bytes
+            ));
+        }
         session.reporter.summary(&format!(
             "{}: pulled {} distributions in {} packs ({}), {} new objects, from {}{}",
             tier.name,

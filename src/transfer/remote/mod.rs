@@ -222,6 +222,21 @@ pub struct TransferReport {
     pub not_found: Vec<String>,
     /// Pull: problems with what the remote sent (refused packs…).
     pub refused: Vec<String>,
+    /// Pull: the packs that arrived whole, in the order asked for; their
+    /// sizes add up to `bytes_moved`.
+    pub fetched: Vec<PackFetched>,
+}
+
+/// A pack a pull received and checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackFetched {
+    /// Its name on the remote: `packs/<wheel sha256>.tar.zst` or
+    /// `bytecode/<tag>/<wheel sha256>.tar.zst`.
+    pub key: String,
+    /// The locked package it is for, `name version`.
+    pub package: String,
+    /// Its size as it travelled (compressed).
+    pub bytes: u64,
 }
 
 impl Remote {

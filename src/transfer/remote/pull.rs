@@ -7,7 +7,7 @@ use anyhow::bail;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    BuildRecord, BytecodeRecord, DistributionRecord, PARALLEL, PARALLEL_PACKS, Remote,
+    BuildRecord, BytecodeRecord, DistributionRecord, PARALLEL, PARALLEL_PACKS, PackFetched, Remote,
     StreamReader, TransferReport, in_parallel,
 };
 use crate::dist::{Selected, Source};
@@ -23,9 +23,11 @@ struct Found {
     bytecode: Option<(String, BytecodeRecord)>,
 }
 
-/// A pack to fetch: its key, identity and contents.
+/// A pack to fetch: its key, identity and contents, and the package it
+/// is for.
 struct Wanted<'a> {
     key: String,
+    package: String,
     pack: &'a PackRef,
     objects: &'a BTreeMap<String, u64>,
 }
@@ -56,8 +58,9 @@ impl Remote {
         };
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut slots: Vec<(Option<usize>, Option<usize>)> = Vec::new();
-        for found in &records {
+        for (item, found) in items.iter().zip(&records) {
             let mut slot = (None, None);
+            let package = format!("{} {}", item.name, item.version);
             if let Some(found) = found {
                 let dist = &found.distribution;
                 if let Some(pack) = &dist.pack
@@ -66,6 +69,7 @@ impl Remote {
                     slot.0 = Some(wanted.len());
                     wanted.push(Wanted {
                         key: format!("packs/{}.tar.zst", found.sha256),
+                        package: package.clone(),
                         pack,
                         objects: &dist.objects,
                     });
@@ -77,6 +81,7 @@ impl Remote {
                     slot.1 = Some(wanted.len());
                     wanted.push(Wanted {
                         key: format!("bytecode/{tag}/{}.tar.zst", found.sha256),
+                        package: package.clone(),
                         pack,
                         objects: &bytecode.objects,
                     });
@@ -101,12 +106,17 @@ impl Remote {
         });
         progress.finish();
         report.packs_moved = wanted.len();
-        report.bytes_moved = wanted
+        report.fetched = wanted
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| outcome.is_ok())
-            .map(|(want, _)| want.pack.size)
-            .sum();
+            .map(|(want, _)| PackFetched {
+                key: want.key.clone(),
+                package: want.package.clone(),
+                bytes: want.pack.size,
+            })
+            .collect();
+        report.bytes_moved = report.fetched.iter().map(|p| p.bytes).sum();
         let mut outcomes: Vec<Option<anyhow::Result<pack::Received>>> =
             outcomes.into_iter().map(Some).collect();
         let mut take = |slot: Option<usize>| slot.and_then(|i| outcomes[i].take());
