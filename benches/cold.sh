@@ -12,6 +12,7 @@
 #   before  TSTORE_BEFORE, bytecode on (the default)
 #   tstore  TSTORE, bytecode on
 #   nobc    TSTORE with compile-bytecode = false
+#   lazy    TSTORE with compile-bytecode = "lazy" (nothing compiled at install)
 #   uv      `uv venv --python 3.11` + `uv pip sync pylock.TIER.toml`
 #   uvbc    the same with --compile-bytecode
 # Prints "label filesystem tier approach run wall-seconds usable-seconds" per
@@ -23,9 +24,10 @@ TSTORE=${TSTORE:-$PWD/target/release/tstore}
 LOCK=$PWD/pylock.$TIER.toml
 FS=$(findmnt -n -o FSTYPE --target "$DIR")
 now() { date +%s.%N; }
-for cfg in bc nobc; do
+for cfg in bc nobc lazy; do
   sed "s|^venv-root = .*|venv-root = \"$DIR/venvs\"|" "$(dirname "$0")/../tiers.toml" > "$DIR/tiers-$cfg.toml"
   [ $cfg = nobc ] && sed -i 's|^link-mode = .*|&\ncompile-bytecode = false|' "$DIR/tiers-nobc.toml"
+  [ $cfg = lazy ] && sed -i 's|^link-mode = .*|&\ncompile-bytecode = "lazy"|' "$DIR/tiers-lazy.toml"
 done
 cp "$LOCK" "$DIR/"
 for i in $(seq 1 "$RUNS"); do
@@ -37,6 +39,7 @@ for i in $(seq 1 "$RUNS"); do
       before) "$TSTORE_BEFORE" -v --config "$DIR/tiers-bc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
       tstore) "$TSTORE" -v --config "$DIR/tiers-bc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
       nobc) "$TSTORE" -v --config "$DIR/tiers-nobc.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
+      lazy) "$TSTORE" -v --config "$DIR/tiers-lazy.toml" materialize --frozen "$TIER" > "$W/log" 2>&1 ;;
       uv) uv venv -q --python 3.11 "$W/v" && uv pip sync -q --python "$W/v/bin/python" "$DIR/pylock.$TIER.toml" ;;
       uvbc) uv venv -q --python 3.11 "$W/v" && uv pip sync -q --compile-bytecode --python "$W/v/bin/python" "$DIR/pylock.$TIER.toml" ;;
     esac || { echo "$a failed" >&2; cat "$W/log" >&2 2>/dev/null; exit 1; }

@@ -1,6 +1,7 @@
 //! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many]
 //! [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay] [--smoke]
-//! [--tstore-link-mode auto|reflink|hardlink|copy] [--out DIR]`
+//! [--tstore-link-mode auto|reflink|hardlink|copy] [--tstore-bytecode true|lazy|false]
+//! [--out DIR]`
 //!
 //! tstore against what users would pick instead, on Tekton's real tiers (the
 //! embedded default tiers.toml), side by side in one run:
@@ -40,6 +41,9 @@
 //! `--exclude-newer` 28, 21, 14 and 7 days ago) and runs `tstore gc` after
 //! each, against `uv pip sync` of the same pins into one venv per tier, and
 //! compares the store's growth with the bytes of the files that changed.
+//! After use, `tstore gc` runs and the disk is measured again: it shares
+//! the pycs Python wrote in tstore's venvs (what `--tstore-bytecode lazy`
+//! relies on; `TSTORE_COMPILE_BYTECODE` is set for every tstore command).
 //! Sizes are `du` of the union of the trees (a hardlinked inode once), apart
 //! from the final totals, which are the free space deleting them gives back.
 //!
@@ -69,6 +73,8 @@ struct Bench {
     tstore: PathBuf,
     /// `--tstore-link-mode`: passed to every `tstore materialize`.
     link_mode: Option<String>,
+    /// `--tstore-bytecode`: `TSTORE_COMPILE_BYTECODE` for every tstore command.
+    bytecode: Option<String>,
     /// `--smoke`: lock only the tiers measured, import a few modules per
     /// venv; enough to show every step runs.
     smoke: bool,
@@ -139,6 +145,8 @@ struct AfterUse {
     /// Union of store/cache and venvs (`du`, each inode once), bytes.
     before_use: Triple,
     after_use: Triple,
+    /// After use, then `tstore gc` (only tstore's figure can change).
+    after_gc: Triple,
     tiers: Vec<TierUse>,
 }
 
@@ -193,6 +201,7 @@ struct ManyVenvs {
     /// workload ran in every venv (`du`, bytes).
     before_use: Triple,
     after_use: Triple,
+    after_gc: Triple,
     /// Imports that failed, summed over the venvs (tstore, uv, copy).
     imports_failed: [usize; 3],
     /// What each venv after the first added, store or cache already full
@@ -251,6 +260,7 @@ fn main() {
         work: work.path().to_path_buf(),
         tstore: PathBuf::from(env!("CARGO_BIN_EXE_tstore")),
         link_mode: flag("--tstore-link-mode"),
+        bytecode: flag("--tstore-bytecode"),
         smoke,
     };
     std::fs::create_dir_all(&out).unwrap();
@@ -342,9 +352,10 @@ impl Bench {
             machine: support::machine(),
             filesystem: support::filesystem(&self.work),
             versions: format!(
-                "tstore {} (link mode {}), {}, Python {}",
+                "tstore {} (link mode {}, compile-bytecode {}), {}, Python {}",
                 env!("CARGO_PKG_VERSION"),
                 self.link_mode.as_deref().unwrap_or("from tiers.toml: auto"),
+                self.bytecode.as_deref().unwrap_or("true"),
                 shell("uv --version"),
                 shell(
                     "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
@@ -574,6 +585,9 @@ impl Bench {
         if let (Some(mode), Some(&"materialize")) = (&self.link_mode, args.first()) {
             cmd.args(["--link-mode", mode]);
         }
+        if let Some(mode) = &self.bytecode {
+            cmd.env("TSTORE_COMPILE_BYTECODE", mode);
+        }
         cmd.current_dir(&self.work)
             .env("TSTORE_HOME", self.work.join("store"))
             .env("HOME", self.work.join("home"))
@@ -706,10 +720,13 @@ impl Bench {
             }
         }
         let after_use = unions();
+        self.tstore(&["gc"]).expect("tstore gc after use");
+        let after_gc = unions();
         ManyVenvs {
             venvs: components.len(),
             before_use,
             after_use,
+            after_gc,
             imports_failed,
             per_extra_venv: Triple {
                 tstore: ts_extra,
@@ -989,6 +1006,8 @@ impl Bench {
             result.tiers.push(self.use_tier(tier));
         }
         result.after_use = self.unions();
+        self.tstore(&["gc"]).expect("tstore gc after use");
+        result.after_gc = self.unions();
         for (tier, tier_use) in tiers.iter().zip(result.tiers.iter_mut()) {
             let (before, after) = self.one_more_venv(tier);
             tier_use.one_more_before_use = before;
@@ -1494,6 +1513,12 @@ fn render_disk_scenarios(t: &mut String, r: &Results) {
             )
         )
         .unwrap();
+        writeln!(
+            t,
+            "{}",
+            triple("disk of all tiers after use and `tstore gc`", &a.after_gc)
+        )
+        .unwrap();
         for u in &a.tiers {
             writeln!(
                 t,
@@ -1537,6 +1562,15 @@ fn render_disk_scenarios(t: &mut String, r: &Results) {
             m.imports_failed[0],
             m.imports_failed[1],
             m.imports_failed[2]
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "{}",
+            triple(
+                &format!("many venvs ({}) after use and `tstore gc`", m.venvs),
+                &m.after_gc
+            )
         )
         .unwrap();
     }

@@ -19,7 +19,13 @@
 //! order with the staged runs, so the two compare within one run. Needs
 //! network to PyPI for the setup.
 //!
-//! `cargo bench --bench restore -- [--runs N] [--out DIR]`;
+//! With `--tstore-bytecode lazy`, every tstore command runs with
+//! `TSTORE_COMPILE_BYTECODE=lazy`, and the source machine, as a CI job
+//! would before saving its cache, runs the first import once and `tstore
+//! gc` before exporting and pushing: the store then holds the pycs of the
+//! modules that import used, not of every source.
+//!
+//! `cargo bench --bench restore -- [--runs N] [--out DIR] [--tstore-bytecode MODE]`;
 //! `TSTORE_BENCH_DIR` picks the filesystem.
 //!
 //! `--incremental` measures bytes instead (issue 16): tekton-core's
@@ -77,6 +83,13 @@ struct Results {
     /// Bytes.
     export_archive: u64,
     uv_cache_archive: u64,
+}
+
+/// `--tstore-bytecode`: `TSTORE_COMPILE_BYTECODE` for every tstore command.
+static BYTECODE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn bytecode_mode() -> Option<&'static str> {
+    BYTECODE.get_or_init(|| flag("--tstore-bytecode")).as_deref()
 }
 
 fn main() {
@@ -149,6 +162,10 @@ impl<'w> Setup<'w> {
         source
             .tstore(&tstore, &["materialize", "--frozen", TIERS[0], TIERS[1]])
             .run();
+        if bytecode_mode() == Some("lazy") {
+            first_import(&source.root.join("venvs").join(TIERS[1]));
+            source.tstore(&tstore, &["gc"]).run();
+        }
         let uv_archive = uv_cache_archive(work, &source, &TIERS);
         let export = work.join("tekton.tar.zst");
         source
@@ -254,8 +271,9 @@ impl<'w> Setup<'w> {
             machine: support::machine(),
             filesystem: support::filesystem(self.work),
             versions: format!(
-                "tstore {}, {}, {}",
+                "tstore {} (compile-bytecode {}), {}, {}",
                 env!("CARGO_PKG_VERSION"),
+                bytecode_mode().unwrap_or("true"),
                 shell("uv --version"),
                 shell("garage --version 2>/dev/null | head -1")
             ),
@@ -405,6 +423,9 @@ impl Machine {
             .current_dir(self.root.join("project"))
             .env("TSTORE_HOME", self.root.join("store"))
             .env_remove("TSTORE_REMOTE");
+        if let Some(mode) = bytecode_mode() {
+            cmd.env("TSTORE_COMPILE_BYTECODE", mode);
+        }
         cmd
     }
 
