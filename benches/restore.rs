@@ -89,7 +89,9 @@ struct Results {
 static BYTECODE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn bytecode_mode() -> Option<&'static str> {
-    BYTECODE.get_or_init(|| flag("--tstore-bytecode")).as_deref()
+    BYTECODE
+        .get_or_init(|| flag("--tstore-bytecode"))
+        .as_deref()
 }
 
 fn main() {

@@ -188,6 +188,10 @@ fn a_lazy_tier_compiles_nothing_and_shares_the_pycs_python_writes() {
     }
     let built = world.ok(&["-v", "materialize", "--frozen", "a"]);
     assert!(!built.contains("compiled"), "{built}");
+    assert!(
+        built.contains("bytecode: lazy: 0 pyc(s) the store has are linked"),
+        "{built}"
+    );
     let (a, b) = (world.venv("a"), world.venv("b"));
     for module in ["eps/__init__.py", "eps/core.py", "eps_top.py"] {
         assert!(!pyc_of(&a, module).exists(), "{module}");
@@ -242,7 +246,11 @@ fn a_lazy_tier_compiles_nothing_and_shares_the_pycs_python_writes() {
 
     // Another lazy tier links the shared pycs from its first build, and
     // its first import compiles nothing.
-    world.ok(&["materialize", "--frozen", "b"]);
+    let built = world.ok(&["-v", "materialize", "--frozen", "b"]);
+    assert!(
+        built.contains("bytecode: lazy: 3 pyc(s) the store has are linked"),
+        "{built}"
+    );
     assert_eq!(inode_of(&pyc_of(&b, "eps/core.py")), before);
     assert!(is_checked_hash_pyc(&pyc_of(&b, "eps/blank.py")));
     import_writing_pycs(&b, "import eps");

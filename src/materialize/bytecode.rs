@@ -44,7 +44,7 @@ pub fn missing_files<'p>(base: &[PlannedFile], complete: &'p Plan) -> Option<Vec
 }
 
 /// A pyc in a `__pycache__` directory, linked from a store object.
-fn is_linked_pyc(file: &PlannedFile) -> bool {
+pub(super) fn is_linked_pyc(file: &PlannedFile) -> bool {
     matches!(file.source, FileSource::Object(_))
         && file.dest.extension().is_some_and(|e| e == "pyc")
         && file

@@ -254,6 +254,17 @@ pub fn materialize(
     for warning in &plan.warnings {
         progress.notice(warning);
     }
+    if input.tier.compile_bytecode == BytecodeMode::Lazy {
+        let linked = plan
+            .files
+            .iter()
+            .filter(|f| bytecode::is_linked_pyc(f))
+            .count();
+        progress.detail(&format!(
+            "bytecode: lazy: {linked} pyc(s) the store has are linked; Python writes the \
+             others on first import, and `tstore gc` shares them"
+        ));
+    }
 
     let generations = generations::Generations::of(target)?;
     crate::fsinfo::create_dir_all_with_mode(&generations.dir, crate::fsinfo::DIR_MODE)

@@ -82,16 +82,18 @@ pub fn share_written_pycs(
     let mut report = SharedPycs::default();
     let mut to_link = Vec::new();
     for (file, source, key) in sources {
-        let object = match known.get(&key) {
-            Some(object) => Some(*object),
-            None => taker.take(&key, &source, &file.pyc)?.map(|(object, _)| {
-                report.taken += 1;
-                object
-            }),
-        };
-        match object {
-            Some(object) => to_link.push((file, object)),
-            None => report.stale += 1,
+        match known.get(&key) {
+            // A reflinked or copied pyc of the store's is a file of its own
+            // too: only a hardlink tells it apart from one Python wrote.
+            Some(_) if method != LinkMethod::Hardlink => {}
+            Some(object) => to_link.push((file, *object)),
+            None => match taker.take(&key, &source, &file.pyc)? {
+                Some((object, _)) => {
+                    report.taken += 1;
+                    to_link.push((file, object));
+                }
+                None => report.stale += 1,
+            },
         }
     }
     // Recorded before any venv links them: gc keeps what the index names.
@@ -130,7 +132,10 @@ fn written_pycs(dir: &Path) -> anyhow::Result<Vec<Written>> {
                 && kind.is_file()
                 && entry.file_name().to_string_lossy().ends_with(".pyc")
             {
-                let meta = entry.metadata()?;
+                // Gone meanwhile: Python renames its pycs into place.
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
                 if meta.nlink() == 1 {
                     found.push(Written {
                         pyc: entry.path(),
