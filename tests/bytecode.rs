@@ -215,6 +215,9 @@ fn a_lazy_tier_compiles_nothing_and_shares_the_pycs_python_writes() {
     import_writing_pycs(&a, "import mine");
     let mine = pyc_of(&a, "mine.py");
 
+    // A dry run changes nothing, pycs included.
+    world.ok(&["gc", "--dry-run"]);
+    assert_eq!(links(&core), 1);
     let collected = world.ok(&["gc"]);
     assert!(
         collected.contains(
