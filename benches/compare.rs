@@ -720,7 +720,7 @@ impl Bench {
             }
         }
         let after_use = unions();
-        self.tstore(&["gc"]).expect("tstore gc after use");
+        tstore(&["gc"]).expect("tstore gc after use (the components' store)");
         let after_gc = unions();
         ManyVenvs {
             venvs: components.len(),
