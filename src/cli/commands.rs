@@ -666,12 +666,19 @@ pub fn gc(session: &Session<'_>, dry_run: bool, json: bool) -> anyhow::Result<()
         );
     }
     let pycs = report.written_pycs;
-    if pycs.linked > 0 || pycs.taken > 0 {
+    if pycs.linked > 0 {
         println!(
             "  {} Python wrote in the venvs now shared through the store ({} new to it), {} of copies freed",
-            plural(pycs.linked.max(pycs.taken), "pyc"),
+            plural(pycs.linked, "pyc"),
             pycs.taken,
             unit.format(pycs.bytes_freed)
+        );
+    } else if pycs.taken > 0 {
+        // Venvs of copies: the store has them for later venvs; each venv
+        // keeps its own.
+        println!(
+            "  {} Python wrote in the venvs taken into the store for later venvs",
+            plural(pycs.taken, "pyc")
         );
     }
     if pycs.stale > 0 {

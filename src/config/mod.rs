@@ -106,16 +106,6 @@ fn unknown_bytecode_mode(text: &str) -> String {
     )
 }
 
-impl fmt::Display for BytecodeMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Compile => "true",
-            Self::Lazy => "\"lazy\"",
-            Self::Off => "false",
-        })
-    }
-}
-
 /// Where the configuration came from; decides where locks are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
