@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{flag, median, pins_from_lock, settle, shell};
+use support::{flag, median, pins_from_lock, settle, shell, try_run as run};
 
 struct Bench {
     work: PathBuf,
@@ -1197,15 +1197,20 @@ impl Bench {
     }
 }
 
-/// A tiers.toml with one tier, `name`, of the embedded `tier`'s
-/// requirements, its venvs under `venv_root`.
-fn renamed_tier_toml(tier: &str, name: &str, venv_root: &Path) -> String {
-    let config = tstore::config::Config::parse(
+/// The embedded tiers.toml, parsed.
+fn embedded_config() -> tstore::config::Config {
+    tstore::config::Config::parse(
         tstore::config::EMBEDDED_TIERS,
         tstore::config::ConfigSource::Embedded,
         Path::new("."),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A tiers.toml with one tier, `name`, of the embedded `tier`'s
+/// requirements, its venvs under `venv_root`.
+fn renamed_tier_toml(tier: &str, name: &str, venv_root: &Path) -> String {
+    let config = embedded_config();
     let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
     let lines: Vec<String> = config
         .tier(tier)
@@ -1252,18 +1257,6 @@ fn timed(cmd: &mut Command) -> Result<Duration, String> {
     Ok(started.elapsed())
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// Allocated bytes under `dirs`, each hardlinked inode once (`du -s` semantics).
 fn disk_bytes(dirs: &[&Path]) -> u64 {
     let out = Command::new("du")
@@ -1304,12 +1297,7 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
 /// A tiers.toml with one tier per component of `tiers`: its tier's
 /// requirements plus its own package.
 fn components_toml(tiers: &[&str], venv_root: &Path) -> (String, Vec<&'static str>) {
-    let config = tstore::config::Config::parse(
-        tstore::config::EMBEDDED_TIERS,
-        tstore::config::ConfigSource::Embedded,
-        Path::new("."),
-    )
-    .unwrap();
+    let config = embedded_config();
     let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
     let mut text = format!(
         "python = \"3.11\"\nvenv-root = {}\n",

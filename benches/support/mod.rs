@@ -133,3 +133,16 @@ pub fn pins_from_lock(lock: &Path) -> String {
         })
         .collect()
 }
+
+/// Runs `cmd`; its stderr in the error when it fails.
+pub fn try_run(cmd: &mut std::process::Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -40,12 +40,14 @@ pub fn filesystem_under_test(fs: Option<&str>, size: &str) -> Result<Option<Moun
     let image = dir.path().join("fs.img");
     let path = dir.path().join("mnt");
     std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    run(Command::new("truncate").args(["-s", size]).arg(&image))?;
-    run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image))?;
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&path))?;
+    super::try_run(Command::new("truncate").args(["-s", size]).arg(&image))?;
+    super::try_run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image))?;
+    super::try_run(
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&path),
+    )?;
     Ok(Some(Mounted { path, _dir: dir }))
 }
 
@@ -67,17 +69,5 @@ impl Drop for Mounted {
             eprintln!("umount {} failed; detaching it lazily", self.path.display());
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
