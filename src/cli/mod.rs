@@ -354,6 +354,11 @@ pub enum Command {
     /// count allocated blocks, and only for files whose every link is
     /// deleted: an object still linked from a venv outside the store frees
     /// nothing, and extents shared by reflinks are not counted.
+    ///
+    /// First, the pycs Python wrote in kept generations (as a tier with
+    /// compile-bytecode = "lazy" imports) are checked against their sources,
+    /// taken into the store and linked, so every venv shares one copy; a dry
+    /// run leaves them alone.
     Gc {
         /// Report what would be deleted and freed, delete nothing.
         #[arg(long)]
