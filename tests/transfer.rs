@@ -221,6 +221,46 @@ fn a_damaged_or_truncated_archive_is_refused() {
     assert_eq!(dst.store_counts().0, 1);
 }
 
+/// A hand-edited manifest whose second distribution names an object that
+/// neither the archive nor the store has: the import is refused and no
+/// distribution is recorded, not even the first, whose objects all came.
+#[test]
+fn an_archive_naming_an_object_it_lacks_records_no_distribution() {
+    let src = source();
+    let good = src.world.path().join("good.tar.zst");
+    src.world
+        .ok(&["export", "t1", "-o", good.to_str().unwrap()]);
+    let edited = src.world.path().join("edited.tar.zst");
+    rewrite(&good, &edited, |name, data| {
+        if name != "manifest.json" {
+            return Some(data);
+        }
+        let mut manifest: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        let dists = manifest["distributions"].as_array_mut().unwrap();
+        assert_eq!(dists.len(), 2, "alpha and gamma");
+        let gamma = dists.iter_mut().find(|d| d["name"] == "gamma").unwrap();
+        let file = gamma["files"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|f| f["path"] == "gamma/__init__.py")
+            .unwrap();
+        file["object"] = serde_json::Value::from("0".repeat(64));
+        Some(serde_json::to_vec(&manifest).unwrap())
+    });
+    let dst = fresh(None);
+    let err = dst.fails(&["import", edited.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("object {} of gamma/__init__.py", "0".repeat(64)))
+            && err.contains("is missing, so the distribution was not recorded"),
+        "{err}"
+    );
+    assert_eq!(dst.store_counts().0, 0, "neither alpha nor gamma recorded");
+    // The objects that came are kept, and the good archive completes.
+    dst.ok(&["import", good.to_str().unwrap()]);
+    assert_eq!(dst.store_counts().0, 2);
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs_err::read_dir(dir) else {
         return;

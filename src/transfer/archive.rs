@@ -300,7 +300,12 @@ fn import_stream(
         ..ImportReport::default()
     };
     let stage = Stage::begin(store)?;
-    let reception = Reception::new(store, &stage, path, &manifest, progress);
+    let sizes = manifest
+        .objects
+        .iter()
+        .map(|o| (o.key.as_str(), o.size))
+        .collect();
+    let reception = Reception::new(store, &stage, path, &manifest, &sizes, progress);
     let mut seen = HashSet::new();
     let read = reception.receive(entries, &mut report.locks, &mut seen);
     let outcomes = reception.outcomes.into_inner().unwrap();
@@ -319,7 +324,9 @@ fn import_stream(
     read?;
     progress.finish();
     check_complete(path, &manifest, &seen, report.locks.len())?;
-    report.distributions_new = super::record(store, &manifest.distributions, &manifest.bytecode)?;
+    // Every object of the manifest arrived and matched its key.
+    report.distributions_new =
+        super::record(store, &manifest.distributions, &manifest.bytecode, &sizes)?;
     Ok(report)
 }
 
@@ -395,7 +402,7 @@ struct Reception<'a> {
     path: &'a Path,
     progress: &'a dyn Progress,
     /// Object key → size, from the manifest.
-    sizes: HashMap<&'a str, u64>,
+    sizes: &'a HashMap<&'a str, u64>,
     /// Lock entry name → its sha256, from the manifest.
     lock_hashes: HashMap<String, &'a str>,
     failed: AtomicBool,
@@ -409,6 +416,7 @@ impl<'a> Reception<'a> {
         stage: &'a Stage,
         path: &'a Path,
         manifest: &'a Manifest,
+        sizes: &'a HashMap<&'a str, u64>,
         progress: &'a dyn Progress,
     ) -> Self {
         Self {
@@ -416,11 +424,7 @@ impl<'a> Reception<'a> {
             stage,
             path,
             progress,
-            sizes: manifest
-                .objects
-                .iter()
-                .map(|o| (o.key.as_str(), o.size))
-                .collect(),
+            sizes,
             lock_hashes: manifest
                 .tiers
                 .iter()

@@ -11,7 +11,7 @@ pub mod archive;
 pub mod pack;
 pub mod remote;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -352,16 +352,24 @@ pub fn receive_object(
     Ok(true)
 }
 
-/// Records distributions and bytecode whose objects are all in the store.
-/// Returns how many distributions were new.
+/// Records distributions and bytecode whose objects are all in the store,
+/// or none of the distributions if an object is missing. Returns how many
+/// distributions were new.
+///
+/// `arrived` (key → size) holds objects this transfer put in the store or
+/// found there, each checked against its key; they are not looked for
+/// again. The caller holds the store shared, so nothing removes them.
 pub fn record(
     store: &Store,
     distributions: &[DistributionEntry],
     bytecode: &[BytecodeEntry],
+    arrived: &HashMap<&str, u64>,
 ) -> anyhow::Result<usize> {
-    let present =
-        |key: &str| -> anyhow::Result<bool> { Ok(store.object_path(&parse_key(key)?).is_file()) };
+    let present = |key: &str| -> anyhow::Result<bool> {
+        Ok(arrived.contains_key(key) || store.object_path(&parse_key(key)?).is_file())
+    };
     let mut new = 0;
+    let mut to_insert = Vec::new();
     for dist in distributions {
         for file in &dist.files {
             if let Some(key) = &file.object
@@ -383,31 +391,34 @@ pub fn record(
                 )
             })?;
         }
-        if store
+        let known = store
             .db
             .distribution_by_sha256(&dist.details.sha256)?
-            .is_some()
+            .is_some();
+        if !known {
+            new += 1;
+            to_insert.push(dist);
+        } else if let Some(from) = &dist.details.built_from
+            && store.db.sdist_build(from)?.is_none()
         {
-            if let Some(from) = &dist.details.built_from
-                && store.db.sdist_build(from)?.is_none()
-            {
-                // Known wheel, unknown build key: add the mapping.
-                store.db.insert_entry(dist)?;
-            }
-            continue;
+            // Known wheel, unknown build key: add the mapping.
+            to_insert.push(dist);
         }
-        store.db.insert_entry(dist)?;
-        new += 1;
     }
+    store.db.insert_entries(&to_insert)?;
     let mut by_tag: BTreeMap<&str, Vec<(String, crate::store::db::Pyc)>> = BTreeMap::new();
     for entry in bytecode {
         let pyc = match &entry.pyc {
             Some(key) => {
                 let parsed = parse_key(key)?;
-                let Ok(meta) = fs_err::metadata(store.object_path(&parsed)) else {
-                    continue;
+                let size = match arrived.get(key.as_str()) {
+                    Some(size) => *size,
+                    None => match fs_err::metadata(store.object_path(&parsed)) {
+                        Ok(meta) => meta.len(),
+                        Err(_) => continue,
+                    },
                 };
-                Some((parsed, meta.len()))
+                Some((parsed, size))
             }
             None => None,
         };

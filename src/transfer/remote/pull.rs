@@ -166,7 +166,7 @@ impl Remote {
         if let Some(staging) = staging {
             staging.publish()?;
         }
-        crate::transfer::record(local, &good, &good_bytecode)?;
+        crate::transfer::record(local, &good, &good_bytecode, &Default::default())?;
         report.distributions_moved = good.len();
         Ok(report)
     }

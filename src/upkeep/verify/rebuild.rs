@@ -108,20 +108,22 @@ fn restore_distributions(
     records: &Records,
     report: &mut RebuildReport,
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let mut ids = HashMap::new();
+    let mut entries = Vec::new();
     for record in records.read_distributions()? {
-        let entry = match record {
-            Readable::Ok(entry) => entry,
+        match record {
+            Readable::Ok(entry) => entries.push(entry),
             Readable::Damaged(path, why) => {
                 report.skipped.push(format!("{}: {why}", path.display()));
-                continue;
             }
-        };
-        let id = db.insert_entry(&entry)?;
-        ids.insert(entry.details.sha256.clone(), id);
-        report.distributions += 1;
+        }
     }
-    Ok(ids)
+    let ids = db.insert_entries(&entries.iter().collect::<Vec<_>>())?;
+    report.distributions += entries.len();
+    Ok(entries
+        .iter()
+        .zip(ids)
+        .map(|(entry, id)| (entry.details.sha256.clone(), id))
+        .collect())
 }
 
 /// Generations whose directory exists, oldest first per tier; returns their plans.
