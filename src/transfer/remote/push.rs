@@ -76,10 +76,14 @@ impl Remote {
                 .try_collect(),
         )?;
         progress.finish();
-        if layout.is_none() {
-            if present.iter().any(|p| *p) {
+        if layout.is_none() && present.iter().any(|p| *p) {
+            // Records without a layout file: an older tstore's remote, or a
+            // pusher that started this one since we looked (it writes the
+            // file before any record).
+            if self.runtime.block_on(self.layout())?.is_none() {
                 return Err(self.unversioned());
             }
+        } else if layout.is_none() {
             self.runtime.block_on(self.put_json(
                 LAYOUT_FILE,
                 &LayoutRecord {
