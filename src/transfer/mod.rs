@@ -427,7 +427,9 @@ pub fn record(
             .or_default()
             .push((entry.source.clone(), pyc));
     }
-    for (tag, entries) in by_tag {
+    for (tag, mut entries) in by_tag {
+        // In key order, the index's pages fill one after another.
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         store.db.record_bytecode(tag, &entries)?;
     }
     Ok(new)

@@ -129,6 +129,9 @@ pub fn read(
     let mut archive = tar::Archive::new(decoder);
     let mut received = Received::default();
     let mut seen = HashSet::new();
+    // One buffer per pack: a zeroed one per object cost more than reading
+    // the small ones.
+    let mut buf = vec![0u8; 64 * 1024];
     let entries = archive
         .entries()
         .with_context(|| format!("{what} is damaged"))?;
@@ -151,7 +154,6 @@ pub fn read(
             received.present += 1;
             continue;
         };
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = entry
                 .read(&mut buf)

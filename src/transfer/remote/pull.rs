@@ -99,8 +99,18 @@ impl Remote {
         let stage = staging.as_ref();
         progress.start("pulling", wanted.len() as u64, total);
         let handle = self.runtime.handle();
+        // A pack that proved itself is published by the worker that read
+        // it: one by one into a store that has objects of its shards,
+        // which on one thread took longer than the downloads. A distribution
+        // whose pack is refused leaves only unrecorded objects, as gc finds
+        // them.
         let outcomes = in_parallel(&wanted, PARALLEL_PACKS, |want| {
-            let got = self.fetch_pack(local, stage, want, handle, progress);
+            let got = self
+                .fetch_pack(local, stage, want, handle, progress)
+                .and_then(|got| {
+                    let new = got.new_objects();
+                    got.publish(local, stage).map(|()| new)
+                });
             progress.item_done("");
             got
         });
@@ -117,7 +127,14 @@ impl Remote {
             })
             .collect();
         report.bytes_moved = report.fetched.iter().map(|p| p.bytes).sum();
-        let mut outcomes: Vec<Option<anyhow::Result<pack::Received>>> =
+        // Every object of a pack that proved itself is in the store now.
+        let arrived: Vec<(String, u64)> = wanted
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .flat_map(|(want, _)| want.objects.iter().map(|(k, size)| (k.clone(), *size)))
+            .collect();
+        let mut outcomes: Vec<Option<anyhow::Result<usize>>> =
             outcomes.into_iter().map(Some).collect();
         let mut take = |slot: Option<usize>| slot.and_then(|i| outcomes[i].take());
 
@@ -132,8 +149,8 @@ impl Remote {
                 continue;
             };
             if let Some(outcome) = take(slot.0) {
-                match outcome.and_then(|got| publish(local, stage, got, &mut report)) {
-                    Ok(()) => {}
+                match outcome {
+                    Ok(new) => report.objects_moved += new,
                     Err(err) => {
                         report.refused.push(format!("{err:#}"));
                         report.not_found.push(item.name.clone());
@@ -142,15 +159,16 @@ impl Remote {
                 }
             }
             let bytecode = match take(slot.1) {
-                Some(outcome) => {
-                    match outcome.and_then(|got| publish(local, stage, got, &mut report)) {
-                        Ok(()) => found.bytecode.map(|(_, b)| b.entries),
-                        Err(err) => {
-                            report.refused.push(format!("{err:#}"));
-                            None
-                        }
+                Some(outcome) => match outcome {
+                    Ok(new) => {
+                        report.objects_moved += new;
+                        found.bytecode.map(|(_, b)| b.entries)
                     }
-                }
+                    Err(err) => {
+                        report.refused.push(format!("{err:#}"));
+                        None
+                    }
+                },
                 None => found.bytecode.map(|(_, b)| b.entries),
             };
             good_bytecode.extend(bytecode.unwrap_or_default());
@@ -158,15 +176,16 @@ impl Remote {
         }
         // The bytecode pack of a refused distribution went unused; its
         // objects proved themselves and may be the staged copy another
-        // pack counted on, so they are kept (unrecorded, as gc finds them).
+        // pack counted on, so they stay (unrecorded, as gc finds them).
         // Packs that failed removed what they staged.
-        for got in outcomes.into_iter().flatten().flatten() {
-            got.publish(local, stage)?;
-        }
         if let Some(staging) = staging {
             staging.publish()?;
         }
-        crate::transfer::record(local, &good, &good_bytecode, &Default::default())?;
+        let arrived = arrived
+            .iter()
+            .map(|(k, size)| (k.as_str(), *size))
+            .collect();
+        crate::transfer::record(local, &good, &good_bytecode, &arrived)?;
         report.distributions_moved = good.len();
         Ok(report)
     }
@@ -321,15 +340,4 @@ impl Remote {
             bytecode,
         }))
     }
-}
-
-/// Moves a pack's verified objects into the store.
-fn publish(
-    local: &Store,
-    stage: Option<&Stage>,
-    got: pack::Received,
-    report: &mut TransferReport,
-) -> anyhow::Result<()> {
-    report.objects_moved += got.new_objects();
-    got.publish(local, stage)
 }
