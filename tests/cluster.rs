@@ -228,7 +228,7 @@ fn push_pull_and_materialize_through_any_node_and_two_pushers_at_once() {
         &through(&env0, &endpoints[1]),
     );
     assert!(
-        out.contains("t1: pulled 2 distributions in 4 packs"),
+        out.contains("t1 + t2: pulled 2 distributions in 4 packs"),
         "{out}"
     );
     ok_env(&dst, &["materialize", "--offline", "t1", "t2"], &[]);
@@ -274,7 +274,7 @@ fn push_pull_and_materialize_through_any_node_and_two_pushers_at_once() {
         &["pull", "--remote", both, "t1", "t2"],
         &through(&env0, &endpoints[2]),
     );
-    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    assert!(out.contains("t1 + t2: pulled 2 distributions"), "{out}");
     assert_clean(&puller);
     let out = ok_env(&puller, &["remote", "gc", "--remote", both], &env0);
     assert!(out.contains("would delete 0 files"), "{out}");

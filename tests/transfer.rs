@@ -342,13 +342,10 @@ fn push_then_pull(remote: &str, push_to: Option<&str>, env: &[(&str, String)]) {
         fs_err::read_to_string(dst.project().join("pylock.t1.toml")).unwrap(),
         fs_err::read_to_string(src.world.project().join("pylock.t1.toml")).unwrap()
     );
-    // One pack per distribution, one per distribution's bytecode.
+    // One pull for both tiers (alpha once); one pack per distribution,
+    // one per distribution's bytecode.
     assert!(
-        out.contains("t1: pulled 2 distributions in 4 packs"),
-        "{out}"
-    );
-    assert!(
-        out.contains("t2: pulled 0 distributions in 0 packs"),
+        out.contains("t1 + t2: pulled 2 distributions in 4 packs"),
         "{out}"
     );
     let out = ok_env(&dst, &["-v", "materialize", "--offline", "t1", "t2"], env);
@@ -445,10 +442,16 @@ fn a_tampered_pack_is_refused_and_nothing_of_it_is_recorded() {
         "--frozen",
         "--remote",
         &format!("http://127.0.0.1:{port}/nothing"),
+        "t2",
         "t1",
     ]);
-    assert!(out.contains("the remote store could not be used"), "{out}");
-    assert!(out.contains("2 downloaded"), "{out}");
+    assert_eq!(
+        out.matches("the remote store could not be used").count(),
+        1,
+        "said once, not asked again for t1's gamma: {out}"
+    );
+    assert_eq!(out.matches("1 downloaded").count(), 2, "{out}");
+    python_ok(&other.venv("t1"), "import alpha, gamma");
 }
 
 #[test]
@@ -722,7 +725,7 @@ fn concurrent_pushers(remote: &str, env: &[(&str, String)]) {
     drop(src.server.take());
     let dst = fresh(None);
     let out = ok_env(&dst, &["pull", "--remote", remote], env);
-    assert!(out.contains("t1: pulled 2 distributions"), "{out}");
+    assert!(out.contains("t1 + t2: pulled 2 distributions"), "{out}");
     ok_env(&dst, &["materialize", "--offline", "t1", "t2"], env);
     python_ok(&dst.venv("t1"), "import alpha, gamma");
     let out = ok_env(&dst, &["verify"], env);
@@ -1203,6 +1206,35 @@ fn concurrent_imports_into_one_new_store_lose_no_object() {
         python_ok(&dst.venv("n"), "import north.mod_1499");
         python_ok(&dst.venv("s"), "import south.mod_1499");
     }
+}
+
+/// Several tiers from a remote into a new store: one pull brings every
+/// tier's packs before the first tier is built (so all their objects go
+/// into staged shards), and each tier still counts what came for it.
+#[test]
+fn materialize_from_a_remote_pulls_all_tiers_at_once() {
+    let holder = scratch_dir();
+    let remote = format!("file://{}", holder.path().join("remote").display());
+    let mut src = source();
+    src.world.ok(&["push", "--remote", &remote]);
+    drop(src.server.take());
+
+    let dst = fresh(Some(&src.world));
+    let out = dst.ok(&["materialize", "--frozen", "--remote", &remote, "t2", "t1"]);
+    // alpha and gamma, a wheel pack and a bytecode pack each.
+    assert!(out.contains("t2 + t1: pulled 4/4"), "{out}");
+    assert_eq!(out.matches(": pulled ").count(), 1, "one pull: {out}");
+    assert!(
+        out.contains("(0 downloaded, 1 from the remote store, 0 already in the store)"),
+        "t2: alpha: {out}"
+    );
+    assert!(
+        out.contains("(0 downloaded, 1 from the remote store, 1 already in the store)"),
+        "t1: gamma came for it, alpha was counted by t2: {out}"
+    );
+    python_ok(&dst.venv("t1"), "import alpha, gamma");
+    let out = dst.ok(&["verify"]);
+    assert!(out.contains("all intact"), "{out}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use tstore::progress::Progress;
-use tstore::sync::{Selection, TiersNeed};
+use tstore::sync::TiersNeed;
 use tstore::transfer::{self, LockOutcome};
 
 use super::report::human_bytes;
@@ -124,7 +124,7 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
     let remote = required_remote(session)?;
     let _store = session.share_store()?;
     let mut failed = false;
-    for tier in tiers {
+    for tier in &tiers {
         if let Some(root) = session.workspace.lock_from_remote(tier)? {
             session.reporter.notice(&format!(
                 "tier `{}` had no lock here: took the one it was pushed with to {} \
@@ -137,28 +137,29 @@ pub fn pull(session: &Session<'_>, names: &[String]) -> anyhow::Result<()> {
             ));
         }
         session.existing_lock(tier)?;
-        let Selection {
-            interpreter,
-            selected,
-            ..
-        } = session.select(tier)?;
-        let tag = tstore::sync::bytecode_tag(tier, &interpreter);
-        let report = session
-            .workspace
-            .pull_missing(&selected, tag.as_deref(), session.reporter)?;
+    }
+    // One pull for all the tiers on one interpreter: into a new store,
+    // every object then goes into staged shards.
+    for group in session.workspace.pull_groups(&tiers, session.reporter)? {
+        let label = group.tiers.join(" + ");
+        session.reporter.tier(&label);
+        let report = session.workspace.pull_missing(
+            &group.selected,
+            group.tag.as_deref(),
+            session.reporter,
+        )?;
         if !report.refused.is_empty() {
             failed = true;
         }
         // Exact sizes, so what a lock change cost can be checked pack by pack.
         for pack in &report.fetched {
             session.reporter.detail(&format!(
-                "{}: fetched {} ({}), {} bytes",
-                tier.name, pack.key, pack.package, pack.bytes
+                "{label}: fetched {} ({}), {} bytes",
+                pack.key, pack.package, pack.bytes
             ));
         }
         session.reporter.summary(&format!(
-            "{}: pulled {} distributions in {} packs ({}), {} new objects, from {}{}",
-            tier.name,
+            "{label}: pulled {} distributions in {} packs ({}), {} new objects, from {}{}",
             report.distributions_moved,
             report.packs_moved,
             human_bytes(report.bytes_moved),

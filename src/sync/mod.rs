@@ -147,6 +147,14 @@ impl Workspace {
             force: options.force,
             keep_generations: self.config.keep_generations,
         };
+        if !options.locks.offline {
+            let building = tiers
+                .iter()
+                .copied()
+                .filter(|tier| !self.unchanged(tier, materialize_options.link_mode))
+                .collect::<Vec<_>>();
+            self.pull_ahead(&building, progress);
+        }
         let mut report = SyncReport::default();
         for &tier in tiers {
             let started = started_with_lock(&locks, tier);
@@ -169,6 +177,9 @@ impl Workspace {
     ) -> anyhow::Result<Vec<FetchedTier>> {
         let _store = self.share_store(progress)?;
         self.ensure_locks(tiers, rules, progress)?;
+        if !rules.offline {
+            self.pull_ahead(tiers, progress);
+        }
         let mut out = Vec::new();
         for &tier in tiers {
             let fetched = FetchedTier {
@@ -235,15 +246,7 @@ impl Workspace {
         options: &MaterializeOptions,
         progress: &dyn Progress,
     ) -> anyhow::Result<TierReport> {
-        let lock_path = self.lock_path(&tier.name);
-        let lock_bytes = fs_err::read(&lock_path)?;
-        let inputs_key = materialize::inputs_key(
-            &self.store,
-            tier,
-            &lock_path,
-            &lock_bytes,
-            options.link_mode,
-        )?;
+        let (lock_bytes, inputs_key) = self.inputs_key(tier, options.link_mode)?;
         if materialize::is_unchanged(&tier.venv, &inputs_key) {
             return Ok(TierReport {
                 tier: tier.name.clone(),
@@ -380,22 +383,89 @@ impl Workspace {
         })
     }
 
+    /// The tier's lock and the key of what building it takes
+    /// ([`materialize::inputs_key`]).
+    fn inputs_key(&self, tier: &Tier, link_mode: LinkMode) -> anyhow::Result<(Vec<u8>, String)> {
+        let lock_path = self.lock_path(&tier.name);
+        let lock_bytes = fs_err::read(&lock_path)?;
+        let key = materialize::inputs_key(&self.store, tier, &lock_path, &lock_bytes, link_mode)?;
+        Ok((lock_bytes, key))
+    }
+
+    /// Whether the tier's venv is built from exactly its inputs now (a
+    /// no-op); an error counts as not.
+    fn unchanged(&self, tier: &Tier, link_mode: LinkMode) -> bool {
+        self.inputs_key(tier, link_mode)
+            .is_ok_and(|(_, key)| materialize::is_unchanged(&tier.venv, &key))
+    }
+
+    /// With a remote and several tiers to fetch, pulls what they lack in one
+    /// go before the first is built ([`Workspace::pull_groups`]): into a new
+    /// store, every object then goes into staged shards. Best effort: a
+    /// tier that cannot be selected here fails, and says why, when built.
+    fn pull_ahead(&self, tiers: &[&Tier], progress: &dyn Progress) {
+        if tiers.len() < 2 || !self.has_remote() {
+            return;
+        }
+        let Ok(groups) = self.pull_groups(tiers, progress) else {
+            return;
+        };
+        for group in groups {
+            progress.tier(&group.tiers.join(" + "));
+            let lacking: Vec<&str> = group
+                .selected
+                .iter()
+                .filter(|item| {
+                    crate::transfer::stored_distribution(&self.store, item)
+                        .is_ok_and(|id| id.is_none())
+                })
+                .filter_map(|item| item.pinned().map(|file| file.sha256.as_str()))
+                .collect();
+            if self.pull_or_fall_back(&group.selected, group.tag.as_deref(), progress) == 0 {
+                continue;
+            }
+            let mut ahead = self.pulled_ahead.borrow_mut();
+            for item in &group.selected {
+                if let Some(file) = item.pinned()
+                    && lacking.contains(&file.sha256.as_str())
+                    && crate::transfer::stored_distribution(&self.store, item)
+                        .is_ok_and(|id| id.is_some())
+                {
+                    ahead.insert(file.sha256.clone());
+                }
+            }
+        }
+    }
+
     /// Pulls what the remote store has of `selected`; returns how many
-    /// distributions came. An unusable remote is not fatal: the index has
-    /// everything, so it is said and the index is used.
+    /// distributions came, with those pulled ahead for it. An unusable
+    /// remote is not fatal: the index has everything, so it is said (once)
+    /// and the index is used.
     fn pull_or_fall_back(
         &self,
         selected: &[crate::dist::Selected],
         bytecode_tag: Option<&str>,
         progress: &dyn Progress,
     ) -> usize {
+        let ahead = {
+            let mut ahead = self.pulled_ahead.borrow_mut();
+            selected
+                .iter()
+                .filter_map(|item| item.pinned())
+                .filter(|file| ahead.remove(&file.sha256))
+                .count()
+        };
+        if self.remote_failed.get() {
+            return ahead;
+        }
         match self.pull_missing(selected, bytecode_tag, progress) {
-            Ok(report) => report.distributions_moved,
+            Ok(report) => ahead + report.distributions_moved,
             Err(err) => {
+                self.remote_failed.set(true);
                 progress.notice(&format!(
                     "the remote store could not be used ({err:#}); downloading from the index instead"
                 ));
-                0
+                ahead
             }
         }
     }

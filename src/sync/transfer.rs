@@ -12,6 +12,14 @@ use crate::transfer::{self, Needed};
 
 use super::Workspace;
 
+/// Tiers that pull with the same bytecode tag (one interpreter) and what
+/// they select, each distribution once.
+pub struct PullGroup {
+    pub tiers: Vec<String>,
+    pub tag: Option<String>,
+    pub selected: Vec<Selected>,
+}
+
 /// The tiers' locks (name, text) and what their selections need from the store.
 pub struct TiersNeed {
     pub locks: Vec<(String, String)>,
@@ -46,6 +54,41 @@ impl Workspace {
             progress.notice(&format!("refused: {problem}"));
         }
         Ok(report)
+    }
+
+    /// What `tiers` select, grouped for pulling: one pull per group brings
+    /// every tier's packs together, so that into a new store all their
+    /// objects go into staged shards (see [`crate::store::stage`]), where a
+    /// pull per tier staged only the first tier's.
+    pub fn pull_groups(
+        &self,
+        tiers: &[&Tier],
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Vec<PullGroup>> {
+        let mut groups: Vec<PullGroup> = Vec::new();
+        for tier in tiers {
+            let selection = self.select(tier, progress)?;
+            let tag = bytecode_tag(tier, &selection.interpreter);
+            let index = match groups.iter().position(|g| g.tag == tag) {
+                Some(index) => index,
+                None => {
+                    groups.push(PullGroup {
+                        tiers: Vec::new(),
+                        tag,
+                        selected: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[index];
+            group.tiers.push(tier.name.clone());
+            for item in selection.selected {
+                if !group.selected.contains(&item) {
+                    group.selected.push(item);
+                }
+            }
+        }
+        Ok(groups)
     }
 
     /// Takes `tier`'s lock from the remote when it has none here: the lock

@@ -2,7 +2,7 @@
 //! the interpreters found so far, and the remote store.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -30,6 +30,11 @@ pub struct Workspace {
     remote: OnceCell<Remote>,
     /// Downloads at once (`TSTORE_CONCURRENT_DOWNLOADS`).
     pub concurrent_downloads: usize,
+    /// Wheels (sha256) pulled for several tiers at once and not yet
+    /// counted in a tier's figures.
+    pub(super) pulled_ahead: RefCell<HashSet<String>>,
+    /// Set once the remote failed in this run: said once, not tried again.
+    pub(super) remote_failed: Cell<bool>,
 }
 
 /// What a tier's lock selects for its interpreter.
@@ -52,6 +57,8 @@ impl Workspace {
             remote_url,
             remote: OnceCell::new(),
             concurrent_downloads: crate::fetch::DEFAULT_CONCURRENT_DOWNLOADS,
+            pulled_ahead: RefCell::new(HashSet::new()),
+            remote_failed: Cell::new(false),
         }
     }
 
@@ -73,6 +80,12 @@ impl Workspace {
         }
         let remote = Remote::open(url)?;
         Ok(Some(self.remote.get_or_init(|| remote)))
+    }
+
+    /// Whether a remote store is configured (`--remote`, `TSTORE_REMOTE`
+    /// or tiers.toml).
+    pub fn has_remote(&self) -> bool {
+        self.remote_url.is_some()
     }
 
     /// uv, located (or installed into the store) on first use.
