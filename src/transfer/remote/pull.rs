@@ -293,10 +293,26 @@ impl Remote {
             // Built here from the source folder.
             Source::Local { .. } => return Ok(None),
         };
-        let Some(distribution) = self
-            .get_json::<DistributionRecord>(&format!("distributions/{sha256}.json"))
-            .await?
-        else {
+        // Both records at once: asking for them one after the other was
+        // most of the time a pull spent before its first pack.
+        let distribution_key = format!("distributions/{sha256}.json");
+        let distribution = self.get_json::<DistributionRecord>(&distribution_key);
+        let bytecode = async {
+            match tag {
+                Some(tag) => self
+                    .get_json::<BytecodeRecord>(&format!("bytecode/{tag}/{sha256}.json"))
+                    .await
+                    .map(|record| {
+                        record.map(|mut record| {
+                            record.entries.retain(|b| b.tag == tag);
+                            (tag.to_string(), record)
+                        })
+                    }),
+                None => Ok(None),
+            }
+        };
+        let (distribution, bytecode) = futures::try_join!(distribution, bytecode)?;
+        let Some(distribution) = distribution else {
             return Ok(None);
         };
         if distribution.distribution.details.sha256 != sha256 {
@@ -324,16 +340,6 @@ impl Remote {
                 self.url
             );
         }
-        let bytecode = match tag {
-            Some(tag) => self
-                .get_json::<BytecodeRecord>(&format!("bytecode/{tag}/{sha256}.json"))
-                .await?
-                .map(|mut record| {
-                    record.entries.retain(|b| b.tag == tag);
-                    (tag.to_string(), record)
-                }),
-            None => None,
-        };
         Ok(Some(Found {
             sha256,
             distribution,
