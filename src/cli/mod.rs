@@ -556,6 +556,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<u8> {
     if let Some(downloads) = settings.concurrent_downloads {
         session.workspace.concurrent_downloads = downloads;
     }
+    session.workspace.store.set_staging(settings.staging);
     dispatch(&session, cli.command)
 }
 

@@ -19,6 +19,7 @@ pub const VERBOSE: &str = "TSTORE_VERBOSE";
 pub const NO_PROGRESS: &str = "TSTORE_NO_PROGRESS";
 pub const CONCURRENT_DOWNLOADS: &str = "TSTORE_CONCURRENT_DOWNLOADS";
 pub const COMPILE_BYTECODE: &str = "TSTORE_COMPILE_BYTECODE";
+pub const NO_STAGING: &str = "TSTORE_NO_STAGING";
 
 /// How much tstore prints, once flags and variables are weighed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Settings {
     pub compile_bytecode: Option<BytecodeMode>,
     /// `TSTORE_CONCURRENT_DOWNLOADS`: how many downloads run at once.
     pub concurrent_downloads: Option<usize>,
+    /// Not `TSTORE_NO_STAGING`: imports and pulls stage new shards.
+    pub staging: bool,
     /// The variables that were set, as `NAME=value`, for `-v`.
     pub from_environment: Vec<String>,
 }
@@ -116,6 +119,7 @@ impl Settings {
                 )),
             })
             .transpose()?;
+        let staging = !boolean(NO_STAGING)?.unwrap_or(false);
         let offline = boolean(OFFLINE)?.unwrap_or(false);
         let frozen = boolean(FROZEN)?.unwrap_or(false);
         match &mut cli.command {
@@ -133,6 +137,7 @@ impl Settings {
             link_mode,
             compile_bytecode,
             concurrent_downloads,
+            staging,
             from_environment: seen.into_inner(),
         })
     }
@@ -199,6 +204,21 @@ mod tests {
             let (_, cli) = resolve(&["materialize", "t"], &[(OFFLINE, off)]).unwrap();
             assert!(!lock_args(&cli).offline, "{off}");
         }
+    }
+
+    #[test]
+    fn no_staging_is_a_boolean_that_turns_staging_off() {
+        let staging =
+            |vars: &[(&str, &str)]| resolve(&["import", "f"], vars).map(|(s, _)| s.staging);
+        assert!(staging(&[]).unwrap());
+        assert!(!staging(&[(NO_STAGING, "1")]).unwrap());
+        assert!(!staging(&[(NO_STAGING, "yes")]).unwrap());
+        assert!(staging(&[(NO_STAGING, "0")]).unwrap());
+        let err = staging(&[(NO_STAGING, "please")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("TSTORE_NO_STAGING=\"please\" is not a boolean"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -268,6 +268,9 @@ impl std::fmt::Display for LinkMethod {
 pub struct Store {
     layout: Layout,
     pub db: Db,
+    /// Whether many new objects at once go into staged shards
+    /// ([`stage::Stage`]); off, each is published on its own.
+    staging: bool,
 }
 
 /// A store is used through its places as much as through its index: every
@@ -281,6 +284,17 @@ impl std::ops::Deref for Store {
 }
 
 impl Store {
+    /// Turns staged shards off (`TSTORE_NO_STAGING`): every received
+    /// object is published on its own, as into a full store.
+    pub fn set_staging(&mut self, on: bool) {
+        self.staging = on;
+    }
+
+    /// Whether imports and pulls stage the shards a store lacks.
+    pub fn stages_new_shards(&self) -> bool {
+        self.staging
+    }
+
     /// `$TSTORE_HOME`, else `$XDG_DATA_HOME/tstore`, else `~/.local/share/tstore`.
     pub fn default_home() -> PathBuf {
         if let Some(home) = std::env::var_os("TSTORE_HOME").filter(|v| !v.is_empty()) {
@@ -329,7 +343,11 @@ impl Store {
             db.write_missing_records()?;
         }
         drop(_opening);
-        let store = Self { layout, db };
+        let store = Self {
+            layout,
+            db,
+            staging: true,
+        };
         tmp::on_open(&store)?;
         Ok(store)
     }

@@ -26,7 +26,8 @@
 //!   into the replaced (removed) directory sees `ENOENT` and retries
 //!   ([`super::ingest::publish_object`]).
 //!
-//! `TSTORE_NO_STAGING=1` publishes every object on its own, as a store that
+//! A store with staging turned off ([`Store::set_staging`], the binary's
+//! `TSTORE_NO_STAGING`) publishes every object on its own, as a store that
 //! is already full would (for comparisons, and for filesystems whose rename
 //! misbehaves).
 
@@ -67,7 +68,7 @@ impl Stage {
             objects: store.objects_dir(),
             staged: [false; 256],
         };
-        if std::env::var_os("TSTORE_NO_STAGING").is_some_and(|v| v == "1") {
+        if !store.stages_new_shards() {
             return Ok(stage);
         }
         for byte in 0..=255u8 {
