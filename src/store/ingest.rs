@@ -320,9 +320,58 @@ fn record_dist(
     )?)
 }
 
-fn open_archive(path: &Path) -> Result<ZipArchive<BufReader<File>>, zip::result::ZipError> {
-    let file = File::open(path)?;
-    ZipArchive::new(BufReader::with_capacity(256 << 10, file))
+fn open_archive(path: &Path) -> Result<ZipArchive<ZipSource<File>>, zip::result::ZipError> {
+    ZipArchive::new(ZipSource::new(File::open(path)?))
+}
+
+/// A wheel file read through a buffer that survives seeks into it. The zip
+/// reader seeks to every entry's header, and a `BufReader` drops its buffer
+/// on every seek: it read 256 KiB again per entry, 17 times tekton-ai's
+/// wheels over, in kernel copies, during a cold install.
+struct ZipSource<R> {
+    inner: BufReader<R>,
+    /// Where the next read starts, kept here since asking the file costs a
+    /// system call.
+    position: u64,
+}
+
+impl<R: Read> ZipSource<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner: BufReader::with_capacity(256 << 10, inner),
+            position: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for ZipSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for ZipSource<R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(offset) => offset,
+            std::io::SeekFrom::Current(delta) => self
+                .position
+                .checked_add_signed(delta)
+                .ok_or_else(|| std::io::Error::other("seek before the start of the wheel"))?,
+            std::io::SeekFrom::End(_) => {
+                self.position = self.inner.seek(to)?;
+                return Ok(self.position);
+            }
+        };
+        // Within the buffer, this moves in it; beyond, it seeks the file.
+        let delta = i64::try_from(target).map_err(std::io::Error::other)?
+            - i64::try_from(self.position).map_err(std::io::Error::other)?;
+        self.inner.seek_relative(delta)?;
+        self.position = target;
+        Ok(target)
+    }
 }
 
 /// Hashes every file entry, in parallel; each worker opens its own archive.
@@ -369,7 +418,7 @@ fn hash_entries(
 fn hash_entry(
     store: &Store,
     wheel: &WheelFile<'_>,
-    archive: &mut ZipArchive<BufReader<File>>,
+    archive: &mut ZipArchive<ZipSource<File>>,
     index: usize,
     staging: &Path,
     recorded: &HashMap<&str, &wheel::RecordEntry>,
@@ -602,6 +651,56 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
+
+    /// Counts the bytes taken from the file under a [`ZipSource`].
+    struct Counted {
+        inner: Cursor<Vec<u8>>,
+        bytes: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.bytes.set(self.bytes.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    impl Seek for Counted {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn zip_source_reads_each_byte_once_when_seeks_stay_in_its_buffer() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut source = ZipSource::new(Counted {
+            inner: Cursor::new(data.clone()),
+            bytes: bytes.clone(),
+        });
+        let mut read_at = |to: std::io::SeekFrom, expected_at: usize| {
+            assert_eq!(source.seek(to).unwrap(), expected_at as u64);
+            let mut buf = [0u8; 100];
+            source.read_exact(&mut buf).unwrap();
+            assert_eq!(buf[..], data[expected_at..expected_at + 100], "{to:?}");
+        };
+        // What the zip reader does: entry after entry, each by its offset.
+        for at in (0..200_000).step_by(1_000) {
+            read_at(std::io::SeekFrom::Start(at as u64), at);
+        }
+        read_at(std::io::SeekFrom::Current(-5_000), 199_100 - 5_000);
+        assert!(
+            bytes.get() <= 256 << 10,
+            "one buffer's worth read, not one per seek: {}",
+            bytes.get()
+        );
+        // Beyond the buffer and from the end, it seeks the file.
+        read_at(std::io::SeekFrom::Start(900_000), 900_000);
+        read_at(std::io::SeekFrom::End(-100), 999_900);
+        read_at(std::io::SeekFrom::Start(10), 10);
+    }
 
     #[test]
     fn a_broken_archive_keeps_the_zip_error_as_its_cause() {
