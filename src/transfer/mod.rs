@@ -232,7 +232,7 @@ impl Incoming {
     /// Checks size and content, then publishes the object (into `stage`
     /// when that holds its shard).
     pub fn finish(self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
-        self.verify()?.publish_to(store, stage)
+        self.verify()?.publish_to(store, stage).map(|_| ())
     }
 
     /// Checks size and content; the object is published later, by
@@ -272,22 +272,25 @@ impl Verified {
     /// ARCHITECTURE.md, "Crash safety"): a kill leaves it whole, a power
     /// loss may not, which `tstore verify` finds.
     pub fn publish(self, store: &Store) -> anyhow::Result<()> {
-        self.publish_to(store, None)
+        self.publish_to(store, None).map(|_| ())
     }
 
     /// Moves the object into the store, or into `stage` when that holds
     /// its shard ([`Stage::publish`] moves it on); an object already in
-    /// its place in the stage stays there.
-    pub fn publish_to(mut self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
-        match stage.filter(|stage| stage.holds(&self.key)) {
-            _ if self.staged => {}
-            Some(stage) => {
-                stage.adopt(&self.temp, &self.key)?;
+    /// its place in the stage stays there. Returns whether this copy is the
+    /// one kept: a second copy of an object another pack of the same pull
+    /// staged first is dropped, and not counted as new.
+    pub fn publish_to(mut self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<bool> {
+        let kept = match stage.filter(|stage| stage.holds(&self.key)) {
+            _ if self.staged => true,
+            Some(stage) => stage.adopt(&self.temp, &self.key)?,
+            None => {
+                crate::store::ingest::publish_object(store, &self.temp, &self.key)?;
+                true
             }
-            None => crate::store::ingest::publish_object(store, &self.temp, &self.key)?,
-        }
+        };
         self.temp = std::path::PathBuf::new();
-        Ok(())
+        Ok(kept)
     }
 }
 

@@ -97,12 +97,14 @@ impl Received {
     }
 
     /// Moves the new objects into the store, or into `stage` for the
-    /// shards it holds (the stage's own publish moves them on).
-    pub fn publish(self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<()> {
+    /// shards it holds (the stage's own publish moves them on). Returns
+    /// how many were new there: an object another pack staged first is not.
+    pub fn publish(self, store: &Store, stage: Option<&Stage>) -> anyhow::Result<usize> {
+        let mut new = 0;
         for object in self.verified {
-            object.publish_to(store, stage)?;
+            new += usize::from(object.publish_to(store, stage)?);
         }
-        Ok(())
+        Ok(new)
     }
 }
 
@@ -266,9 +268,60 @@ mod tests {
 
         let got = read(&to, None, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
         assert_eq!((got.new_objects(), got.present), (2, 0));
-        got.publish(&to, None).unwrap();
+        assert_eq!(got.publish(&to, None).unwrap(), 2);
         assert!(objects.keys().all(|k| path_of(k).exists()));
         let got = read(&to, None, bytes.as_slice(), &pack, &objects, "p", &Silent).unwrap();
         assert_eq!((got.new_objects(), got.present), (0, 2));
+    }
+
+    #[test]
+    fn an_object_two_packs_carry_into_one_stage_is_new_once() {
+        let home = tempfile::tempdir().unwrap();
+        let from = Store::open(&home.path().join("a")).unwrap();
+        let shared = stored(&from, b"in both packs");
+        let first: BTreeMap<String, u64> = [shared.clone(), stored(&from, b"only in the first")]
+            .into_iter()
+            .collect();
+        let second: BTreeMap<String, u64> = [shared, stored(&from, b"only in the second")]
+            .into_iter()
+            .collect();
+        let (one, two) = (home.path().join("1.tar.zst"), home.path().join("2.tar.zst"));
+        let (pack_one, pack_two) = (
+            write(&from, &first, &one).unwrap(),
+            write(&from, &second, &two).unwrap(),
+        );
+
+        let to = Store::open(&home.path().join("b")).unwrap();
+        let stage = crate::store::stage::Stage::begin(&to).unwrap();
+        let read_pack = |path: &std::path::Path, pack: &PackRef, objects| {
+            let bytes = std::fs::read(path).unwrap();
+            read(
+                &to,
+                Some(&stage),
+                bytes.as_slice(),
+                pack,
+                objects,
+                "p",
+                &Silent,
+            )
+            .unwrap()
+        };
+        let got_one = read_pack(&one, &pack_one, &first);
+        let got_two = read_pack(&two, &pack_two, &second);
+        assert_eq!((got_one.new_objects(), got_two.new_objects()), (2, 2));
+        assert_eq!(got_one.publish(&to, Some(&stage)).unwrap(), 2);
+        assert_eq!(
+            got_two.publish(&to, Some(&stage)).unwrap(),
+            1,
+            "the shared object was staged by the first pack"
+        );
+        stage.publish().unwrap();
+        let path_of = |key: &str| to.object_path(&crate::store::ObjectKey::parse(key).unwrap());
+        assert!(
+            first
+                .keys()
+                .chain(second.keys())
+                .all(|k| path_of(k).exists())
+        );
     }
 }

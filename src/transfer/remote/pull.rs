@@ -107,10 +107,7 @@ impl Remote {
         let outcomes = in_parallel(&wanted, PARALLEL_PACKS, |want| {
             let got = self
                 .fetch_pack(local, stage, want, handle, progress)
-                .and_then(|got| {
-                    let new = got.new_objects();
-                    got.publish(local, stage).map(|()| new)
-                });
+                .and_then(|got| got.publish(local, stage));
             progress.item_done("");
             got
         });
