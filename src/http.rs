@@ -7,9 +7,12 @@
 //! Local files are read the same way. The bottom floor of the network: it
 //! knows URLs, paths and sha256, not locks or stores.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::Digest;
@@ -109,7 +112,54 @@ pub fn client() -> anyhow::Result<reqwest::blocking::Client> {
         .user_agent(concat!("tstore/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         .timeout(None)
+        .dns_resolver(Arc::new(OnceResolver::default()))
         .build()?)
+}
+
+/// Looks each host up once per client, however many connections open to it
+/// at once. Every new connection used to look the host up again: with 32
+/// downloads starting together, a resolver that lost some of the answers
+/// made glibc wait out its 5 s timeout. A failed lookup is not kept.
+struct OnceResolver {
+    hosts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<SocketAddr>>>>>,
+    /// The system's lookup (getaddrinfo); another in tests.
+    lookup: fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+}
+
+impl Default for OnceResolver {
+    fn default() -> Self {
+        Self {
+            hosts: std::sync::Mutex::default(),
+            lookup: |host| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host, 0)).map(Iterator::collect)
+            },
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for OnceResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let lookup = self.lookup;
+        let cell = self
+            .hosts
+            .lock()
+            .expect("resolver mutex poisoned")
+            .entry(host.clone())
+            .or_default()
+            .clone();
+        Box::pin(async move {
+            let addresses = cell
+                .get_or_try_init(|| async move {
+                    tokio::task::spawn_blocking(move || lookup(&host))
+                        .await
+                        .map_err(std::io::Error::other)?
+                })
+                .await?;
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.clone().into_iter());
+            Ok(addresses)
+        })
+    }
 }
 
 /// Copies `origin` to `dest`, hashing as it goes, retrying transient errors.
@@ -225,6 +275,57 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Slow enough that every resolve below starts while the first waits.
+    fn counted_lookup(host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        match host {
+            "pypi.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
+            _ => Err(std::io::Error::other("no such host")),
+        }
+    }
+
+    #[test]
+    fn many_connections_to_one_host_look_it_up_once_and_a_failure_is_not_kept() {
+        use reqwest::dns::Resolve;
+        let resolver = Arc::new(OnceResolver {
+            hosts: std::sync::Mutex::default(),
+            lookup: counted_lookup,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let resolve = |host: &'static str| {
+            let resolver = resolver.clone();
+            runtime.spawn(async move {
+                let name: reqwest::dns::Name = host.parse().unwrap();
+                resolver
+                    .resolve(name)
+                    .await
+                    .map(|addrs| addrs.collect::<Vec<_>>())
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let at_once: Vec<_> = (0..16).map(|_| resolve("pypi.test")).collect();
+        for task in at_once {
+            let addrs = runtime.block_on(task).unwrap().unwrap();
+            assert_eq!(addrs, [SocketAddr::from(([127, 0, 0, 1], 0))]);
+        }
+        assert_eq!(LOOKUPS.load(std::sync::atomic::Ordering::SeqCst), 1);
+        for _ in 0..2 {
+            let err = runtime.block_on(resolve("gone.test")).unwrap().unwrap_err();
+            assert!(err.contains("no such host"), "{err}");
+        }
+        assert_eq!(
+            LOOKUPS.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "each failed lookup is asked again"
+        );
+    }
 
     #[test]
     fn a_local_file_is_copied_hashed_and_checked() {
