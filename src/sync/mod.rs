@@ -31,6 +31,7 @@ use crate::lock::changes::{self, VersionChange};
 use crate::materialize::{self, BuildReport, MaterializeOptions, Outcome, TierInput};
 use crate::progress::{Progress, timed};
 use crate::store::bytecode::Compiler;
+use crate::transfer::remote::TransferReport;
 
 pub use locks::LockRules;
 pub use transfer::{TiersNeed, bytecode_tag};
@@ -147,7 +148,9 @@ impl Workspace {
             force: options.force,
             keep_generations: self.config.keep_generations,
         };
-        if !options.locks.offline {
+        // Only with a remote and several tiers: the no-op path stays one
+        // inputs check per tier.
+        if !options.locks.offline && self.has_remote() && tiers.len() > 1 {
             let building = tiers
                 .iter()
                 .copied()
@@ -341,7 +344,10 @@ impl Workspace {
             let pulled = if offline {
                 0
             } else {
-                self.pull_or_fall_back(&selected, tag.as_deref(), progress)
+                self.claim_pulled_ahead(&selected)
+                    + self
+                        .pull_or_fall_back(&selected, tag.as_deref(), progress)
+                        .distributions_moved
             };
             let fetched = fetch::fetch(
                 store,
@@ -412,62 +418,42 @@ impl Workspace {
         };
         for group in groups {
             progress.tier(&group.tiers.join(" + "));
-            let lacking: Vec<&str> = group
-                .selected
-                .iter()
-                .filter(|item| {
-                    crate::transfer::stored_distribution(&self.store, item)
-                        .is_ok_and(|id| id.is_none())
-                })
-                .filter_map(|item| item.pinned().map(|file| file.sha256.as_str()))
-                .collect();
-            if self.pull_or_fall_back(&group.selected, group.tag.as_deref(), progress) == 0 {
-                continue;
-            }
-            let mut ahead = self.pulled_ahead.borrow_mut();
-            for item in &group.selected {
-                if let Some(file) = item.pinned()
-                    && lacking.contains(&file.sha256.as_str())
-                    && crate::transfer::stored_distribution(&self.store, item)
-                        .is_ok_and(|id| id.is_some())
-                {
-                    ahead.insert(file.sha256.clone());
-                }
-            }
+            let report = self.pull_or_fall_back(&group.selected, group.tag.as_deref(), progress);
+            self.pulled_ahead.borrow_mut().extend(report.pulled);
         }
     }
 
-    /// Pulls what the remote store has of `selected`; returns how many
-    /// distributions came, with those pulled ahead for it. An unusable
-    /// remote is not fatal: the index has everything, so it is said (once)
+    /// How many of `selected` a pull ahead brought; each is counted for the
+    /// first tier that asks, as a pull per tier would have.
+    fn claim_pulled_ahead(&self, selected: &[crate::dist::Selected]) -> usize {
+        let mut ahead = self.pulled_ahead.borrow_mut();
+        selected
+            .iter()
+            .filter_map(|item| item.pinned())
+            .filter(|file| ahead.remove(&file.sha256))
+            .count()
+    }
+
+    /// Pulls what the remote store has of `selected`. An unusable remote is
+    /// not fatal: the index has everything, so it is said (once per run)
     /// and the index is used.
     fn pull_or_fall_back(
         &self,
         selected: &[crate::dist::Selected],
         bytecode_tag: Option<&str>,
         progress: &dyn Progress,
-    ) -> usize {
-        let ahead = {
-            let mut ahead = self.pulled_ahead.borrow_mut();
-            selected
-                .iter()
-                .filter_map(|item| item.pinned())
-                .filter(|file| ahead.remove(&file.sha256))
-                .count()
-        };
+    ) -> TransferReport {
         if self.remote_failed.get() {
-            return ahead;
+            return TransferReport::default();
         }
-        match self.pull_missing(selected, bytecode_tag, progress) {
-            Ok(report) => ahead + report.distributions_moved,
-            Err(err) => {
+        self.pull_missing(selected, bytecode_tag, progress)
+            .unwrap_or_else(|err| {
                 self.remote_failed.set(true);
                 progress.notice(&format!(
                     "the remote store could not be used ({err:#}); downloading from the index instead"
                 ));
-                ahead
-            }
-        }
+                TransferReport::default()
+            })
     }
 
     /// What the store recorded of the tier's venv path, if it was materialized.

@@ -115,7 +115,11 @@ fn an_unusable_remote_is_a_notice_and_nothing_pulled() {
     let (_dir, ws) = workspace();
     let ws = Workspace::new(ws.config, ws.store, Some("not a url".to_string()));
     let notices = Notices::default();
-    assert_eq!(ws.pull_or_fall_back(&[], None, &notices), 0);
+    assert_eq!(
+        ws.pull_or_fall_back(&[], None, &notices)
+            .distributions_moved,
+        0
+    );
     let said = notices.taken();
     let [notice] = said.as_slice() else {
         panic!("one notice expected: {said:?}");
@@ -134,6 +138,10 @@ fn an_unusable_remote_is_a_notice_and_nothing_pulled() {
 fn without_a_remote_nothing_is_pulled_and_nothing_said() {
     let (_dir, ws) = workspace();
     let notices = Notices::default();
-    assert_eq!(ws.pull_or_fall_back(&[], None, &notices), 0);
+    assert_eq!(
+        ws.pull_or_fall_back(&[], None, &notices)
+            .distributions_moved,
+        0
+    );
     assert!(notices.taken().is_empty());
 }

@@ -362,11 +362,11 @@ pub fn receive_object(
 /// `arrived` (key → size) holds objects this transfer put in the store or
 /// found there, each checked against its key; they are not looked for
 /// again. The caller holds the store shared, so nothing removes them.
-pub fn record(
+pub fn record<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
     store: &Store,
     distributions: &[DistributionEntry],
     bytecode: &[BytecodeEntry],
-    arrived: &HashMap<&str, u64>,
+    arrived: &HashMap<K, u64>,
 ) -> anyhow::Result<usize> {
     let present = |key: &str| -> anyhow::Result<bool> {
         Ok(arrived.contains_key(key) || store.object_path(&parse_key(key)?).is_file())

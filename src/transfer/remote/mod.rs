@@ -216,6 +216,9 @@ pub struct TransferReport {
     /// Pull: objects new to the store; push: objects in the packs sent.
     pub objects_moved: usize,
     pub distributions_moved: usize,
+    /// Pull: the sha256 of the pinned file (wheel or sdist) of each selected
+    /// package recorded, `distributions_moved` of them.
+    pub pulled: Vec<String>,
     /// Push: the tiers whose locks were recorded.
     pub locks_pushed: Vec<String>,
     /// Pull: packages the remote does not have (or had damaged), by name.

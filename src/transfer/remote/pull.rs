@@ -1,7 +1,7 @@
 //! Pull: one pack per missing distribution (and one for its bytecode),
 //! each checked whole before anything of it enters the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::bail;
 use futures::{StreamExt, TryStreamExt};
@@ -125,7 +125,7 @@ impl Remote {
             .collect();
         report.bytes_moved = report.fetched.iter().map(|p| p.bytes).sum();
         // Every object of a pack that proved itself is in the store now.
-        let arrived: Vec<(String, u64)> = wanted
+        let arrived: HashMap<String, u64> = wanted
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| outcome.is_ok())
@@ -170,6 +170,9 @@ impl Remote {
             };
             good_bytecode.extend(bytecode.unwrap_or_default());
             good.push(found.distribution.distribution);
+            report
+                .pulled
+                .extend(item.pinned().map(|file| file.sha256.clone()));
         }
         // The bytecode pack of a refused distribution went unused; its
         // objects proved themselves and may be the staged copy another
@@ -178,10 +181,6 @@ impl Remote {
         if let Some(staging) = staging {
             staging.publish()?;
         }
-        let arrived = arrived
-            .iter()
-            .map(|(k, size)| (k.as_str(), *size))
-            .collect();
         crate::transfer::record(local, &good, &good_bytecode, &arrived)?;
         report.distributions_moved = good.len();
         Ok(report)
