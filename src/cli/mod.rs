@@ -442,7 +442,8 @@ pub enum Command {
     /// blake3 before any of its pack counts, and a damaged pack is refused
     /// and reported. What the remote lacks is listed (materialize then
     /// downloads it from the index). A tier with no lock here gets the lock
-    /// it was last pushed with.
+    /// it was last pushed with. Tiers on one interpreter are pulled
+    /// together, each distribution once (`A + B: pulled ...`).
     Pull {
         /// Tiers to pull (default: all).
         tiers: Vec<String>,
