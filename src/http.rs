@@ -169,10 +169,79 @@ pub fn download(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<Downloaded, DownloadError> {
+    download_into(client, origin, &mut Sink::File(dest), progress)
+}
+
+/// Reads `origin`, which should hold `size` bytes, into memory, hashing as
+/// it goes, retrying transient errors. It stops reading one byte past
+/// `size`, so a server that sends more fills no memory: the caller's
+/// [`Downloaded::check`] then names the size mismatch.
+pub fn download_to_memory(
+    client: &reqwest::blocking::Client,
+    origin: Origin<'_>,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<(Vec<u8>, Downloaded), DownloadError> {
+    let mut bytes = Vec::new();
+    bytes.reserve_exact(usize::try_from(size).map_err(|_| DownloadError::Write {
+        path: "memory".to_string(),
+        source: std::io::Error::other("too large to hold in memory"),
+    })?);
+    let got = download_into(
+        client,
+        origin,
+        &mut Sink::Memory(&mut bytes, size),
+        progress,
+    )?;
+    Ok((bytes, got))
+}
+
+/// Where a download's bytes go.
+enum Sink<'a> {
+    File(&'a Path),
+    /// A buffer, and the size expected in it.
+    Memory(&'a mut Vec<u8>, u64),
+}
+
+impl Sink<'_> {
+    /// The destination, emptied: each attempt starts over.
+    fn start(&mut self) -> std::io::Result<Box<dyn Write + '_>> {
+        match self {
+            Self::File(path) => Ok(Box::new(File::create(path)?)),
+            Self::Memory(bytes, _) => {
+                bytes.clear();
+                Ok(Box::new(&mut **bytes))
+            }
+        }
+    }
+
+    /// Names the destination in an error.
+    fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Memory(..) => "memory".to_string(),
+        }
+    }
+
+    /// Past how many bytes reading stops (the mismatch is told later).
+    fn cap(&self) -> Option<u64> {
+        match self {
+            Self::File(_) => None,
+            Self::Memory(_, size) => Some(size.saturating_add(1)),
+        }
+    }
+}
+
+fn download_into(
+    client: &reqwest::blocking::Client,
+    origin: Origin<'_>,
+    sink: &mut Sink<'_>,
+    progress: &dyn Progress,
+) -> Result<Downloaded, DownloadError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = download_once(client, origin, dest, progress);
+        let result = download_once(client, origin, sink, progress);
         match result {
             Err(err) if err.is_transient() && attempt < ATTEMPTS => {
                 progress.detail(&format!("retrying after: {}", error_chain(&err)));
@@ -186,14 +255,16 @@ pub fn download(
 fn download_once(
     client: &reqwest::blocking::Client,
     origin: Origin<'_>,
-    dest: &Path,
+    sink: &mut Sink<'_>,
     progress: &dyn Progress,
 ) -> Result<Downloaded, DownloadError> {
+    let path = sink.describe();
+    let cap = sink.cap().unwrap_or(u64::MAX);
     let write_error = |source| DownloadError::Write {
-        path: dest.display().to_string(),
+        path: path.clone(),
         source,
     };
-    let mut out = File::create(dest).map_err(write_error)?;
+    let mut out = sink.start().map_err(write_error)?;
     let mut reader = open(client, origin)?;
     let mut sha = sha2::Sha256::new();
     let mut buffer = vec![0u8; 256 << 10];
@@ -205,10 +276,14 @@ fn download_once(
         if n == 0 {
             break;
         }
+        let n = n.min(usize::try_from(cap - size).unwrap_or(usize::MAX));
         sha.update(&buffer[..n]);
         out.write_all(&buffer[..n]).map_err(write_error)?;
         size += n as u64;
         progress.bytes(n as u64);
+        if size == cap {
+            break;
+        }
     }
     out.flush().map_err(write_error)?;
     Ok(Downloaded {
@@ -347,6 +422,25 @@ mod tests {
         assert_eq!(got.check(abc, Some(3)), Ok(()));
         assert_eq!(got.check(abc, Some(4)).unwrap_err().what, "size");
         assert_eq!(got.check(&"0".repeat(64), None).unwrap_err().what, "sha256");
+    }
+
+    #[test]
+    fn a_download_into_memory_stops_one_byte_past_the_expected_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a.whl");
+        std::fs::write(&from, vec![7u8; 1 << 20]).unwrap();
+        let client = client().unwrap();
+        let read = |size| {
+            download_to_memory(&client, Origin::File(&from), size, &crate::progress::Silent)
+                .unwrap()
+        };
+        let (bytes, got) = read(1 << 20);
+        assert_eq!((bytes.len(), got.size), (1 << 20, 1 << 20));
+        // A lock that says 10 bytes holds no more than 11 in memory, and the
+        // check names the size.
+        let (bytes, got) = read(10);
+        assert_eq!((bytes.len(), got.size), (11, 11));
+        assert_eq!(got.check(&got.sha256, Some(10)).unwrap_err().what, "size");
     }
 
     #[test]
