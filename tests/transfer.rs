@@ -1167,6 +1167,75 @@ fn an_import_killed_while_staging_or_publishing_leaves_a_sound_store_and_a_rerun
     assert!(out.contains("all intact"), "{out}");
 }
 
+/// Runs `tstore ARGS` in `world` with the umask 077 (a user who keeps
+/// new files to themselves), expecting success.
+fn ok_under_strict_umask(world: &World, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut command = world.tstore(args);
+    // SAFETY: umask is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tstore {args:?}:\n{text}");
+    text
+}
+
+/// Objects are read-only for everyone (0444, 0555 executable) whatever the
+/// umask, however they arrived: a first install and an import into a new
+/// store write them into a stage at their final name, where the mode given
+/// to open(2) alone would have lost its group and other bits.
+#[test]
+fn objects_keep_their_mode_under_a_strict_umask_through_install_and_import() {
+    let src = World::new();
+    WheelBuilder::new("strict", "1.0")
+        .file("strict/__init__.py", "OK = True\n")
+        .raw(
+            "strict.data/scripts/run.sh",
+            b"#!/bin/sh\necho ok\n",
+            0o100755,
+        )
+        .build(&src.wheels());
+    let server = FileServer::start(&src.wheels());
+    src.write_tiers("[tiers.t]\nrequirements = [\"strict\"]\n");
+    lock_served(
+        &src.project().join("pylock.t.toml"),
+        &src.wheels(),
+        &["strict"],
+        &server.url,
+    );
+    ok_under_strict_umask(&src, &["materialize", "--frozen", "t"]);
+    let out = verify_exits_zero(&src, "a first install under umask 077");
+    assert!(out.contains("all intact"), "{out}");
+    let archive = src.path().join("t.tar.zst");
+    src.ok(&["export", "-o", archive.to_str().unwrap()]);
+
+    let dst = World::new();
+    dst.write_tiers("[tiers.t]\nrequirements = [\"strict\"]\n");
+    ok_under_strict_umask(&dst, &["import", archive.to_str().unwrap()]);
+    let out = verify_exits_zero(&dst, "an import under umask 077");
+    assert!(out.contains("all intact"), "{out}");
+    for world in [&src, &dst] {
+        let objects = world.store().join("v1/objects");
+        let mut modes: Vec<u32> = fs_err::read_dir(&objects)
+            .unwrap()
+            .flat_map(|shard| fs_err::read_dir(shard.unwrap().path()).unwrap())
+            .map(|object| mode_of(&object.unwrap().path()) & 0o777)
+            .collect();
+        modes.sort_unstable();
+        modes.dedup();
+        assert_eq!(modes, [0o444, 0o555], "{}", objects.display());
+    }
+}
+
 #[test]
 fn concurrent_imports_into_one_new_store_lose_no_object() {
     let (_north, north) = bulky_export("n", "north", 1500);

@@ -46,6 +46,11 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    /// The mode of its file in `objects/`: read-only, executable or not.
+    pub fn mode(&self) -> u32 {
+        if self.executable { 0o555 } else { 0o444 }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         let (hex_part, executable) = match text.strip_suffix("-x") {
             Some(h) => (h, true),

@@ -33,7 +33,7 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -118,10 +118,18 @@ impl Stage {
         let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(object_mode(key))
+            .mode(key.mode())
             .open(&path);
         match created {
-            Ok(file) => Ok(Some(file)),
+            // Set again through the file: the mode given to open is
+            // narrowed by the umask, and `verify` expects exactly this one.
+            Ok(file) => match file.set_permissions(std::fs::Permissions::from_mode(key.mode())) {
+                Ok(()) => Ok(Some(file)),
+                Err(err) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(err).with_context(|| format!("cannot make {} read-only", path.display()))
+                }
+            },
             Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(None),
             Err(err) => Err(err).with_context(|| format!("cannot write {}", path.display())),
         }
@@ -137,7 +145,7 @@ impl Stage {
         }
         fs_err::set_permissions(
             temp,
-            std::os::unix::fs::PermissionsExt::from_mode(object_mode(key)),
+            std::os::unix::fs::PermissionsExt::from_mode(key.mode()),
         )?;
         fs_err::rename(temp, &target).context("cannot stage an object")?;
         Ok(true)
@@ -181,10 +189,6 @@ impl Drop for Stage {
         // it if this fails.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn object_mode(key: &ObjectKey) -> u32 {
-    if key.executable { 0o555 } else { 0o444 }
 }
 
 /// The store's shard is no longer empty (Linux says ENOTEMPTY, POSIX
