@@ -31,7 +31,7 @@ use tstore::interpreter::Interpreter;
 use tstore::lock::PyLock;
 use tstore::progress::Silent;
 use tstore::store::Store;
-use tstore::store::ingest::{WheelFile, ingest_wheel};
+use tstore::store::ingest::{WheelContent, WheelFile, ingest_wheel};
 
 struct Wheel {
     path: PathBuf,
@@ -176,7 +176,7 @@ fn ingest_all(wheels: &[Wheel], home: &Path, at_once: usize) {
             ingest_wheel(
                 &store,
                 &WheelFile {
-                    path: &wheel.path,
+                    content: WheelContent::File(&wheel.path),
                     filename: &wheel.filename,
                     sha256: &wheel.sha256,
                     size: wheel.size,

@@ -27,7 +27,7 @@ use tstore::interpreter::Interpreter;
 use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
 use tstore::progress::Silent;
 use tstore::store::Store;
-use tstore::store::ingest::{WheelFile, ingest_wheel};
+use tstore::store::ingest::{WheelContent, WheelFile, ingest_wheel};
 use tstore::uv::Uv;
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -110,7 +110,7 @@ fn ingest_all(store: &Store, wheels: &[BenchWheel]) -> Vec<i64> {
             ingest_wheel(
                 store,
                 &WheelFile {
-                    path: &w.path,
+                    content: WheelContent::File(&w.path),
                     filename: &w.filename,
                     sha256: &w.sha256,
                     size: w.size,

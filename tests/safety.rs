@@ -124,6 +124,99 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
     }
 }
 
+/// Whether some folder under `dir` holds a file.
+fn any_file_under(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|shards| {
+        shards.flatten().any(|shard| {
+            std::fs::read_dir(shard.path())
+                .is_ok_and(|inside| inside.flatten().any(|e| e.path().is_file()))
+        })
+    })
+}
+
+/// A first install (a new store) writes its objects into a stage and
+/// records its wheels only after moving the stage in: a kill while it
+/// stages or as it publishes leaves a store that verifies, nothing in its
+/// tmp once opened again, and the rerun completes.
+#[test]
+fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
+    let world = World::new();
+    let wheels = world.wheels();
+    let built: Vec<PathBuf> = (0..4)
+        .map(|i| bulky_wheel(&wheels, &format!("first{i}"), 600))
+        .collect();
+    let server = FileServer::start(&wheels);
+    let packages: Vec<LockedPackage> = built
+        .iter()
+        .map(|w| LockedPackage::served(w, &server.url))
+        .collect();
+    world.write_tiers(
+        "[tiers.t]\nrequirements = [\"first0\", \"first1\", \"first2\", \"first3\"]\n",
+    );
+    write_pylock(&world.project().join("pylock.t.toml"), &packages);
+    let tmp = world.store().join("v1/tmp");
+    let objects = world.store().join("v1/objects");
+    let staging = || {
+        std::fs::read_dir(&tmp).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("stage-") && any_file_under(&e.path())
+            })
+        })
+    };
+    let published = || any_file_under(&objects);
+    let args = ["materialize", "--frozen", "t"];
+    let mut kills = Vec::new();
+    for (point, reached) in [
+        ("staging", &staging as &dyn Fn() -> bool),
+        ("publishing", &published),
+    ] {
+        // A new machine each time: no store, no venv.
+        for dir in [world.store(), world.home().join("venvs")] {
+            if dir.exists() {
+                fs_err::remove_dir_all(dir).unwrap();
+            }
+        }
+        let mut child = ProcessGroup::spawn(
+            "tstore",
+            world
+                .tstore(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            libc::SIGKILL,
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !reached() && child.child().try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the install never reached {point}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.child().try_wait().unwrap().is_none() {
+            child.signal_leader(libc::SIGKILL);
+            kills.push(point);
+        }
+        child.wait_leader(Duration::from_secs(30)).expect("ended");
+        let left = child.survivors(Duration::from_secs(5));
+        assert!(left.is_empty(), "{point}: still running: {left:#?}");
+        verify_is_clean(&world, &format!("a kill while {point}"));
+        let left: Vec<_> = fs_err::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "the next open cleared tmp/: {left:?}");
+        world.ok(&args);
+        verify_is_clean(&world, &format!("the rerun after a kill while {point}"));
+        python_ok(
+            &world.venv("t"),
+            "import first0, first3.mod_599 as m; assert m.VALUE == 1",
+        );
+    }
+    eprintln!("killed while: {kills:?}");
+    assert!(kills.contains(&"staging"), "killed at: {kills:?}");
+}
+
 #[test]
 fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
     let fs = match Mount::tmpfs("12m") {
@@ -301,12 +394,22 @@ fn an_interrupted_fetch_removes_its_partial_download_and_exits_128_plus_the_sign
         .bytes_per_second
         .store(256 << 10, std::sync::atomic::Ordering::SeqCst);
     world.write_tiers("[tiers.t]\nrequirements = [\"big\"]\n");
-    write_pylock(
-        &world.project().join("pylock.t.toml"),
-        &[LockedPackage::served(&wheel, &server.url)],
-    );
+    let lock = world.project().join("pylock.t.toml");
+    write_pylock(&lock, &[LockedPackage::served(&wheel, &server.url)]);
+    let sized = fs_err::read_to_string(&lock).unwrap();
+    // Without a size in the lock, the wheel is downloaded into tmp/; with
+    // one, into memory (tmp/ then holds the new store's stage).
+    let size = format!("size = {}, ", fs_err::metadata(&wheel).unwrap().len());
+    assert!(sized.contains(&size), "{sized}");
+    let no_size = sized.replace(&size, "");
     world.ok(&["list"]);
-    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+    for (text, signal, code) in [
+        (&no_size, libc::SIGINT, 130),
+        (&no_size, libc::SIGTERM, 143),
+        (&sized, libc::SIGINT, 130),
+        (&sized, libc::SIGTERM, 143),
+    ] {
+        fs_err::write(&lock, text).unwrap();
         let mut tstore = ProcessGroup::spawn(
             "tstore fetch",
             world
@@ -317,12 +420,18 @@ fn an_interrupted_fetch_removes_its_partial_download_and_exits_128_plus_the_sign
         );
         let pid = tstore.pid();
         let tmp = world.store().join("v1/tmp");
-        // Midway: part of the wheel is on disk.
-        wait_for("a partial download", || {
-            temp_entries_of(&world, pid).into_iter().find(|name| {
-                fs_err::metadata(tmp.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
-            })
-        });
+        if text == &no_size {
+            // Midway: part of the wheel is on disk.
+            wait_for("a partial download", || {
+                temp_entries_of(&world, pid).into_iter().find(|name| {
+                    fs_err::metadata(tmp.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
+                })
+            });
+        } else {
+            // The stage is made before downloading; the wheel takes 16 s.
+            wait_for("the stage", || temp_entries_of(&world, pid).pop());
+            std::thread::sleep(Duration::from_millis(300));
+        }
         tstore.signal_leader(signal);
         let status = tstore
             .wait_leader(Duration::from_secs(10))

@@ -7,7 +7,7 @@
 //! lock offers only as sdists are built once with `uv build --wheel`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -19,7 +19,10 @@ use crate::interpreter::Interpreter;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::store::bytecode::{Compiler, sources_to_compile};
-use crate::store::ingest::{WheelFile, ingest_wheel};
+use crate::store::ingest::{
+    Ingested, UnrecordedWheel, WheelContent, WheelFile, ingest_wheel, record_wheels, stage_wheel,
+};
+use crate::store::stage::Stage;
 use crate::uv::Uv;
 
 /// Downloads at once unless told otherwise (`TSTORE_CONCURRENT_DOWNLOADS`).
@@ -86,6 +89,7 @@ pub fn fetch(
         options,
         compiler,
         progress,
+        in_memory: AtomicU64::new(0),
     };
     let mut report = FetchReport::default();
     let mut done = fetcher.find_stored(selected, &mut report)?;
@@ -117,6 +121,8 @@ struct Fetcher<'a> {
     options: &'a FetchOptions,
     compiler: Option<&'a Compiler>,
     progress: &'a dyn Progress,
+    /// Bytes of wheels being held in memory now.
+    in_memory: AtomicU64,
 }
 
 impl Fetcher<'_> {
@@ -174,8 +180,12 @@ impl Fetcher<'_> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(at_once)
             .build()?;
+        // A new store's objects are written at their final names in a
+        // stage, moved in a shard at a time, and the wheels recorded after.
+        let stage = Stage::begin(self.store)?;
+        let staging = (stage.shards() > 0).then_some(&stage);
         let built = AtomicUsize::new(0);
-        let results: Vec<(usize, anyhow::Result<(i64, u64)>)> = pool.install(|| {
+        let results: Vec<(usize, anyhow::Result<(Ingested, u64)>)> = pool.install(|| {
             missing
                 .par_iter()
                 .map(|&i| {
@@ -184,8 +194,13 @@ impl Fetcher<'_> {
                         built.fetch_add(1, Ordering::Relaxed);
                     }
                     let result = self
-                        .fetch_one(&client, item)
-                        .and_then(|(id, size)| self.start_compiling(item, id).map(|()| (id, size)));
+                        .fetch_one(&client, item, staging)
+                        .and_then(|(got, size)| {
+                            if let Ingested::Recorded(id) = got {
+                                self.start_compiling(item, id)?;
+                            }
+                            Ok((got, size))
+                        });
                     if result.is_ok() {
                         self.progress.item_done_in(UNPACKING, &item.name);
                     }
@@ -199,16 +214,27 @@ impl Fetcher<'_> {
                 .collect()
         });
         self.progress.finish();
+        // What arrived counts even when other downloads failed.
+        stage.publish()?;
         let mut ids = Vec::with_capacity(results.len());
+        let mut unrecorded = Vec::new();
         let mut failures = Failures::default();
         for (i, result) in results {
             match result {
-                Ok((id, bytes)) => {
-                    ids.push((i, id));
+                Ok((got, bytes)) => {
                     report.bytes += bytes;
+                    match got {
+                        Ingested::Recorded(id) => ids.push((i, id)),
+                        Ingested::Unrecorded(wheel) => unrecorded.push((i, wheel)),
+                    }
                 }
                 Err(err) => failures.push(err),
             }
+        }
+        let (indices, wheels): (Vec<usize>, Vec<UnrecordedWheel>) = unrecorded.into_iter().unzip();
+        for (i, id) in indices.into_iter().zip(record_wheels(self.store, &wheels)?) {
+            self.start_compiling(&selected[i], id)?;
+            ids.push((i, id));
         }
         failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))?;
         let built = built.into_inner();
@@ -217,16 +243,20 @@ impl Fetcher<'_> {
         Ok(ids)
     }
 
-    /// Gets one wheel or sdist into the store: its record id and size.
+    /// Gets one wheel or sdist into the store (a wheel's new objects into
+    /// `stage` where it holds their shard): its record and size.
     fn fetch_one(
         &self,
         client: &reqwest::blocking::Client,
         item: &Selected,
-    ) -> anyhow::Result<(i64, u64)> {
+        stage: Option<&Stage>,
+    ) -> anyhow::Result<(Ingested, u64)> {
         match &item.source {
             Source::Local { .. } => unreachable!("local projects are built before downloading"),
-            Source::Wheel(wheel) => self.fetch_wheel(client, wheel),
-            Source::Sdist(sdist) => self.fetch_and_build_sdist(client, item, sdist),
+            Source::Wheel(wheel) => self.fetch_wheel(client, wheel, stage),
+            Source::Sdist(sdist) => self
+                .fetch_and_build_sdist(client, item, sdist)
+                .map(|(id, size)| (Ingested::Recorded(id), size)),
         }
     }
 
@@ -251,6 +281,40 @@ impl Fetcher<'_> {
     ) -> anyhow::Result<(TempFile, u64)> {
         let temp = TempFile(self.store.temp_path("download"));
         let got = http::download(client, pinned.location.origin(), &temp.0, self.progress)?;
+        self.verify_download(pinned, &got)?;
+        Ok((temp, got.size))
+    }
+
+    /// Downloads the wheel `pinned`, verified against the lock: into memory
+    /// when the lock gives its size and it fits in what is left of
+    /// [`IN_MEMORY_WHEELS`], else into the store's tmp dir.
+    fn download_wheel<'f>(
+        &'f self,
+        client: &reqwest::blocking::Client,
+        pinned: &PinnedFile,
+    ) -> anyhow::Result<(DownloadedWheel<'f>, u64)> {
+        if let Some(held) = pinned.size.and_then(|size| self.hold_in_memory(size)) {
+            let (bytes, got) =
+                http::download_to_memory(client, pinned.location.origin(), held.0, self.progress)?;
+            self.verify_download(pinned, &got)?;
+            return Ok((DownloadedWheel::Memory { bytes, _held: held }, got.size));
+        }
+        let (temp, size) = self.download_verified(client, pinned)?;
+        Ok((DownloadedWheel::File(temp), size))
+    }
+
+    /// Counts `size` bytes against [`IN_MEMORY_WHEELS`], if they fit.
+    fn hold_in_memory(&self, size: u64) -> Option<Held<'_>> {
+        self.in_memory
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(size)
+                    .filter(|&total| total <= IN_MEMORY_WHEELS)
+            })
+            .ok()
+            .map(|_| Held(size, &self.in_memory))
+    }
+
+    fn verify_download(&self, pinned: &PinnedFile, got: &http::Downloaded) -> anyhow::Result<()> {
         got.check(&pinned.sha256, pinned.size)
             .map_err(|mismatch| MismatchError {
                 filename: pinned.filename.clone(),
@@ -260,20 +324,22 @@ impl Fetcher<'_> {
                 actual: mismatch.actual,
             })?;
         self.progress.item_done_in(DOWNLOADING, &pinned.filename);
-        Ok((temp, got.size))
+        Ok(())
     }
 
     fn fetch_wheel(
         &self,
         client: &reqwest::blocking::Client,
         wheel: &PinnedFile,
-    ) -> anyhow::Result<(i64, u64)> {
-        let (temp, size) = self.download_verified(client, wheel)?;
+        stage: Option<&Stage>,
+    ) -> anyhow::Result<(Ingested, u64)> {
+        let (downloaded, size) = self.download_wheel(client, wheel)?;
         let url = wheel.location.to_string();
-        let id = ingest_wheel(
+        let got = stage_wheel(
             self.store,
+            stage,
             &WheelFile {
-                path: &temp.0,
+                content: downloaded.content(),
                 filename: &wheel.filename,
                 sha256: &wheel.sha256,
                 size,
@@ -281,7 +347,7 @@ impl Fetcher<'_> {
                 built_from_sdist: None,
             },
         )?;
-        Ok((id, size))
+        Ok((got, size))
     }
 
     fn fetch_and_build_sdist(
@@ -411,7 +477,7 @@ fn ingest_built_wheel(
     Ok(ingest_wheel(
         store,
         &WheelFile {
-            path: &wheel,
+            content: WheelContent::File(&wheel),
             filename: &filename,
             sha256: &sha256,
             size,
@@ -431,6 +497,41 @@ fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
 
 /// A temp file removed when dropped.
 struct TempFile(PathBuf);
+
+/// How many bytes of wheels may be held in memory at once. A wheel whose
+/// size the lock gives is downloaded into memory and ingested from there
+/// when it fits, never written to disk and read back (all 130 wheels of a
+/// cold tekton-ai do, the largest being 42 MiB); the others (PyTorch's is
+/// ~800 MB) go through a file.
+const IN_MEMORY_WHEELS: u64 = 256 << 20;
+
+/// A downloaded wheel, verified, where it was put.
+enum DownloadedWheel<'f> {
+    /// The bytes, counted against the budget while they are held.
+    Memory {
+        bytes: Vec<u8>,
+        _held: Held<'f>,
+    },
+    File(TempFile),
+}
+
+impl DownloadedWheel<'_> {
+    fn content(&self) -> WheelContent<'_> {
+        match self {
+            Self::Memory { bytes, .. } => WheelContent::Memory(bytes),
+            Self::File(temp) => WheelContent::File(&temp.0),
+        }
+    }
+}
+
+/// Bytes counted against [`IN_MEMORY_WHEELS`] until dropped.
+struct Held<'f>(u64, &'f AtomicU64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.1.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {

@@ -27,12 +27,13 @@ use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use super::db::{FileRow, NewDistribution};
+use super::stage::Stage;
 use super::wheel::{self, safe_relative_path};
 use super::{Layout, ObjectKey, Store};
 
-/// A wheel file on disk, verified against its lock entry by the caller.
+/// A wheel, verified against its lock entry by the caller.
 pub struct WheelFile<'a> {
-    pub path: &'a Path,
+    pub content: WheelContent<'a>,
     /// The wheel's proper file name (the file on disk may be a temp name).
     pub filename: &'a str,
     /// Hex sha256 of the whole file.
@@ -42,6 +43,26 @@ pub struct WheelFile<'a> {
     pub url: Option<&'a str>,
     /// sha256 of the sdist this wheel was built from, if tstore built it.
     pub built_from_sdist: Option<&'a str>,
+}
+
+/// Where a wheel's bytes are.
+#[derive(Clone, Copy)]
+pub enum WheelContent<'a> {
+    /// A file (the file on disk may have a temp name).
+    File(&'a Path),
+    /// A buffer: a download small enough to keep in memory is never
+    /// written to disk and read back.
+    Memory(&'a [u8]),
+}
+
+impl<'a> WheelContent<'a> {
+    /// A reader over the wheel; each worker opens its own.
+    fn open(self) -> std::io::Result<Opened<'a>> {
+        Ok(match self {
+            Self::File(path) => Opened::File(ZipSource::new(File::open(path)?)),
+            Self::Memory(bytes) => Opened::Memory(std::io::Cursor::new(bytes)),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,28 +120,89 @@ const IN_MEMORY_LIMIT: u64 = 4 << 20;
 /// One zip entry after hashing.
 struct HashedEntry {
     row: FileRow,
-    /// Staged content for an object the store does not have yet.
-    staged: Option<(PathBuf, ObjectKey)>,
+    /// The content of its object (none for an empty file), to put in
+    /// place once the whole wheel checks out.
+    pending: Option<(Pending, ObjectKey)>,
+}
+
+/// An object's bytes, waiting for the rest of their wheel to check out.
+enum Pending {
+    /// Held in memory; `temp` is where they are staged if the object goes
+    /// into `objects/` on its own.
+    Memory { bytes: Vec<u8>, temp: PathBuf },
+    /// Spilled to this staging file as they streamed, with the object's
+    /// mode.
+    File(PathBuf),
+}
+
+impl Pending {
+    /// `key`'s streamed content; a spilled file is finished and made
+    /// read-only through its handle.
+    fn new(content: Content, temp: PathBuf, key: &ObjectKey) -> anyhow::Result<Self> {
+        Ok(match content {
+            Content::InMemory(bytes) => Self::Memory { bytes, temp },
+            Content::Spilled(writer) => {
+                writer
+                    .into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+                    .and_then(|file| {
+                        file.set_permissions(std::fs::Permissions::from_mode(key.mode()))
+                    })
+                    .with_context(|| format!("cannot write {}", temp.display()))?;
+                Self::File(temp)
+            }
+        })
+    }
 }
 
 /// Ingests `wheel` into `store` and returns its distribution id. Re-ingesting a
 /// wheel with a known sha256 returns the existing record without reading it.
 pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestError> {
+    match stage_wheel(store, None, wheel)? {
+        Ingested::Recorded(id) => Ok(id),
+        Ingested::Unrecorded(new) => Ok(record_wheels(store, &[new])?[0]),
+    }
+}
+
+/// A wheel ingested, recorded or still to record.
+pub enum Ingested {
+    /// The store had it (or its objects went straight into `objects/` and
+    /// it was recorded).
+    Recorded(i64),
+    /// Its objects are in a [`Stage`] (and `objects/`): record it with
+    /// [`record_wheels`] once the stage is published.
+    Unrecorded(UnrecordedWheel),
+}
+
+/// A checked wheel whose objects are in place, not recorded yet.
+pub struct UnrecordedWheel {
+    name: String,
+    version: String,
+    tags: String,
+    filename: String,
+    sha256: String,
+    size: u64,
+    url: Option<String>,
+    built_from_sdist: Option<String>,
+    rows: Vec<FileRow>,
+}
+
+/// Checks and hashes `wheel` and puts its new objects in place: into
+/// `stage` for the shards it holds (a new store: written at their final
+/// name, no rename each), else one by one into `objects/`. Only once the
+/// whole wheel checks out is any object written outside the store's tmp.
+pub fn stage_wheel(
+    store: &Store,
+    stage: Option<&Stage>,
+    wheel: &WheelFile<'_>,
+) -> Result<Ingested, IngestError> {
     if let Some(existing) = store.db.distribution_by_sha256(wheel.sha256)? {
         if let Some(sdist) = wheel.built_from_sdist {
-            record_dist(
-                store,
-                wheel,
-                &existing.name,
-                &existing.version,
-                "",
-                &[],
-                Some(sdist),
-            )?;
+            record_sdist_build(store, wheel, &existing.name, &existing.version, sdist)?;
         }
-        return Ok(existing.id);
+        return Ok(Ingested::Recorded(existing.id));
     }
-    let file = File::open(wheel.path).map_err(|e| IngestError::Zip {
+    let reader = wheel.content.open().map_err(|e| IngestError::Zip {
         wheel: wheel.filename.to_string(),
         entry: None,
         source: e.into(),
@@ -130,45 +212,72 @@ pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestE
         file_indices,
         record,
         record_name,
-    } = inspect_archive(ZipSource::new(file), wheel.filename)?;
+    } = inspect_archive(reader, wheel.filename)?;
     let recorded: HashMap<&str, &wheel::RecordEntry> =
         record.iter().map(|e| (e.path.as_str(), e)).collect();
 
     let staging = store.temp_path("ingest");
     fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
-    let result = hash_entries(
-        store,
-        wheel,
-        &file_indices,
-        &staging,
-        &recorded,
-        &record_name,
-    );
-    let outcome = result.and_then(|entries| {
-        // Everything checked out: publish new objects, then record the wheel.
-        for entry in &entries {
-            if let Some((staged, key)) = &entry.staged {
-                publish_object(store, staged, key)?;
-            }
-        }
-        let rows: Vec<FileRow> = entries.into_iter().map(|e| e.row).collect();
-        let tags = filename.to_string();
-        let tags = tags
-            .strip_suffix(".whl")
-            .and_then(|stem| stem.splitn(3, '-').nth(2).map(str::to_string))
-            .unwrap_or_default();
-        record_dist(
-            store,
-            wheel,
-            filename.name.as_ref(),
-            &filename.version.to_string(),
-            &tags,
-            &rows,
-            wheel.built_from_sdist,
-        )
+    let result = hash_entries(wheel, &file_indices, &staging, &recorded, &record_name);
+    // Everything checked out: put new objects in place.
+    let placed = result.and_then(|entries| {
+        entries
+            .into_par_iter()
+            .map(|entry| {
+                if let Some((pending, key)) = entry.pending {
+                    place_object(store, stage, pending, &key, entry.row.size)?;
+                }
+                Ok(entry.row)
+            })
+            .collect::<Result<Vec<FileRow>, IngestError>>()
     });
     let _ = fs_err::remove_dir_all(&staging);
-    outcome
+    let new = UnrecordedWheel {
+        name: filename.name.to_string(),
+        version: filename.version.to_string(),
+        tags: wheel_tags(&filename),
+        filename: wheel.filename.to_string(),
+        sha256: wheel.sha256.to_string(),
+        size: wheel.size,
+        url: wheel.url.map(str::to_string),
+        built_from_sdist: wheel.built_from_sdist.map(str::to_string),
+        rows: placed?,
+    };
+    if stage.is_some() {
+        return Ok(Ingested::Unrecorded(new));
+    }
+    Ok(Ingested::Recorded(record_wheels(store, &[new])?[0]))
+}
+
+/// The tags part of a wheel's file name (`py3-none-any`).
+fn wheel_tags(filename: &WheelFilename) -> String {
+    filename
+        .to_string()
+        .strip_suffix(".whl")
+        .and_then(|stem| stem.splitn(3, '-').nth(2).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Records wheels whose objects are all in `objects/`, in one
+/// transaction; returns their ids, in order.
+pub fn record_wheels(store: &Store, wheels: &[UnrecordedWheel]) -> anyhow::Result<Vec<i64>> {
+    let rows: Vec<(NewDistribution<'_>, &[FileRow])> = wheels
+        .iter()
+        .map(|w| {
+            let dist = NewDistribution {
+                name: &w.name,
+                version: &w.version,
+                filename: &w.filename,
+                sha256: &w.sha256,
+                size: w.size,
+                tags: &w.tags,
+                url: w.url.as_deref(),
+                built_from_sdist: w.built_from_sdist.as_deref(),
+            };
+            (dist, w.rows.as_slice())
+        })
+        .collect();
+    store.db.insert_distributions(&rows)
 }
 
 /// What a wheel says about itself, checked before any content is read.
@@ -296,32 +405,57 @@ fn list_files<R: Read + Seek>(
     Ok((file_indices, names))
 }
 
-fn record_dist(
+/// Records that the known wheel `wheel` was also built from `sdist`.
+fn record_sdist_build(
     store: &Store,
     wheel: &WheelFile<'_>,
     name: &str,
     version: &str,
-    tags: &str,
-    rows: &[FileRow],
-    built_from_sdist: Option<&str>,
-) -> Result<i64, IngestError> {
-    Ok(store.db.insert_distribution(
+    sdist: &str,
+) -> anyhow::Result<i64> {
+    store.db.insert_distribution(
         &NewDistribution {
             name,
             version,
             filename: wheel.filename,
             sha256: wheel.sha256,
             size: wheel.size,
-            tags,
+            tags: "",
             url: wheel.url,
-            built_from_sdist,
+            built_from_sdist: Some(sdist),
         },
-        rows,
-    )?)
+        &[],
+    )
 }
 
-fn open_archive(path: &Path) -> Result<ZipArchive<ZipSource<File>>, zip::result::ZipError> {
-    ZipArchive::new(ZipSource::new(File::open(path)?))
+fn open_archive<'a>(
+    content: WheelContent<'a>,
+) -> Result<ZipArchive<Opened<'a>>, zip::result::ZipError> {
+    ZipArchive::new(content.open()?)
+}
+
+/// An open wheel, read from its file or its buffer.
+enum Opened<'a> {
+    File(ZipSource<File>),
+    Memory(std::io::Cursor<&'a [u8]>),
+}
+
+impl Read for Opened<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::File(file) => file.read(buf),
+            Self::Memory(bytes) => bytes.read(buf),
+        }
+    }
+}
+
+impl Seek for Opened<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Self::File(file) => file.seek(to),
+            Self::Memory(bytes) => bytes.seek(to),
+        }
+    }
 }
 
 /// A wheel file read through a buffer that survives seeks into it. The zip
@@ -378,7 +512,6 @@ impl<R: Read + Seek> Seek for ZipSource<R> {
 
 /// Hashes every file entry, in parallel; each worker opens its own archive.
 fn hash_entries(
-    store: &Store,
     wheel: &WheelFile<'_>,
     indices: &[usize],
     staging: &Path,
@@ -389,7 +522,7 @@ fn hash_entries(
     let chunks: Vec<Result<Vec<HashedEntry>, IngestError>> = indices
         .par_chunks(chunk)
         .map(|chunk| {
-            let mut archive = open_archive(wheel.path).map_err(|e| IngestError::Zip {
+            let mut archive = open_archive(wheel.content).map_err(|e| IngestError::Zip {
                 wheel: wheel.filename.to_string(),
                 entry: None,
                 source: e.into(),
@@ -397,15 +530,7 @@ fn hash_entries(
             chunk
                 .iter()
                 .map(|&index| {
-                    hash_entry(
-                        store,
-                        wheel,
-                        &mut archive,
-                        index,
-                        staging,
-                        recorded,
-                        record_name,
-                    )
+                    hash_entry(wheel, &mut archive, index, staging, recorded, record_name)
                 })
                 .collect()
         })
@@ -418,9 +543,8 @@ fn hash_entries(
 }
 
 fn hash_entry(
-    store: &Store,
     wheel: &WheelFile<'_>,
-    archive: &mut ZipArchive<ZipSource<File>>,
+    archive: &mut ZipArchive<Opened<'_>>,
     index: usize,
     staging: &Path,
     recorded: &HashMap<&str, &wheel::RecordEntry>,
@@ -468,16 +592,18 @@ fn hash_entry(
         bytecode: Default::default(),
     };
     if row.size == 0 {
-        return Ok(HashedEntry { row, staged: None });
+        return Ok(HashedEntry { row, pending: None });
     }
     let key = ObjectKey {
         hash: streamed.blake3,
         executable,
     };
-    let have_object = fs_err::metadata(store.object_path(&key)).is_ok_and(|m| m.len() == row.size);
-    let staged = stage(streamed.content, have_object, &temp)?.map(|temp| (temp, key));
+    let pending = Pending::new(streamed.content, temp, &key)?;
     row.object = Some(key);
-    Ok(HashedEntry { row, staged })
+    Ok(HashedEntry {
+        row,
+        pending: Some((pending, key)),
+    })
 }
 
 /// An entry's bytes, hashed as they streamed out of the archive.
@@ -503,84 +629,136 @@ enum StreamError {
     Stage(anyhow::Error),
 }
 
-/// Reads an entry of `declared` size, hashing it with blake3 and sha256;
-/// entries over [`IN_MEMORY_LIMIT`] go to `temp` as they are read.
+/// Reads an entry of `declared` size, hashing it with blake3 and sha256.
+/// One of at most [`IN_MEMORY_LIMIT`] is read straight into its buffer and
+/// hashed whole (a copy through a read buffer was 5 % of a cold install);
+/// a larger one, or one that turns out larger than it declared, goes to
+/// `temp` as it is read.
 fn stream_entry(
     entry: &mut impl Read,
     declared: u64,
     temp: &Path,
 ) -> Result<Streamed, StreamError> {
+    let mut head = Vec::new();
+    if declared <= IN_MEMORY_LIMIT {
+        // At most IN_MEMORY_LIMIT, so the declared size is safe to reserve.
+        head.reserve_exact(declared as usize);
+        (&mut *entry)
+            .take(IN_MEMORY_LIMIT + 1)
+            .read_to_end(&mut head)
+            .map_err(StreamError::Read)?;
+        if head.len() as u64 <= IN_MEMORY_LIMIT {
+            return Ok(Streamed {
+                blake3: *blake3::hash(&head).as_bytes(),
+                sha256: URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&head)),
+                size: head.len() as u64,
+                content: Content::InMemory(head),
+            });
+        }
+    }
+    spill_entry(entry, head, temp)
+}
+
+/// Streams `head` and then the rest of `entry` to `temp`, hashing.
+fn spill_entry(entry: &mut impl Read, head: Vec<u8>, temp: &Path) -> Result<Streamed, StreamError> {
+    let stage_error = |err: std::io::Error| {
+        StreamError::Stage(
+            anyhow::Error::new(err).context(format!("cannot write {}", temp.display())),
+        )
+    };
     let mut blake = blake3::Hasher::new();
     let mut sha = sha2::Sha256::new();
-    // Sized by the entry (most are a few KiB): a zeroed 256 KiB per entry
-    // was most of what a cold install spent in memset. A size the entry
-    // lies about only changes how many reads it takes.
-    let chunk = usize::try_from(declared)
-        .map_or(256 << 10, |d| d.saturating_add(1).clamp(8 << 10, 256 << 10));
-    let mut buffer = vec![0u8; chunk];
-    let mut content = if declared > IN_MEMORY_LIMIT {
-        let file = File::create(temp)
-            .with_context(|| format!("cannot write {}", temp.display()))
-            .map_err(StreamError::Stage)?;
-        Content::Spilled(std::io::BufWriter::with_capacity(1 << 20, file))
-    } else {
-        // At most IN_MEMORY_LIMIT, so the declared size is safe to reserve.
-        Content::InMemory(Vec::with_capacity(declared as usize))
+    let mut writer =
+        std::io::BufWriter::with_capacity(1 << 20, File::create(temp).map_err(stage_error)?);
+    let mut take = |chunk: &[u8]| -> Result<(), StreamError> {
+        blake.update(chunk);
+        sha.update(chunk);
+        writer.write_all(chunk).map_err(stage_error)
     };
-    let mut size = 0u64;
+    take(&head)?;
+    let mut size = head.len() as u64;
+    let mut buffer = vec![0u8; 256 << 10];
     loop {
         let n = entry.read(&mut buffer).map_err(StreamError::Read)?;
         if n == 0 {
             break;
         }
-        let chunk = &buffer[..n];
-        blake.update(chunk);
-        sha.update(chunk);
+        take(&buffer[..n])?;
         size += n as u64;
-        match &mut content {
-            Content::Spilled(writer) => writer
-                .write_all(chunk)
-                .with_context(|| format!("cannot write {}", temp.display()))
-                .map_err(StreamError::Stage)?,
-            Content::InMemory(bytes) => bytes.extend_from_slice(chunk),
-        }
     }
     Ok(Streamed {
         blake3: *blake.finalize().as_bytes(),
         sha256: URL_SAFE_NO_PAD.encode(sha.finalize()),
         size,
-        content,
+        content: Content::Spilled(writer),
     })
 }
 
-/// Leaves a new object's bytes staged at `temp`, returning it; when the
-/// store already has the object, drops them.
-fn stage(content: Content, have_object: bool, temp: &Path) -> anyhow::Result<Option<PathBuf>> {
-    match content {
-        Content::Spilled(writer) if have_object => {
-            drop(writer);
-            let _ = fs_err::remove_file(temp);
-            Ok(None)
-        }
-        Content::InMemory(_) if have_object => Ok(None),
-        Content::Spilled(writer) => {
-            writer
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)
-                .with_context(|| format!("cannot write {}", temp.display()))?;
-            Ok(Some(temp.to_path_buf()))
-        }
-        Content::InMemory(bytes) => {
-            fs_err::write(temp, &bytes).context("cannot stage an object")?;
-            Ok(Some(temp.to_path_buf()))
-        }
+/// Puts a new object of a checked wheel in place: at its final name in
+/// `stage` when that holds its shard, else into `objects/` through a
+/// staging file, unless the store has it already.
+fn place_object(
+    store: &Store,
+    stage: Option<&Stage>,
+    pending: Pending,
+    key: &ObjectKey,
+    size: u64,
+) -> anyhow::Result<()> {
+    if let Some(stage) = stage.filter(|stage| stage.holds(key)) {
+        return match pending {
+            Pending::Memory { bytes, .. } => write_staged(stage, key, &bytes),
+            Pending::File(temp) => stage.adopt(&temp, key).map(drop),
+        };
     }
+    let have_object = fs_err::metadata(store.object_path(key)).is_ok_and(|m| m.len() == size);
+    let temp = match pending {
+        Pending::Memory { .. } if have_object => return Ok(()),
+        Pending::File(temp) if have_object => {
+            let _ = fs_err::remove_file(&temp);
+            return Ok(());
+        }
+        Pending::Memory { bytes, temp } => {
+            write_with_mode(&temp, &bytes, key.mode())?;
+            temp
+        }
+        Pending::File(temp) => temp,
+    };
+    move_into_objects(store, &temp, key)
+}
+
+/// Writes `key`'s object at its name in `stage`, unless another wheel of
+/// this run has; a failed write leaves no file behind.
+fn write_staged(stage: &Stage, key: &ObjectKey, bytes: &[u8]) -> anyhow::Result<()> {
+    let Some(mut file) = stage.create(key)? else {
+        return Ok(());
+    };
+    file.write_all(bytes).map_err(|err| {
+        let _ = std::fs::remove_file(stage.object_path(key));
+        anyhow::Error::new(err)
+            .context(format!("cannot write {}", stage.object_path(key).display()))
+    })
+}
+
+/// Creates `path` holding `bytes`, with `mode` whatever the umask.
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = File::create(path)
+        .and_then(|mut file| file.write_all(bytes).map(|()| file))
+        .with_context(|| format!("cannot stage an object at {}", path.display()))?;
+    file.flush()?;
+    // Set through the open file: a chmod by path after it is closed walked
+    // the path again, for each of the ~20,000 objects of a cold install.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot make {} read-only", path.display()))
 }
 
 /// Moves a staged file into `objects/` as a read-only object.
 pub(crate) fn publish_object(store: &Layout, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
-    let mode = if key.executable { 0o555 } else { 0o444 };
-    fs_err::set_permissions(staged, std::fs::Permissions::from_mode(mode))?;
+    fs_err::set_permissions(staged, std::fs::Permissions::from_mode(key.mode()))?;
+    move_into_objects(store, staged, key)
+}
+
+/// Moves a staged file that already has its object's mode into `objects/`.
+fn move_into_objects(store: &Layout, staged: &Path, key: &ObjectKey) -> anyhow::Result<()> {
     let target = store.object_path(key);
     let moved = std::fs::rename(staged, &target).or_else(|err| {
         // A staged shard (`stage`) may have replaced the empty one this
@@ -681,6 +859,42 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_longer_than_it_declares_goes_to_disk_whole_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("entry");
+        let check = |data: &[u8], declared: u64, spilled: bool| {
+            let streamed = stream_entry(&mut Cursor::new(data), declared, &temp)
+                .unwrap_or_else(|_| panic!("streamed"));
+            assert_eq!(streamed.size, data.len() as u64);
+            assert_eq!(streamed.blake3, *blake3::hash(data).as_bytes());
+            assert_eq!(
+                streamed.sha256,
+                URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data))
+            );
+            match streamed.content {
+                Content::InMemory(bytes) => {
+                    assert!(!spilled, "held in memory");
+                    assert_eq!(bytes, data);
+                }
+                Content::Spilled(writer) => {
+                    assert!(spilled, "spilled");
+                    drop(writer.into_inner().map_err(|_| ()).unwrap());
+                    assert_eq!(std::fs::read(&temp).unwrap(), data);
+                }
+            }
+        };
+        let small = b"print('hello')\n".repeat(100);
+        check(&small, small.len() as u64, false);
+        // A zip entry may lie about its size: memory stays bounded.
+        let big: Vec<u8> = (0..IN_MEMORY_LIMIT + 4096)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        check(&big, 10, true);
+        check(&big, big.len() as u64, true);
+        check(&small, 2 * IN_MEMORY_LIMIT, true);
+    }
+
+    #[test]
     fn zip_source_reads_each_byte_once_when_seeks_stay_in_its_buffer() {
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let bytes = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -731,27 +945,71 @@ mod tests {
         );
     }
 
-    #[test]
-    fn large_entries_stream_to_their_staging_file_and_are_dropped_if_the_store_has_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let temp = dir.path().join("0");
-        let bytes = vec![9u8; IN_MEMORY_LIMIT as usize + 1];
-        let streamed = stream_entry(&mut Cursor::new(&bytes), bytes.len() as u64, &temp)
+    /// Streams `bytes` as an entry and makes it pending at `temp`.
+    fn pending(bytes: &[u8], temp: &Path) -> (Pending, ObjectKey) {
+        let streamed = stream_entry(&mut Cursor::new(bytes), bytes.len() as u64, temp)
             .ok()
             .unwrap();
-        assert_eq!(streamed.blake3, *blake3::hash(&bytes).as_bytes());
-        assert_eq!(streamed.size, bytes.len() as u64);
-        assert_eq!(
-            stage(streamed.content, false, &temp).unwrap(),
-            Some(temp.clone())
-        );
-        assert_eq!(std::fs::read(&temp).unwrap(), bytes);
+        let key = ObjectKey {
+            hash: streamed.blake3,
+            executable: false,
+        };
+        let pending = Pending::new(streamed.content, temp.to_path_buf(), &key).unwrap();
+        (pending, key)
+    }
 
-        let again = stream_entry(&mut Cursor::new(&bytes), bytes.len() as u64, &temp)
-            .ok()
-            .unwrap();
-        assert_eq!(stage(again.content, true, &temp).unwrap(), None);
-        assert!(!temp.exists());
+    #[test]
+    fn objects_are_placed_read_only_and_dropped_when_the_store_has_them() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let temp = store.temp_path("test");
+        let large = vec![9u8; IN_MEMORY_LIMIT as usize + 1];
+        let small = b"VALUE = 1\n".to_vec();
+        for bytes in [&large, &small] {
+            let (first, key) = pending(bytes, &temp);
+            place_object(&store, None, first, &key, bytes.len() as u64).unwrap();
+            let object = store.object_path(&key);
+            assert_eq!(std::fs::read(&object).unwrap(), *bytes);
+            let mode = std::fs::metadata(&object).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o444);
+            assert!(!temp.exists(), "the staging file was moved");
+            // The store has it: the second copy is dropped, the object kept.
+            let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&object).unwrap());
+            let (again, _) = pending(bytes, &temp);
+            place_object(&store, None, again, &key, bytes.len() as u64).unwrap();
+            assert!(!temp.exists(), "the second copy is removed");
+            let now = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&object).unwrap());
+            assert_eq!(inode, now, "the object is not replaced");
+        }
+    }
+
+    #[test]
+    fn objects_of_staged_shards_wait_in_the_stage_until_it_is_published() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let stage = Stage::begin(&store).unwrap();
+        assert_eq!(stage.shards(), 256, "a new store stages every shard");
+        let temp = store.temp_path("test");
+        let large = vec![7u8; IN_MEMORY_LIMIT as usize + 1];
+        let small = b"VALUE = 2\n".to_vec();
+        let mut keys = Vec::new();
+        for bytes in [&large, &small] {
+            let (first, key) = pending(bytes, &temp);
+            place_object(&store, Some(&stage), first, &key, bytes.len() as u64).unwrap();
+            // A second wheel with the same file finds it staged.
+            let (again, _) = pending(bytes, &temp);
+            place_object(&store, Some(&stage), again, &key, bytes.len() as u64).unwrap();
+            assert!(!store.object_path(&key).exists(), "not in objects/ yet");
+            assert_eq!(std::fs::read(stage.object_path(&key)).unwrap(), *bytes);
+            keys.push((key, bytes));
+        }
+        stage.publish().unwrap();
+        for (key, bytes) in keys {
+            let object = store.object_path(&key);
+            assert_eq!(std::fs::read(&object).unwrap(), *bytes);
+            let mode = std::fs::metadata(&object).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o444);
+        }
     }
 
     #[test]
