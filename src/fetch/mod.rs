@@ -16,7 +16,7 @@ use crate::dist::{PinnedFile, Selected, Source};
 use crate::failures::Failures;
 use crate::http;
 use crate::interpreter::Interpreter;
-use crate::progress::Progress;
+use crate::progress::{Progress, timed};
 use crate::store::Store;
 use crate::store::bytecode::{Compiler, sources_to_compile};
 use crate::store::ingest::{
@@ -215,7 +215,11 @@ impl Fetcher<'_> {
         });
         self.progress.finish();
         // What arrived counts even when other downloads failed.
-        stage.publish()?;
+        if staging.is_some() {
+            timed(self.progress, "moving staged objects in", || {
+                stage.publish()
+            })?;
+        }
         let mut ids = Vec::with_capacity(results.len());
         let mut unrecorded = Vec::new();
         let mut failures = Failures::default();
@@ -232,7 +236,15 @@ impl Fetcher<'_> {
             }
         }
         let (indices, wheels): (Vec<usize>, Vec<UnrecordedWheel>) = unrecorded.into_iter().unzip();
-        for (i, id) in indices.into_iter().zip(record_wheels(self.store, &wheels)?) {
+        let ids_of_staged = match wheels.len() {
+            0 => Vec::new(),
+            n => timed(
+                self.progress,
+                &format!("recording {n} staged wheels"),
+                || record_wheels(self.store, &wheels),
+            )?,
+        };
+        for (i, id) in indices.into_iter().zip(ids_of_staged) {
             self.start_compiling(&selected[i], id)?;
             ids.push((i, id));
         }

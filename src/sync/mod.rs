@@ -322,7 +322,9 @@ impl Workspace {
             interpreter,
             selected,
             lock_path,
-        } = self.select(tier, progress)?;
+        } = timed(progress, "interpreter and lock", || {
+            self.select(tier, progress)
+        })?;
         crate::lock::requirement_hashes::check(tier, &selected, &lock_path)?;
         let uv = if offline {
             self.uv(progress).ok()
@@ -371,7 +373,9 @@ impl Workspace {
             lock_path: &lock_path,
             fetched: &fetched,
         };
-        materialize::closure::check(&closure, progress)?;
+        timed(progress, "closure check", || {
+            materialize::closure::check(&closure, progress)
+        })?;
         let figures = FetchFigures {
             distributions: fetched.len(),
             downloaded: report.downloaded,
