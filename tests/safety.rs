@@ -124,16 +124,6 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
     }
 }
 
-/// Whether some folder under `dir` holds a file.
-fn any_file_under(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|shards| {
-        shards.flatten().any(|shard| {
-            std::fs::read_dir(shard.path())
-                .is_ok_and(|inside| inside.flatten().any(|e| e.path().is_file()))
-        })
-    })
-}
-
 /// A first install (a new store) writes its objects into a stage and
 /// records its wheels only after moving the stage in: a kill while it
 /// stages or as it publishes leaves a store that verifies, nothing in its
@@ -156,13 +146,7 @@ fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
     write_pylock(&world.project().join("pylock.t.toml"), &packages);
     let tmp = world.store().join("v1/tmp");
     let objects = world.store().join("v1/objects");
-    let staging = || {
-        std::fs::read_dir(&tmp).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name().to_string_lossy().starts_with("stage-") && any_file_under(&e.path())
-            })
-        })
-    };
+    let staging = || staging_objects(&tmp);
     let published = || any_file_under(&objects);
     let args = ["materialize", "--frozen", "t"];
     let mut kills = Vec::new();

@@ -1080,17 +1080,6 @@ fn bulky_export(tier: &str, name: &str, files: usize) -> (World, PathBuf) {
     (world, archive)
 }
 
-/// Whether a file lies in a folder of `dir` (an object in a shard).
-fn any_file_under(dir: &Path) -> bool {
-    let Ok(shards) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    shards.flatten().any(|shard| {
-        std::fs::read_dir(shard.path())
-            .is_ok_and(|inside| inside.flatten().any(|e| e.path().is_file()))
-    })
-}
-
 fn verify_exits_zero(world: &World, context: &str) -> String {
     let out = world.run(&["verify"]);
     let text = format!(
@@ -1113,13 +1102,7 @@ fn an_import_killed_while_staging_or_publishing_leaves_a_sound_store_and_a_rerun
     dst.write_tiers("[tiers.t]\nrequirements = [\"bulk\"]\n");
     let tmp = dst.store().join("v1/tmp");
     let objects = dst.store().join("v1/objects");
-    let staging = || {
-        std::fs::read_dir(&tmp).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name().to_string_lossy().starts_with("stage-") && any_file_under(&e.path())
-            })
-        })
-    };
+    let staging = || staging_objects(&tmp);
     let published = || any_file_under(&objects);
     // First while objects are written into the stage, then as soon as the
     // first staged shard is in the store.

@@ -7,7 +7,7 @@
 //! lock offers only as sdists are built once with `uv build --wheel`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -166,7 +166,6 @@ impl Fetcher<'_> {
         missing: &[usize],
         report: &mut FetchReport,
     ) -> anyhow::Result<Vec<(usize, i64)>> {
-        let client = http::client()?;
         let total_bytes: u64 = missing
             .iter()
             .filter_map(|&i| selected[i].pinned().and_then(|p| p.size))
@@ -174,45 +173,11 @@ impl Fetcher<'_> {
         self.progress
             .start(DOWNLOADING, missing.len() as u64, total_bytes);
         self.progress.start(UNPACKING, missing.len() as u64, 0);
-        let at_once = self.options.concurrent_downloads.clamp(1, missing.len());
-        self.progress
-            .detail(&format!("{} to download, {at_once} at once", missing.len()));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(at_once)
-            .build()?;
         // A new store's objects are written at their final names in a
         // stage, moved in a shard at a time, and the wheels recorded after.
         let stage = Stage::begin(self.store)?;
         let staging = (stage.shards() > 0).then_some(&stage);
-        let built = AtomicUsize::new(0);
-        let results: Vec<(usize, anyhow::Result<(Ingested, u64)>)> = pool.install(|| {
-            missing
-                .par_iter()
-                .map(|&i| {
-                    let item = &selected[i];
-                    if matches!(item.source, Source::Sdist(_)) {
-                        built.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let result = self
-                        .fetch_one(&client, item, staging)
-                        .and_then(|(got, size)| {
-                            if let Ingested::Recorded(id) = got {
-                                self.start_compiling(item, id)?;
-                            }
-                            Ok((got, size))
-                        });
-                    if result.is_ok() {
-                        self.progress.item_done_in(UNPACKING, &item.name);
-                    }
-                    (
-                        i,
-                        result.with_context(|| {
-                            format!("cannot fetch {} {}", item.name, item.version)
-                        }),
-                    )
-                })
-                .collect()
-        });
+        let results = self.fetch_in_parallel(selected, missing, staging)?;
         self.progress.finish();
         // What arrived counts even when other downloads failed.
         if staging.is_some() {
@@ -235,24 +200,74 @@ impl Fetcher<'_> {
                 Err(err) => failures.push(err),
             }
         }
-        let (indices, wheels): (Vec<usize>, Vec<UnrecordedWheel>) = unrecorded.into_iter().unzip();
-        let ids_of_staged = match wheels.len() {
-            0 => Vec::new(),
-            n => timed(
-                self.progress,
-                &format!("recording {n} staged wheels"),
-                || record_wheels(self.store, &wheels),
-            )?,
-        };
-        for (i, id) in indices.into_iter().zip(ids_of_staged) {
-            self.start_compiling(&selected[i], id)?;
-            ids.push((i, id));
-        }
+        ids.extend(self.record_staged(selected, unrecorded)?);
         failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))?;
-        let built = built.into_inner();
+        let built = missing
+            .iter()
+            .filter(|&&i| matches!(selected[i].source, Source::Sdist(_)))
+            .count();
         report.built += built;
         report.downloaded = missing.len() - built;
         Ok(ids)
+    }
+
+    /// Fetches each of `missing` on a pool of the configured number of
+    /// downloads; each result with its index in `selected`.
+    fn fetch_in_parallel(
+        &self,
+        selected: &[Selected],
+        missing: &[usize],
+        stage: Option<&Stage>,
+    ) -> anyhow::Result<Vec<(usize, FetchResult)>> {
+        let client = http::client()?;
+        let at_once = self.options.concurrent_downloads.clamp(1, missing.len());
+        self.progress
+            .detail(&format!("{} to download, {at_once} at once", missing.len()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(at_once)
+            .build()?;
+        Ok(pool.install(|| {
+            missing
+                .par_iter()
+                .map(|&i| {
+                    let item = &selected[i];
+                    let result = self
+                        .fetch_one(&client, item, stage)
+                        .and_then(|(got, size)| {
+                            if let Ingested::Recorded(id) = got {
+                                self.start_compiling(item, id)?;
+                            }
+                            Ok((got, size))
+                        });
+                    if result.is_ok() {
+                        self.progress.item_done_in(UNPACKING, &item.name);
+                    }
+                    let context = || format!("cannot fetch {} {}", item.name, item.version);
+                    (i, result.with_context(context))
+                })
+                .collect()
+        }))
+    }
+
+    /// Records the wheels a stage held, now that it is moved in, in one
+    /// transaction, and hands their sources to the compiler.
+    fn record_staged(
+        &self,
+        selected: &[Selected],
+        staged: Vec<(usize, UnrecordedWheel)>,
+    ) -> anyhow::Result<Vec<(usize, i64)>> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (indices, wheels): (Vec<usize>, Vec<UnrecordedWheel>) = staged.into_iter().unzip();
+        let step = format!("recording {} staged wheels", wheels.len());
+        let ids = timed(self.progress, &step, || record_wheels(self.store, &wheels))?;
+        let mut recorded = Vec::with_capacity(ids.len());
+        for (i, id) in indices.into_iter().zip(ids) {
+            self.start_compiling(&selected[i], id)?;
+            recorded.push((i, id));
+        }
+        Ok(recorded)
     }
 
     /// Gets one wheel or sdist into the store (a wheel's new objects into
@@ -509,6 +524,10 @@ fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
 
 /// A temp file removed when dropped.
 struct TempFile(PathBuf);
+
+/// What fetching one item gave: its record (or a wheel to record) and the
+/// bytes downloaded.
+type FetchResult = anyhow::Result<(Ingested, u64)>;
 
 /// How many bytes of wheels may be held in memory at once. A wheel whose
 /// size the lock gives is downloaded into memory and ingested from there

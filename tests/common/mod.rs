@@ -705,3 +705,22 @@ pub fn incompressible_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Whether some folder under `dir` holds a file (an object in a shard).
+pub fn any_file_under(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|shards| {
+        shards.flatten().any(|shard| {
+            std::fs::read_dir(shard.path())
+                .is_ok_and(|inside| inside.flatten().any(|e| e.path().is_file()))
+        })
+    })
+}
+
+/// Whether a stage in the store's `tmp` folder holds an object yet.
+pub fn staging_objects(tmp: &Path) -> bool {
+    std::fs::read_dir(tmp).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("stage-") && any_file_under(&e.path())
+        })
+    })
+}
