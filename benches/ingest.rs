@@ -14,7 +14,11 @@
 //! - `unzip ×N`: the same, N wheels at once (N = cores), as tstore runs;
 //! - `tstore ingest`: `ingest_wheel` of every wheel into a new store, N at
 //!   once: every entry read, blake3 + sha256 hashed, checked against RECORD,
-//!   staged, published as an object, recorded in the index.
+//!   staged, published as an object, recorded in the index (what a store
+//!   that already has objects does);
+//! - `tstore staged`: what a first install does: `stage_wheel` of every
+//!   wheel, N at once, objects written at their final names in a stage,
+//!   then the stage moved in and the wheels recorded in one transaction.
 //!
 //! The page cache holds the wheels throughout (they are read once before
 //! timing); written files are not synced by either side. Prints the median
@@ -31,7 +35,10 @@ use tstore::interpreter::Interpreter;
 use tstore::lock::PyLock;
 use tstore::progress::Silent;
 use tstore::store::Store;
-use tstore::store::ingest::{WheelContent, WheelFile, ingest_wheel};
+use tstore::store::ingest::{
+    Ingested, WheelContent, WheelFile, ingest_wheel, record_wheels, stage_wheel,
+};
+use tstore::store::stage::Stage;
 
 struct Wheel {
     path: PathBuf,
@@ -64,12 +71,13 @@ fn main() {
     for wheel in &wheels {
         std::fs::read(&wheel.path).expect("a wheel");
     }
-    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut samples: [Vec<Duration>; 4] = Default::default();
     for run in 0..runs {
         let dir = base.join(format!("run-{run}"));
         samples[0].push(timed(|| unzip_all(&wheels, &dir.join("unzip"), 1)));
         samples[1].push(timed(|| unzip_all(&wheels, &dir.join("unzip-n"), cores)));
         samples[2].push(timed(|| ingest_all(&wheels, &dir.join("store"), cores)));
+        samples[3].push(timed(|| ingest_staged(&wheels, &dir.join("staged"), cores)));
         std::fs::remove_dir_all(&dir).expect("removing a run's files");
     }
     let parallel_unzip = median(&samples[1]);
@@ -77,6 +85,7 @@ fn main() {
         ("unzip".to_string(), &samples[0]),
         (format!("unzip ×{cores}"), &samples[1]),
         ("tstore ingest".to_string(), &samples[2]),
+        ("tstore staged".to_string(), &samples[3]),
     ] {
         let m = median(times);
         println!(
@@ -173,20 +182,44 @@ fn ingest_all(wheels: &[Wheel], home: &Path, at_once: usize) {
         .expect("a thread pool");
     pool.install(|| {
         wheels.par_iter().for_each(|wheel| {
-            ingest_wheel(
-                &store,
-                &WheelFile {
-                    content: WheelContent::File(&wheel.path),
-                    filename: &wheel.filename,
-                    sha256: &wheel.sha256,
-                    size: wheel.size,
-                    url: None,
-                    built_from_sdist: None,
-                },
-            )
-            .expect("an ingest");
+            ingest_wheel(&store, &wheel_file(wheel)).expect("an ingest");
         });
     });
+}
+
+fn ingest_staged(wheels: &[Wheel], home: &Path, at_once: usize) {
+    let store = Store::open(home).expect("a new store");
+    let stage = Stage::begin(&store).expect("a stage");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(at_once)
+        .build()
+        .expect("a thread pool");
+    let ingested: Vec<Ingested> = pool.install(|| {
+        wheels
+            .par_iter()
+            .map(|wheel| stage_wheel(&store, Some(&stage), &wheel_file(wheel)).expect("an ingest"))
+            .collect()
+    });
+    stage.publish().expect("the stage moved in");
+    let staged: Vec<_> = ingested
+        .into_iter()
+        .filter_map(|got| match got {
+            Ingested::Unrecorded(wheel) => Some(wheel),
+            Ingested::Recorded(_) => None,
+        })
+        .collect();
+    record_wheels(&store, &staged).expect("the wheels recorded");
+}
+
+fn wheel_file(wheel: &Wheel) -> WheelFile<'_> {
+    WheelFile {
+        content: WheelContent::File(&wheel.path),
+        filename: &wheel.filename,
+        sha256: &wheel.sha256,
+        size: wheel.size,
+        url: None,
+        built_from_sdist: None,
+    }
 }
 
 fn timed(run: impl FnOnce()) -> Duration {
