@@ -531,10 +531,12 @@ type FetchResult = anyhow::Result<(Ingested, u64)>;
 
 /// How many bytes of wheels may be held in memory at once. A wheel whose
 /// size the lock gives is downloaded into memory and ingested from there
-/// when it fits, never written to disk and read back (all 130 wheels of a
-/// cold tekton-ai do, the largest being 42 MiB); the others (PyTorch's is
-/// ~800 MB) go through a file.
-const IN_MEMORY_WHEELS: u64 = 256 << 20;
+/// when it fits, never written to disk and read back (the largest of
+/// tekton-ai is 42 MiB); the others (PyTorch's is ~800 MB) go through a
+/// file. Memory, not speed, sets it: a cold tekton-ai took as long with
+/// 256 MiB, and peaked 50 MB higher (with [`crate::store::ingest`]'s
+/// budget for entries).
+const IN_MEMORY_WHEELS: u64 = 64 << 20;
 
 /// A downloaded wheel, verified, where it was put.
 enum DownloadedWheel<'f> {

@@ -17,6 +17,7 @@ use std::io::{BufReader, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use base64::Engine;
@@ -125,22 +126,69 @@ struct HashedEntry {
     pending: Option<(Pending, ObjectKey)>,
 }
 
+/// Bytes of entries held in memory until their wheel checks out, by all
+/// the ingests of this process at once.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// At most this many bytes of entries are held in memory at once; further
+/// ones go to their staging file as they come. PyTorch's small files alone
+/// are hundreds of MB; a cold tekton-ai peaked at 345-370 MB holding every
+/// entry of its wheels in flight, 285-291 MB with this budget (and 64 MiB
+/// of wheels).
+const HELD_ENTRIES: u64 = 32 << 20;
+
+/// `size` bytes counted in [`HELD`] until dropped.
+struct HeldBytes(u64);
+
+impl HeldBytes {
+    /// Counts `size` bytes, if they fit under [`HELD_ENTRIES`].
+    fn take(size: u64) -> Option<Self> {
+        HELD.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(size)
+                .filter(|&total| total <= HELD_ENTRIES)
+        })
+        .ok()
+        .map(|_| Self(size))
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
 /// An object's bytes, waiting for the rest of their wheel to check out.
 enum Pending {
     /// Held in memory; `temp` is where they are staged if the object goes
     /// into `objects/` on its own.
-    Memory { bytes: Vec<u8>, temp: PathBuf },
+    Memory {
+        bytes: Vec<u8>,
+        temp: PathBuf,
+        _held: HeldBytes,
+    },
     /// Spilled to this staging file as they streamed, with the object's
     /// mode.
     File(PathBuf),
 }
 
 impl Pending {
-    /// `key`'s streamed content; a spilled file is finished and made
-    /// read-only through its handle.
+    /// `key`'s streamed content, kept in memory while that fits under
+    /// [`HELD_ENTRIES`], else written to `temp`; a spilled file is finished.
+    /// Files are made read-only through their handle.
     fn new(content: Content, temp: PathBuf, key: &ObjectKey) -> anyhow::Result<Self> {
         Ok(match content {
-            Content::InMemory(bytes) => Self::Memory { bytes, temp },
+            Content::InMemory(bytes) => match HeldBytes::take(bytes.len() as u64) {
+                Some(held) => Self::Memory {
+                    bytes,
+                    temp,
+                    _held: held,
+                },
+                None => {
+                    write_with_mode(&temp, &bytes, key.mode())?;
+                    Self::File(temp)
+                }
+            },
             Content::Spilled(writer) => {
                 writer
                     .into_inner()
@@ -792,7 +840,7 @@ fn place_object(
             let _ = fs_err::remove_file(&temp);
             return Ok(());
         }
-        Pending::Memory { bytes, temp } => {
+        Pending::Memory { bytes, temp, .. } => {
             write_with_mode(&temp, &bytes, key.mode())?;
             temp
         }
@@ -1033,6 +1081,36 @@ mod tests {
         let from_file = files_of(WheelContent::File(&path), "a");
         assert_eq!(from_file.len(), 603);
         assert_eq!(from_file, files_of(WheelContent::Memory(&bytes), "b"));
+    }
+
+    #[test]
+    fn entries_beyond_the_memory_budget_go_to_their_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey {
+            hash: [7; 32],
+            executable: false,
+        };
+        // All but 100 bytes of the budget (other tests hold a few, briefly).
+        let nearly_all = loop {
+            let free = HELD_ENTRIES - HELD.load(Ordering::Acquire);
+            if let Some(held) = HeldBytes::take(free.saturating_sub(100)) {
+                break held;
+            }
+        };
+        let temp = dir.path().join("over");
+        let pending = Pending::new(Content::InMemory(vec![1; 4096]), temp.clone(), &key).unwrap();
+        assert!(matches!(pending, Pending::File(_)), "written out");
+        assert_eq!(std::fs::read(&temp).unwrap(), vec![1; 4096]);
+        assert_eq!(mode_of(&temp), 0o444);
+        drop(nearly_all);
+        let temp = dir.path().join("under");
+        let pending = Pending::new(Content::InMemory(vec![2; 4096]), temp.clone(), &key).unwrap();
+        assert!(matches!(pending, Pending::Memory { .. }), "held");
+        assert!(!temp.exists());
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[test]
