@@ -160,36 +160,11 @@ fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
                 fs_err::remove_dir_all(dir).unwrap();
             }
         }
-        let mut child = ProcessGroup::spawn(
-            "tstore",
-            world
-                .tstore(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            libc::SIGKILL,
-        );
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !reached() && child.child().try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the install never reached {point}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if child.child().try_wait().unwrap().is_none() {
-            child.signal_leader(libc::SIGKILL);
+        if kill_once_reached(&mut world.tstore(&args), reached, point) {
             kills.push(point);
         }
-        child.wait_leader(Duration::from_secs(30)).expect("ended");
-        let left = child.survivors(Duration::from_secs(5));
-        assert!(left.is_empty(), "{point}: still running: {left:#?}");
         verify_is_clean(&world, &format!("a kill while {point}"));
-        let left: Vec<_> = fs_err::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert!(left.is_empty(), "the next open cleared tmp/: {left:?}");
+        assert_tmp_cleared(&tmp);
         world.ok(&args);
         verify_is_clean(&world, &format!("the rerun after a kill while {point}"));
         python_ok(

@@ -1111,30 +1111,12 @@ fn an_import_killed_while_staging_or_publishing_leaves_a_sound_store_and_a_rerun
         ("staging", &staging as &dyn Fn() -> bool),
         ("publishing", &published),
     ] {
-        let mut import = ProcessGroup::spawn(
-            "tstore import",
-            dst.tstore(&["import", archive.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            libc::SIGKILL,
-        );
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !reached() && import.child().try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "import never reached {point}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if import.child().try_wait().unwrap().is_none() {
-            import.signal_leader(libc::SIGKILL);
+        let mut import = dst.tstore(&["import", archive.to_str().unwrap()]);
+        if kill_once_reached(&mut import, reached, point) {
             kills.push(point);
         }
-        import.wait_leader(Duration::from_secs(30)).expect("ended");
         verify_exits_zero(&dst, &format!("a kill while {point}"));
-        let left: Vec<_> = fs_err::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert!(left.is_empty(), "the next open cleared tmp/: {left:?}");
+        assert_tmp_cleared(&tmp);
     }
     eprintln!("killed while: {kills:?}");
     assert!(kills.contains(&"staging"), "killed at: {kills:?}");

@@ -724,3 +724,45 @@ pub fn staging_objects(tmp: &Path) -> bool {
         })
     })
 }
+
+/// Runs `command` (quiet) until `reached` holds, then kills it with
+/// SIGKILL if it still runs; waits for it to end. Returns whether it was
+/// killed (a fast run may end first).
+pub fn kill_once_reached(command: &mut Command, reached: &dyn Fn() -> bool, point: &str) -> bool {
+    let mut child = process::ProcessGroup::spawn(
+        point,
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+        libc::SIGKILL,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reached() && child.child().try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let killed = child.child().try_wait().unwrap().is_none();
+    if killed {
+        child.signal_leader(libc::SIGKILL);
+    }
+    child
+        .wait_leader(std::time::Duration::from_secs(30))
+        .expect("ended");
+    let left = child.survivors(std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "{point}: still running: {left:#?}");
+    killed
+}
+
+/// Asserts that the store's `tmp` folder is empty (the next open cleared
+/// what a killed run left).
+pub fn assert_tmp_cleared(tmp: &Path) {
+    let left: Vec<_> = fs_err::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the next open cleared tmp/: {left:?}");
+}
