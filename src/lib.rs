@@ -13,6 +13,7 @@
 //! `progress` is how the library reports to whoever drives it.
 
 pub mod activate;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod dist;

@@ -7,11 +7,11 @@
 //! lock offers only as sdists are built once with `uv build --wheel`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use rayon::prelude::*;
 
+use crate::budget::{MemoryBudget, Reserved};
 use crate::dist::{PinnedFile, Selected, Source};
 use crate::failures::Failures;
 use crate::http;
@@ -89,7 +89,7 @@ pub fn fetch(
         options,
         compiler,
         progress,
-        in_memory: AtomicU64::new(0),
+        in_memory: MemoryBudget::new(IN_MEMORY_WHEELS),
     };
     let mut report = FetchReport::default();
     let mut done = fetcher.find_stored(selected, &mut report)?;
@@ -121,8 +121,8 @@ struct Fetcher<'a> {
     options: &'a FetchOptions,
     compiler: Option<&'a Compiler>,
     progress: &'a dyn Progress,
-    /// Bytes of wheels being held in memory now.
-    in_memory: AtomicU64,
+    /// Wheels held in memory now.
+    in_memory: MemoryBudget,
 }
 
 impl Fetcher<'_> {
@@ -320,25 +320,18 @@ impl Fetcher<'_> {
         client: &reqwest::blocking::Client,
         pinned: &PinnedFile,
     ) -> anyhow::Result<(DownloadedWheel<'f>, u64)> {
-        if let Some(held) = pinned.size.and_then(|size| self.hold_in_memory(size)) {
-            let (bytes, got) =
-                http::download_to_memory(client, pinned.location.origin(), held.0, self.progress)?;
+        if let Some(held) = pinned.size.and_then(|size| self.in_memory.take(size)) {
+            let (bytes, got) = http::download_to_memory(
+                client,
+                pinned.location.origin(),
+                held.size(),
+                self.progress,
+            )?;
             self.verify_download(pinned, &got)?;
             return Ok((DownloadedWheel::Memory { bytes, _held: held }, got.size));
         }
         let (temp, size) = self.download_verified(client, pinned)?;
         Ok((DownloadedWheel::File(temp), size))
-    }
-
-    /// Counts `size` bytes against [`IN_MEMORY_WHEELS`], if they fit.
-    fn hold_in_memory(&self, size: u64) -> Option<Held<'_>> {
-        self.in_memory
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(size)
-                    .filter(|&total| total <= IN_MEMORY_WHEELS)
-            })
-            .ok()
-            .map(|_| Held(size, &self.in_memory))
     }
 
     fn verify_download(&self, pinned: &PinnedFile, got: &http::Downloaded) -> anyhow::Result<()> {
@@ -534,8 +527,8 @@ type FetchResult = anyhow::Result<(Ingested, u64)>;
 /// when it fits, never written to disk and read back (the largest of
 /// tekton-ai is 42 MiB); the others (PyTorch's is ~800 MB) go through a
 /// file. Memory, not speed, sets it: a cold tekton-ai took as long with
-/// 256 MiB, and peaked 50 MB higher (with [`crate::store::ingest`]'s
-/// budget for entries).
+/// 256 MiB (and 64 MiB of entries) and peaked 312-343 MB, against 285-291
+/// MB with this and 32 MiB of entries (BENCHMARKS.md).
 const IN_MEMORY_WHEELS: u64 = 64 << 20;
 
 /// A downloaded wheel, verified, where it was put.
@@ -543,7 +536,7 @@ enum DownloadedWheel<'f> {
     /// The bytes, counted against the budget while they are held.
     Memory {
         bytes: Vec<u8>,
-        _held: Held<'f>,
+        _held: Reserved<'f>,
     },
     File(TempFile),
 }
@@ -554,15 +547,6 @@ impl DownloadedWheel<'_> {
             Self::Memory { bytes, .. } => WheelContent::Memory(bytes),
             Self::File(temp) => WheelContent::File(&temp.0),
         }
-    }
-}
-
-/// Bytes counted against [`IN_MEMORY_WHEELS`] until dropped.
-struct Held<'f>(u64, &'f AtomicU64);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.1.fetch_sub(self.0, Ordering::AcqRel);
     }
 }
 

@@ -17,7 +17,6 @@ use std::io::{BufReader, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use base64::Engine;
@@ -26,6 +25,8 @@ use rayon::prelude::*;
 use sha2::Digest;
 use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
+
+use crate::budget::{MemoryBudget, Reserved};
 
 use super::db::{FileRow, NewDistribution};
 use super::stage::Stage;
@@ -126,37 +127,11 @@ struct HashedEntry {
     pending: Option<(Pending, ObjectKey)>,
 }
 
-/// Bytes of entries held in memory until their wheel checks out, by all
-/// the ingests of this process at once.
-static HELD: AtomicU64 = AtomicU64::new(0);
-
-/// At most this many bytes of entries are held in memory at once; further
-/// ones go to their staging file as they come. PyTorch's small files alone
-/// are hundreds of MB; a cold tekton-ai peaked at 345-370 MB holding every
-/// entry of its wheels in flight, 285-291 MB with this budget (and 64 MiB
-/// of wheels).
-const HELD_ENTRIES: u64 = 32 << 20;
-
-/// `size` bytes counted in [`HELD`] until dropped.
-struct HeldBytes(u64);
-
-impl HeldBytes {
-    /// Counts `size` bytes, if they fit under [`HELD_ENTRIES`].
-    fn take(size: u64) -> Option<Self> {
-        HELD.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            held.checked_add(size)
-                .filter(|&total| total <= HELD_ENTRIES)
-        })
-        .ok()
-        .map(|_| Self(size))
-    }
-}
-
-impl Drop for HeldBytes {
-    fn drop(&mut self) {
-        HELD.fetch_sub(self.0, Ordering::AcqRel);
-    }
-}
+/// Entries held in memory until their wheel checks out, by all the ingests
+/// of this process at once; those that do not fit go to their staging file
+/// as they come. The bound matters for wheels like PyTorch's, whose small
+/// files alone are hundreds of MB (measured peaks are in BENCHMARKS.md).
+static HELD_ENTRIES: MemoryBudget = MemoryBudget::new(32 << 20);
 
 /// An object's bytes, waiting for the rest of their wheel to check out.
 enum Pending {
@@ -165,7 +140,7 @@ enum Pending {
     Memory {
         bytes: Vec<u8>,
         temp: PathBuf,
-        _held: HeldBytes,
+        _held: Reserved<'static>,
     },
     /// Spilled to this staging file as they streamed, with the object's
     /// mode.
@@ -173,12 +148,12 @@ enum Pending {
 }
 
 impl Pending {
-    /// `key`'s streamed content, kept in memory while that fits under
+    /// `key`'s streamed content, kept in memory while it fits in
     /// [`HELD_ENTRIES`], else written to `temp`; a spilled file is finished.
     /// Files are made read-only through their handle.
     fn new(content: Content, temp: PathBuf, key: &ObjectKey) -> anyhow::Result<Self> {
         Ok(match content {
-            Content::InMemory(bytes) => match HeldBytes::take(bytes.len() as u64) {
+            Content::InMemory(bytes) => match HELD_ENTRIES.take(bytes.len() as u64) {
                 Some(held) => Self::Memory {
                     bytes,
                     temp,
@@ -864,10 +839,9 @@ fn write_staged(stage: &Stage, key: &ObjectKey, bytes: &[u8]) -> anyhow::Result<
 
 /// Creates `path` holding `bytes`, with `mode` whatever the umask.
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = File::create(path)
+    let file = File::create(path)
         .and_then(|mut file| file.write_all(bytes).map(|()| file))
         .with_context(|| format!("cannot stage an object at {}", path.display()))?;
-    file.flush()?;
     // Set through the open file: a chmod by path after it is closed walked
     // the path again, for each of the ~20,000 objects of a cold install.
     file.set_permissions(std::fs::Permissions::from_mode(mode))
@@ -1092,8 +1066,8 @@ mod tests {
         };
         // All but 100 bytes of the budget (other tests hold a few, briefly).
         let nearly_all = loop {
-            let free = HELD_ENTRIES - HELD.load(Ordering::Acquire);
-            if let Some(held) = HeldBytes::take(free.saturating_sub(100)) {
+            let free = HELD_ENTRIES.available();
+            if let Some(held) = HELD_ENTRIES.take(free.saturating_sub(100)) {
                 break held;
             }
         };
