@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 /// graph). A new module gets a floor here, which is where its place in the
 /// data flow is decided.
 const FLOORS: &[&[&str]] = &[
-    &["platform", "progress", "activate", "local", "failures", "budget"],
+    &[
+        "platform", "progress", "activate", "local", "failures", "budget",
+    ],
     &["fsinfo", "process", "http", "config"],
     &["store", "dist"],
     &["link", "uv", "check"],

@@ -143,10 +143,7 @@ impl Stage {
             let _ = std::fs::remove_file(temp);
             return Ok(false);
         }
-        fs_err::set_permissions(
-            temp,
-            std::os::unix::fs::PermissionsExt::from_mode(key.mode()),
-        )?;
+        fs_err::set_permissions(temp, std::fs::Permissions::from_mode(key.mode()))?;
         fs_err::rename(temp, &target).context("cannot stage an object")?;
         Ok(true)
     }

@@ -351,7 +351,7 @@ fn check_objects(store: &Store, progress: &dyn Progress) -> anyhow::Result<Objec
                     let inode = Some((meta.dev(), meta.ino()));
                     let hashes_right = hash_file(&path).is_ok_and(|h| h == key.hash);
                     progress.bytes(size);
-                    let expected_mode = if key.executable { 0o555 } else { 0o444 };
+                    let expected_mode = key.mode();
                     let fault = if !hashes_right {
                         Some(ObjectFault::Corrupt)
                     } else if meta.permissions().mode() & 0o777 != expected_mode {

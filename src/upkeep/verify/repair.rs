@@ -26,7 +26,7 @@ pub(super) fn repair_object(
     progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let path = store.object_path(key);
-    let mode = if key.executable { 0o555 } else { 0o444 };
+    let mode = key.mode();
     if fault == ObjectFault::Mode {
         fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
         return Ok("mode restored".into());
