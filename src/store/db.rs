@@ -202,7 +202,6 @@ pub enum Bytecode {
 }
 
 /// A wheel ready to be recorded.
-#[derive(Clone)]
 pub struct NewDistribution<'a> {
     pub name: &'a str,
     pub version: &'a str,
@@ -381,26 +380,22 @@ impl Db {
             .iter()
             .map(|entry| Ok((new_distribution(entry), file_rows(entry)?)))
             .collect::<Result<Vec<_>, MalformedValue>>()?;
-        let rows: Vec<(NewDistribution<'_>, &[FileRow])> = rows
-            .iter()
-            .map(|(dist, files)| (dist.clone(), files.as_slice()))
-            .collect();
         self.insert_distributions(&rows)
     }
 
     /// Records distributions and their files (see
     /// [`Db::insert_distribution`]) all in one transaction, for the reason
     /// [`Db::insert_entries`] gives. Returns their ids, in order.
-    pub fn insert_distributions(
+    pub fn insert_distributions<Files: AsRef<[FileRow]>>(
         &self,
-        distributions: &[(NewDistribution<'_>, &[FileRow])],
+        distributions: &[(NewDistribution<'_>, Files)],
     ) -> anyhow::Result<Vec<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut ids = Vec::with_capacity(distributions.len());
         let mut changed = Vec::new();
         for (dist, files) in distributions {
-            let (id, is_changed) = insert_distribution_in(&tx, dist, files)?;
+            let (id, is_changed) = insert_distribution_in(&tx, dist, files.as_ref())?;
             ids.push(id);
             if is_changed {
                 changed.push(id);
