@@ -143,6 +143,77 @@ fn a_run_killed_while_compiling_leaves_a_working_venv_that_the_next_run_finishes
     python_ok(&venv, "import delta.big, delta_top");
 }
 
+#[test]
+fn a_disk_that_fills_while_compiling_is_an_error_and_the_next_run_compiles_what_failed() {
+    // Room for the store and the venv (the 12 MB source of delta/big.py
+    // once), not for big.py's 25 MB pyc.
+    let fs = match Mount::tmpfs("20m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a small tmpfs here ({reason})");
+            return;
+        }
+    };
+    let root = fs.path.as_path();
+    let world = World::new();
+    let server = setup(&world);
+    let project = project_at(
+        root,
+        "python = \"3.11\"\n[tiers.t]\nrequirements = [\"delta\"]\n",
+    );
+    lock_served(
+        &project.join("pylock.t.toml"),
+        &world.wheels(),
+        &["delta"],
+        &server.url,
+    );
+    let run = |args: &[&str]| {
+        world
+            .tstore(args)
+            .current_dir(&project)
+            .env("TSTORE_HOME", root.join("store"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["materialize", "--frozen", "t"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("could not be compiled")
+            && stderr.contains("delta/big.py")
+            && stderr.contains("hint: the disk is full"),
+        "{stderr}"
+    );
+    // The venv works meanwhile; the store verifies.
+    let venv = root.join("venvs/t");
+    python_ok(&venv, "import delta, delta_top");
+    let verify = run(&["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // With room again, the next run compiles big.py: the full disk was not
+    // taken for a source that does not compile.
+    fs.resize_tmpfs("96m").unwrap();
+    let next = run(&["materialize", "--frozen", "t"]);
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    for module in MODULES {
+        let pyc = pyc_of(&venv, module);
+        assert!(is_checked_hash_pyc(&pyc), "{}", pyc.display());
+    }
+    // Whole: a pyc cut short would fail this import.
+    python_ok(
+        &venv,
+        "import delta.big; assert delta.big.value_299999 == 599998 + 6",
+    );
+}
+
 /// Imports `code` in `venv` with Python free to write its pycs (the test
 /// environment may forbid it).
 fn import_writing_pycs(venv: &Path, code: &str) -> String {

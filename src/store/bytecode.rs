@@ -35,18 +35,47 @@ use super::wheel::{data_prefix, imports_from_site_packages};
 use super::{Layout, ObjectKey, Store};
 use crate::progress::Progress;
 
-/// The worker: compiles each `source<TAB>pyc<TAB>display name` line it reads,
-/// answering `ok` or `fail` per line.
+/// The worker: compiles each `source<TAB>pyc<TAB>display name` line it reads
+/// into a PEP 552 checked-hash pyc, the bytes `py_compile` writes, and
+/// answers per line `ok`, `fail` (the source does not compile: a fact about
+/// the source, recorded so that it is not tried again) or
+/// `error <errno> <why>` (reading the source or writing its pyc failed: a
+/// fact about this run, such as a full disk or a damaged store, never
+/// recorded, so the next run tries again).
+///
+/// It writes the pyc itself because `py_compile` writes through an
+/// unbuffered file that ignores a short write: on a full disk it returns
+/// success with the pyc cut short (seen with CPython 3.11), which every
+/// venv would then share and fail to import. A buffered write retries and
+/// raises `OSError` instead; the partial file is removed.
 const WORKER: &str = r#"
-import py_compile, sys
-mode = py_compile.PycInvalidationMode.CHECKED_HASH
+import importlib.util, marshal, os, sys
+checked_hash = (0b11).to_bytes(4, "little")
 for line in sys.stdin:
     source, pyc, name = line.rstrip("\n").split("\t")
     try:
-        py_compile.compile(source, cfile=pyc, dfile=name, doraise=True, invalidation_mode=mode)
+        with open(source, "rb") as file:
+            data = file.read()
+        try:
+            code = compile(data, name, "exec", dont_inherit=True)
+        except Exception:
+            print("fail", flush=True)
+            continue
+        out = importlib.util.MAGIC_NUMBER + checked_hash + importlib.util.source_hash(data)
+        try:
+            with open(pyc, "wb") as file:
+                file.write(out)
+                file.write(marshal.dumps(code))
+        except BaseException:
+            try:
+                os.unlink(pyc)
+            except OSError:
+                pass
+            raise
         print("ok", flush=True)
-    except Exception:
-        print("fail", flush=True)
+    except Exception as error:
+        errno = getattr(error, "errno", None) or 0
+        print("error", errno, " ".join(str(error).split()), flush=True)
 "#;
 
 /// Sources per interpreter below which starting another is not worth it.
@@ -98,6 +127,8 @@ struct State {
     /// Outcomes received so far, by job number; `recorded` of them are in
     /// the index.
     done: Vec<(usize, Pyc)>,
+    /// Sources that could not be read or whose pyc could not be written.
+    errors: Vec<SourceError>,
     recorded: usize,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -130,10 +161,51 @@ struct Job {
     name: String,
 }
 
-/// A job's outcome: its pyc in the store, or `None` when it does not compile.
+/// A job's outcome: its pyc in the store, `None` when it does not compile,
+/// or why it could not be compiled this time.
 struct Done {
     number: usize,
-    pyc: Pyc,
+    pyc: Result<Pyc, SourceError>,
+}
+
+/// A source whose reading, or whose pyc's writing, failed: nothing is
+/// recorded for it. The cause is the interpreter's `OSError` as an
+/// [`std::io::Error`] where it gave an errno, so that a full disk is
+/// recognized as one.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compile `{name}` ({source_path}): {message}")]
+pub struct SourceError {
+    name: String,
+    source_path: String,
+    message: String,
+    #[source]
+    cause: std::io::Error,
+}
+
+impl SourceError {
+    /// From the worker's `<errno> <message>` after `error `.
+    fn parse(job: &Job, answer: &str) -> Self {
+        let (errno, message) = answer.split_once(' ').unwrap_or((answer, ""));
+        let cause = match errno.parse::<i32>() {
+            Ok(errno) if errno > 0 => std::io::Error::from_raw_os_error(errno),
+            _ => std::io::Error::other(message.to_string()),
+        };
+        Self {
+            name: job.name.clone(),
+            source_path: job.source.display().to_string(),
+            message: message.to_string(),
+            cause,
+        }
+    }
+}
+
+impl State {
+    fn take(&mut self, done: Done) {
+        match done.pyc {
+            Ok(pyc) => self.done.push((done.number, pyc)),
+            Err(why) => self.errors.push(why),
+        }
+    }
 }
 
 impl Compiler {
@@ -166,6 +238,7 @@ impl Compiler {
                 results_to: Some(results_to),
                 results,
                 done: Vec::new(),
+                errors: Vec::new(),
                 recorded: 0,
                 workers: Vec::new(),
             }),
@@ -220,7 +293,7 @@ impl Compiler {
     pub fn record_finished(&self, store: &Store) -> anyhow::Result<Tally> {
         let mut state = self.state.lock().unwrap();
         while let Ok(done) = state.results.try_recv() {
-            state.done.push((done.number, done.pyc));
+            state.take(done);
         }
         self.record(store, &mut state)?;
         let failed = state.done.iter().filter(|(_, pyc)| pyc.is_none()).count();
@@ -231,7 +304,9 @@ impl Compiler {
     }
 
     /// Waits until every submitted source is compiled, records the outcomes
-    /// and returns them per source.
+    /// and returns them per source. A source that could not be read, or
+    /// whose pyc could not be written, makes it an error, after the others
+    /// are recorded.
     pub fn finish(
         &self,
         store: &Store,
@@ -239,9 +314,9 @@ impl Compiler {
     ) -> anyhow::Result<HashMap<String, Bytecode>> {
         let mut state = self.state.lock().unwrap();
         while let Ok(done) = state.results.try_recv() {
-            state.done.push((done.number, done.pyc));
+            state.take(done);
         }
-        let remaining = state.sources.len() - state.done.len();
+        let remaining = state.sources.len() - state.done.len() - state.errors.len();
         for _ in 0..workers_for(remaining) {
             self.start_worker(&mut state, 0);
         }
@@ -250,7 +325,7 @@ impl Compiler {
         if remaining > 0 {
             progress.start("compiling bytecode", remaining as u64, 0);
             while let Ok(done) = state.results.recv() {
-                state.done.push((done.number, done.pyc));
+                state.take(done);
                 progress.item_done("");
             }
             progress.finish();
@@ -262,6 +337,16 @@ impl Compiler {
                 Err(_) => Some(anyhow::anyhow!("a compile worker panicked")),
             })
             .collect();
+        // What compiled is kept whatever happened to the rest.
+        self.record(store, &mut state)?;
+        if !state.errors.is_empty() {
+            let (count, total) = (state.errors.len(), state.sources.len());
+            let first = state.errors.swap_remove(0);
+            return Err(anyhow::Error::new(first).context(format!(
+                "bytecode: {count} of {total} files could not be compiled (nothing is recorded \
+                 for them; the next run tries them again); the first"
+            )));
+        }
         if state.done.len() < state.sources.len() {
             let cause = failures
                 .into_iter()
@@ -273,7 +358,6 @@ impl Compiler {
                 state.sources.len()
             )));
         }
-        self.record(store, &mut state)?;
         Ok(state
             .done
             .iter()
@@ -375,10 +459,13 @@ impl Worker {
         started.ended(&status);
         served.with_context(|| {
             let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+            let said = match stderr.trim() {
+                "" => String::new(),
+                text => format!(": {text}"),
+            };
             format!(
-                "{} stopped while compiling bytecode ({status}): {}",
-                self.python.display(),
-                stderr.trim()
+                "compiling bytecode with {} ({status}){said}",
+                self.python.display()
             )
         })
     }
@@ -410,8 +497,12 @@ impl Worker {
                 bail!("the interpreter ended before compiling `{}`", job.name);
             }
             let pyc = match answer.trim_end() {
-                "ok" => Some(store_pyc(&self.layout, &pyc)?),
-                _ => None,
+                "ok" => Ok(Some(store_pyc(&self.layout, &pyc)?)),
+                "fail" => Ok(None),
+                other => Err(SourceError::parse(
+                    &job,
+                    other.strip_prefix("error ").unwrap_or(other),
+                )),
             };
             self.results
                 .send(Done {
@@ -507,10 +598,58 @@ mod tests {
             assert!(is_checked_hash_pyc(&store, &compiled[key]), "{key}");
         }
         assert_eq!(compiled[&broken], Bytecode::DoesNotCompile);
+        // The very bytes py_compile writes for the same source and name.
+        let Bytecode::Object(pyc) = &compiled[&b] else {
+            panic!("b did not compile");
+        };
+        let reference = home.path().join("reference.pyc");
+        let made = std::process::Command::new(python())
+            .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile='pkg/b.py', doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"])
+            .arg(store.object_path(&ObjectKey::parse(&b).unwrap()))
+            .arg(&reference)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(
+            fs_err::read(store.object_path(pyc)).unwrap(),
+            fs_err::read(&reference).unwrap()
+        );
         let rows = store.db.bytecode_of(&[a, broken]).unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.tag == TAG));
         assert!(rows[0].pyc.is_some() != rows[1].pyc.is_some());
+    }
+
+    #[test]
+    fn a_source_that_cannot_be_read_is_an_error_and_never_recorded_as_not_compiling() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let good = source(&store, "A = 1\n");
+        let broken = source(&store, "def (:\n");
+        // An object the index names but the disk lacks (a damaged store),
+        // between sources that compile and do not.
+        let gone = source(&store, "GONE = 1\n");
+        fs_err::remove_file(store.object_path(&ObjectKey::parse(&gone).unwrap())).unwrap();
+        let compiler = Compiler::new(&store, &python(), TAG);
+        compiler
+            .submit(&[
+                (gone.clone(), "pkg/gone.py".into()),
+                (good.clone(), "pkg/good.py".into()),
+                (broken.clone(), "pkg/broken.py".into()),
+            ])
+            .unwrap();
+        let message = format!("{:#}", compiler.finish(&store, &Silent).unwrap_err());
+        assert!(
+            message.contains("1 of 3 files could not be compiled")
+                && message.contains("pkg/gone.py")
+                && message.contains("No such file"),
+            "{message}"
+        );
+        // The others were compiled and recorded, the unreadable one not at
+        // all, so that a run after the repair compiles it.
+        let recorded = store.db.bytecode_of(&[good, broken, gone.clone()]).unwrap();
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        assert!(store.db.bytecode_of(&[gone]).unwrap().is_empty());
     }
 
     #[test]

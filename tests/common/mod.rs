@@ -529,6 +529,15 @@ impl Mount {
         Ok(Self { dir, path })
     }
 
+    /// Gives a tmpfs a new `size` (e.g. to make room on a full one).
+    pub fn resize_tmpfs(&self, size: &str) -> Result<(), String> {
+        run_ok(
+            Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(&self.path),
+        )
+    }
+
     /// A loop-mounted image of `size` made by `mkfs.<fstype> MKFS_ARGS`.
     pub fn image(fstype: &str, size: &str, mkfs_args: &[&str]) -> Result<Self, String> {
         let dir = scratch_dir();
