@@ -1,5 +1,5 @@
-//! `cargo bench --bench compare -- [--profile small|full] [--runs N] [--no-cold] [--no-many]
-//! [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay] [--smoke]
+//! `cargo bench --bench compare -- [--profile small|full] [--tiers T1,T2] [--runs N] [--no-cold]
+//! [--no-many] [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay] [--smoke]
 //! [--tstore-link-mode auto|reflink|hardlink|copy] [--tstore-bytecode true|lazy|false]
 //! [--out DIR]`
 //!
@@ -48,7 +48,9 @@
 //! from the final totals, which are the free space deleting them gives back.
 //!
 //! Profiles: `small` = tekton-core, tekton-ai (minutes); `full` = all five
-//! tiers (tekton-ml alone is 3.1 GB of wheels). Needs uv, Python 3.11,
+//! tiers (tekton-ml alone is 3.1 GB of wheels); `--tiers` names the tiers
+//! instead (comma-separated, any of the five), to measure some of them
+//! without the others. Needs uv, Python 3.11,
 //! network to PyPI, and `du`. `--fs ext4|xfs` makes a sparse image of
 //! `--fs-size` (default 20G) with `mkfs.ext4` (journaled) or `mkfs.xfs` in
 //! `TSTORE_BENCH_DIR` (default: the system temp dir), loop-mounts it (root
@@ -180,6 +182,10 @@ struct Week {
     packages_changed: usize,
     /// `du` of the store after materialize + `tstore gc` (bytes).
     store: u64,
+    /// Of `store`, the objects alone; the rest is metadata (index, its
+    /// records, manifests, lock snapshots), which grows with the files of
+    /// each new distribution, changed or not.
+    store_objects: u64,
     /// The store and the venv root (kept generations) together.
     store_and_venvs: u64,
     /// `du` of uv's cache after `uv pip sync` of the same pins.
@@ -226,6 +232,8 @@ fn main() {
     let profile = flag("--profile").unwrap_or_else(|| "small".into());
     let tiers = if smoke {
         vec!["tekton-core"]
+    } else if let Some(named) = flag("--tiers") {
+        named_tiers(&named)
     } else {
         profile_tiers(&profile)
     };
@@ -268,6 +276,8 @@ fn main() {
     let mut results = bench.results_header(&profile, runs);
     if smoke {
         results.profile = "smoke (tekton-core)".into();
+    } else if flag("--tiers").is_some() {
+        results.profile = tiers.join(", ");
     }
     eprintln!(
         "{} on {} ({}); {}",
@@ -327,6 +337,21 @@ fn write_results(out: &Path, results: &Results) -> String {
     std::fs::write(out.join("chart.svg"), render_svg(results)).unwrap();
     std::fs::write(out.join("results.txt"), &table).unwrap();
     table
+}
+
+/// The tiers `--tiers` names, each one of the full profile's.
+fn named_tiers(named: &str) -> Vec<&'static str> {
+    let known = profile_tiers("full");
+    named
+        .split(',')
+        .map(|name| {
+            known
+                .iter()
+                .copied()
+                .find(|tier| *tier == name.trim())
+                .unwrap_or_else(|| panic!("unknown tier {name}: use any of {}", known.join(", ")))
+        })
+        .collect()
 }
 
 /// The tiers a `--profile` measures.
@@ -1184,6 +1209,7 @@ impl Bench {
                 date,
                 packages_changed: versions.difference(&last_versions).count(),
                 store: disk_bytes(&[&store]),
+                store_objects: disk_bytes(&[&store.join("v1/objects")]),
                 store_and_venvs: disk_bytes(&[&store, &venv_root]),
                 uv_cache: disk_bytes(&[&cache]),
                 uv_cache_and_venvs: disk_bytes(&[&cache, &uv_venvs]),
@@ -1569,25 +1595,29 @@ fn render_disk_scenarios(t: &mut String, r: &Results) {
             replay.tiers.join(", ")
         )
         .unwrap();
-        let mut last_store = 0;
+        let (mut last_store, mut last_objects) = (0, 0);
         for w in &replay.weeks {
             let growth = w.store as f64 - last_store as f64;
+            let objects_growth = w.store_objects as f64 - last_objects as f64;
             writeln!(
                 t,
-                "  {} ({} packages new): store {:.1} MiB (+{:.1}), with venvs {:.1} MiB; uv cache {:.1} MiB, with venvs {:.1} MiB; store/cache {:.2}x; files changed {:.1} MiB, growth/changed {:.2}x",
+                "  {} ({} packages new): store {:.1} MiB (+{:.1}; objects +{:.1}, metadata {:+.1}), with venvs {:.1} MiB; uv cache {:.1} MiB, with venvs {:.1} MiB; store/cache {:.2}x; files changed {:.1} MiB, growth/changed {:.2}x, objects growth/changed {:.2}x",
                 w.date,
                 w.packages_changed,
                 mib(w.store as f64),
                 mib(growth),
+                mib(objects_growth),
+                mib(growth - objects_growth),
                 mib(w.store_and_venvs as f64),
                 mib(w.uv_cache as f64),
                 mib(w.uv_cache_and_venvs as f64),
                 w.store as f64 / w.uv_cache as f64,
                 mib(w.changed_files as f64),
-                growth / w.changed_files as f64
+                growth / w.changed_files as f64,
+                objects_growth / w.changed_files as f64
             )
             .unwrap();
-            last_store = w.store;
+            (last_store, last_objects) = (w.store, w.store_objects);
         }
     }
 }
