@@ -118,6 +118,22 @@ fn remove_entry(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes `path` although this run's other threads may still be writing
+/// into it: a file they create while `remove_dir_all` walks a folder makes
+/// it fail (not empty), so it is tried again. Once the folder is gone they
+/// cannot create anything in it. Exiting anyway: the next run removes what
+/// is still left.
+fn remove_while_written(path: &Path) {
+    for _ in 0..REMOVE_TRIES {
+        if remove_entry(path).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Attempts at removing a temp folder that is being written into.
+const REMOVE_TRIES: usize = 8;
+
 /// Removes this process's temp entries in every store it opened and every
 /// live [`OwnFile`]: what an interrupted run does before it exits.
 pub fn remove_own() {
@@ -129,8 +145,7 @@ pub fn remove_own() {
         };
         for entry in entries.flatten() {
             if owner_pid(&entry.file_name().to_string_lossy()) == Some(me) {
-                // Exiting anyway: the next run removes what is left.
-                let _ = remove_entry(&entry.path());
+                remove_while_written(&entry.path());
             }
         }
     }
