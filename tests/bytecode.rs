@@ -147,12 +147,8 @@ fn a_run_killed_while_compiling_leaves_a_working_venv_that_the_next_run_finishes
 fn a_disk_that_fills_while_compiling_is_an_error_and_the_next_run_compiles_what_failed() {
     // Room for the store and the venv (the 12 MB source of delta/big.py
     // once), not for big.py's 25 MB pyc.
-    let fs = match Mount::tmpfs("20m") {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a small tmpfs here ({reason})");
-            return;
-        }
+    let Some(fs) = Mount::tmpfs_or_skip("20m") else {
+        return;
     };
     let root = fs.path.as_path();
     let world = World::new();

@@ -182,12 +182,8 @@ fn a_missing_python_fails_naming_the_tier_and_the_install() {
 /// Venvs on a tmpfs, the store elsewhere: no links across filesystems.
 #[test]
 fn venvs_on_another_filesystem_are_named_and_hardlink_mode_fails() {
-    let fs = match Mount::tmpfs("16m") {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
-            return;
-        }
+    let Some(fs) = Mount::tmpfs_or_skip("16m") else {
+        return;
     };
     let world = healthy();
     let root = fs.path.join("venvs");

@@ -88,12 +88,8 @@ impl Setup {
 #[test]
 fn gc_frees_exactly_what_it_reports() {
     // A filesystem nothing else writes to, so its free space is ours to measure.
-    let fs = match Mount::tmpfs("64m") {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
-            return;
-        }
+    let Some(fs) = Mount::tmpfs_or_skip("64m") else {
+        return;
     };
     let s = setup(&fs.path);
     // Nothing is garbage while both tiers use everything.
@@ -252,12 +248,8 @@ fn du_counts_shared_and_unique_bytes() {
 
 #[test]
 fn remove_then_gc_frees_what_du_said_was_only_there() {
-    let fs = match Mount::tmpfs("64m") {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
-            return;
-        }
+    let Some(fs) = Mount::tmpfs_or_skip("64m") else {
+        return;
     };
     let s = setup(&fs.path);
     let du = s.json(&["du", "--json"]);

@@ -252,12 +252,8 @@ fn a_blank_index_in_a_store_from_before_records_is_refused() {
 
 #[test]
 fn a_full_disk_while_rebuilding_names_the_store_and_keeps_the_old_index() {
-    let fs = match Mount::tmpfs("24m") {
-        Ok(fs) => fs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount a tmpfs here ({reason})");
-            return;
-        }
+    let Some(fs) = Mount::tmpfs_or_skip("24m") else {
+        return;
     };
     let Setup { world, .. } = setup();
     // The store moves to the small filesystem, venvs keep their links there.

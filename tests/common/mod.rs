@@ -529,6 +529,14 @@ impl Mount {
         Ok(Self { dir, path })
     }
 
+    /// A tmpfs of `size`, or `None` after saying why the test skips
+    /// (mounting is not permitted here).
+    pub fn tmpfs_or_skip(size: &str) -> Option<Self> {
+        Self::tmpfs(size)
+            .inspect_err(|reason| eprintln!("skipped: cannot mount a tmpfs here ({reason})"))
+            .ok()
+    }
+
     /// Gives a tmpfs a new `size` (e.g. to make room on a full one).
     pub fn resize_tmpfs(&self, size: &str) -> Result<(), String> {
         run_ok(
