@@ -230,10 +230,11 @@ struct Upgrade {
 fn main() {
     let smoke = support::switch("--smoke");
     let profile = flag("--profile").unwrap_or_else(|| "small".into());
+    let named = flag("--tiers");
     let tiers = if smoke {
         vec!["tekton-core"]
-    } else if let Some(named) = flag("--tiers") {
-        named_tiers(&named)
+    } else if let Some(named) = &named {
+        named_tiers(named)
     } else {
         profile_tiers(&profile)
     };
@@ -276,7 +277,7 @@ fn main() {
     let mut results = bench.results_header(&profile, runs);
     if smoke {
         results.profile = "smoke (tekton-core)".into();
-    } else if flag("--tiers").is_some() {
+    } else if named.is_some() {
         results.profile = tiers.join(", ");
     }
     eprintln!(
@@ -1209,7 +1210,7 @@ impl Bench {
                 date,
                 packages_changed: versions.difference(&last_versions).count(),
                 store: disk_bytes(&[&store]),
-                store_objects: disk_bytes(&[&store.join("v1/objects")]),
+                store_objects: disk_bytes(&[&tstore::store::Layout::of_home(&store).objects_dir()]),
                 store_and_venvs: disk_bytes(&[&store, &venv_root]),
                 uv_cache: disk_bytes(&[&cache]),
                 uv_cache_and_venvs: disk_bytes(&[&cache, &uv_venvs]),
