@@ -163,14 +163,7 @@ fn a_disk_that_fills_while_compiling_is_an_error_and_the_next_run_compiles_what_
         &["delta"],
         &server.url,
     );
-    let run = |args: &[&str]| {
-        world
-            .tstore(args)
-            .current_dir(&project)
-            .env("TSTORE_HOME", root.join("store"))
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| world.run_in(&project, &root.join("store"), args);
     let out = run(&["materialize", "--frozen", "t"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");

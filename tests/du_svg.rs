@@ -49,10 +49,8 @@ fn setup(root: &Path) -> Setup {
 
 impl Setup {
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.world.tstore(args);
-        cmd.current_dir(self.root.join("project"))
-            .env("TSTORE_HOME", self.root.join("store"));
-        cmd.output().unwrap()
+        self.world
+            .run_in(&self.root.join("project"), &self.root.join("store"), args)
     }
 }
 

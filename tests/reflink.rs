@@ -53,19 +53,19 @@ fn reflinked_files_share_extents_not_inodes() {
             &[LockedPackage::served(&wheel, &server.url)],
         );
     }
-    let out = world
-        .tstore(&[
+    let store = root.join("store");
+    let out = world.run_in(
+        &project,
+        &store,
+        &[
             "materialize",
             "--frozen",
             "--link-mode",
             "reflink",
             "x",
             "y",
-        ])
-        .current_dir(&project)
-        .env("TSTORE_HOME", root.join("store"))
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("reflinked"), "{stderr}");
@@ -92,12 +92,7 @@ fn reflinked_files_share_extents_not_inodes() {
 
     // `auto` hardlinks even where reflinks work: the venv's file is the
     // store's object.
-    let out = world
-        .tstore(&["materialize", "--frozen", "z"])
-        .current_dir(&project)
-        .env("TSTORE_HOME", root.join("store"))
-        .output()
-        .unwrap();
+    let out = world.run_in(&project, &store, &["materialize", "--frozen", "z"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("hardlinked"), "{stderr}");

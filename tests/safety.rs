@@ -194,14 +194,7 @@ fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
         .build(&wheels);
     let server = FileServer::start(&wheels);
     let project = project_at(root, "[tiers.t]\nrequirements = [\"small\"]\n");
-    let run = |args: &[&str]| {
-        world
-            .tstore(args)
-            .current_dir(&project)
-            .env("TSTORE_HOME", root.join("store"))
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| world.run_in(&project, &root.join("store"), args);
     write_pylock(
         &project.join("pylock.t.toml"),
         &[LockedPackage::served(&small, &server.url)],
@@ -264,12 +257,7 @@ fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
         );
     }
     let run = |args: &[&str]| {
-        let out = world
-            .tstore(args)
-            .current_dir(&project)
-            .env("TSTORE_HOME", mountpoint.join("store"))
-            .output()
-            .unwrap();
+        let out = world.run_in(&project, &mountpoint.join("store"), args);
         assert!(
             out.status.success(),
             "{args:?}: {}",

@@ -79,6 +79,16 @@ impl World {
         self.tstore(args).output().unwrap()
     }
 
+    /// Runs tstore from `project` with its store at `home` (a test's own
+    /// filesystem, say) and returns its output, whatever the exit status.
+    pub fn run_in(&self, project: &Path, home: &Path, args: &[&str]) -> Output {
+        self.tstore(args)
+            .current_dir(project)
+            .env("TSTORE_HOME", home)
+            .output()
+            .unwrap()
+    }
+
     /// Runs tstore and panics with its stderr unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
