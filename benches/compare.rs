@@ -11,7 +11,9 @@
 //!   warm uv cache, on the same pinned versions (tstore's locks written as
 //!   `name==version ; marker` pins: uv 0.13 re-downloads every wheel of a
 //!   pylock.toml on each sync, which would not be a warm install);
-//! - **copy**: the same with `--link-mode copy` (what pip gives);
+//! - **copy**: the same with `--link-mode copy` (what pip gives; uv copies
+//!   with `copy_file_range`, which on XFS shares the cache's extents like a
+//!   reflink, so there the copies cost little time and disk);
 //! - **uv + bytecode**: uv hardlink with `--compile-bytecode`, from a copy
 //!   of the same warm cache: venvs as quick to import as tstore's;
 //! - **cp -al** (warm only): a single-threaded copy of links of the very
@@ -125,6 +127,9 @@ struct Results {
     machine: String,
     filesystem: String,
     versions: String,
+    /// tstore's `compile-bytecode` (true, lazy or false): what its first
+    /// import has to start from.
+    tstore_bytecode: String,
     profile: String,
     runs: usize,
     tiers: Vec<TierResult>,
@@ -387,6 +392,7 @@ impl Bench {
                     "\"$(uv python find 3.11)\" -c 'import platform; print(platform.python_version())'"
                 )
             ),
+            tstore_bytecode: self.bytecode.clone().unwrap_or_else(|| "true".to_string()),
             profile: profile.to_string(),
             runs,
             ..Results::default()
@@ -1414,10 +1420,15 @@ fn render_table(r: &Results) -> String {
         )
         .unwrap();
     }
+    let tstore_pycs = match r.tstore_bytecode.as_str() {
+        "false" => "no pycs",
+        "lazy" => "pycs written as imported",
+        _ => "linked pycs",
+    };
     for tier in timed_tiers() {
         writeln!(
             t,
-            "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s (linked pycs), uv {:.2}s, copy {:.2}s (no pycs); uv --compile-bytecode: warm {:.2}s, first import {:.2}s",
+            "{}: tstore's first build (compiles bytecode once) {:.1}s; first import (`{}`): tstore {:.2}s ({tstore_pycs}), uv {:.2}s, copy {:.2}s (no pycs); uv --compile-bytecode: warm {:.2}s, first import {:.2}s",
             tier.tier,
             tier.first_build,
             first_import(&tier.tier),

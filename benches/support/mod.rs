@@ -61,8 +61,9 @@ pub fn work_dir(prefix: &str) -> tempfile::TempDir {
     work_dir_in(&base_dir(), prefix)
 }
 
-/// A scratch folder named `prefix…` in `base`.
+/// A scratch folder named `prefix…` in `base` (made if missing).
 pub fn work_dir_in(base: &Path, prefix: &str) -> tempfile::TempDir {
+    fs_err::create_dir_all(base).unwrap();
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(base)
