@@ -106,16 +106,11 @@ fn read_installed(
     progress: &dyn Progress,
 ) -> anyhow::Result<Installed> {
     let label = item.selected.label();
-    let rows = store.db.distribution_files(item.dist_id)?;
-    let row = rows
-        .iter()
-        .find(|r| {
-            r.path
-                .strip_suffix("/METADATA")
-                .is_some_and(|dir| dir.ends_with(".dist-info") && !dir.contains('/'))
-        })
+    let object = store
+        .db
+        .dist_info_file(item.dist_id, "METADATA")?
         .with_context(|| format!("the store has no METADATA for {label}: the record is damaged"))?;
-    let bytes = match &row.object {
+    let bytes = match &object {
         None => Vec::new(),
         Some(key) => fs_err::read(store.object_path(key))
             .context("a store object is missing: the store is damaged")?,

@@ -428,6 +428,38 @@ impl Db {
         })
     }
 
+    /// The object of `name` directly inside a distribution's `.dist-info`
+    /// folder (`METADATA`, say): `None` when the distribution has no such
+    /// file, `Some(None)` when it is empty. Reads that one row, where
+    /// [`Db::distribution_files`] reads every file of the distribution.
+    pub fn dist_info_file(
+        &self,
+        dist_id: i64,
+        name: &str,
+    ) -> anyhow::Result<Option<Option<ObjectKey>>> {
+        let conn = self.conn();
+        // GLOB is case-sensitive; `name` is one of tstore's own file names
+        // (no `*`, `?` or `[`). The pattern also matches a nested
+        // `a/b.dist-info/<name>`, which the filter below drops.
+        let mut stmt = conn.prepare_cached(
+            "SELECT path, object FROM files \
+             WHERE dist_id = ?1 AND path GLOB '*.dist-info/' || ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![dist_id, name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<ObjectKey>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .find(|(path, _)| {
+                path.strip_suffix(name)
+                    .and_then(|dir| dir.strip_suffix('/'))
+                    .is_some_and(|dir| !dir.contains('/'))
+            })
+            .map(|(_, object)| object))
+    }
+
     pub fn distribution_files(&self, dist_id: i64) -> anyhow::Result<Vec<FileRow>> {
         self.distribution_files_with_bytecode(dist_id, None)
     }
@@ -1206,6 +1238,53 @@ mod tests {
             })
             .expect("a MalformedValue in the chain");
         assert_eq!(malformed, "zz");
+    }
+
+    #[test]
+    fn a_dist_info_file_is_found_only_at_the_top_of_the_wheel() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("store.db")).unwrap();
+        let file = |path: &str, object: Option<ObjectKey>| FileRow {
+            path: path.into(),
+            object,
+            mode: 0o644,
+            size: 3,
+            sha256: "x".into(),
+            bytecode: Bytecode::Unknown,
+        };
+        let metadata = ObjectKey::parse(&"ab".repeat(32));
+        let nested = ObjectKey::parse(&"cd".repeat(32));
+        let files = vec![
+            file("a/__init__.py", ObjectKey::parse(&"ef".repeat(32))),
+            file("a/vendored/b-2.dist-info/METADATA", nested),
+            file("a-1.dist-info/METADATA", metadata),
+            file("a-1.dist-info/INSTALLER", None),
+        ];
+        let dist = NewDistribution {
+            name: "a",
+            version: "1",
+            filename: "a-1-py3-none-any.whl",
+            sha256: "00",
+            size: 10,
+            tags: "py3-none-any",
+            url: None,
+            built_from_sdist: None,
+        };
+        let id = db.insert_distribution(&dist, &files).unwrap();
+        assert_eq!(db.dist_info_file(id, "METADATA").unwrap(), Some(metadata));
+        // An empty file is there, with no object.
+        assert_eq!(db.dist_info_file(id, "INSTALLER").unwrap(), Some(None));
+        assert_eq!(db.dist_info_file(id, "RECORD").unwrap(), None);
+        // Only the nested copy has this one: not the distribution's own.
+        let only_nested = vec![file("a/vendored/b-2.dist-info/METADATA", nested)];
+        let other = NewDistribution {
+            name: "b",
+            filename: "b-1-py3-none-any.whl",
+            sha256: "01",
+            ..dist
+        };
+        let id = db.insert_distribution(&other, &only_nested).unwrap();
+        assert_eq!(db.dist_info_file(id, "METADATA").unwrap(), None);
     }
 
     #[test]
