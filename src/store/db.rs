@@ -1240,6 +1240,20 @@ mod tests {
         assert_eq!(malformed, "zz");
     }
 
+    /// A pure-Python wheel of version 1, as ingest records it.
+    fn new_wheel<'a>(name: &'a str, filename: &'a str, sha256: &'a str) -> NewDistribution<'a> {
+        NewDistribution {
+            name,
+            version: "1",
+            filename,
+            sha256,
+            size: 10,
+            tags: "py3-none-any",
+            url: None,
+            built_from_sdist: None,
+        }
+    }
+
     #[test]
     fn a_dist_info_file_is_found_only_at_the_top_of_the_wheel() {
         let dir = tempfile::tempdir().unwrap();
@@ -1260,16 +1274,7 @@ mod tests {
             file("a-1.dist-info/METADATA", metadata),
             file("a-1.dist-info/INSTALLER", None),
         ];
-        let dist = NewDistribution {
-            name: "a",
-            version: "1",
-            filename: "a-1-py3-none-any.whl",
-            sha256: "00",
-            size: 10,
-            tags: "py3-none-any",
-            url: None,
-            built_from_sdist: None,
-        };
+        let dist = new_wheel("a", "a-1-py3-none-any.whl", "00");
         let id = db.insert_distribution(&dist, &files).unwrap();
         assert_eq!(db.dist_info_file(id, "METADATA").unwrap(), Some(metadata));
         // An empty file is there, with no object.
@@ -1277,12 +1282,7 @@ mod tests {
         assert_eq!(db.dist_info_file(id, "RECORD").unwrap(), None);
         // Only the nested copy has this one: not the distribution's own.
         let only_nested = vec![file("a/vendored/b-2.dist-info/METADATA", nested)];
-        let other = NewDistribution {
-            name: "b",
-            filename: "b-1-py3-none-any.whl",
-            sha256: "01",
-            ..dist
-        };
+        let other = new_wheel("b", "b-1-py3-none-any.whl", "01");
         let id = db.insert_distribution(&other, &only_nested).unwrap();
         assert_eq!(db.dist_info_file(id, "METADATA").unwrap(), None);
     }
@@ -1300,16 +1300,7 @@ mod tests {
             sha256: "x".into(),
             bytecode: Bytecode::Unknown,
         }];
-        let dist = NewDistribution {
-            name: "a",
-            version: "1",
-            filename: "a-1-py3-none-any.whl",
-            sha256: "00",
-            size: 10,
-            tags: "py3-none-any",
-            url: None,
-            built_from_sdist: None,
-        };
+        let dist = new_wheel("a", "a-1-py3-none-any.whl", "00");
         let id = db.insert_distribution(&dist, &files).unwrap();
         // A second insert of the same wheel is the same record.
         assert_eq!(db.insert_distribution(&dist, &files).unwrap(), id);
