@@ -6,6 +6,7 @@
 //! sha256 before anything is ingested, and ingested right away. Packages the
 //! lock offers only as sdists are built once with `uv build --wheel`.
 
+use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -227,9 +228,10 @@ impl Fetcher<'_> {
             .num_threads(at_once)
             .build()?;
         Ok(pool.install(|| {
-            missing
-                .par_iter()
-                .map(|&i| {
+            largest_first(selected, missing)
+                .into_iter()
+                .par_bridge()
+                .map(|i| {
                     let item = &selected[i];
                     let result = self
                         .fetch_one(&client, item, stage)
@@ -441,6 +443,25 @@ impl Fetcher<'_> {
     }
 }
 
+/// The indices of `missing` with the largest download first (sizes the lock
+/// does not give first of all: sdists, which also take a build). As uv
+/// does: the longest downloads start at once and overlap the many small
+/// ones, so the last to finish is a small wheel whose unpacking is short,
+/// not a large one that began late and is unpacked after every other
+/// download has ended.
+fn largest_first(selected: &[Selected], missing: &[usize]) -> Vec<usize> {
+    let mut order = missing.to_vec();
+    order.sort_by_key(|&i| {
+        Reverse(
+            selected[i]
+                .pinned()
+                .and_then(|p| p.size)
+                .unwrap_or(u64::MAX),
+        )
+    });
+    order
+}
+
 /// `--offline` with distributions the store lacks: names every one.
 fn offline_error(selected: &[Selected], missing: &[usize]) -> anyhow::Error {
     let names: Vec<String> = missing
@@ -553,5 +574,45 @@ impl DownloadedWheel<'_> {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::Location;
+
+    fn pinned(name: &str, size: Option<u64>, sdist: bool) -> Selected {
+        let file = PinnedFile {
+            location: Location::Url(format!("https://example.org/{name}")),
+            filename: name.to_string(),
+            size,
+            sha256: "00".repeat(32),
+        };
+        Selected {
+            name: name.to_string(),
+            version: "1".to_string(),
+            source: if sdist {
+                Source::Sdist(file)
+            } else {
+                Source::Wheel(file)
+            },
+        }
+    }
+
+    #[test]
+    fn downloads_start_with_the_largest_and_sizes_the_lock_does_not_give() {
+        let selected = vec![
+            pinned("small", Some(10), false),
+            pinned("torch", Some(800 << 20), false),
+            pinned("unsized", None, false),
+            pinned("middle", Some(5 << 20), false),
+            pinned("built", Some(1 << 30), true),
+            pinned("stored", Some(900 << 20), false),
+        ];
+        // `stored` is in the store already: only the missing ones are ordered.
+        let order = largest_first(&selected, &[0, 1, 2, 3, 4]);
+        let names: Vec<&str> = order.iter().map(|&i| selected[i].name.as_str()).collect();
+        assert_eq!(names, ["unsized", "built", "torch", "middle", "small"]);
     }
 }
