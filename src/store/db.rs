@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
+use rayon::prelude::*;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -202,6 +203,7 @@ pub enum Bytecode {
 }
 
 /// A wheel ready to be recorded.
+#[derive(Clone, Copy)]
 pub struct NewDistribution<'a> {
     pub name: &'a str,
     pub version: &'a str,
@@ -351,15 +353,7 @@ impl Db {
         dist: &NewDistribution<'_>,
         files: &[FileRow],
     ) -> anyhow::Result<i64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (id, changed) = insert_distribution_in(&tx, dist, files)?;
-        tx.commit()?;
-        drop(conn);
-        if changed {
-            self.write_distribution_record(id)?;
-        }
-        Ok(id)
+        Ok(self.insert_distributions(&[(*dist, files)])?[0])
     }
 
     /// Writes the record of distribution `id` as the index holds it.
@@ -393,20 +387,38 @@ impl Db {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut ids = Vec::with_capacity(distributions.len());
-        let mut changed = Vec::new();
+        let mut new = Vec::new();
+        let mut mapped = Vec::new();
         for (dist, files) in distributions {
-            let (id, is_changed) = insert_distribution_in(&tx, dist, files.as_ref())?;
+            let (id, inserted) = insert_distribution_in(&tx, dist, files.as_ref())?;
             ids.push(id);
-            if is_changed {
-                changed.push(id);
+            match inserted {
+                Inserted::New => new.push(new_entry(dist, files.as_ref())),
+                Inserted::Mapped => mapped.push(id),
+                Inserted::Known => {}
             }
         }
         tx.commit()?;
         drop(conn);
-        for id in changed {
+        self.write_new_distribution_records(&new)?;
+        for id in mapped {
             self.write_distribution_record(id)?;
         }
         Ok(ids)
+    }
+
+    /// Writes the records of distributions this process just added, from
+    /// the rows it inserted (they are what the index holds), several at
+    /// once: reading each back and writing one after the other took a
+    /// third of recording a new store's wheels (54-63 ms of 175-190 for
+    /// tekton-data's 90).
+    fn write_new_distribution_records(&self, entries: &[DistributionEntry]) -> anyhow::Result<()> {
+        let Some(records) = &self.records else {
+            return Ok(());
+        };
+        entries
+            .par_iter()
+            .try_for_each(|entry| records.write_distribution(entry))
     }
 
     /// A distribution's details and files, as records and archives carry them.
@@ -1037,14 +1049,24 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// What [`insert_distribution_in`] did, which says how its record is written.
+enum Inserted {
+    /// A new distribution: its record is the rows inserted.
+    New,
+    /// One the index had, given a new sdist mapping: its record is read back.
+    Mapped,
+    /// One the index had: its record stands.
+    Known,
+}
+
 /// Inserts `dist` and its files in `tx` unless a distribution with its
 /// sha256 is there; adds its sdist mapping either way. Returns its id and
-/// whether its record needs writing (new, or a new mapping).
+/// what was inserted.
 fn insert_distribution_in(
     tx: &rusqlite::Transaction<'_>,
     dist: &NewDistribution<'_>,
     files: &[FileRow],
-) -> anyhow::Result<(i64, bool)> {
+) -> anyhow::Result<(i64, Inserted)> {
     let existing: Option<i64> = tx
         .query_row(
             "SELECT id FROM distributions WHERE sha256 = ?1",
@@ -1080,7 +1102,41 @@ fn insert_distribution_in(
             params![sdist, id],
         )?;
     }
-    Ok((id, existing.is_none() || dist.built_from_sdist.is_some()))
+    let inserted = match (existing, dist.built_from_sdist) {
+        (None, _) => Inserted::New,
+        (Some(_), Some(_)) => Inserted::Mapped,
+        (Some(_), None) => Inserted::Known,
+    };
+    Ok((id, inserted))
+}
+
+/// The record of a distribution just inserted from `dist` and `files`: what
+/// [`Db::distribution_entry`] would read back (files in the index's order).
+fn new_entry(dist: &NewDistribution<'_>, files: &[FileRow]) -> DistributionEntry {
+    let mut files: Vec<FileEntry> = files
+        .iter()
+        .map(|f| FileEntry {
+            path: f.path.clone(),
+            object: f.object.map(|key| key.to_string()),
+            mode: f.mode,
+            size: f.size,
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    DistributionEntry {
+        details: DistDetails {
+            name: dist.name.to_string(),
+            version: dist.version.to_string(),
+            filename: dist.filename.to_string(),
+            sha256: dist.sha256.to_string(),
+            size: dist.size,
+            tags: dist.tags.to_string(),
+            url: dist.url.map(str::to_string),
+            built_from: dist.built_from_sdist.map(str::to_string),
+        },
+        files,
+    }
 }
 
 fn insert_files(tx: &rusqlite::Transaction<'_>, id: i64, files: &[FileRow]) -> anyhow::Result<()> {
@@ -1140,7 +1196,10 @@ fn file_rows(entry: &DistributionEntry) -> Result<Vec<FileRow>, MalformedValue> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::store::records::Readable;
 
     fn key(byte: u8) -> ObjectKey {
         ObjectKey {
@@ -1252,6 +1311,68 @@ mod tests {
             url: None,
             built_from_sdist: None,
         }
+    }
+
+    #[test]
+    fn each_distribution_record_is_what_the_index_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        Records::create_dirs(&records).unwrap();
+        let db = Db::open_with_records(&dir.path().join("store.db"), Records::at(records.clone()))
+            .unwrap();
+        let file = |path: &str, object: Option<ObjectKey>| FileRow {
+            path: path.into(),
+            object,
+            mode: 0o644,
+            size: 3,
+            sha256: "x".into(),
+            bytecode: Bytecode::Unknown,
+        };
+        // Files not in path order, an empty one, an executable one.
+        let a_files = vec![
+            file("a/z.py", Some(key(1))),
+            file("a/__init__.py", None),
+            file("a-1.dist-info/METADATA", Some(key(2))),
+        ];
+        let mut b_files = vec![file("b.py", Some(key(1)))];
+        b_files[0].mode = 0o755;
+        let a = new_wheel("a", "a-1-py3-none-any.whl", "00");
+        let b = NewDistribution {
+            built_from_sdist: Some("sdist-of-b"),
+            url: Some("https://example.org/b-1.tar.gz"),
+            ..new_wheel("b", "b-1-py3-none-any.whl", "01")
+        };
+        let ids = db
+            .insert_distributions(&[(a, a_files.as_slice()), (b, b_files.as_slice())])
+            .unwrap();
+        let read_records = || -> HashMap<String, DistributionEntry> {
+            Records::at(records.clone())
+                .read_distributions()
+                .unwrap()
+                .into_iter()
+                .map(|r| match r {
+                    Readable::Ok(entry) => (entry.details.sha256.clone(), entry),
+                    Readable::Damaged(path, why) => panic!("{}: {why}", path.display()),
+                })
+                .collect()
+        };
+        let on_disk = read_records();
+        assert_eq!(on_disk.len(), 2);
+        for (id, sha256) in ids.iter().zip(["00", "01"]) {
+            assert_eq!(on_disk[sha256], db.distribution_entry(*id).unwrap());
+        }
+        // `a` again, now also built from an sdist: its record is rewritten.
+        let a_built = NewDistribution {
+            built_from_sdist: Some("sdist-of-a"),
+            ..a
+        };
+        assert_eq!(db.insert_distribution(&a_built, &a_files).unwrap(), ids[0]);
+        let on_disk = read_records();
+        assert_eq!(on_disk["00"], db.distribution_entry(ids[0]).unwrap());
+        assert_eq!(
+            on_disk["00"].details.built_from.as_deref(),
+            Some("sdist-of-a")
+        );
     }
 
     #[test]
