@@ -762,8 +762,9 @@ impl Streamed {
 const INFLATE_WHOLE_LIMIT: u64 = 32 << 20;
 
 /// Bytes of entries larger than [`IN_MEMORY_LIMIT`] being inflated whole,
-/// for the whole process: every download ingests as it ends (16 at once by default), and their large
-/// entries stream (with zlib-rs) while this is spent.
+/// for the whole process: every download ingests as it ends (16 at once by
+/// default), and their large entries stream (with zlib-rs) while this is
+/// spent.
 static INFLATING: MemoryBudget = MemoryBudget::new(64 << 20);
 
 /// Inflates a deflated entry in one call into a buffer of its declared
