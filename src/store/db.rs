@@ -1299,6 +1299,18 @@ mod tests {
         assert_eq!(malformed, "zz");
     }
 
+    /// A 3-byte, non-executable file of a wheel.
+    fn file_row(path: &str, object: Option<ObjectKey>) -> FileRow {
+        FileRow {
+            path: path.into(),
+            object,
+            mode: 0o644,
+            size: 3,
+            sha256: "x".into(),
+            bytecode: Bytecode::Unknown,
+        }
+    }
+
     /// A pure-Python wheel of version 1, as ingest records it.
     fn new_wheel<'a>(name: &'a str, filename: &'a str, sha256: &'a str) -> NewDistribution<'a> {
         NewDistribution {
@@ -1320,21 +1332,13 @@ mod tests {
         Records::create_dirs(&records).unwrap();
         let db = Db::open_with_records(&dir.path().join("store.db"), Records::at(records.clone()))
             .unwrap();
-        let file = |path: &str, object: Option<ObjectKey>| FileRow {
-            path: path.into(),
-            object,
-            mode: 0o644,
-            size: 3,
-            sha256: "x".into(),
-            bytecode: Bytecode::Unknown,
-        };
         // Files not in path order, an empty one, an executable one.
         let a_files = vec![
-            file("a/z.py", Some(key(1))),
-            file("a/__init__.py", None),
-            file("a-1.dist-info/METADATA", Some(key(2))),
+            file_row("a/z.py", Some(key(1))),
+            file_row("a/__init__.py", None),
+            file_row("a-1.dist-info/METADATA", Some(key(2))),
         ];
-        let mut b_files = vec![file("b.py", Some(key(1)))];
+        let mut b_files = vec![file_row("b.py", Some(key(1)))];
         b_files[0].mode = 0o755;
         let a = new_wheel("a", "a-1-py3-none-any.whl", "00");
         let b = NewDistribution {
@@ -1379,21 +1383,13 @@ mod tests {
     fn a_dist_info_file_is_found_only_at_the_top_of_the_wheel() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("store.db")).unwrap();
-        let file = |path: &str, object: Option<ObjectKey>| FileRow {
-            path: path.into(),
-            object,
-            mode: 0o644,
-            size: 3,
-            sha256: "x".into(),
-            bytecode: Bytecode::Unknown,
-        };
         let metadata = ObjectKey::parse(&"ab".repeat(32));
         let nested = ObjectKey::parse(&"cd".repeat(32));
         let files = vec![
-            file("a/__init__.py", ObjectKey::parse(&"ef".repeat(32))),
-            file("a/vendored/b-2.dist-info/METADATA", nested),
-            file("a-1.dist-info/METADATA", metadata),
-            file("a-1.dist-info/INSTALLER", None),
+            file_row("a/__init__.py", ObjectKey::parse(&"ef".repeat(32))),
+            file_row("a/vendored/b-2.dist-info/METADATA", nested),
+            file_row("a-1.dist-info/METADATA", metadata),
+            file_row("a-1.dist-info/INSTALLER", None),
         ];
         let dist = new_wheel("a", "a-1-py3-none-any.whl", "00");
         let id = db.insert_distribution(&dist, &files).unwrap();
@@ -1402,7 +1398,7 @@ mod tests {
         assert_eq!(db.dist_info_file(id, "INSTALLER").unwrap(), Some(None));
         assert_eq!(db.dist_info_file(id, "RECORD").unwrap(), None);
         // Only the nested copy has this one: not the distribution's own.
-        let only_nested = vec![file("a/vendored/b-2.dist-info/METADATA", nested)];
+        let only_nested = vec![file_row("a/vendored/b-2.dist-info/METADATA", nested)];
         let other = new_wheel("b", "b-1-py3-none-any.whl", "01");
         let id = db.insert_distribution(&other, &only_nested).unwrap();
         assert_eq!(db.dist_info_file(id, "METADATA").unwrap(), None);
