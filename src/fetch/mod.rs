@@ -183,7 +183,9 @@ impl Fetcher<'_> {
         // stage, moved in a shard at a time, and the wheels recorded after.
         let stage = Stage::begin(self.store)?;
         let staging = (stage.shards() > 0).then_some(&stage);
-        let results = self.fetch_in_parallel(selected, missing, staging)?;
+        let mut results = self.fetch_in_parallel(selected, missing, staging)?;
+        // They end in any order: record and report them in the lock's.
+        results.sort_unstable_by_key(|(i, _)| *i);
         self.progress.finish();
         // What arrived counts even when other downloads failed.
         if staging.is_some() {
@@ -448,21 +450,19 @@ impl Fetcher<'_> {
     }
 }
 
-/// The indices of `missing` with the largest download first (sizes the lock
-/// does not give first of all: sdists, which also take a build). As uv
-/// does: the longest downloads start at once and overlap the many small
-/// ones, so the last to finish is a small wheel whose unpacking is short,
-/// not a large one that began late and is unpacked after every other
-/// download has ended.
+/// The indices of `missing` in the order to fetch them: sdists first (a
+/// build takes longer than any download), then wheels by size, largest
+/// first, those whose size the lock does not give before all. As uv does:
+/// the longest jobs start at once and overlap the many small ones, so the
+/// last to finish is a small wheel whose unpacking is short, not a large
+/// one that began late and is unpacked after every other download ended.
 fn largest_first(selected: &[Selected], missing: &[usize]) -> Vec<usize> {
     let mut order = missing.to_vec();
     order.sort_by_key(|&i| {
-        Reverse(
-            selected[i]
-                .pinned()
-                .and_then(|p| p.size)
-                .unwrap_or(u64::MAX),
-        )
+        let item = &selected[i];
+        let is_wheel = !matches!(item.source, Source::Sdist(_));
+        let size = item.pinned().and_then(|p| p.size).unwrap_or(u64::MAX);
+        (is_wheel, Reverse(size))
     });
     order
 }
@@ -606,18 +606,29 @@ mod tests {
     }
 
     #[test]
-    fn downloads_start_with_the_largest_and_sizes_the_lock_does_not_give() {
+    fn sdists_start_first_then_the_largest_wheels() {
         let selected = vec![
             pinned("small", Some(10), false),
             pinned("torch", Some(800 << 20), false),
             pinned("unsized", None, false),
             pinned("middle", Some(5 << 20), false),
-            pinned("built", Some(1 << 30), true),
+            pinned("tiny-sdist", Some(2 << 10), true),
             pinned("stored", Some(900 << 20), false),
+            pinned("big-sdist", Some(1 << 30), true),
         ];
         // `stored` is in the store already: only the missing ones are ordered.
-        let order = largest_first(&selected, &[0, 1, 2, 3, 4]);
+        let order = largest_first(&selected, &[0, 1, 2, 3, 4, 6]);
         let names: Vec<&str> = order.iter().map(|&i| selected[i].name.as_str()).collect();
-        assert_eq!(names, ["unsized", "built", "torch", "middle", "small"]);
+        assert_eq!(
+            names,
+            [
+                "big-sdist",
+                "tiny-sdist",
+                "unsized",
+                "torch",
+                "middle",
+                "small"
+            ]
+        );
     }
 }
