@@ -3,6 +3,7 @@
 //! Busy timeout first, then WAL, so several tstore processes can share a store;
 //! writes happen in short IMMEDIATE transactions.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -389,12 +390,23 @@ impl Db {
         let mut ids = Vec::with_capacity(distributions.len());
         let mut new = Vec::new();
         let mut mapped = Vec::new();
+        // An sdist given twice in the batch ends mapped to the later wheel
+        // (`INSERT OR REPLACE`): what the index says is read back then.
+        let mut sdists = HashMap::new();
+        for (dist, _) in distributions {
+            if let Some(sdist) = dist.built_from_sdist {
+                *sdists.entry(sdist).or_insert(0) += 1;
+            }
+        }
+        let remapped = |dist: &NewDistribution<'_>| {
+            dist.built_from_sdist.is_some_and(|sdist| sdists[sdist] > 1)
+        };
         for (dist, files) in distributions {
             let (id, inserted) = insert_distribution_in(&tx, dist, files.as_ref())?;
             ids.push(id);
             match inserted {
-                Inserted::New => new.push(new_entry(dist, files.as_ref())),
-                Inserted::Mapped => mapped.push(id),
+                Inserted::New if !remapped(dist) => new.push(new_entry(dist, files.as_ref())),
+                Inserted::New | Inserted::Mapped => mapped.push(id),
                 Inserted::Known => {}
             }
         }
@@ -1196,8 +1208,6 @@ fn file_rows(entry: &DistributionEntry) -> Result<Vec<FileRow>, MalformedValue> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::store::records::Readable;
 
@@ -1377,6 +1387,35 @@ mod tests {
             on_disk["00"].details.built_from.as_deref(),
             Some("sdist-of-a")
         );
+    }
+
+    #[test]
+    fn an_sdist_given_twice_in_one_batch_is_recorded_as_the_index_maps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        Records::create_dirs(&records).unwrap();
+        let db = Db::open_with_records(&dir.path().join("store.db"), Records::at(records.clone()))
+            .unwrap();
+        let files = vec![file_row("a.py", Some(key(1)))];
+        let first = NewDistribution {
+            built_from_sdist: Some("sdist"),
+            ..new_wheel("a", "a-1-py3-none-any.whl", "00")
+        };
+        let second = NewDistribution {
+            built_from_sdist: Some("sdist"),
+            ..new_wheel("a", "a-1-cp311-none-any.whl", "01")
+        };
+        let ids = db
+            .insert_distributions(&[(first, files.as_slice()), (second, files.as_slice())])
+            .unwrap();
+        for entry in Records::at(records).read_distributions().unwrap() {
+            let Readable::Ok(entry) = entry else {
+                panic!("a damaged record")
+            };
+            let id = ids[usize::from(entry.details.sha256 == "01")];
+            assert_eq!(entry, db.distribution_entry(id).unwrap());
+        }
+        assert_eq!(db.distribution_details(ids[0]).unwrap().built_from, None);
     }
 
     #[test]
