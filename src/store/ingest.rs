@@ -8,9 +8,10 @@
 //! activation scripts), and each file's sha256 agreeing with `RECORD` (as the
 //! wheel spec asks of installers; pip and uv do not check it). Contents are
 //! inflated out of the zip (in parallel over entries; whole with libdeflate
-//! where that is safe, else streamed), hashed with blake3 and sha256, and staged in the store's tmp directory; only when the whole wheel
-//! checks out are new objects renamed into `objects/` (read-only) and the
-//! distribution recorded in SQLite. A reader never sees a partial object.
+//! where that is safe, else streamed), hashed with blake3 and sha256, and
+//! staged in the store's tmp directory; only when the whole wheel checks out
+//! are new objects renamed into `objects/` (read-only) and the distribution
+//! recorded in SQLite. A reader never sees a partial object.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -151,9 +152,15 @@ enum Pending {
 impl Pending {
     /// `key`'s streamed content, kept in memory while it fits in
     /// [`HELD_ENTRIES`], else written to `temp`; a spilled file is finished.
-    /// Files are made read-only through their handle.
+    /// An entry over [`IN_MEMORY_LIMIT`] (one inflated whole) is always
+    /// written, as a streamed one would have been, so it cannot take the
+    /// small entries' budget. Files are made read-only through their handle.
     fn new(content: Content, temp: PathBuf, key: &ObjectKey) -> anyhow::Result<Self> {
         Ok(match content {
+            Content::InMemory(bytes) if bytes.len() as u64 > IN_MEMORY_LIMIT => {
+                write_with_mode(&temp, &bytes, key.mode())?;
+                Self::File(temp)
+            }
             Content::InMemory(bytes) => match HELD_ENTRIES.take(bytes.len() as u64) {
                 Some(held) => Self::Memory {
                     bytes,
@@ -803,11 +810,20 @@ impl Inflater {
         mut raw: zip::read::ZipFile<'_, impl Read>,
     ) -> std::io::Result<Option<Inflated>> {
         let declared = raw.size();
-        if raw.compression() != zip::CompressionMethod::Deflated || declared > INFLATE_WHOLE_LIMIT {
+        // The raw reader does not refuse an encrypted entry; the zip reader
+        // does.
+        if raw.compression() != zip::CompressionMethod::Deflated
+            || raw.encrypted()
+            || declared > INFLATE_WHOLE_LIMIT
+        {
             return Ok(None);
         }
+        // A deflate stream of `declared` bytes can be somewhat longer than
+        // them, never 2x (stored blocks cost 5 bytes in 64 KiB).
+        let compressed_size = raw.compressed_size().min(2 * declared + 64);
+        // A large entry counts both its buffers until its bytes are placed.
         let held = if declared > IN_MEMORY_LIMIT {
-            match self.large.take(declared) {
+            match self.large.take(declared + compressed_size) {
                 Some(held) => Some(held),
                 None => return Ok(None),
             }
@@ -815,11 +831,9 @@ impl Inflater {
             None
         };
         let crc = raw.crc32();
-        let mut compressed = Vec::new();
-        // A deflate stream of `declared` bytes can be somewhat longer than
-        // them, never 2x (stored blocks cost 5 bytes in 64 KiB).
+        let mut compressed = Vec::with_capacity(compressed_size as usize);
         (&mut raw)
-            .take(2 * declared + 64)
+            .take(compressed_size)
             .read_to_end(&mut compressed)?;
         let mut bytes = vec![0; declared as usize];
         let inflated = self
@@ -1193,6 +1207,20 @@ mod tests {
         assert!(!temp.exists());
     }
 
+    #[test]
+    fn an_entry_inflated_whole_over_the_memory_limit_is_written_out_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey {
+            hash: [8; 32],
+            executable: false,
+        };
+        let temp = dir.path().join("large");
+        let large = vec![3; IN_MEMORY_LIMIT as usize + 1];
+        let pending = Pending::new(Content::InMemory(large.clone()), temp.clone(), &key).unwrap();
+        assert!(matches!(pending, Pending::File(_)), "not held in memory");
+        assert_eq!(std::fs::read(&temp).unwrap(), large);
+    }
+
     fn mode_of(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
@@ -1268,8 +1296,22 @@ mod tests {
             .collect();
         let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &large);
         assert_eq!(inflate_first(&wheel), Some(large.clone()));
-        static SPENT: MemoryBudget = MemoryBudget::new(IN_MEMORY_LIMIT);
-        assert_eq!(inflate_first_with(&wheel, &SPENT), None, "streamed instead");
+        // While another entry holds most of the budget, this one streams;
+        // once that is placed, it is inflated whole again.
+        static SHARED: MemoryBudget = MemoryBudget::new(2 * IN_MEMORY_LIMIT);
+        let other = SHARED.take(IN_MEMORY_LIMIT).unwrap();
+        assert_eq!(
+            inflate_first_with(&wheel, &SHARED),
+            None,
+            "streamed instead"
+        );
+        drop(other);
+        assert_eq!(inflate_first_with(&wheel, &SHARED), Some(large.clone()));
+        assert_eq!(
+            SHARED.available(),
+            2 * IN_MEMORY_LIMIT,
+            "released once read"
+        );
         // Beyond the limit it streams whatever the budget.
         let huge = vec![7u8; INFLATE_WHOLE_LIMIT as usize + 1];
         let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &huge);
