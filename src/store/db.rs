@@ -1309,6 +1309,15 @@ mod tests {
         assert_eq!(malformed, "zz");
     }
 
+    /// An index in `dir` that writes its records, and their folder.
+    fn db_with_records(dir: &Path) -> (Db, std::path::PathBuf) {
+        let records = dir.join("records");
+        Records::create_dirs(&records).unwrap();
+        let db =
+            Db::open_with_records(&dir.join("store.db"), Records::at(records.clone())).unwrap();
+        (db, records)
+    }
+
     /// A 3-byte, non-executable file of a wheel.
     fn file_row(path: &str, object: Option<ObjectKey>) -> FileRow {
         FileRow {
@@ -1338,10 +1347,7 @@ mod tests {
     #[test]
     fn each_distribution_record_is_what_the_index_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let records = dir.path().join("records");
-        Records::create_dirs(&records).unwrap();
-        let db = Db::open_with_records(&dir.path().join("store.db"), Records::at(records.clone()))
-            .unwrap();
+        let (db, records) = db_with_records(dir.path());
         // Files not in path order, an empty one, an executable one.
         let a_files = vec![
             file_row("a/z.py", Some(key(1))),
@@ -1392,10 +1398,7 @@ mod tests {
     #[test]
     fn an_sdist_given_twice_in_one_batch_is_recorded_as_the_index_maps_it() {
         let dir = tempfile::tempdir().unwrap();
-        let records = dir.path().join("records");
-        Records::create_dirs(&records).unwrap();
-        let db = Db::open_with_records(&dir.path().join("store.db"), Records::at(records.clone()))
-            .unwrap();
+        let (db, records) = db_with_records(dir.path());
         let files = vec![file_row("a.py", Some(key(1)))];
         let first = NewDistribution {
             built_from_sdist: Some("sdist"),
