@@ -3,7 +3,6 @@
 //! Busy timeout first, then WAL, so several tstore processes can share a store;
 //! writes happen in short IMMEDIATE transactions.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -389,31 +388,23 @@ impl Db {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut ids = Vec::with_capacity(distributions.len());
         let mut new = Vec::new();
-        let mut mapped = Vec::new();
-        // An sdist given twice in the batch ends mapped to the later wheel
-        // (`INSERT OR REPLACE`): what the index says is read back then.
-        let mut sdists = HashMap::new();
-        for (dist, _) in distributions {
-            if let Some(sdist) = dist.built_from_sdist {
-                *sdists.entry(sdist).or_insert(0) += 1;
-            }
-        }
-        let remapped = |dist: &NewDistribution<'_>| {
-            dist.built_from_sdist.is_some_and(|sdist| sdists[sdist] > 1)
-        };
+        let mut read_back = Vec::new();
         for (dist, files) in distributions {
-            let (id, inserted) = insert_distribution_in(&tx, dist, files.as_ref())?;
+            let (id, changed) = insert_distribution_in(&tx, dist, files.as_ref())?;
             ids.push(id);
-            match inserted {
-                Inserted::New if !remapped(dist) => new.push(new_entry(dist, files.as_ref())),
-                Inserted::New | Inserted::Mapped => mapped.push(id),
-                Inserted::Known => {}
+            // A wheel built from an sdist (rare) may see its mapping
+            // replaced later in the batch (`INSERT OR REPLACE`): its record
+            // is read from the index after the commit.
+            if changed && dist.built_from_sdist.is_none() {
+                new.push(new_entry(dist, files.as_ref()));
+            } else if changed {
+                read_back.push(id);
             }
         }
         tx.commit()?;
         drop(conn);
         self.write_new_distribution_records(&new)?;
-        for id in mapped {
+        for id in read_back {
             self.write_distribution_record(id)?;
         }
         Ok(ids)
@@ -437,14 +428,8 @@ impl Db {
     pub fn distribution_entry(&self, id: i64) -> anyhow::Result<DistributionEntry> {
         let files = self
             .distribution_files(id)?
-            .into_iter()
-            .map(|f| FileEntry {
-                path: f.path,
-                object: f.object.map(|key| key.to_string()),
-                mode: f.mode,
-                size: f.size,
-                sha256: f.sha256,
-            })
+            .iter()
+            .map(file_entry)
             .collect();
         Ok(DistributionEntry {
             details: self.distribution_details(id)?,
@@ -1061,24 +1046,14 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// What [`insert_distribution_in`] did, which says how its record is written.
-enum Inserted {
-    /// A new distribution: its record is the rows inserted.
-    New,
-    /// One the index had, given a new sdist mapping: its record is read back.
-    Mapped,
-    /// One the index had: its record stands.
-    Known,
-}
-
 /// Inserts `dist` and its files in `tx` unless a distribution with its
 /// sha256 is there; adds its sdist mapping either way. Returns its id and
-/// what was inserted.
+/// whether its record needs writing (new, or a new mapping).
 fn insert_distribution_in(
     tx: &rusqlite::Transaction<'_>,
     dist: &NewDistribution<'_>,
     files: &[FileRow],
-) -> anyhow::Result<(i64, Inserted)> {
+) -> anyhow::Result<(i64, bool)> {
     let existing: Option<i64> = tx
         .query_row(
             "SELECT id FROM distributions WHERE sha256 = ?1",
@@ -1114,27 +1089,13 @@ fn insert_distribution_in(
             params![sdist, id],
         )?;
     }
-    let inserted = match (existing, dist.built_from_sdist) {
-        (None, _) => Inserted::New,
-        (Some(_), Some(_)) => Inserted::Mapped,
-        (Some(_), None) => Inserted::Known,
-    };
-    Ok((id, inserted))
+    Ok((id, existing.is_none() || dist.built_from_sdist.is_some()))
 }
 
 /// The record of a distribution just inserted from `dist` and `files`: what
 /// [`Db::distribution_entry`] would read back (files in the index's order).
 fn new_entry(dist: &NewDistribution<'_>, files: &[FileRow]) -> DistributionEntry {
-    let mut files: Vec<FileEntry> = files
-        .iter()
-        .map(|f| FileEntry {
-            path: f.path.clone(),
-            object: f.object.map(|key| key.to_string()),
-            mode: f.mode,
-            size: f.size,
-            sha256: f.sha256.clone(),
-        })
-        .collect();
+    let mut files: Vec<FileEntry> = files.iter().map(file_entry).collect();
     files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     DistributionEntry {
         details: DistDetails {
@@ -1148,6 +1109,17 @@ fn new_entry(dist: &NewDistribution<'_>, files: &[FileRow]) -> DistributionEntry
             built_from: dist.built_from_sdist.map(str::to_string),
         },
         files,
+    }
+}
+
+/// A file row as records and archives carry it.
+fn file_entry(row: &FileRow) -> FileEntry {
+    FileEntry {
+        path: row.path.clone(),
+        object: row.object.map(|key| key.to_string()),
+        mode: row.mode,
+        size: row.size,
+        sha256: row.sha256.clone(),
     }
 }
 
@@ -1208,6 +1180,8 @@ fn file_rows(entry: &DistributionEntry) -> Result<Vec<FileRow>, MalformedValue> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::store::records::Readable;
 
