@@ -30,8 +30,9 @@ use crate::uv::Uv;
 /// Many small wheels wait on round trips more than on bandwidth: a cold,
 /// lazy tekton-dev (167 wheels) took 5.04 s with 8, 4.76 s with 16 and
 /// 4.55 s with 32; tekton-data (90) 2.94, 2.69 and 2.80 s (ext4, medians of
-/// 5 interleaved runs). 16 gains most of it for about 50 MB less peak memory
-/// than 32 (uv's default is 50).
+/// 5 interleaved runs). 16 was best for tekton-data and near 32 for
+/// tekton-dev; peak memory rose from 214-273 MB with 8 to 281-322 MB with
+/// 16 and 293-326 MB with 32 (uv's default is 50).
 pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 16;
 
 /// The progress phases of a fetch: they overlap (one file is unpacked into
