@@ -1184,10 +1184,7 @@ mod tests {
     #[test]
     fn entries_beyond_the_memory_budget_go_to_their_staging_file() {
         let dir = tempfile::tempdir().unwrap();
-        let key = ObjectKey {
-            hash: [7; 32],
-            executable: false,
-        };
+        let key = plain_key(7);
         // All but 100 bytes of the budget (other tests hold a few, briefly).
         let nearly_all = loop {
             let free = HELD_ENTRIES.available();
@@ -1210,15 +1207,20 @@ mod tests {
     #[test]
     fn an_entry_inflated_whole_over_the_memory_limit_is_written_out_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let key = ObjectKey {
-            hash: [8; 32],
-            executable: false,
-        };
+        let key = plain_key(8);
         let temp = dir.path().join("large");
         let large = vec![3; IN_MEMORY_LIMIT as usize + 1];
         let pending = Pending::new(Content::InMemory(large.clone()), temp.clone(), &key).unwrap();
         assert!(matches!(pending, Pending::File(_)), "not held in memory");
         assert_eq!(std::fs::read(&temp).unwrap(), large);
+    }
+
+    /// The key of a non-executable object whose hash is `byte` repeated.
+    fn plain_key(byte: u8) -> ObjectKey {
+        ObjectKey {
+            hash: [byte; 32],
+            executable: false,
+        }
     }
 
     fn mode_of(path: &Path) -> u32 {
