@@ -13,7 +13,9 @@
 //! - `unzip`: `unzip -q` of each wheel into its own folder, one after another;
 //! - `unzip ×N`: the same, N wheels at once (N = cores), as tstore runs;
 //! - `tstore ingest`: `ingest_wheel` of every wheel into a new store, N at
-//!   once: every entry read, blake3 + sha256 hashed, checked against RECORD,
+//!   once: every entry read, blake3 hashed, its size checked against RECORD
+//!   (whose sha256s are taken as given: the wheels matched the lock, as a
+//!   download does),
 //!   staged, published as an object, recorded in the index (what a store
 //!   that already has objects does);
 //! - `tstore staged`: what a first install does: `stage_wheel` of every
@@ -219,6 +221,8 @@ fn wheel_file(wheel: &Wheel) -> WheelFile<'_> {
         size: wheel.size,
         url: None,
         built_from_sdist: None,
+        // Checked against the lock when the wheels were listed.
+        pinned: true,
     }
 }
 

@@ -116,6 +116,8 @@ fn ingest_all(store: &Store, wheels: &[BenchWheel]) -> Vec<i64> {
                     size: w.size,
                     url: None,
                     built_from_sdist: None,
+                    // Made here, pinned by no lock: RECORD is checked.
+                    pinned: false,
                 },
             )
             .unwrap()

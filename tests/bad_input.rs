@@ -78,16 +78,64 @@ fn metadata_disagreeing_with_the_file_name_is_refused() {
 }
 
 #[test]
-fn content_not_matching_record_is_refused() {
+fn a_record_size_not_matching_the_content_is_refused() {
     let world = World::new();
     let mut builder = WheelBuilder::new("pkg", "1.0").file("pkg/__init__.py", "x = 1\n");
-    builder.corrupt_record_for = Some("pkg/__init__.py".into());
+    builder.wrong_record_size_for = Some("pkg/__init__.py".into());
     let err = materialize_single(&world, &builder.build(&world.wheels()));
     assert!(
-        err.contains("pkg/__init__.py") && err.contains("RECORD"),
+        err.contains("`pkg/__init__.py` does not match its RECORD hash or size"),
         "{err}"
     );
     assert_nothing_ingested(&world);
+}
+
+/// The lock pins the wheel's own sha256, so its RECORD's hashes are taken
+/// as given, as pip and uv take them (some PyTorch wheels were published
+/// with hashes that do not match): the venv's RECORD keeps the wheel's line.
+#[test]
+fn a_pinned_wheel_whose_record_hash_is_wrong_installs_as_uv_installs_it() {
+    let world = World::new();
+    let mut builder = WheelBuilder::new("pkg", "1.0").file("pkg/__init__.py", "x = 1\n");
+    builder.corrupt_record_for = Some("pkg/__init__.py".into());
+    let wheel = builder.build(&world.wheels());
+    let server = FileServer::start(wheel.parent().unwrap());
+    world.write_tiers("[tiers.t]\nrequirements = [\"pkg\"]\n");
+    write_pylock(
+        &world.project().join("pylock.t.toml"),
+        &[LockedPackage::served(&wheel, &server.url)],
+    );
+    world.ok(&["materialize", "--frozen", "t"]);
+
+    assert_eq!(
+        python_ok(&world.venv("t"), "import pkg; print(pkg.x)").trim(),
+        "1"
+    );
+    let wheel_record = wheel_entry(&wheel, "pkg-1.0.dist-info/RECORD");
+    let line = |record: &str| {
+        record
+            .lines()
+            .find(|l| l.starts_with("pkg/__init__.py,"))
+            .map(str::to_string)
+    };
+    let venv_record = python_ok(
+        &world.venv("t"),
+        "import importlib.metadata as m; print(m.distribution('pkg').read_text('RECORD'))",
+    );
+    assert_eq!(line(&venv_record), line(&wheel_record), "{venv_record}");
+}
+
+/// The text of `name` inside the zip archive `wheel`.
+fn wheel_entry(wheel: &Path, name: &str) -> String {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(fs_err::File::open(wheel).unwrap()).unwrap();
+    let mut text = String::new();
+    archive
+        .by_name(name)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
 }
 
 #[test]

@@ -375,6 +375,8 @@ impl Fetcher<'_> {
                 size,
                 url: Some(&url),
                 built_from_sdist: None,
+                // `download_wheel` checked it against the lock.
+                pinned: true,
             },
         )?;
         Ok((got, size))
@@ -530,6 +532,8 @@ fn ingest_built_wheel(
             size,
             url: Some(url),
             built_from_sdist: Some(built_from),
+            // Built here: nothing pins its hash.
+            pinned: false,
         },
     )?)
 }

@@ -5,10 +5,11 @@
 //! the file name, where each file and launcher would land in a venv (a
 //! `.data` scheme of the five, no `entry_points.txt` script name that is not
 //! a plain file name, nothing on the venv's own `pyvenv.cfg`, interpreter or
-//! activation scripts), and each file's sha256 agreeing with `RECORD` (as the
-//! wheel spec asks of installers; pip and uv do not check it). Contents are
-//! inflated out of the zip (in parallel over entries; whole with libdeflate
-//! where that is safe, else streamed), hashed with blake3 and sha256, and
+//! activation scripts), and each file's size agreeing with `RECORD`, and its
+//! sha256 too unless the lock pins the wheel's own (see [`EntrySha256`]).
+//! Contents are inflated out of the zip (in parallel over entries; whole with
+//! libdeflate where that is safe, else streamed, CRC-32 checked either way),
+//! hashed with blake3 (and sha256 where RECORD's is not taken), and
 //! staged in the store's tmp directory; only when the whole wheel checks out
 //! are new objects renamed into `objects/` (read-only) and the distribution
 //! recorded in SQLite. A reader never sees a partial object.
@@ -47,6 +48,55 @@ pub struct WheelFile<'a> {
     pub url: Option<&'a str>,
     /// sha256 of the sdist this wheel was built from, if tstore built it.
     pub built_from_sdist: Option<&'a str>,
+    /// Whether `sha256` matched a hash the lock pins before the wheel was
+    /// read: its entries then take the sha256 RECORD gives them instead of
+    /// being hashed again (see [`EntrySha256`]).
+    pub pinned: bool,
+}
+
+/// The sha256 of one of a wheel's entries (which the venv's RECORD lists),
+/// hashed as the entry is read or taken from RECORD.
+///
+/// A wheel whose own sha256 matched the lock is, byte for byte, the archive
+/// its publisher uploaded, RECORD included: RECORD is unsigned data inside
+/// that archive, so hashing every entry against it proves nothing the pin
+/// did not, and each entry's CRC-32 (checked by the inflater and the zip
+/// reader) catches damage to its bytes. Hashing them anyway took 0.7 s of
+/// the 6.8 s of CPU of a cold tekton-dev install. A wheel nothing pins (one tstore built) is hashed
+/// and checked against its RECORD, as the wheel spec asks.
+enum EntrySha256<'r> {
+    Hashing(sha2::Sha256),
+    /// The urlsafe-base64 digest a pinned wheel's RECORD gives.
+    Given(&'r str),
+}
+
+impl<'r> EntrySha256<'r> {
+    /// Given when the wheel is pinned and RECORD gives the entry a sha256,
+    /// else hashed.
+    fn for_entry(pinned: bool, recorded: Option<&'r wheel::RecordEntry>) -> Self {
+        match recorded.and_then(|entry| entry.hash.as_ref()) {
+            Some((algo, value)) if pinned && algo == "sha256" => Self::Given(value),
+            _ => Self::hashed(),
+        }
+    }
+
+    fn hashed() -> Self {
+        Self::Hashing(sha2::Sha256::new())
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        if let Self::Hashing(hasher) = self {
+            hasher.update(chunk);
+        }
+    }
+
+    /// The urlsafe-base64 digest, as RECORD writes it.
+    fn finish(self) -> String {
+        match self {
+            Self::Hashing(hasher) => URL_SAFE_NO_PAD.encode(hasher.finalize()),
+            Self::Given(value) => value.to_string(),
+        }
+    }
 }
 
 /// Where a wheel's bytes are.
@@ -675,6 +725,9 @@ fn hash_entry(
     };
     let raw = reading.archive.by_index_raw(index).map_err(zip_error)?;
     let path = raw.name().to_string();
+    let expected = recorded.get(path.as_str()).copied();
+    // RECORD cannot give its own hash.
+    let sha256 = EntrySha256::for_entry(wheel.pinned && path != record_name, expected);
     let executable = raw.unix_mode().is_some_and(|m| m & 0o111 != 0);
     let declared = raw.size();
     let read_error = |source: std::io::Error| IngestError::Zip {
@@ -686,20 +739,21 @@ fn hash_entry(
     let whole = reading.inflater.inflate(raw).map_err(read_error)?;
     // A large entry's reservation lasts until its bytes are placed below.
     let (streamed, _held) = match whole {
-        Some(Inflated { bytes, _held }) => (Streamed::whole(bytes), _held),
+        Some(Inflated { bytes, _held }) => (Streamed::whole(bytes, sha256), _held),
         // Anything the fast path does not vouch for is read as before, so
         // its errors are the zip reader's.
         None => {
             let mut entry = reading.archive.by_index(index).map_err(zip_error)?;
-            let streamed = stream_entry(&mut entry, declared, &temp).map_err(|err| match err {
-                StreamError::Read(source) => read_error(source),
-                StreamError::Stage(err) => IngestError::Other(err),
-            })?;
+            let streamed =
+                stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
+                    StreamError::Read(source) => read_error(source),
+                    StreamError::Stage(err) => IngestError::Other(err),
+                })?;
             (streamed, None)
         }
     };
     if path != record_name
-        && let Some(expected) = recorded.get(path.as_str())
+        && let Some(expected) = expected
     {
         let hash_ok = match &expected.hash {
             Some((algo, value)) if algo == "sha256" => *value == streamed.sha256,
@@ -755,10 +809,11 @@ enum Content {
 
 impl Streamed {
     /// An entry read whole into memory, hashed.
-    fn whole(bytes: Vec<u8>) -> Self {
+    fn whole(bytes: Vec<u8>, mut sha256: EntrySha256<'_>) -> Self {
+        sha256.update(&bytes);
         Self {
             blake3: *blake3::hash(&bytes).as_bytes(),
-            sha256: URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&bytes)),
+            sha256: sha256.finish(),
             size: bytes.len() as u64,
             content: Content::InMemory(bytes),
         }
@@ -855,7 +910,8 @@ enum StreamError {
     Stage(anyhow::Error),
 }
 
-/// Reads an entry of `declared` size, hashing it with blake3 and sha256.
+/// Reads an entry of `declared` size, hashing it with blake3 (and sha256,
+/// unless it is given).
 /// One of at most [`IN_MEMORY_LIMIT`] is read straight into its buffer and
 /// hashed whole, a copy fewer than through a read buffer (memory copies
 /// were 5 % of a cold install's samples);
@@ -865,6 +921,7 @@ fn stream_entry(
     entry: &mut impl Read,
     declared: u64,
     temp: &Path,
+    sha256: EntrySha256<'_>,
 ) -> Result<Streamed, StreamError> {
     let mut head = Vec::new();
     if declared <= IN_MEMORY_LIMIT {
@@ -875,21 +932,25 @@ fn stream_entry(
             .read_to_end(&mut head)
             .map_err(StreamError::Read)?;
         if head.len() as u64 <= IN_MEMORY_LIMIT {
-            return Ok(Streamed::whole(head));
+            return Ok(Streamed::whole(head, sha256));
         }
     }
-    spill_entry(entry, head, temp)
+    spill_entry(entry, head, temp, sha256)
 }
 
 /// Streams `head` and then the rest of `entry` to `temp`, hashing.
-fn spill_entry(entry: &mut impl Read, head: Vec<u8>, temp: &Path) -> Result<Streamed, StreamError> {
+fn spill_entry(
+    entry: &mut impl Read,
+    head: Vec<u8>,
+    temp: &Path,
+    mut sha: EntrySha256<'_>,
+) -> Result<Streamed, StreamError> {
     let stage_error = |err: std::io::Error| {
         StreamError::Stage(
             anyhow::Error::new(err).context(format!("cannot write {}", temp.display())),
         )
     };
     let mut blake = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
     let mut writer =
         std::io::BufWriter::with_capacity(1 << 20, File::create(temp).map_err(stage_error)?);
     let mut take = |chunk: &[u8]| -> Result<(), StreamError> {
@@ -910,7 +971,7 @@ fn spill_entry(entry: &mut impl Read, head: Vec<u8>, temp: &Path) -> Result<Stre
     }
     Ok(Streamed {
         blake3: *blake.finalize().as_bytes(),
-        sha256: URL_SAFE_NO_PAD.encode(sha.finalize()),
+        sha256: sha.finish(),
         size,
         content: Content::Spilled(writer),
     })
@@ -1084,8 +1145,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let temp = dir.path().join("entry");
         let check = |data: &[u8], declared: u64, spilled: bool| {
-            let streamed = stream_entry(&mut Cursor::new(data), declared, &temp)
-                .unwrap_or_else(|_| panic!("streamed"));
+            let streamed = stream_entry(
+                &mut Cursor::new(data),
+                declared,
+                &temp,
+                EntrySha256::hashed(),
+            )
+            .unwrap_or_else(|_| panic!("streamed"));
             assert_eq!(streamed.size, data.len() as u64);
             assert_eq!(streamed.blake3, *blake3::hash(data).as_bytes());
             assert_eq!(
@@ -1165,6 +1231,7 @@ mod tests {
                 size: bytes.len() as u64,
                 url: None,
                 built_from_sdist: None,
+                pinned: false,
             };
             let id = ingest_wheel(&store, &wheel).unwrap_or_else(|e| panic!("{e}"));
             let mut rows = store.db.distribution_files(id).unwrap();
@@ -1179,6 +1246,76 @@ mod tests {
         let from_file = files_of(WheelContent::File(&path), "a");
         assert_eq!(from_file.len(), 603);
         assert_eq!(from_file, files_of(WheelContent::Memory(&bytes), "b"));
+    }
+
+    /// A wheel whose RECORD gives `demo/a.py` (whose content is `x = 1`)
+    /// the sha256 `digest`.
+    fn wheel_recording(digest: &str) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, text) in [
+            ("demo/a.py", "x = 1\n"),
+            (
+                "demo-1.0.dist-info/METADATA",
+                "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+            ),
+            (
+                "demo-1.0.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n",
+            ),
+            (
+                "demo-1.0.dist-info/RECORD",
+                &format!(
+                    "demo/a.py,sha256={digest},6\ndemo-1.0.dist-info/METADATA,,\n\
+                     demo-1.0.dist-info/WHEEL,,\ndemo-1.0.dist-info/RECORD,,\n"
+                ),
+            ),
+        ] {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn record_hashes_are_checked_unless_the_lock_pins_the_wheel() {
+        let wrong = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"x = 2\n"));
+        let bytes = wheel_recording(&wrong);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let wheel = |pinned| WheelFile {
+            content: WheelContent::Memory(&bytes),
+            filename: "demo-1.0-py3-none-any.whl",
+            sha256: "0",
+            size: bytes.len() as u64,
+            url: None,
+            built_from_sdist: None,
+            pinned,
+        };
+
+        let err = ingest_wheel(&store, &wheel(false)).unwrap_err().to_string();
+        assert!(
+            err.contains("`demo/a.py` does not match its RECORD hash or size"),
+            "{err}"
+        );
+        assert!(store.db.distribution_by_sha256("0").unwrap().is_none());
+
+        let id = ingest_wheel(&store, &wheel(true)).unwrap_or_else(|e| panic!("{e}"));
+        let rows = store.db.distribution_files(id).unwrap();
+        let row = rows.iter().find(|r| r.path == "demo/a.py").unwrap();
+        assert_eq!(row.sha256, wrong, "RECORD's digest, for the venv's RECORD");
+        assert_eq!(
+            row.object.unwrap().hash,
+            *blake3::hash(b"x = 1\n").as_bytes()
+        );
+        let record = rows.iter().find(|r| r.path.ends_with("/RECORD")).unwrap();
+        let record_text = std::fs::read(store.object_path(&record.object.unwrap())).unwrap();
+        assert_eq!(
+            record.sha256,
+            URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&record_text)),
+            "RECORD itself is hashed"
+        );
     }
 
     #[test]
@@ -1351,6 +1488,7 @@ mod tests {
             size: wheel.len() as u64,
             url: None,
             built_from_sdist: None,
+            pinned: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let Err(err) = hash_entry(
@@ -1392,9 +1530,14 @@ mod tests {
 
     /// Streams `bytes` as an entry and makes it pending at `temp`.
     fn pending(bytes: &[u8], temp: &Path) -> (Pending, ObjectKey) {
-        let streamed = stream_entry(&mut Cursor::new(bytes), bytes.len() as u64, temp)
-            .ok()
-            .unwrap();
+        let streamed = stream_entry(
+            &mut Cursor::new(bytes),
+            bytes.len() as u64,
+            temp,
+            EntrySha256::hashed(),
+        )
+        .ok()
+        .unwrap();
         let key = ObjectKey {
             hash: streamed.blake3,
             executable: false,

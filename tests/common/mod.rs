@@ -180,7 +180,10 @@ pub struct WheelBuilder {
     pub entries: Vec<Entry>,
     pub entry_points: Option<String>,
     pub metadata_name: Option<String>,
+    /// An entry whose RECORD line gives the hash of other content.
     pub corrupt_record_for: Option<String>,
+    /// An entry whose RECORD line gives a size one byte too large.
+    pub wrong_record_size_for: Option<String>,
     pub requires: Vec<String>,
 }
 
@@ -194,6 +197,7 @@ impl WheelBuilder {
             entry_points: None,
             metadata_name: None,
             corrupt_record_for: None,
+            wrong_record_size_for: None,
             requires: Vec::new(),
         }
     }
@@ -303,11 +307,11 @@ impl WheelBuilder {
             if self.corrupt_record_for.as_deref() == Some(entry.name.as_str()) {
                 digest = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"something else"));
             }
-            record.push_str(&format!(
-                "{},sha256={digest},{}\n",
-                entry.name,
-                entry.content.len()
-            ));
+            let mut size = entry.content.len();
+            if self.wrong_record_size_for.as_deref() == Some(entry.name.as_str()) {
+                size += 1;
+            }
+            record.push_str(&format!("{},sha256={digest},{size}\n", entry.name));
         }
         record.push_str(&format!("{dist_info}/RECORD,,\n"));
         zip.start_file(
