@@ -322,8 +322,18 @@ pub fn materialize(
     let number = generations.next_number(recorded.iter().map(|g| g.number));
     let staging = generations.staging(number);
     let pending = (!complete).then_some(pending_key.as_str());
-    let built = build_venv(input, &plan, &staging, pending, options, progress);
-    let mut report = match built {
+    // The manifest is written while the tree is linked: serializing and
+    // compressing it was about 80 of the 96 ms of saving a new tekton-dev
+    // generation, all after its last link.
+    let (built, saved) = std::thread::scope(|scope| {
+        let saving = scope.spawn(|| manifest::Manifest::of(&plan).save(input.store, &plan.hash));
+        let built = build_venv(input, &plan, &staging, pending, options, progress);
+        let saved = saving
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (built, saved)
+    });
+    let mut report = match built.and_then(|report| saved.map(|()| report)) {
         Ok(report) => report,
         Err(err) => {
             let _ = fs_err::remove_dir_all(&staging);
@@ -464,7 +474,7 @@ fn finish_bytecode(
 }
 
 /// Moves the built generation `report.generation` from `staging` into
-/// place, keeps its manifest and lock, records it and points the tier's
+/// place (its manifest saved already), keeps its lock, records it and points the tier's
 /// path at it; older generations beyond the kept number go. Returns the
 /// generation's row.
 fn save_and_switch(
@@ -478,7 +488,6 @@ fn save_and_switch(
     let number = report.generation;
     let path = generations.path(number);
     fs_err::rename(staging, &path)?;
-    manifest::Manifest::of(plan).save(input.store, &plan.hash)?;
     let lock = generations::save_lock_snapshot(input.store, input.lock_bytes)?;
     // Recorded before the switch: a generation the path may point at is
     // always a gc root.
