@@ -1130,13 +1130,15 @@ fn insert_files(tx: &rusqlite::Transaction<'_>, id: i64, files: &[FileRow]) -> a
         "INSERT INTO files (dist_id, path, object, mode, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for file in files {
-        if let Some(object) = &file.object {
+        // Formatted once for both rows.
+        let object = file.object.map(|key| key.to_string());
+        if let Some(object) = &object {
             object_stmt.execute(params![object, file.size as i64])?;
         }
         file_stmt.execute(params![
             id,
             file.path,
-            file.object,
+            object,
             file.mode,
             file.size as i64,
             file.sha256
