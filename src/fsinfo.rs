@@ -62,29 +62,6 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Resu
         .map_err(with_path)
 }
 
-/// Whether a file created with `mode` gets exactly `mode`: the process's
-/// umask (read once) clears none of its bits. Then the chmod that makes a
-/// new file's mode exact whatever the umask can be skipped, one system call
-/// per object of a cold install (29,717 for tekton-dev). tstore never
-/// changes its umask; an unreadable one counts as clearing bits.
-pub fn umask_keeps(mode: u32) -> bool {
-    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let umask = UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| umask_in_status(&status))
-    });
-    umask.is_some_and(|umask| mode & umask == 0)
-}
-
-/// The `Umask:` of a `/proc/<pid>/status` text (Linux 4.7 and later).
-fn umask_in_status(status: &str) -> Option<u32> {
-    let value = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Umask:"))?;
-    u32::from_str_radix(value.trim(), 8).ok()
-}
-
 /// The mode a written copy of a file with mode `like` gets: [`EXEC_MODE`]
 /// if anyone may execute it, else [`FILE_MODE`].
 pub fn file_mode_like(like: u32) -> u32 {
@@ -155,18 +132,6 @@ mod tests {
         assert_eq!(shared_bytes(&path), 0);
         assert!(allocated(&std::fs::metadata(&path).unwrap()) >= 64 << 10);
         assert!(free_bytes(dir.path()).unwrap() > 0);
-    }
-
-    #[test]
-    fn the_umask_is_read_from_proc_status() {
-        let status = "Name:\ttstore\nUmask:\t0022\nState:\tR (running)\n";
-        assert_eq!(umask_in_status(status), Some(0o022));
-        assert_eq!(umask_in_status("Name:\ttstore\n"), None);
-        assert_eq!(umask_in_status("Umask:\tnot octal\n"), None);
-        // Whatever the test runner's umask, this process's is known.
-        let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        let umask = umask_in_status(&own).expect("Linux gives the umask");
-        assert_eq!(umask_keeps(0o444), 0o444 & umask == 0);
     }
 
     #[test]

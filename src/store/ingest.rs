@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -30,7 +30,6 @@ use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use crate::budget::{MemoryBudget, Reserved};
-use crate::fsinfo::umask_keeps;
 
 use super::db::{FileRow, NewDistribution};
 use super::stage::Stage;
@@ -227,7 +226,6 @@ impl Pending {
                 writer
                     .into_inner()
                     .map_err(std::io::IntoInnerError::into_error)
-                    // Created before its key was known: always set.
                     .and_then(|file| {
                         file.set_permissions(std::fs::Permissions::from_mode(key.mode()))
                     })
@@ -1026,24 +1024,13 @@ fn write_staged(stage: &Stage, key: &ObjectKey, bytes: &[u8]) -> anyhow::Result<
 
 /// Creates `path` holding `bytes`, with `mode` whatever the umask.
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
+    let file = File::create(path)
         .and_then(|mut file| file.write_all(bytes).map(|()| file))
         .with_context(|| format!("cannot stage an object at {}", path.display()))?;
-    set_mode(&file, mode).with_context(|| format!("cannot make {} read-only", path.display()))
-}
-
-/// Gives a file created with `mode` exactly that mode, through its handle
-/// (a chmod by path walked the path again), unless the umask kept it.
-fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
-    if umask_keeps(mode) {
-        return Ok(());
-    }
+    // Set through the open file: a chmod by path after it is closed walked
+    // the path again, for each of the ~20,000 objects of a cold install.
     file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot make {} read-only", path.display()))
 }
 
 /// Moves a staged file into `objects/` as a read-only object.

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{ObjectKey, Store};
-use crate::fsinfo::{DIR_MODE, create_dir_all_with_mode, umask_keeps};
+use crate::fsinfo::{DIR_MODE, create_dir_all_with_mode};
 
 /// Staged shards of one store, removed with whatever they still hold when
 /// dropped.
@@ -121,7 +121,6 @@ impl Stage {
             .mode(key.mode())
             .open(&path);
         match created {
-            Ok(file) if umask_keeps(key.mode()) => Ok(Some(file)),
             // Set again through the file: the mode given to open is
             // narrowed by the umask, and `verify` expects exactly this one.
             Ok(file) => match file.set_permissions(std::fs::Permissions::from_mode(key.mode())) {
@@ -136,15 +135,15 @@ impl Stage {
         }
     }
 
-    /// Moves a finished object from `temp`, which has the object's mode
-    /// already, into the stage, unless the stage has it by now; returns
-    /// whether it moved.
+    /// Moves a finished object from `temp` into the stage, unless the stage
+    /// has it by now; returns whether it moved.
     pub fn adopt(&self, temp: &Path, key: &ObjectKey) -> anyhow::Result<bool> {
         let target = self.object_path(key);
         if target.exists() {
             let _ = std::fs::remove_file(temp);
             return Ok(false);
         }
+        fs_err::set_permissions(temp, std::fs::Permissions::from_mode(key.mode()))?;
         fs_err::rename(temp, &target).context("cannot stage an object")?;
         Ok(true)
     }
