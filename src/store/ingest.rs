@@ -1010,16 +1010,17 @@ fn place_object(
 }
 
 /// Writes `key`'s object at its name in `stage`, unless another wheel of
-/// this run has; a failed write leaves no file behind.
+/// this run has. A failed write leaves no file behind and keeps the stage
+/// from being published: another wheel may have found the name taken and
+/// counted on the object.
 fn write_staged(stage: &Stage, key: &ObjectKey, bytes: &[u8]) -> anyhow::Result<()> {
-    let Some(mut file) = stage.create(key)? else {
-        return Ok(());
-    };
-    file.write_all(bytes).map_err(|err| {
-        let _ = std::fs::remove_file(stage.object_path(key));
-        anyhow::Error::new(err)
-            .context(format!("cannot write {}", stage.object_path(key).display()))
-    })
+    let written = stage.create(key).and_then(|created| match created {
+        None => Ok(()),
+        Some(mut file) => file
+            .write_all(bytes)
+            .with_context(|| format!("cannot write {}", stage.object_path(key).display())),
+    });
+    written.inspect_err(|err| stage.abandon(key, err))
 }
 
 /// Creates `path` holding `bytes`, with `mode` whatever the umask.

@@ -35,6 +35,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context;
 
@@ -48,6 +49,9 @@ pub struct Stage {
     objects: PathBuf,
     /// Per first byte of a key: whether that shard is staged.
     staged: [bool; 256],
+    /// Why an object whose name was taken could not be written (see
+    /// [`Stage::abandon`]): the stage is then never published.
+    broken: Mutex<Option<std::io::Error>>,
 }
 
 /// What [`Stage::publish`] did.
@@ -67,6 +71,7 @@ impl Stage {
             dir: store.temp_path("stage"),
             objects: store.objects_dir(),
             staged: [false; 256],
+            broken: Mutex::new(None),
         };
         if !store.stages_new_shards() {
             return Ok(stage);
@@ -135,6 +140,21 @@ impl Stage {
         }
     }
 
+    /// Removes `key`'s object after writing it failed with `err`. A writer
+    /// of this run that found its name taken ([`Stage::create`] gave
+    /// `None`) counts on that object, so from here the stage is never
+    /// published: [`Stage::publish`] fails with `err` (its io kind kept, so
+    /// a full disk is still recognised), and nothing of the run moves in.
+    pub fn abandon(&self, key: &ObjectKey, err: &anyhow::Error) {
+        let _ = std::fs::remove_file(self.object_path(key));
+        let kind = err
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .map_or(ErrorKind::Other, std::io::Error::kind);
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        broken.get_or_insert_with(|| std::io::Error::new(kind, format!("{err:#}")));
+    }
+
     /// Moves a finished object from `temp` into the stage, unless the stage
     /// has it by now; returns whether it moved.
     pub fn adopt(&self, temp: &Path, key: &ObjectKey) -> anyhow::Result<bool> {
@@ -149,8 +169,16 @@ impl Stage {
     }
 
     /// Moves every staged shard that holds objects into the store: whole
-    /// over the store's empty shard, else object by object.
+    /// over the store's empty shard, else object by object. Refuses, moving
+    /// nothing, once an object was abandoned.
     pub fn publish(self) -> anyhow::Result<Published> {
+        let broken = self.broken.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(err) = broken {
+            return Err(anyhow::Error::new(err).context(
+                "an object of this run could not be written, and other wheels share it; \
+                 nothing of this run was moved into the store",
+            ));
+        }
         let mut published = Published::default();
         for byte in 0..=255u8 {
             if !self.staged[byte as usize] {
@@ -235,6 +263,36 @@ mod tests {
             .expect("new")
             .write_all(b"x")
             .unwrap();
+    }
+
+    #[test]
+    fn a_stage_with_an_abandoned_object_moves_nothing_in() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let stage = Stage::begin(&store).unwrap();
+        stage_object(&stage, &key(0x00, 1));
+        let shared = key(0x01, 1);
+        let _writing = stage.create(&shared).unwrap().expect("new");
+        // Another wheel finds the name taken and counts on the object.
+        assert!(stage.create(&shared).unwrap().is_none());
+        let full = anyhow::Error::new(std::io::Error::from(ErrorKind::StorageFull))
+            .context("cannot write the object");
+        stage.abandon(&shared, &full);
+
+        let err = stage.publish().unwrap_err();
+        let io = err
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .expect("an io error on the chain");
+        assert_eq!(io.kind(), ErrorKind::StorageFull, "{err:#}");
+        assert!(
+            format!("{err:#}").contains("cannot write the object"),
+            "{err:#}"
+        );
+        assert!(
+            !store.object_path(&key(0x00, 1)).exists(),
+            "nothing moved in"
+        );
     }
 
     #[test]
