@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS files (
     object  TEXT REFERENCES objects (key),  -- NULL for empty files: never shared by link
     mode    INTEGER NOT NULL,        -- 420 (0644) or 493 (0755)
     size    INTEGER NOT NULL,
-    sha256  TEXT NOT NULL,           -- urlsafe base64 without padding, as RECORD writes it
+    sha256  TEXT NOT NULL,           -- urlsafe base64 without padding, as RECORD writes it (a wheel the lock pins: its RECORD's, not recomputed)
     PRIMARY KEY (dist_id, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_object ON files (object);

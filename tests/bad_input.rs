@@ -84,7 +84,7 @@ fn a_record_size_not_matching_the_content_is_refused() {
     builder.wrong_record_size_for = Some("pkg/__init__.py".into());
     let err = materialize_single(&world, &builder.build(&world.wheels()));
     assert!(
-        err.contains("`pkg/__init__.py` does not match its RECORD hash or size"),
+        err.contains("`pkg/__init__.py` does not match its RECORD size (6 bytes, RECORD says 7)"),
         "{err}"
     );
     assert_nothing_ingested(&world);

@@ -169,7 +169,8 @@ pub struct FileRow {
     pub object: Option<ObjectKey>,
     pub mode: u32,
     pub size: u64,
-    /// urlsafe-base64 sha256, as RECORD writes it.
+    /// urlsafe-base64 sha256, as RECORD writes it: for a wheel the lock
+    /// pins, the one its RECORD gives (`ingest::EntrySha256`).
     pub sha256: String,
     /// What the store holds of this file's bytecode for the tag asked for.
     pub bytecode: Bytecode,

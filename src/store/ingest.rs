@@ -36,7 +36,8 @@ use super::stage::Stage;
 use super::wheel::{self, safe_relative_path};
 use super::{Layout, ObjectKey, Store};
 
-/// A wheel, verified against its lock entry by the caller.
+/// A wheel to ingest (`pinned` says whether the caller verified it
+/// against its lock entry).
 pub struct WheelFile<'a> {
     pub content: WheelContent<'a>,
     /// The wheel's proper file name (the file on disk may be a temp name).
@@ -71,11 +72,15 @@ enum EntrySha256<'r> {
 }
 
 impl<'r> EntrySha256<'r> {
-    /// Given when the wheel is pinned and RECORD gives the entry a sha256,
-    /// else hashed.
+    /// Given when the wheel is pinned and RECORD gives the entry a sha256
+    /// in the form RECORD writes (urlsafe base64 of 32 bytes, no padding),
+    /// which goes into the venv's RECORD as is; else hashed, so that any
+    /// other text is checked, and refused, as before.
     fn for_entry(pinned: bool, recorded: Option<&'r wheel::RecordEntry>) -> Self {
         match recorded.and_then(|entry| entry.hash.as_ref()) {
-            Some((algo, value)) if pinned && algo == "sha256" => Self::Given(value),
+            Some((algo, value)) if pinned && algo == "sha256" && is_sha256_digest(value) => {
+                Self::Given(value)
+            }
             _ => Self::hashed(),
         }
     }
@@ -97,6 +102,14 @@ impl<'r> EntrySha256<'r> {
             Self::Given(value) => value.to_string(),
         }
     }
+}
+
+/// Whether `text` is a sha256 digest as RECORD writes it: the canonical
+/// urlsafe base64 of 32 bytes, without padding (43 characters).
+fn is_sha256_digest(text: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// Where a wheel's bytes are.
@@ -759,11 +772,19 @@ fn hash_entry(
             Some((algo, value)) if algo == "sha256" => *value == streamed.sha256,
             _ => true,
         };
-        if !hash_ok || expected.size.is_some_and(|s| s != streamed.size) {
+        let wrong = if !hash_ok {
+            Some("hash".to_string())
+        } else {
+            expected
+                .size
+                .filter(|&size| size != streamed.size)
+                .map(|size| format!("size ({} bytes, RECORD says {size})", streamed.size))
+        };
+        if let Some(what) = wrong {
             return Err(IngestError::Invalid {
                 wheel: wheel.filename.to_string(),
                 message: format!(
-                    "`{path}` does not match its RECORD hash or size (the wheel is corrupt)"
+                    "`{path}` does not match its RECORD {what} (the wheel is corrupt)"
                 ),
             });
         }
@@ -1250,8 +1271,9 @@ mod tests {
     }
 
     /// A wheel whose RECORD gives `demo/a.py` (whose content is `x = 1`)
-    /// the sha256 `digest`.
+    /// the sha256 `digest`, and itself that of `x = 2`.
     fn wheel_recording(digest: &str) -> Vec<u8> {
+        let own = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"x = 2\n"));
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
@@ -1269,7 +1291,7 @@ mod tests {
                 "demo-1.0.dist-info/RECORD",
                 &format!(
                     "demo/a.py,sha256={digest},6\ndemo-1.0.dist-info/METADATA,,\n\
-                     demo-1.0.dist-info/WHEEL,,\ndemo-1.0.dist-info/RECORD,,\n"
+                     demo-1.0.dist-info/WHEEL,,\ndemo-1.0.dist-info/RECORD,sha256={own},\n"
                 ),
             ),
         ] {
@@ -1297,7 +1319,7 @@ mod tests {
 
         let err = ingest_wheel(&store, &wheel(false)).unwrap_err().to_string();
         assert!(
-            err.contains("`demo/a.py` does not match its RECORD hash or size"),
+            err.contains("`demo/a.py` does not match its RECORD hash"),
             "{err}"
         );
         assert!(store.db.distribution_by_sha256("0").unwrap().is_none());
@@ -1315,8 +1337,52 @@ mod tests {
         assert_eq!(
             record.sha256,
             URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&record_text)),
-            "RECORD itself is hashed"
+            "RECORD itself is hashed, whatever it says of itself"
         );
+    }
+
+    #[test]
+    fn a_pinned_wheel_whose_record_digest_is_not_in_record_form_is_checked() {
+        let right = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"x = 1\n"));
+        // Padded: not what RECORD writes, so not copied into a venv's RECORD.
+        let bytes = wheel_recording(&format!("{right}="));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let wheel = WheelFile {
+            content: WheelContent::Memory(&bytes),
+            filename: "demo-1.0-py3-none-any.whl",
+            sha256: "0",
+            size: bytes.len() as u64,
+            url: None,
+            built_from_sdist: None,
+            pinned: true,
+        };
+        let err = ingest_wheel(&store, &wheel).unwrap_err().to_string();
+        assert!(
+            err.contains("`demo/a.py` does not match its RECORD hash"),
+            "{err}"
+        );
+        assert!(is_sha256_digest(&right));
+        assert!(!is_sha256_digest("ab,cd"));
+    }
+
+    #[test]
+    fn a_given_digest_is_taken_for_entries_in_memory_and_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("entry");
+        let small = b"x = 1\n".to_vec();
+        let large = vec![7u8; IN_MEMORY_LIMIT as usize + 1];
+        for data in [small, large] {
+            let streamed = stream_entry(
+                &mut Cursor::new(&data),
+                data.len() as u64,
+                &temp,
+                EntrySha256::Given("given"),
+            )
+            .unwrap_or_else(|_| panic!("streamed"));
+            assert_eq!(streamed.sha256, "given");
+            assert_eq!(streamed.blake3, *blake3::hash(&data).as_bytes());
+        }
     }
 
     #[test]
