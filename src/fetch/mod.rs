@@ -79,7 +79,8 @@ pub struct MismatchError {
 
 /// Makes sure every distribution in `selected` is in the store. Each
 /// wheel that comes in has its sources handed to `compiler`, if given, as
-/// soon as it is stored.
+/// soon as it is stored, except the wheels of a stage (a new store's
+/// shards), which materializing compiles (see `record_staged`).
 pub fn fetch(
     store: &Store,
     uv: Option<&Uv>,
@@ -264,7 +265,8 @@ impl Fetcher<'_> {
     /// store's install has nothing left to overlap compiling with, and
     /// starting it here (reading every row again, starting the workers) put
     /// about 0.3 s on the way to a usable tekton-dev venv. Materializing
-    /// compiles them once the venv is usable.
+    /// compiles them: once the venv is usable, or (`--into`) before it is
+    /// moved into place.
     fn record_staged(
         &self,
         staged: Vec<(usize, UnrecordedWheel)>,

@@ -12,7 +12,8 @@
 //!
 //! A [`Compiler`] takes sources as they become known: a fetch hands it each
 //! wheel's sources as soon as the wheel is in the store, so compiling runs
-//! while other wheels still download. Those interpreters run at a lower
+//! while other wheels still download (a new store's staged wheels are only
+//! recorded after the last download, and compiled once the venv is usable). Those interpreters run at a lower
 //! priority, so the downloads, unpacking and linking that the venv waits
 //! for keep the CPU they need; what is left when nothing else runs is
 //! theirs. Once the run waits for the bytecode itself, interpreters at the
