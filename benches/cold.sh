@@ -23,7 +23,7 @@
 # run; tstore's usable figure is its own `usable after` (when the tier's path
 # points at a complete venv that imports), the others' is their wall time.
 set -u
-DIR=$1; RUNS=$2; TIER=$3; LABEL=${4:-cold}
+DIR=$(realpath "$1"); RUNS=$2; TIER=$3; LABEL=${4:-cold}
 TSTORE=${TSTORE:-$PWD/target/release/tstore}
 LOCK=$PWD/pylock.$TIER.toml
 FS=$(findmnt -n -o FSTYPE --target "$DIR")
@@ -33,6 +33,8 @@ now() { date +%s.%N; }
 start_mirror() {
   local port=8739 conf=$DIR/mirror/nginx.conf
   mkdir -p "$DIR/mirror/cache"
+  # A mirror left running by a killed run would hold the port.
+  [ -f "$DIR/mirror/nginx.pid" ] && kill "$(cat "$DIR/mirror/nginx.pid")" 2>/dev/null && sleep 0.5
   # As root, nginx's workers would run as nobody, who cannot write the cache.
   local user=""; [ "$(id -u)" = 0 ] && user="user root;"
   cat > "$conf" <<NGINX
@@ -63,7 +65,7 @@ http {
 }
 NGINX
   nginx -e "$DIR/mirror/error.log" -c "$conf" || { echo "cannot start nginx for MIRROR=1" >&2; exit 1; }
-  trap 'kill $(cat "$DIR/mirror/nginx.pid") 2>/dev/null' EXIT
+  trap 'kill "$(cat "$DIR/mirror/nginx.pid" 2>/dev/null)" 2>/dev/null' EXIT
   sed -i "s|https://files.pythonhosted.org/|http://127.0.0.1:$port/|g" "$DIR/pylock.$TIER.toml"
   local W=$DIR/w; rm -rf "$W"; mkdir -p "$W"
   UV_CACHE_DIR=$W/uv-cache uv venv -q --python 3.11 "$W/v" &&
