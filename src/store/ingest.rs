@@ -1301,21 +1301,26 @@ mod tests {
         zip.finish().unwrap().into_inner()
     }
 
-    #[test]
-    fn record_hashes_are_checked_unless_the_lock_pins_the_wheel() {
-        let wrong = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"x = 2\n"));
-        let bytes = wheel_recording(&wrong);
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let wheel = |pinned| WheelFile {
-            content: WheelContent::Memory(&bytes),
+    /// `demo-1.0-py3-none-any.whl` held in `bytes`.
+    fn demo_wheel(bytes: &[u8], pinned: bool) -> WheelFile<'_> {
+        WheelFile {
+            content: WheelContent::Memory(bytes),
             filename: "demo-1.0-py3-none-any.whl",
             sha256: "0",
             size: bytes.len() as u64,
             url: None,
             built_from_sdist: None,
             pinned,
-        };
+        }
+    }
+
+    #[test]
+    fn record_hashes_are_checked_unless_the_lock_pins_the_wheel() {
+        let wrong = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(b"x = 2\n"));
+        let bytes = wheel_recording(&wrong);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let wheel = |pinned| demo_wheel(&bytes, pinned);
 
         let err = ingest_wheel(&store, &wheel(false)).unwrap_err().to_string();
         assert!(
@@ -1348,16 +1353,9 @@ mod tests {
         let bytes = wheel_recording(&format!("{right}="));
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let wheel = WheelFile {
-            content: WheelContent::Memory(&bytes),
-            filename: "demo-1.0-py3-none-any.whl",
-            sha256: "0",
-            size: bytes.len() as u64,
-            url: None,
-            built_from_sdist: None,
-            pinned: true,
-        };
-        let err = ingest_wheel(&store, &wheel).unwrap_err().to_string();
+        let err = ingest_wheel(&store, &demo_wheel(&bytes, true))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("`demo/a.py` does not match its RECORD hash"),
             "{err}"
@@ -1548,15 +1546,7 @@ mod tests {
             archive: &mut archive,
             inflater: &mut inflater,
         };
-        let wheel_file = WheelFile {
-            content: WheelContent::Memory(&wheel),
-            filename: "demo-1.0-py3-none-any.whl",
-            sha256: "0",
-            size: wheel.len() as u64,
-            url: None,
-            built_from_sdist: None,
-            pinned: false,
-        };
+        let wheel_file = demo_wheel(&wheel, false);
         let dir = tempfile::tempdir().unwrap();
         let Err(err) = hash_entry(
             &wheel_file,
