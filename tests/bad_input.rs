@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 
@@ -92,7 +93,8 @@ fn a_record_size_not_matching_the_content_is_refused() {
 
 /// The lock pins the wheel's own sha256, so its RECORD's hashes are taken
 /// as given, as pip and uv take them (some PyTorch wheels were published
-/// with hashes that do not match): the venv's RECORD keeps the wheel's line.
+/// with hashes that do not match): the venv's RECORD has the line uv writes
+/// when it installs the same wheel.
 #[test]
 fn a_pinned_wheel_whose_record_hash_is_wrong_installs_as_uv_installs_it() {
     let world = World::new();
@@ -106,23 +108,49 @@ fn a_pinned_wheel_whose_record_hash_is_wrong_installs_as_uv_installs_it() {
         &[LockedPackage::served(&wheel, &server.url)],
     );
     world.ok(&["materialize", "--frozen", "t"]);
-
     assert_eq!(
         python_ok(&world.venv("t"), "import pkg; print(pkg.x)").trim(),
         "1"
     );
-    let wheel_record = wheel_entry(&wheel, "pkg-1.0.dist-info/RECORD");
-    let line = |record: &str| {
+
+    let by_uv = world.path().join("uv-venv");
+    let cache = world.path().join("uv-cache");
+    let uv = |cmd: &mut Command| {
+        let out = cmd.env("UV_CACHE_DIR", &cache).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    uv(Command::new("uv")
+        .args(["venv", "--quiet", "--python", "3.11"])
+        .arg(&by_uv));
+    uv(Command::new("uv")
+        .args(["pip", "install", "--quiet", "--python"])
+        .arg(by_uv.join("bin/python"))
+        .arg(&wheel));
+
+    let line_in = |record: &str| {
         record
             .lines()
             .find(|l| l.starts_with("pkg/__init__.py,"))
             .map(str::to_string)
+            .unwrap_or_else(|| panic!("no line for pkg/__init__.py in {record}"))
     };
-    let venv_record = python_ok(
-        &world.venv("t"),
-        "import importlib.metadata as m; print(m.distribution('pkg').read_text('RECORD'))",
+    let line_of = |venv: &Path| {
+        line_in(&python_ok(
+            venv,
+            "import importlib.metadata as m; print(m.distribution('pkg').read_text('RECORD'))",
+        ))
+    };
+    let ours = line_of(&world.venv("t"));
+    assert_eq!(ours, line_of(&by_uv), "uv's line");
+    assert_eq!(
+        ours,
+        line_in(&wheel_entry(&wheel, "pkg-1.0.dist-info/RECORD")),
+        "the wheel's line"
     );
-    assert_eq!(line(&venv_record), line(&wheel_record), "{venv_record}");
 }
 
 /// The text of `name` inside the zip archive `wheel`.
