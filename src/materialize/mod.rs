@@ -474,9 +474,9 @@ fn finish_bytecode(
 }
 
 /// Moves the built generation `report.generation` from `staging` into
-/// place (its manifest saved already), keeps its lock, records it and points the tier's
-/// path at it; older generations beyond the kept number go. Returns the
-/// generation's row.
+/// place (its manifest saved already), keeps its lock, records it and
+/// points the tier's path at it; older generations beyond the kept number
+/// go. Returns the generation's row.
 fn save_and_switch(
     input: &TierInput<'_>,
     plan: &Plan,

@@ -63,8 +63,9 @@ pub struct WheelFile<'a> {
 /// that archive, so hashing every entry against it proves nothing the pin
 /// did not, and each entry's CRC-32 (checked by the inflater and the zip
 /// reader) catches damage to its bytes. Hashing them anyway took 0.7 s of
-/// the 6.8 s of CPU of a cold tekton-dev install. A wheel nothing pins (one tstore built) is hashed
-/// and checked against its RECORD, as the wheel spec asks.
+/// the 6.8 s of CPU of a cold tekton-dev install. A wheel nothing pins (one
+/// tstore built) is hashed and checked against its RECORD, as the wheel
+/// spec asks.
 enum EntrySha256<'r> {
     Hashing(sha2::Sha256),
     /// The urlsafe-base64 digest a pinned wheel's RECORD gives.

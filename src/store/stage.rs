@@ -175,7 +175,7 @@ impl Stage {
         let broken = self.broken.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(err) = broken {
             return Err(anyhow::Error::new(err).context(
-                "an object of this run could not be written, and other wheels share it; \
+                "an object of this run could not be written, and other wheels may count on it; \
                  nothing of this run was moved into the store",
             ));
         }
