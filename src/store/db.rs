@@ -3,7 +3,7 @@
 //! Busy timeout first, then WAL, so several tstore processes can share a store;
 //! writes happen in short IMMEDIATE transactions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
@@ -237,6 +237,7 @@ pub struct IndexKeys {
 
 pub struct Db {
     conn: Mutex<Connection>,
+    path: PathBuf,
     /// The on-disk witnesses of what is recorded here; `None` for an index
     /// being rebuilt from them (and in unit tests).
     records: Option<Records>,
@@ -265,6 +266,7 @@ impl Db {
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         let mut db = Self {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
             records: None,
         };
         db.migrate(path)?;
@@ -275,6 +277,15 @@ impl Db {
     pub fn open_with_records(path: &Path, records: Records) -> anyhow::Result<Self> {
         let mut db = Self::open(path)?;
         db.records = Some(records);
+        Ok(db)
+    }
+
+    /// Another connection to the same index, keeping the same records: a
+    /// long write on it (recording a new store's wheels) leaves this one
+    /// free to read meanwhile.
+    pub fn open_another(&self) -> anyhow::Result<Self> {
+        let mut db = Self::open(&self.path)?;
+        db.records = self.records.clone();
         Ok(db)
     }
 
@@ -462,11 +473,7 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows
             .into_iter()
-            .find(|(path, _)| {
-                path.strip_suffix(name)
-                    .and_then(|dir| dir.strip_suffix('/'))
-                    .is_some_and(|dir| !dir.contains('/'))
-            })
+            .find(|(path, _)| is_dist_info_file(path, name))
             .map(|(_, object)| object))
     }
 
@@ -505,6 +512,32 @@ impl Db {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Fills in what the index knows of each row's bytecode for `tag`, as
+    /// [`Db::distribution_files_with_bytecode`] reads it, for rows not read
+    /// from the index (a wheel not recorded yet).
+    pub fn add_bytecode(&self, rows: &mut [FileRow], tag: &str) -> anyhow::Result<()> {
+        let conn = self.conn();
+        // A new store has none: the usual case for rows not recorded yet.
+        let any: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM bytecode)", [], |r| r.get(0))?;
+        if !any {
+            return Ok(());
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT pyc FROM bytecode WHERE source = ?1 AND tag = ?2")?;
+        for row in rows {
+            let found: Option<Option<ObjectKey>> = stmt
+                .query_row(params![row.bytecode_source(), tag], |r| r.get(0))
+                .optional()?;
+            row.bytecode = match found {
+                None => Bytecode::Unknown,
+                Some(None) => Bytecode::DoesNotCompile,
+                Some(Some(pyc)) => Bytecode::Object(pyc),
+            };
+        }
+        Ok(())
     }
 
     /// Records compiled bytecode: (source key or `empty`, pyc object key and
@@ -1093,6 +1126,14 @@ fn insert_distribution_in(
     Ok((id, existing.is_none() || dist.built_from_sdist.is_some()))
 }
 
+/// Whether `path` (in a wheel) is the file `name` directly inside the
+/// wheel's top-level `.dist-info` folder.
+pub fn is_dist_info_file(path: &str, name: &str) -> bool {
+    path.strip_suffix(name)
+        .and_then(|dir| dir.strip_suffix('/'))
+        .is_some_and(|dir| !dir.contains('/') && dir.ends_with(".dist-info"))
+}
+
 /// The record of a distribution just inserted from `dist` and `files`: what
 /// [`Db::distribution_entry`] would read back (files in the index's order).
 fn new_entry(dist: &NewDistribution<'_>, files: &[FileRow]) -> DistributionEntry {
@@ -1227,6 +1268,90 @@ mod tests {
             .collect();
         keys.sort();
         keys
+    }
+
+    #[test]
+    fn a_dist_info_file_by_path_is_only_the_top_level_one() {
+        assert!(is_dist_info_file("m-1.dist-info/METADATA", "METADATA"));
+        for path in [
+            "vendored/m-1.dist-info/METADATA",
+            "m-1.data/METADATA",
+            "METADATA",
+            "m-1.dist-info/METADATA.bak",
+            "m-1.dist-info/sub/METADATA",
+        ] {
+            assert!(!is_dist_info_file(path, "METADATA"), "{path}");
+        }
+    }
+
+    /// Rows not read from the index get the bytecode the index would join
+    /// to them: compiled, does not compile, unknown, for the empty source
+    /// too, only for the tag asked for.
+    #[test]
+    fn bytecode_added_to_rows_in_memory_is_what_the_index_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("store.db")).unwrap();
+        let row = |path: &str, object: Option<ObjectKey>| FileRow {
+            path: path.into(),
+            object,
+            mode: 0o644,
+            size: u64::from(object.is_some()),
+            sha256: "x".into(),
+            bytecode: Bytecode::Unknown,
+        };
+        let rows = vec![
+            row("m/compiled.py", Some(key(1))),
+            row("m/broken.py", Some(key(2))),
+            row("m/new.py", Some(key(3))),
+            row("m/__init__.py", None),
+        ];
+        let tag = "cpython-311-a70d0d0a";
+        let mut fresh = rows.clone();
+        db.add_bytecode(&mut fresh, tag).unwrap();
+        assert!(fresh.iter().all(|r| r.bytecode == Bytecode::Unknown));
+
+        let dist = NewDistribution {
+            name: "m",
+            version: "1",
+            filename: "m-1-py3-none-any.whl",
+            sha256: "m",
+            size: 10,
+            tags: "py3-none-any",
+            url: None,
+            built_from_sdist: None,
+        };
+        let id = db.insert_distribution(&dist, &rows).unwrap();
+        db.record_bytecode(
+            tag,
+            &[
+                (key(1).to_string(), Some((key(9), 5))),
+                (key(2).to_string(), None),
+                (EMPTY_SOURCE.to_string(), Some((key(8), 5))),
+            ],
+        )
+        .unwrap();
+        db.record_bytecode("cpython-312-cb0d0d0a", &[(key(3).to_string(), None)])
+            .unwrap();
+        for tag in [tag, "cpython-312-cb0d0d0a", "cpython-313-f30d0d0a"] {
+            let mut in_memory = rows.clone();
+            in_memory.sort_by(|a, b| a.path.cmp(&b.path));
+            db.add_bytecode(&mut in_memory, tag).unwrap();
+            let from_index = db.distribution_files_with_bytecode(id, Some(tag)).unwrap();
+            assert_eq!(in_memory, from_index, "{tag}");
+        }
+        let mut in_memory = rows;
+        in_memory.sort_by(|a, b| a.path.cmp(&b.path));
+        db.add_bytecode(&mut in_memory, tag).unwrap();
+        let states: Vec<_> = in_memory.iter().map(|r| r.bytecode.clone()).collect();
+        assert_eq!(
+            states,
+            [
+                Bytecode::Object(key(8)),
+                Bytecode::DoesNotCompile,
+                Bytecode::Object(key(9)),
+                Bytecode::Unknown
+            ]
+        );
     }
 
     #[test]
