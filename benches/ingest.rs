@@ -210,7 +210,7 @@ fn ingest_staged(wheels: &[Wheel], home: &Path, at_once: usize) {
             Ingested::Recorded(_) => None,
         })
         .collect();
-    record_wheels(&store, &staged).expect("the wheels recorded");
+    record_wheels(&store.db, &staged).expect("the wheels recorded");
 }
 
 fn wheel_file(wheel: &Wheel) -> WheelFile<'_> {

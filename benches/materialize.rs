@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::Digest;
 use tstore::config::{LinkMode, Tier};
 use tstore::dist::{Location, PinnedFile, Selected, Source};
-use tstore::fetch::Fetched;
+use tstore::fetch::{Fetched, Stored};
 use tstore::interpreter::Interpreter;
 use tstore::materialize::{self, MaterializeOptions, Outcome, TierInput};
 use tstore::progress::Silent;
@@ -280,7 +280,7 @@ fn fetched_from(wheels: &[BenchWheel], ids: &[i64]) -> Vec<Fetched> {
                     sha256: w.sha256.clone(),
                 }),
             },
-            dist_id: *id,
+            stored: Stored::Recorded(*id),
         })
         .collect()
 }

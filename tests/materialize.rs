@@ -628,3 +628,69 @@ fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
     assert_eq!(world.store_counts(), (0, 0));
     assert_eq!(world.object_files().0, 0);
 }
+
+/// A new store's first install plans and links its venv from the rows of
+/// its wheels while they are being recorded in the index. The index then
+/// holds exactly those rows: planned again from the index (the lock's bytes
+/// changed, not its packages), the venv is up to date. A later tier whose
+/// new wheel shares sources with stored bytecode links that bytecode from
+/// the start, also before the wheel is recorded.
+#[test]
+fn a_venv_planned_before_its_wheels_are_recorded_is_the_one_the_index_plans() {
+    let world = World::new();
+    WheelBuilder::new("first", "1.0")
+        .file("first/__init__.py", "from .core import VALUE\n")
+        .file("first/core.py", "VALUE = 1\n")
+        .raw("first/empty.py", b"", 0o100644)
+        .file("first/broken.py", "def broken(:\n")
+        .build(&world.wheels());
+    // The same sources as `first`, in another package.
+    WheelBuilder::new("second", "1.0")
+        .file("second/__init__.py", "from .core import VALUE\n")
+        .file("second/core.py", "VALUE = 1\n")
+        .raw("second/empty.py", b"", 0o100644)
+        .file("second/broken.py", "def broken(:\n")
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(
+        "python = \"3.11\"\n[tiers.a]\nrequirements = [\"first\"]\n\
+         [tiers.b]\nrequirements = [\"second\"]\n",
+    );
+    let lock = |tier: &str| world.project().join(format!("pylock.{tier}.toml"));
+    lock_served(&lock("a"), &world.wheels(), &["first"], &server.url);
+    lock_served(&lock("b"), &world.wheels(), &["second"], &server.url);
+
+    let first = world.ok(&["-v", "materialize", "--frozen", "a"]);
+    assert!(
+        first.contains("recording 1 staged wheels (while linking)"),
+        "{first}"
+    );
+    assert!(
+        first.contains("bytecode: 3 file(s) compiled into the store, 1 do not compile"),
+        "{first}"
+    );
+    // `second` is staged too (the store's shards are mostly empty) and its
+    // sources have bytecode already: nothing is left to compile.
+    let second = world.ok(&["-v", "materialize", "--frozen", "b"]);
+    assert!(
+        second.contains("recording 1 staged wheels (while linking)"),
+        "{second}"
+    );
+    assert!(!second.contains("compiled into the store"), "{second}");
+    assert!(!second.contains("compiling the bytecode"), "{second}");
+    python_ok(&world.venv("b"), "import second; assert second.VALUE == 1");
+    let pyc = site_packages(&world.venv("b")).join("second/__pycache__/core.cpython-311.pyc");
+    let shared = site_packages(&world.venv("a")).join("first/__pycache__/core.cpython-311.pyc");
+    assert_eq!(inode_of(&pyc), inode_of(&shared));
+
+    for tier in ["a", "b"] {
+        // New bytes, same packages: the plan is made again, from the index.
+        let mut bytes = fs_err::read(lock(tier)).unwrap();
+        bytes.extend_from_slice(b"\n# touched\n");
+        fs_err::write(lock(tier), bytes).unwrap();
+        let again = world.ok(&["-v", "materialize", "--frozen", tier]);
+        assert!(again.contains(&format!("{tier}: up to date")), "{again}");
+        assert!(!again.contains("recording"), "{again}");
+    }
+    world.ok(&["verify"]);
+}

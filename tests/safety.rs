@@ -125,9 +125,10 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
 }
 
 /// A first install (a new store) writes its objects into a stage and
-/// records its wheels only after moving the stage in: a kill while it
-/// stages or as it publishes leaves a store that verifies, nothing in its
-/// tmp once opened again, and the rerun completes.
+/// records its wheels only after moving the stage in, while the venv links:
+/// a kill while it stages, as it publishes, or while it links and records
+/// leaves a store that verifies, nothing in its tmp once opened again, and
+/// the rerun completes.
 #[test]
 fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
     let world = World::new();
@@ -148,11 +149,19 @@ fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
     let objects = world.store().join("v1/objects");
     let staging = || staging_objects(&tmp);
     let published = || any_file_under(&objects);
+    let generations = world.home().join("venvs/.tstore-generations/t");
+    let linking = || {
+        std::fs::read_dir(&generations).is_ok_and(|mut entries| {
+            entries
+                .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".staging-")))
+        })
+    };
     let args = ["materialize", "--frozen", "t"];
     let mut kills = Vec::new();
     for (point, reached) in [
         ("staging", &staging as &dyn Fn() -> bool),
         ("publishing", &published),
+        ("linking and recording", &linking),
     ] {
         // A new machine each time: no store, no venv.
         for dir in [world.store(), world.home().join("venvs")] {

@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -20,6 +21,7 @@ use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
 use crate::store::Store;
 use crate::store::bytecode::{Compiler, sources_to_compile};
+use crate::store::db::Db;
 use crate::store::ingest::{
     Ingested, UnrecordedWheel, WheelContent, WheelFile, ingest_wheel, record_wheels, stage_wheel,
 };
@@ -48,11 +50,86 @@ pub struct FetchOptions {
     pub concurrent_downloads: usize,
 }
 
-/// A selected distribution and its record in the store.
+/// A selected distribution and how the store has it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub selected: Selected,
-    pub dist_id: i64,
+    pub stored: Stored,
+}
+
+/// How a fetched distribution is in the store.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// Recorded in the index under this id.
+    Recorded(i64),
+    /// A wheel of a new store's first install: its objects are in
+    /// `objects/`, its rows not in the index yet. [`record`] writes them;
+    /// materializing does so on another thread while it plans and links
+    /// from these rows.
+    Unrecorded(Arc<UnrecordedWheel>),
+}
+
+impl Fetched {
+    /// Its id in the index; `None` until it is recorded.
+    pub fn dist_id(&self) -> Option<i64> {
+        match self.stored {
+            Stored::Recorded(id) => Some(id),
+            Stored::Unrecorded(_) => None,
+        }
+    }
+}
+
+/// Records the wheels of `fetched` the index lacks, in one transaction on
+/// `db`; returns the id of every item of `fetched`, in order.
+pub fn record(db: &Db, fetched: &[Fetched]) -> anyhow::Result<Vec<i64>> {
+    let unrecorded: Vec<&UnrecordedWheel> = fetched
+        .iter()
+        .filter_map(|item| match &item.stored {
+            Stored::Unrecorded(wheel) => Some(wheel.as_ref()),
+            Stored::Recorded(_) => None,
+        })
+        .collect();
+    let mut new_ids = if unrecorded.is_empty() {
+        Vec::new()
+    } else {
+        record_wheels(db, &unrecorded)?
+    }
+    .into_iter();
+    fetched
+        .iter()
+        .map(|item| match item.stored {
+            Stored::Recorded(id) => Ok(id),
+            Stored::Unrecorded(_) => new_ids
+                .next()
+                .context("the index returned fewer ids than wheels recorded"),
+        })
+        .collect()
+}
+
+/// [`record`], then every item of `fetched` is [`Stored::Recorded`].
+pub fn record_in_place(
+    db: &Db,
+    fetched: &mut [Fetched],
+    progress: &dyn Progress,
+) -> anyhow::Result<()> {
+    let count = unrecorded_count(fetched);
+    if count == 0 {
+        return Ok(());
+    }
+    let step = format!("recording {count} staged wheels");
+    let ids = timed(progress, &step, || record(db, fetched))?;
+    for (item, id) in fetched.iter_mut().zip(ids) {
+        item.stored = Stored::Recorded(id);
+    }
+    Ok(())
+}
+
+/// How many items of `fetched` are not recorded yet.
+pub fn unrecorded_count(fetched: &[Fetched]) -> usize {
+    fetched
+        .iter()
+        .filter(|item| matches!(item.stored, Stored::Unrecorded(_)))
+        .count()
 }
 
 /// What one fetch did, for the summary line.
@@ -80,7 +157,8 @@ pub struct MismatchError {
 /// Makes sure every distribution in `selected` is in the store. Each
 /// wheel that comes in has its sources handed to `compiler`, if given, as
 /// soon as it is stored, except the wheels of a stage (a new store's
-/// shards), which materializing compiles (see `record_staged`).
+/// shards), which come back [`Stored::Unrecorded`]: the caller records
+/// them ([`record`]), and materializing compiles them.
 pub fn fetch(
     store: &Store,
     uv: Option<&Uv>,
@@ -100,22 +178,26 @@ pub fn fetch(
         in_memory: MemoryBudget::new(IN_MEMORY_WHEELS),
     };
     let mut report = FetchReport::default();
-    let mut done = fetcher.find_stored(selected, &mut report)?;
+    let done = fetcher.find_stored(selected, &mut report)?;
     let missing: Vec<usize> = (0..selected.len()).filter(|&i| done[i].is_none()).collect();
+    if !missing.is_empty() && options.offline {
+        return Err(offline_error(selected, &missing));
+    }
+    let mut stored: Vec<Option<Stored>> = done
+        .into_iter()
+        .map(|id| id.map(Stored::Recorded))
+        .collect();
     if !missing.is_empty() {
-        if options.offline {
-            return Err(offline_error(selected, &missing));
-        }
-        for (i, id) in fetcher.fetch_missing(selected, &missing, &mut report)? {
-            done[i] = Some(id);
+        for (i, got) in fetcher.fetch_missing(selected, &missing, &mut report)? {
+            stored[i] = Some(got);
         }
     }
     let fetched = selected
         .iter()
-        .zip(done)
-        .map(|(item, id)| Fetched {
+        .zip(stored)
+        .map(|(item, stored)| Fetched {
             selected: item.clone(),
-            dist_id: id.expect("every missing item was fetched or reported"),
+            stored: stored.expect("every missing item was fetched or reported"),
         })
         .collect();
     Ok((fetched, report))
@@ -166,14 +248,14 @@ impl Fetcher<'_> {
     }
 
     /// Downloads (and for sdists builds) the `missing` items in parallel;
-    /// returns each one's index in `selected` and its record id, or one
+    /// returns each one's index in `selected` and how it is stored, or one
     /// error naming every failure.
     fn fetch_missing(
         &self,
         selected: &[Selected],
         missing: &[usize],
         report: &mut FetchReport,
-    ) -> anyhow::Result<Vec<(usize, i64)>> {
+    ) -> anyhow::Result<Vec<(usize, Stored)>> {
         let total_bytes: u64 = missing
             .iter()
             .filter_map(|&i| selected[i].pinned().and_then(|p| p.size))
@@ -182,7 +264,8 @@ impl Fetcher<'_> {
             .start(DOWNLOADING, missing.len() as u64, total_bytes);
         self.progress.start(UNPACKING, missing.len() as u64, 0);
         // A new store's objects are written at their final names in a
-        // stage, moved in a shard at a time, and the wheels recorded after.
+        // stage and moved in a shard at a time; the caller records the
+        // wheels after.
         let stage = Stage::begin(self.store)?;
         let staging = (stage.shards() > 0).then_some(&stage);
         let mut results = self.fetch_in_parallel(selected, missing, staging)?;
@@ -195,30 +278,44 @@ impl Fetcher<'_> {
                 stage.publish()
             })?;
         }
-        let mut ids = Vec::with_capacity(results.len());
-        let mut unrecorded = Vec::new();
+        let mut stored = Vec::with_capacity(results.len());
         let mut failures = Failures::default();
         for (i, result) in results {
             match result {
                 Ok((got, bytes)) => {
                     report.bytes += bytes;
-                    match got {
-                        Ingested::Recorded(id) => ids.push((i, id)),
-                        Ingested::Unrecorded(wheel) => unrecorded.push((i, wheel)),
-                    }
+                    stored.push((
+                        i,
+                        match got {
+                            Ingested::Recorded(id) => Stored::Recorded(id),
+                            Ingested::Unrecorded(wheel) => Stored::Unrecorded(Arc::new(wheel)),
+                        },
+                    ));
                 }
                 Err(err) => failures.push(err),
             }
         }
-        ids.extend(self.record_staged(unrecorded)?);
-        failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))?;
+        if let Err(failed) =
+            failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))
+        {
+            // What arrived counts even when other downloads failed.
+            let arrived: Vec<Fetched> = stored
+                .into_iter()
+                .map(|(i, stored)| Fetched {
+                    selected: selected[i].clone(),
+                    stored,
+                })
+                .collect();
+            record(&self.store.db, &arrived)?;
+            return Err(failed.into());
+        }
         let built = missing
             .iter()
             .filter(|&&i| matches!(selected[i].source, Source::Sdist(_)))
             .count();
         report.built += built;
         report.downloaded = missing.len() - built;
-        Ok(ids)
+        Ok(stored)
     }
 
     /// Fetches each of `missing` on a pool of the configured number of
@@ -258,26 +355,6 @@ impl Fetcher<'_> {
                 })
                 .collect()
         }))
-    }
-
-    /// Records the wheels a stage held, now that it is moved in, in one
-    /// transaction. Their sources are not handed to the compiler: a new
-    /// store's install has nothing left to overlap compiling with, and
-    /// starting it here (reading every row again, starting the workers) put
-    /// about 0.3 s on the way to a usable tekton-dev venv. Materializing
-    /// compiles them: once the venv is usable, or (`--into`) before it is
-    /// moved into place.
-    fn record_staged(
-        &self,
-        staged: Vec<(usize, UnrecordedWheel)>,
-    ) -> anyhow::Result<Vec<(usize, i64)>> {
-        if staged.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (indices, wheels): (Vec<usize>, Vec<UnrecordedWheel>) = staged.into_iter().unzip();
-        let step = format!("recording {} staged wheels", wheels.len());
-        let ids = timed(self.progress, &step, || record_wheels(self.store, &wheels))?;
-        Ok(indices.into_iter().zip(ids).collect())
     }
 
     /// Gets one wheel or sdist into the store (a wheel's new objects into

@@ -27,9 +27,10 @@ use uv_pep440::Version;
 use uv_pep508::{MarkerEnvironment, Requirement, VersionOrUrl};
 
 use crate::config::Tier;
-use crate::fetch::Fetched;
+use crate::fetch::{Fetched, Stored};
 use crate::interpreter::Interpreter;
 use crate::progress::Progress;
+use crate::store::db::is_dist_info_file;
 use crate::store::{Store, wheel};
 
 /// Unmet requirements listed in the error before "and N more".
@@ -106,10 +107,15 @@ fn read_installed(
     progress: &dyn Progress,
 ) -> anyhow::Result<Installed> {
     let label = item.selected.label();
-    let object = store
-        .db
-        .dist_info_file(item.dist_id, "METADATA")?
-        .with_context(|| format!("the store has no METADATA for {label}: the record is damaged"))?;
+    let object = match &item.stored {
+        Stored::Recorded(id) => store.db.dist_info_file(*id, "METADATA")?,
+        Stored::Unrecorded(wheel) => wheel
+            .rows()
+            .iter()
+            .find(|row| is_dist_info_file(&row.path, "METADATA"))
+            .map(|row| row.object),
+    }
+    .with_context(|| format!("the store has no METADATA for {label}: the record is damaged"))?;
     let bytes = match &object {
         None => Vec::new(),
         Some(key) => fs_err::read(store.object_path(key))

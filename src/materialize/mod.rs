@@ -26,6 +26,7 @@ pub mod edit;
 pub mod generations;
 pub mod manifest;
 pub mod plan;
+pub mod recording;
 pub mod scripts;
 pub mod shared_pycs;
 pub mod tree;
@@ -48,6 +49,7 @@ use crate::uv::Uv;
 
 pub use crate::link::LinkMethod;
 use plan::Plan;
+use recording::Recording;
 
 #[derive(Debug, Clone, Default)]
 pub struct MaterializeOptions {
@@ -225,8 +227,24 @@ fn pending_key(input: &TierInput<'_>) -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// Builds the tier's venv (see the module docs); wheels the fetch left
+/// unrecorded are recorded meanwhile ([`recording`]).
 pub fn materialize(
     input: &TierInput<'_>,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<Outcome> {
+    std::thread::scope(|scope| {
+        let recording = Recording::start(scope, input.store, input.fetched, progress);
+        let outcome = materialize_while_recording(input, &recording, options, progress);
+        let recorded = recording.finish();
+        outcome.and_then(|outcome| recorded.map(|()| outcome))
+    })
+}
+
+fn materialize_while_recording(
+    input: &TierInput<'_>,
+    recording: &Recording<'_>,
     options: &MaterializeOptions,
     progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
@@ -306,7 +324,16 @@ pub fn materialize(
             bytecode_after: None,
         };
         let finishing = Instant::now();
-        let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+        let mut report = finish_bytecode(
+            input,
+            recording,
+            &mut prepared,
+            plan,
+            &base,
+            row,
+            report,
+            progress,
+        )?;
         report.bytecode_after = Some(finishing.elapsed());
         return Ok(Outcome::Built(report));
     }
@@ -344,8 +371,17 @@ pub fn materialize(
         }
     };
     report.generation = number;
+    let dist_ids = recording.dist_ids()?;
     let row = timed(progress, "save, record and switch", || {
-        save_and_switch(input, &plan, &generations, &staging, &report, options)
+        save_and_switch(
+            input,
+            &dist_ids,
+            &plan,
+            &generations,
+            &staging,
+            &report,
+            options,
+        )
     })?;
     if complete {
         return Ok(Outcome::Built(report));
@@ -359,7 +395,16 @@ pub fn materialize(
         prepared.missing.len()
     ));
     let base = plan.files.clone();
-    let mut report = finish_bytecode(input, &mut prepared, plan, &base, row, report, progress)?;
+    let mut report = finish_bytecode(
+        input,
+        recording,
+        &mut prepared,
+        plan,
+        &base,
+        row,
+        report,
+        progress,
+    )?;
     report.bytecode_after = Some(usable.elapsed());
     Ok(Outcome::Built(report))
 }
@@ -425,8 +470,10 @@ fn unfinished(
 /// of `row` (built from the files `base`), then records it as complete:
 /// manifest, generation row and record, then the `pyvenv.cfg` keys that
 /// make the next run find it up to date.
+#[allow(clippy::too_many_arguments)]
 fn finish_bytecode(
     input: &TierInput<'_>,
+    recording: &Recording<'_>,
     prepared: &mut Prepared<'_>,
     plan: Plan,
     base: &[plan::PlannedFile],
@@ -458,7 +505,7 @@ fn finish_bytecode(
         || -> anyhow::Result<()> {
             manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
             row.plan = plan.hash.clone();
-            let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
+            let dist_ids = recording.dist_ids()?;
             input.store.db.record_generation(
                 &input.tier.name,
                 &input.config_label,
@@ -474,11 +521,12 @@ fn finish_bytecode(
 }
 
 /// Moves the built generation `report.generation` from `staging` into
-/// place (its manifest saved already), keeps its lock, records it and
-/// points the tier's path at it; older generations beyond the kept number
-/// go. Returns the generation's row.
+/// place (its manifest saved already), keeps its lock, records it (holding
+/// the distributions `dist_ids`) and points the tier's path at it; older
+/// generations beyond the kept number go. Returns the generation's row.
 fn save_and_switch(
     input: &TierInput<'_>,
+    dist_ids: &[i64],
     plan: &Plan,
     generations: &generations::Generations,
     staging: &Path,
@@ -491,7 +539,6 @@ fn save_and_switch(
     let lock = generations::save_lock_snapshot(input.store, input.lock_bytes)?;
     // Recorded before the switch: a generation the path may point at is
     // always a gc root.
-    let dist_ids: Vec<i64> = input.fetched.iter().map(|f| f.dist_id).collect();
     let row = GenerationRow {
         venv: input.tier.venv.display().to_string(),
         number,
@@ -504,7 +551,7 @@ fn save_and_switch(
     input
         .store
         .db
-        .record_generation(&input.tier.name, &input.config_label, &row, &dist_ids)?;
+        .record_generation(&input.tier.name, &input.config_label, &row, dist_ids)?;
     generations.switch_to(number)?;
     generations.prune(input.store, options.keep_generations)?;
     Ok(row)
@@ -515,6 +562,20 @@ fn save_and_switch(
 /// is needed afterwards when files are copied. Built beside `dir` and
 /// renamed into place; an existing `dir` is replaced only with `force`.
 pub fn materialize_into(
+    input: &TierInput<'_>,
+    options: &MaterializeOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<BuildReport> {
+    std::thread::scope(|scope| {
+        let recording = Recording::start(scope, input.store, input.fetched, progress);
+        let built = build_into(input, options, progress);
+        let recorded = recording.finish();
+        built.and_then(|report| recorded.map(|()| report))
+    })
+}
+
+/// [`materialize_into`] but for the recording of the fetch's new wheels.
+fn build_into(
     input: &TierInput<'_>,
     options: &MaterializeOptions,
     progress: &dyn Progress,

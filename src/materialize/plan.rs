@@ -19,7 +19,7 @@ use sha2::Digest;
 
 use super::scripts;
 use crate::dist::Source;
-use crate::fetch::Fetched;
+use crate::fetch::{Fetched, Stored};
 use crate::store::db::{Bytecode, FileRow};
 use crate::store::wheel::{
     self, csv_field, data_prefix, dist_info_dir, imports_from_site_packages, safe_relative_path,
@@ -83,7 +83,9 @@ pub struct DistributionFiles<'a> {
 }
 
 /// Reads every distribution's files, in name order, with what the store
-/// knows of their bytecode for `bytecode_tag`.
+/// knows of their bytecode for `bytecode_tag`: from the index, or for a
+/// wheel not recorded yet from the rows it will be recorded with, so a new
+/// store's venv is planned while its wheels are being recorded.
 pub fn read_distributions<'a>(
     store: &Store,
     fetched: &'a [Fetched],
@@ -94,14 +96,33 @@ pub fn read_distributions<'a>(
     fetched
         .into_iter()
         .map(|item| {
+            let rows = match &item.stored {
+                Stored::Recorded(id) => store
+                    .db
+                    .distribution_files_with_bytecode(*id, bytecode_tag)?,
+                Stored::Unrecorded(wheel) => rows_in_memory(store, wheel.rows(), bytecode_tag)?,
+            };
             Ok(DistributionFiles {
                 fetched: item,
-                rows: store
-                    .db
-                    .distribution_files_with_bytecode(item.dist_id, bytecode_tag)?,
+                rows,
             })
         })
         .collect()
+}
+
+/// A wheel's rows not read from the index, as the index would give them:
+/// in path order, with the bytecode it knows for their sources.
+fn rows_in_memory(
+    store: &Store,
+    rows: &[FileRow],
+    bytecode_tag: Option<&str>,
+) -> anyhow::Result<Vec<FileRow>> {
+    let mut rows = rows.to_vec();
+    rows.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    if let Some(tag) = bytecode_tag {
+        store.db.add_bytecode(&mut rows, tag)?;
+    }
+    Ok(rows)
 }
 
 /// The `.py` files Python imports from site-packages that the store has no

@@ -14,6 +14,7 @@
 //! are new objects renamed into `objects/` (read-only) and the distribution
 //! recorded in SQLite. A reader never sees a partial object.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, Write};
@@ -31,7 +32,7 @@ use zip::ZipArchive;
 
 use crate::budget::{MemoryBudget, Reserved};
 
-use super::db::{FileRow, NewDistribution};
+use super::db::{Db, FileRow, NewDistribution};
 use super::stage::Stage;
 use super::wheel::{self, safe_relative_path};
 use super::{Layout, ObjectKey, Store};
@@ -255,7 +256,7 @@ impl Pending {
 pub fn ingest_wheel(store: &Store, wheel: &WheelFile<'_>) -> Result<i64, IngestError> {
     match stage_wheel(store, None, wheel)? {
         Ingested::Recorded(id) => Ok(id),
-        Ingested::Unrecorded(new) => Ok(record_wheels(store, &[new])?[0]),
+        Ingested::Unrecorded(new) => Ok(record_wheels(&store.db, &[new])?[0]),
     }
 }
 
@@ -270,6 +271,7 @@ pub enum Ingested {
 }
 
 /// A checked wheel whose objects are in place, not recorded yet.
+#[derive(Debug)]
 pub struct UnrecordedWheel {
     name: String,
     version: String,
@@ -280,6 +282,13 @@ pub struct UnrecordedWheel {
     url: Option<String>,
     built_from_sdist: Option<String>,
     rows: Vec<FileRow>,
+}
+
+impl UnrecordedWheel {
+    /// Its files, as the index will hold them (bytecode unknown).
+    pub fn rows(&self) -> &[FileRow] {
+        &self.rows
+    }
 }
 
 /// Checks and hashes `wheel` and puts its new objects in place: into
@@ -350,7 +359,7 @@ pub fn stage_wheel(
     if stage.is_some() {
         return Ok(Ingested::Unrecorded(new));
     }
-    Ok(Ingested::Recorded(record_wheels(store, &[new])?[0]))
+    Ok(Ingested::Recorded(record_wheels(&store.db, &[new])?[0]))
 }
 
 /// The tags part of a wheel's file name (`py3-none-any`).
@@ -364,10 +373,14 @@ fn wheel_tags(filename: &WheelFilename) -> String {
 
 /// Records wheels whose objects are all in `objects/`, in one
 /// transaction; returns their ids, in order.
-pub fn record_wheels(store: &Store, wheels: &[UnrecordedWheel]) -> anyhow::Result<Vec<i64>> {
+pub fn record_wheels<W: Borrow<UnrecordedWheel>>(
+    db: &Db,
+    wheels: &[W],
+) -> anyhow::Result<Vec<i64>> {
     let rows: Vec<(NewDistribution<'_>, &[FileRow])> = wheels
         .iter()
         .map(|w| {
+            let w = w.borrow();
             let dist = NewDistribution {
                 name: &w.name,
                 version: &w.version,
@@ -381,7 +394,7 @@ pub fn record_wheels(store: &Store, wheels: &[UnrecordedWheel]) -> anyhow::Resul
             (dist, w.rows.as_slice())
         })
         .collect();
-    store.db.insert_distributions(&rows)
+    db.insert_distributions(&rows)
 }
 
 /// What a wheel says about itself, checked before any content is read.

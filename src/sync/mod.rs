@@ -365,7 +365,12 @@ impl Workspace {
             );
             (pulled, fetched)
         });
-        let (fetched, report) = fetched.with_context(|| format!("tier `{}`", tier.name))?;
+        let (mut fetched, report) = fetched.with_context(|| format!("tier `{}`", tier.name))?;
+        if !materializing {
+            // Materializing records a new store's wheels while it links;
+            // without it, they are recorded now.
+            fetch::record_in_place(&self.store.db, &mut fetched, progress)?;
+        }
         let closure = materialize::closure::ClosureInput {
             store: &self.store,
             tier,
