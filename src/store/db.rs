@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::ObjectKey;
 use super::records::{
@@ -250,6 +250,14 @@ impl Db {
             .with_context(|| format!("cannot open the store index {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        let mut db = Self::with_settings(conn, path)?;
+        db.migrate(path)?;
+        Ok(db)
+    }
+
+    /// `conn` (to the index at `path`, in WAL mode) with the settings each
+    /// connection needs.
+    fn with_settings(conn: Connection, path: &Path) -> anyhow::Result<Self> {
         // NORMAL in WAL mode: a commit is durable once the WAL is synced at
         // the next checkpoint; a power loss can lose the last commits but
         // never corrupts the file. What it loses, the records rebuild.
@@ -264,13 +272,11 @@ impl Db {
         // of every file written since, and holds the index meanwhile. A cold
         // install of tekton-ai spent about 1 s in 15 of them.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
-        let mut db = Self {
+        Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             records: None,
-        };
-        db.migrate(path)?;
-        Ok(db)
+        })
     }
 
     /// Opens the store's index, which writes a record of each change to `records`.
@@ -282,9 +288,18 @@ impl Db {
 
     /// Another connection to the same index, keeping the same records: a
     /// long write on it (recording a new store's wheels) leaves this one
-    /// free to read meanwhile.
+    /// free to read meanwhile. The index is open already, in WAL mode and
+    /// migrated: only the per-connection settings are made, none of the
+    /// steps that bypass SQLite's busy handler (`Store::open` holds
+    /// `run/open.lock` for those).
     pub fn open_another(&self) -> anyhow::Result<Self> {
-        let mut db = Self::open(&self.path)?;
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open the store index {}", self.path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        let mut db = Self::with_settings(conn, &self.path)?;
         db.records = self.records.clone();
         Ok(db)
     }
