@@ -67,6 +67,33 @@ fn a_hand_trimmed_lock_is_refused() {
     python_ok(&world.venv("t"), "import requests, urllib3, idna");
 }
 
+/// A refused lock refuses the venv, not the wheels it brought: a first
+/// install records them (while materializing, recording happens beside
+/// linking, which a refused lock never reaches), so the mended lock's run
+/// downloads only what was missing.
+#[test]
+fn a_refused_lock_keeps_what_it_downloaded() {
+    let world = World::new();
+    let requests = module("requests", "2.32.3")
+        .requires("idna<4,>=2.5")
+        .requires("urllib3<3,>=1.21.1")
+        .build(&world.wheels());
+    let urllib3 = module("urllib3", "2.2.3").build(&world.wheels());
+    let idna = module("idna", "3.10").build(&world.wheels());
+    let _server = lock_tier(&world, &["requests"], &[requests.clone(), idna.clone()]);
+    world.fails(&["materialize", "--frozen", "t"]);
+    assert_eq!(world.store_counts().0, 2, "requests and idna recorded");
+    world.ok(&["verify"]);
+
+    let _server = lock_tier(&world, &["requests"], &[requests, urllib3, idna]);
+    let out = world.ok(&["materialize", "--frozen", "t"]);
+    assert!(
+        out.contains("1 downloaded, 2 already in the store"),
+        "{out}"
+    );
+    python_ok(&world.venv("t"), "import requests, urllib3, idna");
+}
+
 #[test]
 fn a_version_the_requirement_excludes_is_refused() {
     let world = World::new();

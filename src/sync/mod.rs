@@ -378,9 +378,15 @@ impl Workspace {
             lock_path: &lock_path,
             fetched: &fetched,
         };
-        timed(progress, "closure check", || {
+        let checked = timed(progress, "closure check", || {
             materialize::closure::check(&closure, progress)
-        })?;
+        });
+        if let Err(refused) = checked {
+            // The lock is refused, not what it downloaded: recorded, a
+            // rerun with a mended lock finds it in the store.
+            fetch::record_in_place(&self.store.db, &mut fetched, progress)?;
+            return Err(refused);
+        }
         let figures = FetchFigures {
             distributions: fetched.len(),
             downloaded: report.downloaded,
