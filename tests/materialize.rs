@@ -630,13 +630,13 @@ fn bytecode_is_compiled_once_into_the_store_and_linked_into_every_tier() {
 }
 
 /// A new store's first install plans and links its venv from the rows of
-/// its wheels while they are being recorded in the index. The index then
+/// its wheels in memory, while they are being recorded in the index. The index then
 /// holds exactly those rows: planned again from the index (the lock's bytes
 /// changed, not its packages), the venv is up to date. A later tier whose
 /// new wheel shares sources with stored bytecode links that bytecode from
 /// the start, also before the wheel is recorded.
 #[test]
-fn a_venv_planned_before_its_wheels_are_recorded_is_the_one_the_index_plans() {
+fn a_venv_planned_from_rows_not_yet_recorded_is_the_one_the_index_plans() {
     let world = World::new();
     WheelBuilder::new("first", "1.0")
         .file("first/__init__.py", "from .core import VALUE\n")

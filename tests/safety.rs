@@ -126,11 +126,11 @@ fn killing_tstore_at_random_points_never_breaks_the_store_or_the_venv() {
 
 /// A first install (a new store) writes its objects into a stage and
 /// records its wheels only after moving the stage in, while the venv links:
-/// a kill while it stages, as it publishes, or while it links and records
-/// leaves a store that verifies, nothing in its tmp once opened again, and
-/// the rerun completes.
+/// a kill while it stages, as it publishes, or while it links before the
+/// wheels are recorded leaves a store that verifies, nothing in its tmp
+/// once opened again, no venv at the tier's path, and the rerun completes.
 #[test]
-fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
+fn a_first_install_killed_while_staging_publishing_or_recording_leaves_a_sound_store() {
     let world = World::new();
     let wheels = world.wheels();
     let built: Vec<PathBuf> = (0..4)
@@ -158,31 +158,53 @@ fn a_first_install_killed_while_staging_or_publishing_leaves_a_sound_store() {
     };
     let args = ["materialize", "--frozen", "t"];
     let mut kills = Vec::new();
-    for (point, reached) in [
-        ("staging", &staging as &dyn Fn() -> bool),
-        ("publishing", &published),
-        ("linking and recording", &linking),
+    for (point, reached, tries) in [
+        ("staging", &staging as &dyn Fn() -> bool, 1),
+        ("publishing", &published, 1),
+        // Linking starts while the wheels are being recorded; a kill there
+        // lands before or after their commit: tried until one lands before.
+        ("linking", &linking, 5),
     ] {
-        // A new machine each time: no store, no venv.
-        for dir in [world.store(), world.home().join("venvs")] {
-            if dir.exists() {
-                fs_err::remove_dir_all(dir).unwrap();
+        for _ in 0..tries {
+            // A new machine each time: no store, no venv.
+            for dir in [world.store(), world.home().join("venvs")] {
+                if dir.exists() {
+                    fs_err::remove_dir_all(dir).unwrap();
+                }
+            }
+            let killed = kill_once_reached(&mut world.tstore(&args), reached, point);
+            let (recorded, _) = world.store_counts();
+            let before_the_commit = killed && recorded == 0 && published();
+            if killed {
+                kills.push(if before_the_commit {
+                    format!("{point}, wheels not recorded")
+                } else {
+                    point.to_string()
+                });
+                assert!(
+                    !world.venv("t").exists(),
+                    "a kill while {point} left a venv"
+                );
+            }
+            verify_is_clean(&world, &format!("a kill while {point}"));
+            assert_tmp_cleared(&tmp);
+            world.ok(&args);
+            verify_is_clean(&world, &format!("the rerun after a kill while {point}"));
+            python_ok(
+                &world.venv("t"),
+                "import first0, first3.mod_599 as m; assert m.VALUE == 1",
+            );
+            if before_the_commit {
+                break;
             }
         }
-        if kill_once_reached(&mut world.tstore(&args), reached, point) {
-            kills.push(point);
-        }
-        verify_is_clean(&world, &format!("a kill while {point}"));
-        assert_tmp_cleared(&tmp);
-        world.ok(&args);
-        verify_is_clean(&world, &format!("the rerun after a kill while {point}"));
-        python_ok(
-            &world.venv("t"),
-            "import first0, first3.mod_599 as m; assert m.VALUE == 1",
-        );
     }
     eprintln!("killed while: {kills:?}");
-    assert!(kills.contains(&"staging"), "killed at: {kills:?}");
+    assert!(kills.iter().any(|k| k == "staging"), "killed at: {kills:?}");
+    assert!(
+        kills.iter().any(|k| k == "linking, wheels not recorded"),
+        "never killed while linking before the wheels were recorded: {kills:?}"
+    );
 }
 
 #[test]

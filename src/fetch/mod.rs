@@ -62,8 +62,9 @@ pub struct Fetched {
 pub enum Stored {
     /// Recorded in the index under this id.
     Recorded(i64),
-    /// A wheel of a new store's first install: its objects are in
-    /// `objects/`, its rows not in the index yet. [`record`] writes them;
+    /// A wheel whose objects the fetch staged (a new store's first
+    /// install): its objects are in `objects/`, its rows not in the index
+    /// yet. [`record`] writes them;
     /// materializing does so on another thread while it plans and links
     /// from these rows.
     Unrecorded(Arc<UnrecordedWheel>),

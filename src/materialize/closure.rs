@@ -109,10 +109,12 @@ fn read_installed(
     let label = item.selected.label();
     let object = match &item.stored {
         Stored::Recorded(id) => store.db.dist_info_file(*id, "METADATA")?,
+        // The first in path order, as the index gives it.
         Stored::Unrecorded(wheel) => wheel
             .rows()
             .iter()
-            .find(|row| is_dist_info_file(&row.path, "METADATA"))
+            .filter(|row| is_dist_info_file(&row.path, "METADATA"))
+            .min_by(|a, b| a.path.cmp(&b.path))
             .map(|row| row.object),
     }
     .with_context(|| format!("the store has no METADATA for {label}: the record is damaged"))?;

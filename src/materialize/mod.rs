@@ -237,9 +237,26 @@ pub fn materialize(
     std::thread::scope(|scope| {
         let recording = Recording::start(scope, input.store, input.fetched, progress);
         let outcome = materialize_while_recording(input, &recording, options, progress);
-        let recorded = recording.finish();
-        outcome.and_then(|outcome| recorded.map(|()| outcome))
+        joined(outcome, recording.finish(), progress)
     })
+}
+
+/// What building gave, unless it succeeded and the recording failed; a
+/// recording error beside a build error is shown as a notice.
+fn joined<T>(
+    built: anyhow::Result<T>,
+    recorded: anyhow::Result<()>,
+    progress: &dyn Progress,
+) -> anyhow::Result<T> {
+    match (built, recorded) {
+        (Ok(built), Ok(())) => Ok(built),
+        (Ok(_), Err(err)) => Err(err),
+        (Err(err), Ok(())) => Err(err),
+        (Err(err), Err(also)) => {
+            progress.notice(&format!("recording the new wheels failed too: {also:#}"));
+            Err(err)
+        }
+    }
 }
 
 fn materialize_while_recording(
@@ -371,7 +388,16 @@ fn materialize_while_recording(
         }
     };
     report.generation = number;
-    let dist_ids = recording.dist_ids()?;
+    let dist_ids = match recording.dist_ids() {
+        Ok(ids) => ids,
+        Err(err) => {
+            let _ = fs_err::remove_dir_all(&staging);
+            return Err(err.context(format!(
+                "materializing {} failed; the venv in use is untouched",
+                input.tier.name
+            )));
+        }
+    };
     let row = timed(progress, "save, record and switch", || {
         save_and_switch(
             input,
@@ -569,12 +595,12 @@ pub fn materialize_into(
     std::thread::scope(|scope| {
         let recording = Recording::start(scope, input.store, input.fetched, progress);
         let built = build_into(input, options, progress);
-        let recorded = recording.finish();
-        built.and_then(|report| recorded.map(|()| report))
+        joined(built, recording.finish(), progress)
     })
 }
 
-/// [`materialize_into`] but for the recording of the fetch's new wheels.
+/// [`materialize_into`] without recording the fetch's new wheels (its
+/// caller does, meanwhile).
 fn build_into(
     input: &TierInput<'_>,
     options: &MaterializeOptions,

@@ -1,6 +1,7 @@
 //! Recording a new store's wheels while their venv is built.
 //!
-//! A first install's wheels come out of the fetch unrecorded
+//! A first install's wheels (those whose objects the fetch staged: shards
+//! that were empty when it began) come out of the fetch unrecorded
 //! ([`crate::fetch::Stored::Unrecorded`]): their objects are in `objects/`, their rows
 //! only in memory. Writing those rows is one long transaction (31,013 rows
 //! for tekton-dev, 0.3-0.4 s on ext4) that would otherwise sit between the
@@ -42,7 +43,7 @@ enum State<'scope> {
 
 impl<'scope> Recording<'scope> {
     /// Starts recording the wheels of `fetched` the index lacks, if any, on
-    /// a thread of `scope`.
+    /// a thread of `scope` with a connection of its own to the index.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         store: &'env Store,

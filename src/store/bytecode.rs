@@ -12,9 +12,9 @@
 //!
 //! A [`Compiler`] takes sources as they become known: a fetch hands it each
 //! wheel's sources as soon as the wheel is in the store, so compiling runs
-//! while other wheels still download (a new store's staged wheels are only
-//! recorded after the last download, and compiled once the venv is
-//! usable). Those interpreters run at a lower priority, so the downloads,
+//! while other wheels still download (a new store's staged wheels are
+//! recorded only once the stage is moved in, after the last download, and
+//! compiled once the venv is usable). Those interpreters run at a lower priority, so the downloads,
 //! unpacking and linking that the venv waits for keep the CPU they need; what is left when nothing else runs is
 //! theirs. Once the run waits for the bytecode itself, interpreters at the
 //! normal priority join them (a niceness cannot be lowered again without

@@ -285,7 +285,8 @@ pub struct UnrecordedWheel {
 }
 
 impl UnrecordedWheel {
-    /// Its files, as the index will hold them (bytecode unknown).
+    /// Its files, as recording it inserts them (bytecode unknown). The
+    /// index keeps the rows of whichever process recorded the wheel first.
     pub fn rows(&self) -> &[FileRow] {
         &self.rows
     }
