@@ -1,5 +1,6 @@
 //! `cargo bench --bench compare -- [--profile small|full] [--tiers T1,T2] [--runs N] [--no-cold]
-//! [--no-many] [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay] [--smoke]
+//! [--no-many] [--fs ext4|xfs|here] [--fs-size SIZE] [--disk-only] [--no-replay]
+//! [--replay-only] [--smoke]
 //! [--tstore-link-mode auto|reflink|hardlink|copy] [--tstore-bytecode true|lazy|false]
 //! [--out DIR]`
 //!
@@ -58,7 +59,9 @@
 //! `TSTORE_BENCH_DIR` (default: the system temp dir), loop-mounts it (root
 //! only) and runs everything inside, unmounting it at the end, also on a
 //! panic; `--fs here` (the default) runs in `TSTORE_BENCH_DIR` itself.
-//! `--disk-only` skips the timed scenarios; `--smoke` (what CI runs, with a
+//! `--disk-only` skips the timed scenarios; `--replay-only` runs the
+//! upgrade replay alone (it has its own store, cache and venvs), for the
+//! large tiers whose other disk scenarios take an hour; `--smoke` (what CI runs, with a
 //! debug build: `cargo test --bench compare -- --smoke`) checks that the
 //! harness works: tekton-core only, disk scenarios only (a few modules per
 //! venv), no many venvs, no replay; it asserts no figure.
@@ -258,6 +261,7 @@ fn main() {
     // copies, four of them with PyTorch (about 34 GB).
     let many = !smoke && !support::switch("--no-many");
     let replay = !smoke && !support::switch("--no-replay");
+    let replay_only = !smoke && support::switch("--replay-only");
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
     // Declared before the work folder, so dropped after it: the folder is
     // deleted, then the image unmounted (on a panic too).
@@ -292,6 +296,12 @@ fn main() {
         bench.work.display(),
         results.versions
     );
+    if replay_only {
+        results.replay = bench.upgrade_replay(&tiers);
+        println!("{}", write_results(&out, &results));
+        eprintln!("wrote {}/results.json, results.txt", out.display());
+        return;
+    }
     let first_builds = bench.warm_up(&tiers);
     for (tier, first_build) in tiers.iter().zip(first_builds) {
         let mut result = if disk_only {
