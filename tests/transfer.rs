@@ -1189,16 +1189,67 @@ fn objects_keep_their_mode_under_a_strict_umask_through_install_and_import() {
     let out = verify_exits_zero(&dst, "an import under umask 077");
     assert!(out.contains("all intact"), "{out}");
     for world in [&src, &dst] {
-        let objects = world.store().join("v1/objects");
-        let mut modes: Vec<u32> = fs_err::read_dir(&objects)
-            .unwrap()
-            .flat_map(|shard| fs_err::read_dir(shard.unwrap().path()).unwrap())
-            .map(|object| mode_of(&object.unwrap().path()) & 0o777)
-            .collect();
-        modes.sort_unstable();
-        modes.dedup();
-        assert_eq!(modes, [0o444, 0o555], "{}", objects.display());
+        assert_eq!(object_modes(world), [0o444, 0o555]);
     }
+}
+
+/// The distinct modes of a store's objects, in order.
+fn object_modes(world: &World) -> Vec<u32> {
+    let objects = world.store().join("v1/objects");
+    let mut modes: Vec<u32> = fs_err::read_dir(&objects)
+        .unwrap()
+        .flat_map(|shard| fs_err::read_dir(shard.unwrap().path()).unwrap())
+        .map(|object| mode_of(&object.unwrap().path()) & 0o777)
+        .collect();
+    modes.sort_unstable();
+    modes.dedup();
+    modes
+}
+
+/// A default ACL on the store's folders narrows the mode a new file gets,
+/// as a umask would, and a first install notices: its objects are still
+/// read-only for everyone.
+#[test]
+fn objects_keep_their_mode_under_a_default_acl() {
+    let world = World::new();
+    WheelBuilder::new("private", "1.0")
+        .file("private/__init__.py", "OK = True\n")
+        .raw(
+            "private.data/scripts/run.sh",
+            b"#!/bin/sh\necho ok\n",
+            0o100755,
+        )
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers("[tiers.t]\nrequirements = [\"private\"]\n");
+    lock_served(
+        &world.project().join("pylock.t.toml"),
+        &world.wheels(),
+        &["private"],
+        &server.url,
+    );
+    let tmp = world.store().join("v1/tmp");
+    fs_err::create_dir_all(&tmp).unwrap();
+    // Owner only, for everything created under the store's tmp folder.
+    let acl = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u::rwx,g::---,o::---"])
+        .arg(&tmp)
+        .status();
+    match acl {
+        Ok(status) if status.success() => {}
+        other => {
+            assert!(
+                std::env::var_os("TSTORE_REQUIRE_ACL").is_none(),
+                "setfacl failed: {other:?}"
+            );
+            eprintln!("skipped: setfacl is missing or this filesystem has no ACLs ({other:?})");
+            return;
+        }
+    }
+    world.ok(&["materialize", "--frozen", "t"]);
+    assert_eq!(object_modes(&world), [0o444, 0o555]);
+    let out = verify_exits_zero(&world, "a first install under a default ACL");
+    assert!(out.contains("all intact"), "{out}");
 }
 
 #[test]
