@@ -45,20 +45,6 @@ impl Manifest {
         Ok(())
     }
 
-    /// Removes the manifest for `plan_hash`, in either form, if present.
-    pub fn remove(store: &Layout, plan_hash: &str) -> anyhow::Result<()> {
-        for path in [
-            store.manifest_path(plan_hash),
-            store.plain_manifest_path(plan_hash),
-        ] {
-            match fs_err::remove_file(&path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
     /// Reads the manifest for `plan_hash`, compressed or (from an older
     /// store) plain.
     pub fn load(store: &Layout, plan_hash: &str) -> anyhow::Result<Self> {

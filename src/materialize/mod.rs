@@ -340,18 +340,13 @@ fn materialize_while_recording(
             bytecode_compiled: 0,
             bytecode_after: None,
         };
-        let finishing = Instant::now();
-        let mut report = finish_bytecode(
-            input,
-            recording,
-            &mut prepared,
+        let unfinished = Unfinished {
             plan,
-            &base,
+            base,
             row,
             report,
-            progress,
-        )?;
-        report.bytecode_after = Some(finishing.elapsed());
+        };
+        let report = finish_bytecode(input, recording, &mut prepared, unfinished, progress)?;
         return Ok(Outcome::Built(report));
     }
     if complete && let Some(number) = already_built(&generations, &recorded, &plan) {
@@ -412,7 +407,6 @@ fn materialize_while_recording(
     if complete {
         return Ok(Outcome::Built(report));
     }
-    let usable = Instant::now();
     progress.notice(&format!(
         "{}: usable now at {}; compiling the bytecode of {} source file(s) \
          (Ctrl-C leaves a working venv that imports from source; the next `tstore materialize` finishes it)",
@@ -420,18 +414,13 @@ fn materialize_while_recording(
         target.display(),
         prepared.missing.len()
     ));
-    let base = plan.files.clone();
-    let mut report = finish_bytecode(
-        input,
-        recording,
-        &mut prepared,
+    let unfinished = Unfinished {
+        base: plan.files.clone(),
         plan,
-        &base,
         row,
         report,
-        progress,
-    )?;
-    report.bytecode_after = Some(usable.elapsed());
+    };
+    let report = finish_bytecode(input, recording, &mut prepared, unfinished, progress)?;
     Ok(Outcome::Built(report))
 }
 
@@ -492,21 +481,35 @@ fn unfinished(
     Some((row, base))
 }
 
-/// Compiles what `prepared` lacks, links the new pycs into the generation
-/// of `row` (built from the files `base`), then records it as complete:
-/// manifest, generation row and record, then the `pyvenv.cfg` keys that
-/// make the next run find it up to date.
-#[allow(clippy::too_many_arguments)]
+/// A generation in use whose bytecode is still missing.
+struct Unfinished {
+    /// This run's plan of the tier before compiling (with the pycs the
+    /// store has).
+    plan: Plan,
+    /// The files it holds.
+    base: Vec<plan::PlannedFile>,
+    row: GenerationRow,
+    report: BuildReport,
+}
+
+/// Compiles what `prepared` lacks, links the new pycs into the
+/// `unfinished` generation, then records it as complete: manifest,
+/// generation row and record, then the `pyvenv.cfg` keys that make the
+/// next run find it up to date. The report says how long that took.
 fn finish_bytecode(
     input: &TierInput<'_>,
     recording: &Recording<'_>,
     prepared: &mut Prepared<'_>,
-    plan: Plan,
-    base: &[plan::PlannedFile],
-    mut row: GenerationRow,
-    mut report: BuildReport,
+    unfinished: Unfinished,
     progress: &dyn Progress,
 ) -> anyhow::Result<BuildReport> {
+    let started = Instant::now();
+    let Unfinished {
+        plan,
+        base,
+        mut row,
+        mut report,
+    } = unfinished;
     let compiled = compile_missing(input, prepared, progress)?;
     let plan = if compiled > 0 {
         plan_of(input, prepared, progress)?
@@ -514,7 +517,7 @@ fn finish_bytecode(
         plan
     };
     let path = PathBuf::from(&row.path);
-    let missing = bytecode::missing_files(base, &plan).with_context(|| {
+    let missing = bytecode::missing_files(&base, &plan).with_context(|| {
         format!(
             "{}: the plan changed beyond bytecode while compiling; run `tstore materialize {}` again",
             path.display(),
@@ -530,7 +533,7 @@ fn finish_bytecode(
         "record complete bytecode",
         || -> anyhow::Result<()> {
             manifest::Manifest::of(&plan).save(input.store, &plan.hash)?;
-            let before = std::mem::replace(&mut row.plan, plan.hash.clone());
+            row.plan = plan.hash.clone();
             let dist_ids = recording.dist_ids()?;
             input.store.db.record_generation(
                 &input.tier.name,
@@ -538,18 +541,12 @@ fn finish_bytecode(
                 &row,
                 &dist_ids,
             )?;
-            venv::mark_bytecode_complete(&path, &plan.hash, &input.inputs_key)?;
-            // The plan before compiling was kept for a run stopped
-            // meanwhile; unnamed now, it goes at once rather than at the
-            // next gc (3.1 MB for tekton-dev).
-            if before != plan.hash && !input.store.db.plan_in_use(&before)? {
-                manifest::Manifest::remove(input.store, &before)?;
-            }
-            Ok(())
+            venv::mark_bytecode_complete(&path, &plan.hash, &input.inputs_key)
         },
     )?;
     report.files = plan.files.len();
     report.bytecode_compiled = compiled;
+    report.bytecode_after = Some(started.elapsed());
     Ok(report)
 }
 

@@ -667,16 +667,6 @@ impl Db {
     }
 
     /// Kept generations of the tier at `venv`, oldest first.
-    /// Whether a recorded generation of any tier was built from `plan`.
-    pub fn plan_in_use(&self, plan: &str) -> anyhow::Result<bool> {
-        let conn = self.conn();
-        Ok(conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM generations WHERE plan = ?1)",
-            [plan],
-            |r| r.get(0),
-        )?)
-    }
-
     pub fn generations(&self, venv: &str) -> anyhow::Result<Vec<GenerationRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
