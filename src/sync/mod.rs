@@ -211,8 +211,15 @@ impl Workspace {
         let mut standalone = tier.clone();
         standalone.venv = std::path::absolute(dir)
             .with_context(|| format!("cannot use {} as a venv path", dir.display()))?;
-        let fetch = self.fetch_tier(tier, options.locks.offline, true, progress)?;
-        let lock_bytes = fs_err::read(&fetch.lock_path)?;
+        let mut fetch = self.fetch_tier(tier, options.locks.offline, true, progress)?;
+        let lock_bytes = match fs_err::read(&fetch.lock_path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                // Nothing will record what the fetch brought: done here.
+                fetch::record_in_place(&self.store.db, &mut fetch.fetched, progress)?;
+                return Err(err.into());
+            }
+        };
         let build = materialize::materialize_into(
             &TierInput {
                 inputs_key: String::new(),
@@ -384,7 +391,11 @@ impl Workspace {
         if let Err(refused) = checked {
             // The lock is refused, not what it downloaded: recorded, a
             // rerun with a mended lock finds it in the store.
-            fetch::record_in_place(&self.store.db, &mut fetched, progress)?;
+            if let Err(err) = fetch::record_in_place(&self.store.db, &mut fetched, progress) {
+                progress.notice(&format!(
+                    "recording the downloaded wheels failed too: {err:#}"
+                ));
+            }
             return Err(refused);
         }
         let figures = FetchFigures {
