@@ -262,6 +262,10 @@ fn main() {
     let many = !smoke && !support::switch("--no-many");
     let replay = !smoke && !support::switch("--no-replay");
     let replay_only = !smoke && support::switch("--replay-only");
+    assert!(
+        !replay_only || replay,
+        "--replay-only and --no-replay ask for opposite things: give one"
+    );
     let out = PathBuf::from(flag("--out").unwrap_or_else(|| "target/bench-compare".into()));
     // Declared before the work folder, so dropped after it: the folder is
     // deleted, then the image unmounted (on a panic too).
@@ -299,7 +303,10 @@ fn main() {
     if replay_only {
         results.replay = bench.upgrade_replay(&tiers);
         println!("{}", write_results(&out, &results));
-        eprintln!("wrote {}/results.json, results.txt", out.display());
+        eprintln!(
+            "wrote {}/results.json, chart.svg, results.txt",
+            out.display()
+        );
         return;
     }
     let first_builds = bench.warm_up(&tiers);

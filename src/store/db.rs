@@ -479,7 +479,7 @@ impl Db {
         // `a/b.dist-info/<name>`, which the filter below drops.
         let mut stmt = conn.prepare_cached(
             "SELECT path, object FROM files \
-             WHERE dist_id = ?1 AND path GLOB '*.dist-info/' || ?2",
+             WHERE dist_id = ?1 AND path GLOB '*.dist-info/' || ?2 ORDER BY path",
         )?;
         let rows = stmt
             .query_map(params![dist_id, name], |r| {
