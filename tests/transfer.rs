@@ -1161,22 +1161,7 @@ fn ok_under_strict_umask(world: &World, args: &[&str]) -> String {
 #[test]
 fn objects_keep_their_mode_under_a_strict_umask_through_install_and_import() {
     let src = World::new();
-    WheelBuilder::new("strict", "1.0")
-        .file("strict/__init__.py", "OK = True\n")
-        .raw(
-            "strict.data/scripts/run.sh",
-            b"#!/bin/sh\necho ok\n",
-            0o100755,
-        )
-        .build(&src.wheels());
-    let server = FileServer::start(&src.wheels());
-    src.write_tiers("[tiers.t]\nrequirements = [\"strict\"]\n");
-    lock_served(
-        &src.project().join("pylock.t.toml"),
-        &src.wheels(),
-        &["strict"],
-        &server.url,
-    );
+    let _server = serve_tier_of_one_wheel_with_a_script(&src, "strict");
     ok_under_strict_umask(&src, &["materialize", "--frozen", "t"]);
     let out = verify_exits_zero(&src, "a first install under umask 077");
     assert!(out.contains("all intact"), "{out}");
@@ -1191,6 +1176,28 @@ fn objects_keep_their_mode_under_a_strict_umask_through_install_and_import() {
     for world in [&src, &dst] {
         assert_eq!(object_modes(world), [0o444, 0o555]);
     }
+}
+
+/// Tier `t` of `world`: the wheel `name` 1.0, a module and an executable
+/// script (so objects of both modes), served and locked.
+fn serve_tier_of_one_wheel_with_a_script(world: &World, name: &str) -> FileServer {
+    WheelBuilder::new(name, "1.0")
+        .file(&format!("{name}/__init__.py"), "OK = True\n")
+        .raw(
+            &format!("{name}.data/scripts/run.sh"),
+            b"#!/bin/sh\necho ok\n",
+            0o100755,
+        )
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    world.write_tiers(&format!("[tiers.t]\nrequirements = [\"{name}\"]\n"));
+    lock_served(
+        &world.project().join("pylock.t.toml"),
+        &world.wheels(),
+        &[name],
+        &server.url,
+    );
+    server
 }
 
 /// The distinct modes of a store's objects, in order.
@@ -1212,22 +1219,7 @@ fn object_modes(world: &World) -> Vec<u32> {
 #[test]
 fn objects_keep_their_mode_under_a_default_acl() {
     let world = World::new();
-    WheelBuilder::new("private", "1.0")
-        .file("private/__init__.py", "OK = True\n")
-        .raw(
-            "private.data/scripts/run.sh",
-            b"#!/bin/sh\necho ok\n",
-            0o100755,
-        )
-        .build(&world.wheels());
-    let server = FileServer::start(&world.wheels());
-    world.write_tiers("[tiers.t]\nrequirements = [\"private\"]\n");
-    lock_served(
-        &world.project().join("pylock.t.toml"),
-        &world.wheels(),
-        &["private"],
-        &server.url,
-    );
+    let _server = serve_tier_of_one_wheel_with_a_script(&world, "private");
     let tmp = world.store().join("v1/tmp");
     fs_err::create_dir_all(&tmp).unwrap();
     // Owner only, for everything created under the store's tmp folder.
