@@ -64,10 +64,19 @@ pub enum Stored {
     Recorded(i64),
     /// A wheel whose objects the fetch staged (a new store's first
     /// install): its objects are in `objects/`, its rows not in the index
-    /// yet. [`record`] writes them;
-    /// materializing does so on another thread while it plans and links
-    /// from these rows.
+    /// yet. [`record`] writes them; materializing does so on another thread
+    /// while it plans and links from these rows.
     Unrecorded(Arc<UnrecordedWheel>),
+}
+
+impl Stored {
+    /// The wheel to record, if it is not recorded yet.
+    fn unrecorded(&self) -> Option<&UnrecordedWheel> {
+        match self {
+            Self::Recorded(_) => None,
+            Self::Unrecorded(wheel) => Some(wheel),
+        }
+    }
 }
 
 impl Fetched {
@@ -80,22 +89,23 @@ impl Fetched {
     }
 }
 
+/// Records `wheels` in one transaction, if there are any; their ids, in
+/// order.
+fn record_all(db: &Db, wheels: &[&UnrecordedWheel]) -> anyhow::Result<Vec<i64>> {
+    if wheels.is_empty() {
+        return Ok(Vec::new());
+    }
+    record_wheels(db, wheels)
+}
+
 /// Records the wheels of `fetched` the index lacks, in one transaction on
 /// `db`; returns the id of every item of `fetched`, in order.
 pub fn record(db: &Db, fetched: &[Fetched]) -> anyhow::Result<Vec<i64>> {
     let unrecorded: Vec<&UnrecordedWheel> = fetched
         .iter()
-        .filter_map(|item| match &item.stored {
-            Stored::Unrecorded(wheel) => Some(wheel.as_ref()),
-            Stored::Recorded(_) => None,
-        })
+        .filter_map(|item| item.stored.unrecorded())
         .collect();
-    let mut new_ids = if unrecorded.is_empty() {
-        Vec::new()
-    } else {
-        record_wheels(db, &unrecorded)?
-    }
-    .into_iter();
+    let mut new_ids = record_all(db, &unrecorded)?.into_iter();
     fetched
         .iter()
         .map(|item| match item.stored {
@@ -129,7 +139,7 @@ pub fn record_in_place(
 pub fn unrecorded_count(fetched: &[Fetched]) -> usize {
     fetched
         .iter()
-        .filter(|item| matches!(item.stored, Stored::Unrecorded(_)))
+        .filter(|item| item.stored.unrecorded().is_some())
         .count()
 }
 
@@ -300,14 +310,11 @@ impl Fetcher<'_> {
             failures.into_result(|failed| format!("{failed} of {} downloads failed", missing.len()))
         {
             // What arrived counts even when other downloads failed.
-            let arrived: Vec<Fetched> = stored
-                .into_iter()
-                .map(|(i, stored)| Fetched {
-                    selected: selected[i].clone(),
-                    stored,
-                })
+            let arrived: Vec<&UnrecordedWheel> = stored
+                .iter()
+                .filter_map(|(_, got)| got.unrecorded())
                 .collect();
-            record(&self.store.db, &arrived)?;
+            record_all(&self.store.db, &arrived)?;
             return Err(failed.into());
         }
         let built = missing
