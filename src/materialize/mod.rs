@@ -372,8 +372,12 @@ fn materialize_while_recording(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (built, saved)
     });
-    let mut report = match built.and_then(|report| saved.map(|()| report)) {
-        Ok(report) => report,
+    // The generation names its distributions: their rows must be in.
+    let ready = built
+        .and_then(|report| saved.map(|()| report))
+        .and_then(|report| Ok((report, recording.dist_ids()?)));
+    let (mut report, dist_ids) = match ready {
+        Ok(ready) => ready,
         Err(err) => {
             let _ = fs_err::remove_dir_all(&staging);
             return Err(err.context(format!(
@@ -383,16 +387,6 @@ fn materialize_while_recording(
         }
     };
     report.generation = number;
-    let dist_ids = match recording.dist_ids() {
-        Ok(ids) => ids,
-        Err(err) => {
-            let _ = fs_err::remove_dir_all(&staging);
-            return Err(err.context(format!(
-                "materializing {} failed; the venv in use is untouched",
-                input.tier.name
-            )));
-        }
-    };
     let row = timed(progress, "save, record and switch", || {
         save_and_switch(
             input,
