@@ -211,20 +211,16 @@ impl Workspace {
         let mut standalone = tier.clone();
         standalone.venv = std::path::absolute(dir)
             .with_context(|| format!("cannot use {} as a venv path", dir.display()))?;
-        let mut fetch = self.fetch_tier(tier, options.locks.offline, true, progress)?;
-        let lock_bytes = match fs_err::read(&fetch.lock_path) {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                // Nothing will record what the fetch brought: done here.
-                fetch::record_in_place(&self.store.db, &mut fetch.fetched, progress)?;
-                return Err(err.into());
-            }
-        };
+        // Read and found first: between the fetch and materializing (which
+        // records the wheels the fetch left unrecorded) nothing may fail.
+        let lock_bytes = fs_err::read(self.lock_path(&tier.name))?;
+        let uv = self.uv(progress)?;
+        let fetch = self.fetch_tier(tier, options.locks.offline, true, progress)?;
         let build = materialize::materialize_into(
             &TierInput {
                 inputs_key: String::new(),
                 store: &self.store,
-                uv: self.uv(progress)?,
+                uv,
                 interpreter: &fetch.interpreter,
                 tier: &standalone,
                 config_label: self.config.source.to_string(),
@@ -267,6 +263,9 @@ impl Workspace {
                 changes: Vec::new(),
             });
         }
+        // Found first: between the fetch and materialize (which records
+        // the wheels the fetch left unrecorded) nothing may fail.
+        let uv = self.uv(progress)?;
         let fetch = timed(progress, "interpreter, lock and store check", || {
             self.fetch_tier(tier, rules.offline, true, progress)
         })?;
@@ -276,7 +275,7 @@ impl Workspace {
             &TierInput {
                 inputs_key,
                 store: &self.store,
-                uv: self.uv(progress)?,
+                uv,
                 interpreter: &fetch.interpreter,
                 tier,
                 config_label: self.config.source.to_string(),
