@@ -14,8 +14,9 @@
 //! wheel's sources as soon as the wheel is in the store, so compiling runs
 //! while other wheels still download (a new store's staged wheels are
 //! recorded only once the stage is moved in, after the last download, and
-//! compiled once the venv is usable). Those interpreters run at a lower priority, so the downloads,
-//! unpacking and linking that the venv waits for keep the CPU they need; what is left when nothing else runs is
+//! compiled once the venv is usable). Those interpreters run at a lower
+//! priority, so the downloads, unpacking and linking that the venv waits
+//! for keep the CPU they need; what is left when nothing else runs is
 //! theirs. Once the run waits for the bytecode itself, interpreters at the
 //! normal priority join them (a niceness cannot be lowered again without
 //! privileges), so a busy machine does not starve the rest of the compile.

@@ -256,8 +256,8 @@ fn publish_each(staged: &Path, target: &Path) -> anyhow::Result<usize> {
 /// Whether a file created in `dir` (the stage, whose shards inherit its
 /// ACL; a shard itself is published, the probe must not be) gets exactly
 /// the mode it is created with, for both modes an object has: a file of
-/// each is created and its mode read back. Not only
-/// a umask or a POSIX default ACL changes it (they narrow); inherited
+/// each is created and its mode read back. Not only a umask or a POSIX
+/// default ACL changes it (they narrow); inherited
 /// NFSv4 or ZFS ACL entries may set bits, so 0444 is probed too. The chmod
 /// this lets [`Stage::create`] skip was one system call per object (about
 /// 24,000 of a cold tekton-dev's 29,717). Anything unexpected answers no,
