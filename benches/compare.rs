@@ -60,9 +60,9 @@
 //! only) and runs everything inside, unmounting it at the end, also on a
 //! panic; `--fs here` (the default) runs in `TSTORE_BENCH_DIR` itself.
 //! `--disk-only` skips the timed scenarios; `--replay-only` runs the
-//! upgrade replay alone (it has its own store, cache and venvs), for the
-//! large tiers whose other disk scenarios take an hour; `--smoke` (what CI runs, with a
-//! debug build: `cargo test --bench compare -- --smoke`) checks that the
+//! upgrade replay alone (it has its own store, cache and venvs), without
+//! the after-use import workload, which imports every module of every
+//! distribution in every venv; `--smoke` (what CI runs, with a debug build: `cargo test --bench compare -- --smoke`) checks that the
 //! harness works: tekton-core only, disk scenarios only (a few modules per
 //! venv), no many venvs, no replay; it asserts no figure.
 
