@@ -261,6 +261,60 @@ fn a_full_disk_mid_fetch_is_a_clear_error_and_loses_nothing() {
     python_ok(&root.join("venvs/t"), "import small");
 }
 
+/// The largest files of a cold install (PyTorch's and CUDA's libraries) are
+/// inflated into their staging files through a memory map, and a write
+/// into a mapping that meets a full disk kills the process (SIGBUS). Their
+/// blocks are reserved first, so a full disk is the same clear error as
+/// anywhere else, and once there is room the same wheel installs whole.
+#[test]
+fn a_large_file_that_does_not_fit_is_a_clear_error_not_a_crash() {
+    let Some(fs) = Mount::tmpfs_or_skip("16m") else {
+        return;
+    };
+    let root = fs.path.as_path();
+    let world = World::new();
+    let wheels = world.wheels();
+    // 40 MiB that deflate to a few hundred KiB: the download fits, the
+    // inflated file does not.
+    let library: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    let big = WheelBuilder::new("big", "1.0")
+        .file("big/__init__.py", "")
+        .raw("big/libbig.so", &library, 0o100755)
+        .build(&wheels);
+    let server = FileServer::start(&wheels);
+    let project = project_at(root, "[tiers.t]\nrequirements = [\"big\"]\n");
+    let run = |args: &[&str]| world.run_in(&project, &root.join("store"), args);
+    write_pylock(
+        &project.join("pylock.t.toml"),
+        &[LockedPackage::served(&big, &server.url)],
+    );
+    let out = run(&["materialize", "--frozen", "t"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some_and(|code| code != 0), "{out:?}");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("hint: the disk is full"),
+        "{stderr}"
+    );
+    let tmp: Vec<_> = fs_err::read_dir(root.join("store/v1/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "left in tmp: {tmp:?}");
+
+    fs.resize_tmpfs("160m").unwrap();
+    let out = run(&["materialize", "--frozen", "t"]);
+    assert!(out.status.success(), "{out:?}");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&library));
+    python_ok(
+        &root.join("venvs/t"),
+        &format!(
+            "import big, hashlib, os\n\
+             path = os.path.join(os.path.dirname(big.__file__), 'libbig.so')\n\
+             assert hashlib.sha256(open(path, 'rb').read()).hexdigest() == '{digest}'\n\
+             assert os.access(path, os.X_OK)"
+        ),
+    );
+}
+
 #[test]
 fn an_object_at_the_link_limit_is_renewed_and_linking_continues() {
     let fs = match Mount::image("ext4", "64M", &["-q", "-F"]) {

@@ -53,6 +53,44 @@ pub fn kill_with_parent(cmd: &mut std::process::Command) -> &mut std::process::C
     unsafe { cmd.pre_exec(hook) }
 }
 
+pub fn reserve_blocks(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    // SAFETY: fstatfs writes into the zeroed struct we own.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // ext2 and ext3 share ext4's magic; without extents they refuse the
+    // call (EOPNOTSUPP) below.
+    // The types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (kind, trusted) = (
+        stat.f_type as i64,
+        [
+            libc::EXT4_SUPER_MAGIC as i64,
+            libc::XFS_SUPER_MAGIC as i64,
+            libc::TMPFS_MAGIC as i64,
+        ],
+    );
+    if !trusted.contains(&kind) {
+        return Ok(false);
+    }
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: fallocate only reads its integer arguments; `file` keeps
+        // the descriptor open.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
 pub fn shared_bytes(path: &Path) -> io::Result<u64> {
     const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
     const FIEMAP_FLAG_SYNC: u32 = 0x1;

@@ -1,6 +1,6 @@
 //! What tstore asks of the operating system beyond std, in one place.
 //!
-//! `linux.rs` holds the Linux calls (`renameat2`, `FICLONE`, `FIEMAP`,
+//! `linux.rs` holds the Linux calls (`renameat2`, `FICLONE`, `FIEMAP`, `fallocate`,
 //! `syncfs`, `PR_SET_PDEATHSIG`, and `openat`/`mkdirat`/`linkat` on directory
 //! descriptors); `portable.rs` gives every other system the same functions in
 //! plain std code, doing without what has no portable form. A port to another
@@ -46,6 +46,17 @@ pub fn sync_filesystem(dir: &std::fs::File) -> io::Result<()> {
 /// filesystems that report no extents (tmpfs), `Ok(0)`.
 pub fn shared_bytes(path: &Path) -> io::Result<u64> {
     imp::shared_bytes(path)
+}
+
+/// Reserves the blocks for the first `len` bytes of `file` (Linux:
+/// `fallocate`), so that writing them through a memory map cannot meet a
+/// full disk, which a mapping reports as SIGBUS rather than as an error.
+/// `Ok(false)` where tstore cannot count on that: filesystems other than
+/// ext4, XFS and tmpfs (a copy-on-write or compressing one may need new
+/// blocks for a write into reserved ones; some accept the call and reserve
+/// nothing), and systems other than Linux. A full disk is `Err`.
+pub fn reserve_blocks(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    imp::reserve_blocks(file, len)
 }
 
 /// Makes `cmd`'s process receive SIGKILL when the thread that spawns it
@@ -145,6 +156,22 @@ mod tests {
         assert_eq!(shared_bytes(&path).unwrap_or(0), 0);
         assert!(free_bytes(dir.path()).unwrap() > 0);
         sync_filesystem(&std::fs::File::open(dir.path()).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn blocks_are_reserved_on_a_tmpfs_and_the_file_grows_to_them() {
+        // Linux mounts a tmpfs at /dev/shm.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let reserved = reserve_blocks(&file, 1 << 20).unwrap();
+        assert_eq!(reserved, cfg!(target_os = "linux"));
+        if reserved {
+            let meta = file.metadata().unwrap();
+            assert_eq!(meta.len(), 1 << 20);
+            assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ use zip::ZipArchive;
 use crate::budget::{MemoryBudget, Reserved};
 
 use super::db::{Db, FileRow, NewDistribution};
+use super::inflate::{
+    self, Deflated, IN_MEMORY_LIMIT, INFLATING, Inflated, InflatedFile, Inflater,
+};
 use super::stage::Stage;
 use super::wheel::{self, safe_relative_path};
 use super::{Layout, ObjectKey, Store};
@@ -117,7 +120,9 @@ fn is_sha256_digest(text: &str) -> bool {
 /// Where a wheel's bytes are.
 #[derive(Clone, Copy)]
 pub enum WheelContent<'a> {
-    /// A file (the file on disk may have a temp name).
+    /// A file (the file on disk may have a temp name). Only tstore's own
+    /// files: ingest maps it, and a mapped file cut short while it is read
+    /// kills the process (SIGBUS).
     File(&'a Path),
     /// A buffer: a download small enough to keep in memory is never
     /// written to disk and read back.
@@ -182,10 +187,6 @@ pub enum ZipFailure {
     Zip(#[from] zip::result::ZipError),
 }
 
-/// Files of this size or less are hashed in memory; larger ones stream
-/// through a staging file.
-const IN_MEMORY_LIMIT: u64 = 4 << 20;
-
 /// One zip entry after hashing.
 struct HashedEntry {
     row: FileRow,
@@ -237,13 +238,8 @@ impl Pending {
                     Self::File(temp)
                 }
             },
-            Content::Spilled(writer) => {
-                writer
-                    .into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)
-                    .and_then(|file| {
-                        file.set_permissions(std::fs::Permissions::from_mode(key.mode()))
-                    })
+            Content::Written(file) => {
+                file.set_permissions(std::fs::Permissions::from_mode(key.mode()))
                     .with_context(|| format!("cannot write {}", temp.display()))?;
                 Self::File(temp)
             }
@@ -325,8 +321,18 @@ pub fn stage_wheel(
 
     let staging = store.temp_path("ingest");
     fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
+    // Large entries inflate from the archive's bytes, not through a reader.
+    let mapped = match wheel.content {
+        WheelContent::File(path) => inflate::map_wheel(path),
+        WheelContent::Memory(_) => None,
+    };
+    let whole_wheel = match wheel.content {
+        WheelContent::File(_) => mapped.as_deref(),
+        WheelContent::Memory(bytes) => Some(bytes),
+    };
     let result = hash_entries(
         wheel,
+        whole_wheel,
         &archive,
         &file_indices,
         &staging,
@@ -700,6 +706,7 @@ impl<R: Read + Seek> Seek for ZipSource<R> {
 /// up to 33 times per wheel inside a pool of 8).
 fn hash_entries(
     wheel: &WheelFile<'_>,
+    whole_wheel: Option<&[u8]>,
     archive: &ZipArchive<Opened<'_>>,
     indices: &[usize],
     staging: &Path,
@@ -718,6 +725,7 @@ fn hash_entries(
                     let mut reading = Reading {
                         archive: &mut archive,
                         inflater: &mut inflater,
+                        whole_wheel,
                     };
                     hash_entry(wheel, &mut reading, index, staging, recorded, record_name)
                 })
@@ -731,11 +739,13 @@ fn hash_entries(
     Ok(out)
 }
 
-/// What one worker reads entries with: its clone of the archive and its
-/// inflater.
+/// What one worker reads entries with: its clone of the archive, its
+/// inflater, and the whole archive's bytes when they are in memory or
+/// mapped (for [`Inflater::inflate_into_file`]).
 struct Reading<'r, 'w> {
     archive: &'r mut ZipArchive<Opened<'w>>,
     inflater: &'r mut Inflater,
+    whole_wheel: Option<&'r [u8]>,
 }
 
 fn hash_entry(
@@ -764,13 +774,22 @@ fn hash_entry(
         source: source.into(),
     };
     let temp = staging.join(format!("{index}"));
+    let deflated = Deflated::of(&raw).filter(|entry| entry.size > IN_MEMORY_LIMIT);
     let whole = reading.inflater.inflate(raw).map_err(read_error)?;
+    let in_file = match (whole.is_none(), deflated, reading.whole_wheel) {
+        (true, Some(entry), Some(bytes)) => reading
+            .inflater
+            .inflate_into_file(bytes, &entry, &temp)
+            .with_context(|| format!("cannot write {}", temp.display()))?,
+        _ => None,
+    };
     // A large entry's reservation lasts until its bytes are placed below.
-    let (streamed, _held) = match whole {
-        Some(Inflated { bytes, _held }) => (Streamed::whole(bytes, sha256), _held),
-        // Anything the fast path does not vouch for is read as before, so
+    let (streamed, _held) = match (whole, in_file) {
+        (Some(Inflated { bytes, held }), _) => (Streamed::whole(bytes, sha256), held),
+        (None, Some(inflated)) => (Streamed::in_file(inflated, sha256), None),
+        // Anything the fast paths do not vouch for is read as before, so
         // its errors are the zip reader's.
-        None => {
+        (None, None) => {
             let mut entry = reading.archive.by_index(index).map_err(zip_error)?;
             let streamed =
                 stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
@@ -836,11 +855,11 @@ struct Streamed {
     content: Content,
 }
 
-/// Where a streamed entry's bytes are: small ones in memory, large ones
-/// spilled to a staging file as they streamed.
+/// Where an entry's bytes are: small ones in memory, large ones in their
+/// staging file, written as they streamed or inflated.
 enum Content {
     InMemory(Vec<u8>),
-    Spilled(std::io::BufWriter<File>),
+    Written(File),
 }
 
 impl Streamed {
@@ -854,88 +873,23 @@ impl Streamed {
             content: Content::InMemory(bytes),
         }
     }
-}
 
-/// Entries larger than this are always streamed.
-const INFLATE_WHOLE_LIMIT: u64 = 32 << 20;
-
-/// Bytes of entries larger than [`IN_MEMORY_LIMIT`] being inflated whole,
-/// for the whole process: every download ingests as it ends (16 at once by
-/// default), and their large entries stream (with zlib-rs) while this is
-/// spent.
-static INFLATING: MemoryBudget = MemoryBudget::new(64 << 20);
-
-/// Inflates a deflated entry in one call into a buffer of its declared
-/// size, with libdeflate: on tekton-data's wheels that took half the time of
-/// the zip reader's streaming zlib-rs (0.80 s against 1.53 s for the 326 MB
-/// of entries up to 4 MiB), and inflating was 43 % of a cold install's CPU.
-struct Inflater {
-    decompressor: libdeflater::Decompressor,
-    /// What entries above [`IN_MEMORY_LIMIT`] take their buffer from.
-    large: &'static MemoryBudget,
-}
-
-/// An entry inflated whole; a large one counts against the inflater's
-/// budget until this is dropped.
-struct Inflated {
-    bytes: Vec<u8>,
-    _held: Option<Reserved<'static>>,
-}
-
-impl Inflater {
-    fn new(large: &'static MemoryBudget) -> Self {
+    /// An entry inflated into its staging file, hashed through its mapping
+    /// (blake3 on several threads: the largest entries, hundreds of MB,
+    /// are the last of a cold install to finish).
+    fn in_file(inflated: InflatedFile, mut sha256: EntrySha256<'_>) -> Self {
+        let bytes = inflated.bytes();
+        sha256.update(bytes);
+        let blake3 = *blake3::Hasher::new()
+            .update_rayon(bytes)
+            .finalize()
+            .as_bytes();
         Self {
-            decompressor: libdeflater::Decompressor::new(),
-            large,
+            blake3,
+            sha256: sha256.finish(),
+            size: bytes.len() as u64,
+            content: Content::Written(inflated.into_file()),
         }
-    }
-
-    /// The entry's bytes when it is deflated, of at most
-    /// [`IN_MEMORY_LIMIT`] (or of at most [`INFLATE_WHOLE_LIMIT`] that fit
-    /// the budget), and inflates to exactly its declared size with a
-    /// matching CRC-32; `None` when any of that fails, for the streaming
-    /// reader to handle (and report) as it always has. Only reading the
-    /// archive is an error here.
-    fn inflate(
-        &mut self,
-        mut raw: zip::read::ZipFile<'_, impl Read>,
-    ) -> std::io::Result<Option<Inflated>> {
-        let declared = raw.size();
-        // The raw reader does not refuse an encrypted entry; the zip reader
-        // does.
-        if raw.compression() != zip::CompressionMethod::Deflated
-            || raw.encrypted()
-            || declared > INFLATE_WHOLE_LIMIT
-        {
-            return Ok(None);
-        }
-        // A deflate stream of `declared` bytes can be somewhat longer than
-        // them, never 2x (stored blocks cost 5 bytes in 64 KiB).
-        let compressed_size = raw.compressed_size().min(2 * declared + 64);
-        // A large entry counts both its buffers until its bytes are placed.
-        let held = if declared > IN_MEMORY_LIMIT {
-            match self.large.take(declared + compressed_size) {
-                Some(held) => Some(held),
-                None => return Ok(None),
-            }
-        } else {
-            None
-        };
-        let crc = raw.crc32();
-        let mut compressed = Vec::with_capacity(compressed_size as usize);
-        (&mut raw)
-            .take(compressed_size)
-            .read_to_end(&mut compressed)?;
-        let mut bytes = vec![0; declared as usize];
-        let inflated = self
-            .decompressor
-            .deflate_decompress(&compressed, &mut bytes);
-        Ok(match inflated {
-            Ok(n) if n == bytes.len() && crc32fast::hash(&bytes) == crc => {
-                Some(Inflated { bytes, _held: held })
-            }
-            _ => None,
-        })
     }
 }
 
@@ -1005,11 +959,14 @@ fn spill_entry(
         take(&buffer[..n])?;
         size += n as u64;
     }
+    let file = writer
+        .into_inner()
+        .map_err(|err| stage_error(err.into_error()))?;
     Ok(Streamed {
         blake3: *blake.finalize().as_bytes(),
         sha256: sha.finish(),
         size,
-        content: Content::Spilled(writer),
+        content: Content::Written(file),
     })
 }
 
@@ -1200,9 +1157,9 @@ mod tests {
                     assert!(!spilled, "held in memory");
                     assert_eq!(bytes, data);
                 }
-                Content::Spilled(writer) => {
+                Content::Written(file) => {
                     assert!(spilled, "spilled");
-                    drop(writer.into_inner().map_err(|_| ()).unwrap());
+                    drop(file);
                     assert_eq!(std::fs::read(&temp).unwrap(), data);
                 }
             }
@@ -1432,6 +1389,49 @@ mod tests {
         assert_eq!(std::fs::read(&temp).unwrap(), large);
     }
 
+    #[test]
+    fn a_large_entry_past_the_memory_budget_is_hashed_from_its_inflated_file() {
+        let data: Vec<u8> = (0..IN_MEMORY_LIMIT + 4096)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let wheel = inflate::tests::one_entry_wheel(zip::CompressionMethod::Deflated, &data);
+        // A tmpfs, where the blocks can be reserved, where there is one.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let path = dir.path().join("demo-1.0-py3-none-any.whl");
+        std::fs::write(&path, &wheel).unwrap();
+        let mapped = inflate::map_wheel(&path).expect("a wheel file maps");
+        static NONE: MemoryBudget = MemoryBudget::new(0);
+        for (index, whole) in [&wheel[..], &mapped[..]].into_iter().enumerate() {
+            let mut archive = ZipArchive::new(Opened::Memory(Cursor::new(&wheel[..]))).unwrap();
+            let mut inflater = Inflater::new(&NONE);
+            let mut reading = Reading {
+                archive: &mut archive,
+                inflater: &mut inflater,
+                whole_wheel: Some(whole),
+            };
+            let staging = dir.path().join(format!("staging-{index}"));
+            std::fs::create_dir(&staging).unwrap();
+            let entry = hash_entry(
+                &demo_wheel(&wheel, false),
+                &mut reading,
+                0,
+                &staging,
+                &HashMap::new(),
+                "RECORD",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(entry.row.size, data.len() as u64);
+            let sha256 = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&data));
+            assert_eq!(entry.row.sha256, sha256);
+            let Some((Pending::File(temp), key)) = entry.pending else {
+                panic!("a large entry is not held in memory");
+            };
+            assert_eq!(key.hash, *blake3::hash(&data).as_bytes());
+            assert_eq!(std::fs::read(&temp).unwrap(), data);
+            assert_eq!(mode_of(&temp) & 0o777, 0o444, "read-only");
+        }
+    }
+
     /// The key of a non-executable object whose hash is `byte` repeated.
     fn plain_key(byte: u8) -> ObjectKey {
         ObjectKey {
@@ -1474,75 +1474,12 @@ mod tests {
         read_at(std::io::SeekFrom::Start(10), 10);
     }
 
-    /// The first entry of `wheel`, read raw, through a new inflater that
-    /// takes large entries' buffers from `budget`.
-    fn inflate_first_with(wheel: &[u8], budget: &'static MemoryBudget) -> Option<Vec<u8>> {
-        let mut archive = ZipArchive::new(Cursor::new(wheel)).unwrap();
-        Inflater::new(budget)
-            .inflate(archive.by_index_raw(0).unwrap())
-            .unwrap()
-            .map(|inflated| inflated.bytes)
-    }
-
-    fn inflate_first(wheel: &[u8]) -> Option<Vec<u8>> {
-        static AMPLE: MemoryBudget = MemoryBudget::new(INFLATE_WHOLE_LIMIT);
-        inflate_first_with(wheel, &AMPLE)
-    }
-
-    fn one_entry_wheel(method: zip::CompressionMethod, text: &[u8]) -> Vec<u8> {
-        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let options = zip::write::SimpleFileOptions::default().compression_method(method);
-        zip.start_file("demo/a.py", options).unwrap();
-        zip.write_all(text).unwrap();
-        zip.finish().unwrap().into_inner()
-    }
-
-    #[test]
-    fn a_deflated_entry_is_inflated_whole_and_anything_else_left_to_the_zip_reader() {
-        let text = b"VALUE = [1, 2, 3]\n".repeat(500);
-        let deflated = one_entry_wheel(zip::CompressionMethod::Deflated, &text);
-        assert_eq!(inflate_first(&deflated), Some(text.clone()));
-        let stored = one_entry_wheel(zip::CompressionMethod::Stored, &text);
-        assert_eq!(inflate_first(&stored), None);
-        let empty = one_entry_wheel(zip::CompressionMethod::Deflated, b"");
-        assert_eq!(inflate_first(&empty), Some(Vec::new()));
-    }
-
-    #[test]
-    fn a_large_entry_is_inflated_whole_only_while_its_budget_lasts() {
-        let large: Vec<u8> = (0..IN_MEMORY_LIMIT + 4096)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &large);
-        assert_eq!(inflate_first(&wheel), Some(large.clone()));
-        // While another entry holds most of the budget, this one streams;
-        // once that is placed, it is inflated whole again.
-        static SHARED: MemoryBudget = MemoryBudget::new(2 * IN_MEMORY_LIMIT);
-        let other = SHARED.take(IN_MEMORY_LIMIT).unwrap();
-        assert_eq!(
-            inflate_first_with(&wheel, &SHARED),
-            None,
-            "streamed instead"
-        );
-        drop(other);
-        assert_eq!(inflate_first_with(&wheel, &SHARED), Some(large.clone()));
-        assert_eq!(
-            SHARED.available(),
-            2 * IN_MEMORY_LIMIT,
-            "released once read"
-        );
-        // Beyond the limit it streams whatever the budget.
-        let huge = vec![7u8; INFLATE_WHOLE_LIMIT as usize + 1];
-        let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &huge);
-        assert_eq!(inflate_first(&wheel), None);
-    }
-
     #[test]
     fn a_damaged_deflated_entry_is_refused_naming_it() {
         let text: Vec<u8> = (0..20_000u32)
             .flat_map(|i| format!("X{} = {}\n", i, i * 7919 % 1000).into_bytes())
             .collect();
-        let mut wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &text);
+        let mut wheel = inflate::tests::one_entry_wheel(zip::CompressionMethod::Deflated, &text);
         let start = ZipArchive::new(Cursor::new(&wheel))
             .unwrap()
             .by_index_raw(0)
@@ -1550,7 +1487,7 @@ mod tests {
             .data_start() as usize;
         wheel[start + 100] ^= 0x55;
         assert_eq!(
-            inflate_first(&wheel),
+            inflate::tests::inflate_first(&wheel),
             None,
             "the fast path vouches only for good data"
         );
@@ -1560,6 +1497,7 @@ mod tests {
         let mut reading = Reading {
             archive: &mut archive,
             inflater: &mut inflater,
+            whole_wheel: Some(&wheel),
         };
         let wheel_file = demo_wheel(&wheel, false);
         let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,7 @@
 pub mod bytecode;
 pub mod db;
 pub mod health;
+mod inflate;
 pub mod ingest;
 pub mod records;
 pub mod stage;
