@@ -223,6 +223,7 @@ fn wheel_file(wheel: &Wheel) -> WheelFile<'_> {
         built_from_sdist: None,
         // Checked against the lock when the wheels were listed.
         pinned: true,
+        inflated_ahead: None,
     }
 }
 

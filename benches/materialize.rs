@@ -118,6 +118,7 @@ fn ingest_all(store: &Store, wheels: &[BenchWheel]) -> Vec<i64> {
                     built_from_sdist: None,
                     // Made here, pinned by no lock: RECORD is checked.
                     pinned: false,
+                    inflated_ahead: None,
                 },
             )
             .unwrap()

@@ -169,7 +169,33 @@ pub fn download(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<Downloaded, DownloadError> {
-    download_into(client, origin, &mut Sink::File(dest), progress)
+    download_into(client, origin, &mut Sink::File(dest), progress, None)
+}
+
+/// Told how far a download into a file has got, by the thread writing it.
+pub trait Watcher: Sync {
+    /// `total` bytes of this attempt are in the file.
+    fn written(&self, total: u64);
+    /// The file is about to be emptied and written again (a retry): returns
+    /// once nothing reads it any more.
+    fn restarting(&self);
+}
+
+/// [`download`], telling `watcher` of each write.
+pub fn download_watched(
+    client: &reqwest::blocking::Client,
+    origin: Origin<'_>,
+    dest: &Path,
+    progress: &dyn Progress,
+    watcher: &dyn Watcher,
+) -> Result<Downloaded, DownloadError> {
+    download_into(
+        client,
+        origin,
+        &mut Sink::File(dest),
+        progress,
+        Some(watcher),
+    )
 }
 
 /// Reads `origin`, which should hold `size` bytes, into memory, hashing as
@@ -192,6 +218,7 @@ pub fn download_to_memory(
         origin,
         &mut Sink::Memory(&mut bytes, size),
         progress,
+        None,
     )?;
     Ok((bytes, got))
 }
@@ -237,11 +264,17 @@ fn download_into(
     origin: Origin<'_>,
     sink: &mut Sink<'_>,
     progress: &dyn Progress,
+    watcher: Option<&dyn Watcher>,
 ) -> Result<Downloaded, DownloadError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = download_once(client, origin, sink, progress);
+        if attempt > 1
+            && let Some(watcher) = watcher
+        {
+            watcher.restarting();
+        }
+        let result = download_once(client, origin, sink, progress, watcher);
         match result {
             Err(err) if err.is_transient() && attempt < ATTEMPTS => {
                 progress.detail(&format!("retrying after: {}", error_chain(&err)));
@@ -257,6 +290,7 @@ fn download_once(
     origin: Origin<'_>,
     sink: &mut Sink<'_>,
     progress: &dyn Progress,
+    watcher: Option<&dyn Watcher>,
 ) -> Result<Downloaded, DownloadError> {
     let path = sink.describe();
     let cap = sink.cap().unwrap_or(u64::MAX);
@@ -281,6 +315,9 @@ fn download_once(
         out.write_all(&buffer[..n]).map_err(write_error)?;
         size += n as u64;
         progress.bytes(n as u64);
+        if let Some(watcher) = watcher {
+            watcher.written(size);
+        }
         if size == cap {
             break;
         }

@@ -694,3 +694,72 @@ fn a_venv_planned_from_rows_not_yet_recorded_is_the_one_the_index_plans() {
     }
     world.ok(&["verify"]);
 }
+
+/// A wheel the lock gives no size for downloads into a file (as PyTorch's
+/// and CUDA's do, being too large for memory); its large files are
+/// inflated as their bytes arrive, and the venv holds exactly them.
+#[test]
+fn large_files_of_a_wheel_still_downloading_are_inflated_as_they_arrive() {
+    // A tmpfs, where the blocks of what is inflated can be reserved.
+    let Some(fs) = Mount::tmpfs_or_skip("96m") else {
+        return;
+    };
+    let root = fs.path.as_path();
+    let world = World::new();
+    let library: Vec<u8> = (0..6u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    // Incompressible, after the library: about 2.5 s to arrive.
+    let noise = incompressible_bytes(0x9e37_79b9_7f4a_7c15, 160 << 10);
+    let wheel = WheelBuilder::new("big", "1.0")
+        .file("big/__init__.py", "")
+        .raw("big/libbig.so", &library, 0o100755)
+        .raw("big/noise.bin", &noise, 0o100644)
+        .build(&world.wheels());
+    let server = FileServer::start(&world.wheels());
+    server
+        .bytes_per_second
+        .store(64 << 10, std::sync::atomic::Ordering::SeqCst);
+    let project = project_at(root, "[tiers.t]\nrequirements = [\"big\"]\n");
+    let lock = project.join("pylock.t.toml");
+    write_pylock(&lock, &[LockedPackage::served(&wheel, &server.url)]);
+    let without_size = fs_err::read_to_string(&lock)
+        .unwrap()
+        .split(", size = ")
+        .enumerate()
+        .map(|(i, part)| match i {
+            0 => part.to_string(),
+            _ => part
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .to_string(),
+        })
+        .collect::<String>();
+    assert!(!without_size.contains("size ="), "{without_size}");
+    fs_err::write(&lock, without_size).unwrap();
+
+    let out = world.run_in(
+        &project,
+        &root.join("store"),
+        &["-v", "materialize", "--frozen", "t"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("big-1.0-py3-none-any.whl: 1 large file(s) inflated while it downloaded"),
+        "{stderr}"
+    );
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&library));
+    python_ok(
+        &root.join("venvs/t"),
+        &format!(
+            "import big, hashlib, os\n\
+             path = os.path.join(os.path.dirname(big.__file__), 'libbig.so')\n\
+             assert hashlib.sha256(open(path, 'rb').read()).hexdigest() == '{digest}'\n\
+             assert os.access(path, os.X_OK)"
+        ),
+    );
+    let verify = world.run_in(&project, &root.join("store"), &["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}

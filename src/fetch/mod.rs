@@ -20,6 +20,7 @@ use crate::http;
 use crate::interpreter::Interpreter;
 use crate::progress::{Progress, timed};
 use crate::store::Store;
+use crate::store::ahead::{Ahead, InflatedAhead};
 use crate::store::bytecode::{Compiler, sources_to_compile};
 use crate::store::db::Db;
 use crate::store::ingest::{
@@ -425,8 +426,36 @@ impl Fetcher<'_> {
             self.verify_download(pinned, &got)?;
             return Ok((DownloadedWheel::Memory { bytes, _held: held }, got.size));
         }
-        let (temp, size) = self.download_verified(client, pinned)?;
-        Ok((DownloadedWheel::File(temp), size))
+        let temp = TempFile(self.store.temp_path("download"));
+        let ahead = self.inflate_ahead(&temp.0);
+        let watcher = ahead.as_ref().map(|ahead| ahead as &dyn http::Watcher);
+        let got = match watcher {
+            Some(watcher) => http::download_watched(
+                client,
+                pinned.location.origin(),
+                &temp.0,
+                self.progress,
+                watcher,
+            ),
+            None => http::download(client, pinned.location.origin(), &temp.0, self.progress),
+        }?;
+        self.verify_download(pinned, &got)?;
+        let inflated = ahead.map(Ahead::finish);
+        Ok((DownloadedWheel::File(temp, inflated), got.size))
+    }
+
+    /// Starts inflating the large entries of the wheel about to be
+    /// downloaded into `path` as their bytes arrive; `None` (they are
+    /// inflated after the download, as for any wheel) when it cannot start.
+    fn inflate_ahead(&self, path: &Path) -> Option<Ahead> {
+        let started = std::fs::File::create(path)
+            .and_then(|_| Ahead::start(path, self.store.temp_path("ahead")));
+        started
+            .inspect_err(|err| {
+                self.progress
+                    .detail(&format!("not inflating ahead of the download: {err}"))
+            })
+            .ok()
     }
 
     fn verify_download(&self, pinned: &PinnedFile, got: &http::Downloaded) -> anyhow::Result<()> {
@@ -462,8 +491,17 @@ impl Fetcher<'_> {
                 built_from_sdist: None,
                 // `download_wheel` checked it against the lock.
                 pinned: true,
+                inflated_ahead: downloaded.inflated_ahead(),
             },
         )?;
+        if let Some(taken) = downloaded.inflated_ahead().map(InflatedAhead::taken)
+            && taken > 0
+        {
+            let filename = &wheel.filename;
+            self.progress.detail(&format!(
+                "{filename}: {taken} large file(s) inflated while it downloaded"
+            ));
+        }
         Ok((got, size))
     }
 
@@ -619,6 +657,7 @@ fn ingest_built_wheel(
             built_from_sdist: Some(built_from),
             // Built here: nothing pins its hash.
             pinned: false,
+            inflated_ahead: None,
         },
     )?)
 }
@@ -650,19 +689,34 @@ const IN_MEMORY_WHEELS: u64 = 64 << 20;
 /// A downloaded wheel, verified, where it was put.
 enum DownloadedWheel<'f> {
     /// The bytes, counted against the budget while they are held.
-    Memory {
-        bytes: Vec<u8>,
-        _held: Reserved<'f>,
-    },
-    File(TempFile),
+    Memory { bytes: Vec<u8>, _held: Reserved<'f> },
+    /// The file, and the large entries inflated while it downloaded.
+    File(TempFile, Option<InflatedAhead>),
 }
 
 impl DownloadedWheel<'_> {
     fn content(&self) -> WheelContent<'_> {
         match self {
             Self::Memory { bytes, .. } => WheelContent::Memory(bytes),
-            Self::File(temp) => WheelContent::File(&temp.0),
+            Self::File(temp, _) => WheelContent::File(&temp.0),
         }
+    }
+
+    fn inflated_ahead(&self) -> Option<&InflatedAhead> {
+        match self {
+            Self::Memory { .. } => None,
+            Self::File(_, ahead) => ahead.as_ref(),
+        }
+    }
+}
+
+impl http::Watcher for Ahead {
+    fn written(&self, total: u64) {
+        Ahead::written(self, total);
+    }
+
+    fn restarting(&self) {
+        self.stop();
     }
 }
 

@@ -30,6 +30,9 @@ use crate::platform;
 /// a staging file.
 pub(super) const IN_MEMORY_LIMIT: u64 = 4 << 20;
 
+/// The most deflate can shrink: 258 bytes into about 2 bits.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// Entries larger than this are never given a buffer in memory.
 const INFLATE_WHOLE_LIMIT: u64 = 32 << 20;
 
@@ -166,21 +169,38 @@ impl Inflater {
     }
 
     /// Inflates `entry`, a stream within `wheel` (the whole archive, in
-    /// memory or mapped), into a new file at `temp`, preallocated and
-    /// mapped. `None`, with `temp` left for the stream to overwrite, when
-    /// the blocks cannot be reserved or the entry does not inflate to
-    /// exactly its declared size with a matching CRC-32; an error only
-    /// when `temp` cannot be made (a full disk among them).
+    /// memory or mapped), into a new file at `temp`: see
+    /// [`Self::inflate_stream_into_file`].
     pub fn inflate_into_file(
         &mut self,
         wheel: &[u8],
         entry: &Deflated,
         temp: &Path,
     ) -> std::io::Result<Option<InflatedFile>> {
-        let (Some(stream), Ok(size)) = (entry.stream(wheel), usize::try_from(entry.size)) else {
+        match entry.stream(wheel) {
+            Some(stream) => self.inflate_stream_into_file(stream, entry.size, entry.crc32, temp),
+            None => Ok(None),
+        }
+    }
+
+    /// Inflates the deflate `stream` into a new file at `temp`,
+    /// preallocated and mapped. `None`, with `temp` left for the zip reader
+    /// to overwrite, when the blocks cannot be reserved or the stream does
+    /// not inflate to exactly `size` bytes with the CRC-32 `crc32`; an error
+    /// only when `temp` cannot be made (a full disk among them).
+    pub fn inflate_stream_into_file(
+        &mut self,
+        stream: &[u8],
+        size: u64,
+        crc32: u32,
+        temp: &Path,
+    ) -> std::io::Result<Option<InflatedFile>> {
+        let Ok(length) = usize::try_from(size) else {
             return Ok(None);
         };
-        if size == 0 {
+        // Deflate shrinks at most 1032:1, so a larger size is a lie; the
+        // zip reader refuses it without reserving its blocks first.
+        if length == 0 || size / MAX_DEFLATE_RATIO > stream.len() as u64 {
             return Ok(None);
         }
         let file = File::options()
@@ -189,16 +209,21 @@ impl Inflater {
             .create(true)
             .truncate(true)
             .open(temp)?;
-        if !platform::reserve_blocks(&file, entry.size)? {
+        if !platform::reserve_blocks(&file, size)? {
             return Ok(None);
         }
-        // SAFETY: the file is new, in a staging directory only this ingest
+        // SAFETY: the file is new, in a staging directory only this process
         // writes, so nothing cuts it short while mapped, and its blocks are
         // reserved, so no write into the mapping meets a full disk.
         let mut map = unsafe { MmapMut::map_mut(&file) }?;
         let inflated = self.decompressor.deflate_decompress(stream, &mut map);
-        let whole = matches!(inflated, Ok(n) if n == size) && crc32fast::hash(&map) == entry.crc32;
-        Ok(whole.then_some(InflatedFile { map, file }))
+        if matches!(inflated, Ok(n) if n == length) && crc32fast::hash(&map) == crc32 {
+            return Ok(Some(InflatedFile { map, file }));
+        }
+        // The blocks reserved for it go now, not with its folder.
+        drop(map);
+        file.set_len(0)?;
+        Ok(None)
     }
 }
 

@@ -32,6 +32,7 @@ use zip::ZipArchive;
 
 use crate::budget::{MemoryBudget, Reserved};
 
+use super::ahead::InflatedAhead;
 use super::db::{Db, FileRow, NewDistribution};
 use super::inflate::{
     self, Deflated, IN_MEMORY_LIMIT, INFLATING, Inflated, InflatedFile, Inflater,
@@ -57,6 +58,9 @@ pub struct WheelFile<'a> {
     /// read: its entries then take the sha256 RECORD gives them instead of
     /// being hashed again (see [`EntrySha256`]).
     pub pinned: bool,
+    /// Large entries inflated while the wheel downloaded, taken where they
+    /// match the central directory.
+    pub inflated_ahead: Option<&'a InflatedAhead>,
 }
 
 /// The sha256 of one of a wheel's entries (which the venv's RECORD lists),
@@ -767,38 +771,12 @@ fn hash_entry(
     // RECORD cannot give its own hash.
     let sha256 = EntrySha256::for_entry(wheel.pinned && path != record_name, expected);
     let executable = raw.unix_mode().is_some_and(|m| m & 0o111 != 0);
-    let declared = raw.size();
-    let read_error = |source: std::io::Error| IngestError::Zip {
-        wheel: wheel.filename.to_string(),
-        entry: Some(path.clone()),
-        source: source.into(),
-    };
-    let temp = staging.join(format!("{index}"));
-    let deflated = Deflated::of(&raw).filter(|entry| entry.size > IN_MEMORY_LIMIT);
-    let whole = reading.inflater.inflate(raw).map_err(read_error)?;
-    let in_file = match (whole.is_none(), deflated, reading.whole_wheel) {
-        (true, Some(entry), Some(bytes)) => reading
-            .inflater
-            .inflate_into_file(bytes, &entry, &temp)
-            .with_context(|| format!("cannot write {}", temp.display()))?,
-        _ => None,
-    };
-    // A large entry's reservation lasts until its bytes are placed below.
-    let (streamed, _held) = match (whole, in_file) {
-        (Some(Inflated { bytes, held }), _) => (Streamed::whole(bytes, sha256), held),
-        (None, Some(inflated)) => (Streamed::in_file(inflated, sha256), None),
-        // Anything the fast paths do not vouch for is read as before, so
-        // its errors are the zip reader's.
-        (None, None) => {
-            let mut entry = reading.archive.by_index(index).map_err(zip_error)?;
-            let streamed =
-                stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
-                    StreamError::Read(source) => read_error(source),
-                    StreamError::Stage(err) => IngestError::Other(err),
-                })?;
-            (streamed, None)
-        }
-    };
+    drop(raw);
+    let EntryBytes {
+        streamed,
+        temp,
+        _held,
+    } = read_entry(wheel, reading, index, &path, staging, sha256)?;
     if path != record_name
         && let Some(expected) = expected
     {
@@ -843,6 +821,89 @@ fn hash_entry(
     Ok(HashedEntry {
         row,
         pending: Some((pending, key)),
+    })
+}
+
+/// An entry's bytes, hashed, where its staging file is, and a large
+/// entry's hold on [`INFLATING`] (until its bytes are placed).
+struct EntryBytes {
+    streamed: Streamed,
+    temp: PathBuf,
+    _held: Option<Reserved<'static>>,
+}
+
+/// Reads the entry `index` (named `path`) from the fastest source that
+/// vouches for its bytes: inflated while its wheel downloaded, inflated
+/// whole into memory or into its staging file, else streamed by the zip
+/// reader, whose errors name what is wrong.
+fn read_entry(
+    wheel: &WheelFile<'_>,
+    reading: &mut Reading<'_, '_>,
+    index: usize,
+    path: &str,
+    staging: &Path,
+    sha256: EntrySha256<'_>,
+) -> Result<EntryBytes, IngestError> {
+    let zip_error = |source: ZipFailure| IngestError::Zip {
+        wheel: wheel.filename.to_string(),
+        entry: Some(path.to_string()),
+        source,
+    };
+    let raw = reading
+        .archive
+        .by_index_raw(index)
+        .map_err(|e| zip_error(e.into()))?;
+    // Taken only where RECORD's digest is: nothing hashed it with sha256.
+    let ahead = match (&sha256, wheel.inflated_ahead) {
+        (EntrySha256::Given(_), Some(ahead)) => ahead.take(&raw),
+        _ => None,
+    };
+    if let Some(entry) = ahead {
+        return Ok(EntryBytes {
+            streamed: Streamed {
+                blake3: entry.blake3,
+                sha256: sha256.finish(),
+                size: entry.size,
+                content: Content::Written(entry.file),
+            },
+            temp: entry.path,
+            _held: None,
+        });
+    }
+    let temp = staging.join(format!("{index}"));
+    let deflated = Deflated::of(&raw).filter(|entry| entry.size > IN_MEMORY_LIMIT);
+    let declared = raw.size();
+    let whole = reading
+        .inflater
+        .inflate(raw)
+        .map_err(|e| zip_error(e.into()))?;
+    let in_file = match (whole.is_none(), deflated, reading.whole_wheel) {
+        (true, Some(entry), Some(bytes)) => reading
+            .inflater
+            .inflate_into_file(bytes, &entry, &temp)
+            .with_context(|| format!("cannot write {}", temp.display()))?,
+        _ => None,
+    };
+    let (streamed, _held) = match (whole, in_file) {
+        (Some(Inflated { bytes, held }), _) => (Streamed::whole(bytes, sha256), held),
+        (None, Some(inflated)) => (Streamed::in_file(inflated, sha256), None),
+        (None, None) => {
+            let mut entry = reading
+                .archive
+                .by_index(index)
+                .map_err(|e| zip_error(e.into()))?;
+            let streamed =
+                stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
+                    StreamError::Read(source) => zip_error(source.into()),
+                    StreamError::Stage(err) => IngestError::Other(err),
+                })?;
+            (streamed, None)
+        }
+    };
+    Ok(EntryBytes {
+        streamed,
+        temp,
+        _held,
     })
 }
 
@@ -1226,6 +1287,7 @@ mod tests {
                 url: None,
                 built_from_sdist: None,
                 pinned: false,
+                inflated_ahead: None,
             };
             let id = ingest_wheel(&store, &wheel).unwrap_or_else(|e| panic!("{e}"));
             let mut rows = store.db.distribution_files(id).unwrap();
@@ -1283,6 +1345,7 @@ mod tests {
             url: None,
             built_from_sdist: None,
             pinned,
+            inflated_ahead: None,
         }
     }
 

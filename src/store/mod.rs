@@ -19,6 +19,7 @@
 //!
 //! [`Store`] is the one type that knows these paths.
 
+pub mod ahead;
 pub mod bytecode;
 pub mod db;
 pub mod health;
