@@ -18,6 +18,7 @@ use crate::dist::{PinnedFile, Selected, Source};
 use crate::failures::Failures;
 use crate::http;
 use crate::interpreter::Interpreter;
+use crate::platform;
 use crate::progress::{Progress, timed};
 use crate::store::Store;
 use crate::store::ahead::{Ahead, InflatedAhead};
@@ -448,6 +449,10 @@ impl Fetcher<'_> {
     /// downloaded into `path` as their bytes arrive; `None` (they are
     /// inflated after the download, as for any wheel) when it cannot start.
     fn inflate_ahead(&self, path: &Path) -> Option<Ahead> {
+        // Elsewhere it could inflate nothing (see `store::inflate`).
+        if !platform::reserves_blocks(&self.store.tmp_dir()) {
+            return None;
+        }
         let started = std::fs::File::create(path)
             .and_then(|_| Ahead::start(path, self.store.temp_path("ahead")));
         started

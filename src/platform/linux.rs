@@ -53,15 +53,12 @@ pub fn kill_with_parent(cmd: &mut std::process::Command) -> &mut std::process::C
     unsafe { cmd.pre_exec(hook) }
 }
 
-pub fn reserve_blocks(file: &std::fs::File, len: u64) -> io::Result<bool> {
-    // SAFETY: fstatfs writes into the zeroed struct we own.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // ext2 and ext3 share ext4's magic; without extents they refuse the
-    // call (EOPNOTSUPP) below.
-    // The types differ between targets.
+/// Whether a filesystem of this kind keeps a `fallocate` reservation for
+/// the writes that follow.
+fn keeps_reservations(stat: &libc::statfs) -> bool {
+    // The field's and the constants' types differ between targets. ext2
+    // and ext3 share ext4's magic; without extents they refuse fallocate
+    // (EOPNOTSUPP).
     #[allow(clippy::unnecessary_cast)]
     let (kind, trusted) = (
         stat.f_type as i64,
@@ -71,7 +68,26 @@ pub fn reserve_blocks(file: &std::fs::File, len: u64) -> io::Result<bool> {
             libc::TMPFS_MAGIC as i64,
         ],
     );
-    if !trusted.contains(&kind) {
+    trusted.contains(&kind)
+}
+
+pub fn reserves_blocks(path: &Path) -> bool {
+    let Ok(path) = c_path(path) else {
+        return false;
+    };
+    // SAFETY: statfs reads the NUL-terminated path and writes into the
+    // zeroed struct we own.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(path.as_ptr(), &mut stat) == 0 && keeps_reservations(&stat) }
+}
+
+pub fn reserve_blocks(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    // SAFETY: fstatfs writes into the zeroed struct we own.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !keeps_reservations(&stat) {
         return Ok(false);
     }
     let len =

@@ -27,6 +27,10 @@ pub fn shared_bytes(_path: &Path) -> io::Result<u64> {
     Ok(0)
 }
 
+pub fn reserves_blocks(_path: &Path) -> bool {
+    false
+}
+
 pub fn reserve_blocks(_file: &std::fs::File, _len: u64) -> io::Result<bool> {
     Ok(false)
 }

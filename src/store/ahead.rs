@@ -62,6 +62,10 @@ impl InflatedAhead {
         &self,
         entry: &zip::read::ZipFile<'_, impl std::io::Read>,
     ) -> Option<AheadEntry> {
+        // Only large entries are inflated ahead: the others need no lock.
+        if entry.size() <= IN_MEMORY_LIMIT {
+            return None;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let taken = entries.remove(&entry.header_start())?;
         (taken.name == entry.name_raw()
@@ -83,7 +87,7 @@ impl InflatedAhead {
 
     /// How many entries are waiting to be taken.
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -151,18 +155,21 @@ impl Ahead {
     /// own downloads: the worker maps parts of it), inflating its large
     /// entries into files in `dir`, which it creates.
     pub fn start(wheel: &Path, dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
         let file = File::open(wheel)?;
+        std::fs::create_dir_all(&dir)?;
         let shared = Arc::new(Shared {
             download: Mutex::new(Download::Writing(0)),
             changed: Condvar::new(),
             done: Mutex::new(HashMap::new()),
         });
         let worker = {
-            let (shared, dir) = (shared.clone(), dir.clone());
+            let (shared, dir, dir_again) = (shared.clone(), dir.clone(), dir.clone());
             std::thread::Builder::new()
                 .name("inflate-ahead".into())
-                .spawn(move || read_ahead(&file, &dir, &shared))?
+                .spawn(move || read_ahead(&file, &dir, &shared))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_dir_all(&dir_again);
+                })?
         };
         Ok(Self {
             shared,
@@ -190,11 +197,12 @@ impl Ahead {
     pub fn stop(&self) {
         self.shared.set(Download::Over);
         self.join();
-        self.shared
-            .done
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Their disk goes now: the retry may need it.
+        let stale =
+            std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for entry in stale.into_values() {
+            let _ = std::fs::remove_file(&entry.path);
+        }
     }
 
     /// The download ended: waits for the entry in progress and gives what
@@ -312,24 +320,23 @@ fn inflate_entry(
     header: &LocalHeader,
     inflater: &mut Inflater,
 ) -> Option<AheadEntry> {
-    // Mapped from a page boundary; only bytes already written are mapped.
-    let page_start = header.data_start & !0xfff;
-    let skip = (header.data_start - page_start) as usize;
-    let len = skip + usize::try_from(header.compressed_size).ok()?;
+    let len = usize::try_from(header.compressed_size).ok()?;
     // SAFETY: the file is tstore's own download, written only by the
     // thread that reports its progress here, and only cut short (on a
     // retry) after `Ahead::stop` has waited for this worker; the mapped
     // range lies within what was written.
-    let map = unsafe { MmapOptions::new().offset(page_start).len(len).map(file) }.ok()?;
-    let stream = &map[skip..];
+    let stream = unsafe {
+        MmapOptions::new()
+            .offset(header.data_start)
+            .len(len)
+            .map(file)
+    }
+    .ok()?;
     let path = dir.join(format!("ahead-{at}"));
     let inflated = inflater
-        .inflate_stream_into_file(stream, header.size, header.crc32, &path)
+        .inflate_stream_into_file(&stream, header.size, header.crc32, &path)
         .ok()??;
-    let blake3 = *blake3::Hasher::new()
-        .update_rayon(inflated.bytes())
-        .finalize()
-        .as_bytes();
+    let blake3 = inflated.blake3();
     Some(AheadEntry {
         name: header.name.clone(),
         compressed_size: header.compressed_size,
@@ -385,15 +392,6 @@ mod tests {
         zip.finish().unwrap().into_inner()
     }
 
-    /// A folder on a tmpfs where Linux mounts one, where blocks can be
-    /// reserved; else the system's temp folder.
-    fn scratch() -> (tempfile::TempDir, bool) {
-        match tempfile::tempdir_in("/dev/shm") {
-            Ok(dir) => (dir, cfg!(target_os = "linux")),
-            Err(_) => (tempfile::tempdir().unwrap(), false),
-        }
-    }
-
     /// Writes `bytes[from..to]` to `file`, telling `ahead` as a download does.
     fn download(file: &mut File, ahead: &Ahead, bytes: &[u8], from: usize, to: usize) {
         for start in (from..to).step_by(64 << 10) {
@@ -423,7 +421,7 @@ mod tests {
             let ends = a.data_start() + a.compressed_size();
             (a.header_start(), (a.data_start() + ends) / 2, ends as usize)
         };
-        let (dir, reserves) = scratch();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let path = dir.path().join("w.whl");
         let mut file = File::create(&path).unwrap();
         let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
@@ -467,7 +465,7 @@ mod tests {
     fn entries_already_in_the_file_are_inflated_whole() {
         let liba = library(5 << 20, 1);
         let wheel = wheel_with(&liba, false);
-        let (dir, reserves) = scratch();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let path = dir.path().join("w.whl");
         std::fs::write(&path, &wheel).unwrap();
         let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
@@ -489,7 +487,7 @@ mod tests {
         let wheel = wheel_with(&library(5 << 20, 1), false);
         // The same layout, but liba.so's bytes (so its CRC-32) differ.
         let other = wheel_with(&library(5 << 20, 2), false);
-        let (dir, reserves) = scratch();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let path = dir.path().join("w.whl");
         let mut file = File::create(&path).unwrap();
         let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
@@ -502,37 +500,76 @@ mod tests {
         assert_eq!(inflated.len(), usize::from(reserves), "libb.so is left");
     }
 
+    /// Waits for the worker to end on its own (at the central directory,
+    /// or at a header it cannot follow).
+    fn wait_for_the_worker(ahead: &Ahead) {
+        let started = Instant::now();
+        while !ahead
+            .worker
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|worker| worker.is_finished())
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "still running");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
-    fn entries_sized_only_in_data_descriptors_are_left_to_ingest() {
-        let wheel = wheel_with(&library(5 << 20, 1), true);
-        let (dir, _) = scratch();
-        let path = dir.path().join("w.whl");
-        let mut file = File::create(&path).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
-        download(&mut file, &ahead, &wheel, 0, wheel.len());
-        assert!(ahead.finish().is_empty());
+    fn a_local_header_that_does_not_give_its_sizes_ends_the_reading_ahead() {
+        let wheel = wheel_with(&library(5 << 20, 1), false);
+        let a_header = ZipArchive::new(Cursor::new(&wheel))
+            .unwrap()
+            .by_index_raw(1)
+            .unwrap()
+            .header_start() as usize;
+        // (what liba.so's local header is made to say, how many are inflated)
+        let cases: [(&str, usize, &[u8], usize); 5] = [
+            ("as written", 6, &[], 2),
+            ("sizes in a data descriptor", 6, &[0x08, 0x00], 0),
+            ("encrypted", 6, &[0x01, 0x00], 0),
+            ("ZIP64 compressed size", 18, &[0xff; 4], 0),
+            ("ZIP64 size", 22, &[0xff; 4], 0),
+        ];
+        for (what, offset, patch, inflated) in cases {
+            let mut patched = wheel.clone();
+            let at = a_header + offset;
+            patched[at..at + patch.len()].copy_from_slice(patch);
+            let (dir, reserves) = crate::platform::reserving_tempdir();
+            let path = dir.path().join("w.whl");
+            std::fs::write(&path, &patched).unwrap();
+            let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+            ahead.written(patched.len() as u64);
+            wait_for_the_worker(&ahead);
+            let expected = if reserves { inflated } else { 0 };
+            assert_eq!(ahead.finish().len(), expected, "{what}");
+        }
     }
 
     #[test]
     fn a_download_started_over_keeps_nothing_inflated_before() {
         let wheel = wheel_with(&library(5 << 20, 1), false);
-        let (dir, _) = scratch();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let path = dir.path().join("w.whl");
         let mut file = File::create(&path).unwrap();
         let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
         download(&mut file, &ahead, &wheel, 0, wheel.len() - 100);
+        wait_for_inflated(&ahead, 2, reserves);
+        let inflated_files = || std::fs::read_dir(dir.path().join("ahead")).unwrap().count();
+        assert_eq!(inflated_files(), if reserves { 2 } else { 0 });
         ahead.stop();
+        assert_eq!(inflated_files(), 0, "their disk is given back at once");
         // A retry empties the file and writes it again; nothing reads it now.
-        file.set_len(0).unwrap();
         let mut file = File::create(&path).unwrap();
-        file.write_all(&wheel).unwrap();
+        download(&mut file, &ahead, &wheel, 0, wheel.len());
         assert!(ahead.finish().is_empty());
     }
 
     #[test]
     fn a_download_cut_short_stops_the_worker() {
         let wheel = wheel_with(&library(5 << 20, 1), false);
-        let (dir, _) = scratch();
+        let (dir, _) = crate::platform::reserving_tempdir();
         let path = dir.path().join("w.whl");
         let mut file = File::create(&path).unwrap();
         let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();

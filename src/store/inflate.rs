@@ -112,6 +112,15 @@ impl InflatedFile {
         &self.map
     }
 
+    /// The bytes' blake3, on several threads: the largest entries, hundreds
+    /// of MB, are the last of a cold install to finish.
+    pub fn blake3(&self) -> [u8; 32] {
+        *blake3::Hasher::new()
+            .update_rayon(&self.map)
+            .finalize()
+            .as_bytes()
+    }
+
     /// The file, unmapped; its pages stay in the page cache until the
     /// kernel writes them back, as written ones would.
     pub fn into_file(self) -> File {
@@ -184,10 +193,12 @@ impl Inflater {
     }
 
     /// Inflates the deflate `stream` into a new file at `temp`,
-    /// preallocated and mapped. `None`, with `temp` left for the zip reader
-    /// to overwrite, when the blocks cannot be reserved or the stream does
-    /// not inflate to exactly `size` bytes with the CRC-32 `crc32`; an error
-    /// only when `temp` cannot be made (a full disk among them).
+    /// preallocated and mapped. `None`, with `temp` emptied for the zip
+    /// reader to overwrite, when the blocks cannot be reserved (a full disk
+    /// among the reasons: the zip reader then names the real problem, which
+    /// for an entry that lies about its size is not the disk) or the stream
+    /// does not inflate to exactly `size` bytes with the CRC-32 `crc32`; an
+    /// error when `temp` cannot be made or emptied.
     pub fn inflate_stream_into_file(
         &mut self,
         stream: &[u8],
@@ -209,8 +220,17 @@ impl Inflater {
             .create(true)
             .truncate(true)
             .open(temp)?;
-        if !platform::reserve_blocks(&file, size)? {
-            return Ok(None);
+        match platform::reserve_blocks(&file, size) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // Blocks a failed fallocate got (ext4 keeps them) go now.
+            Err(err) => {
+                file.set_len(0)?;
+                return match err.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge => Ok(None),
+                    _ => Err(err),
+                };
+            }
         }
         // SAFETY: the file is new, in a staging directory only this process
         // writes, so nothing cuts it short while mapped, and its blocks are
@@ -307,22 +327,13 @@ pub(super) mod tests {
         Deflated::of(&archive.by_index_raw(0).unwrap()).unwrap()
     }
 
-    /// A folder on a tmpfs where Linux mounts one (`/dev/shm`), where
-    /// blocks can always be reserved; else the system's temp folder.
-    fn reserving_dir() -> (tempfile::TempDir, bool) {
-        match tempfile::tempdir_in("/dev/shm") {
-            Ok(dir) => (dir, cfg!(target_os = "linux")),
-            Err(_) => (tempfile::tempdir().unwrap(), false),
-        }
-    }
-
     #[test]
     fn a_large_entry_is_inflated_into_its_preallocated_file() {
         let data: Vec<u8> = (0..IN_MEMORY_LIMIT + 4096)
             .map(|i| (i % 251) as u8)
             .collect();
         let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &data);
-        let (dir, reserves) = reserving_dir();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let temp = dir.path().join("0");
         let inflated = Inflater::new(&INFLATING)
             .inflate_into_file(&wheel, &first_entry(&wheel), &temp)
@@ -341,7 +352,7 @@ pub(super) mod tests {
             .flat_map(|i| format!("X{} = {}\n", i, i * 7919 % 1000).into_bytes())
             .collect();
         let wheel = one_entry_wheel(zip::CompressionMethod::Deflated, &data);
-        let (dir, _) = reserving_dir();
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let temp = dir.path().join("0");
         let mut inflater = Inflater::new(&INFLATING);
         let mut inflate = |wheel: &[u8], entry: &Deflated| {
@@ -369,5 +380,7 @@ pub(super) mod tests {
         let mut damaged = wheel.clone();
         damaged[good.start as usize + 1000] ^= 0x55;
         assert_eq!(inflate(&damaged, &good), None, "damaged");
+        let whole = inflate(&wheel, &good);
+        assert!(whole == Some(data) || !reserves, "the entry as it is");
     }
 }

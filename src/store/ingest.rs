@@ -31,6 +31,7 @@ use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use crate::budget::{MemoryBudget, Reserved};
+use crate::platform;
 
 use super::ahead::InflatedAhead;
 use super::db::{Db, FileRow, NewDistribution};
@@ -326,9 +327,12 @@ pub fn stage_wheel(
     let staging = store.temp_path("ingest");
     fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
     // Large entries inflate from the archive's bytes, not through a reader.
+    // Mapped only where its staging files can be mapped safely too: that
+    // rules out network and FUSE filesystems, where a failed read through a
+    // mapping is a SIGBUS.
     let mapped = match wheel.content {
-        WheelContent::File(path) => inflate::map_wheel(path),
-        WheelContent::Memory(_) => None,
+        WheelContent::File(path) if platform::reserves_blocks(path) => inflate::map_wheel(path),
+        _ => None,
     };
     let whole_wheel = match wheel.content {
         WheelContent::File(_) => mapped.as_deref(),
@@ -854,11 +858,9 @@ fn read_entry(
         .by_index_raw(index)
         .map_err(|e| zip_error(e.into()))?;
     // Taken only where RECORD's digest is: nothing hashed it with sha256.
-    let ahead = match (&sha256, wheel.inflated_ahead) {
-        (EntrySha256::Given(_), Some(ahead)) => ahead.take(&raw),
-        _ => None,
-    };
-    if let Some(entry) = ahead {
+    if let EntrySha256::Given(_) = sha256
+        && let Some(entry) = wheel.inflated_ahead.and_then(|ahead| ahead.take(&raw))
+    {
         return Ok(EntryBytes {
             streamed: Streamed {
                 blake3: entry.blake3,
@@ -877,33 +879,39 @@ fn read_entry(
         .inflater
         .inflate(raw)
         .map_err(|e| zip_error(e.into()))?;
-    let in_file = match (whole.is_none(), deflated, reading.whole_wheel) {
-        (true, Some(entry), Some(bytes)) => reading
+    if let Some(Inflated { bytes, held }) = whole {
+        return Ok(EntryBytes {
+            streamed: Streamed::whole(bytes, sha256),
+            temp,
+            _held: held,
+        });
+    }
+    if let (Some(entry), Some(wheel_bytes)) = (deflated, reading.whole_wheel)
+        && let Some(inflated) = reading
             .inflater
-            .inflate_into_file(bytes, &entry, &temp)
-            .with_context(|| format!("cannot write {}", temp.display()))?,
-        _ => None,
-    };
-    let (streamed, _held) = match (whole, in_file) {
-        (Some(Inflated { bytes, held }), _) => (Streamed::whole(bytes, sha256), held),
-        (None, Some(inflated)) => (Streamed::in_file(inflated, sha256), None),
-        (None, None) => {
-            let mut entry = reading
-                .archive
-                .by_index(index)
-                .map_err(|e| zip_error(e.into()))?;
-            let streamed =
-                stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
-                    StreamError::Read(source) => zip_error(source.into()),
-                    StreamError::Stage(err) => IngestError::Other(err),
-                })?;
-            (streamed, None)
-        }
-    };
+            .inflate_into_file(wheel_bytes, &entry, &temp)
+            .with_context(|| format!("cannot write {}", temp.display()))?
+    {
+        return Ok(EntryBytes {
+            streamed: Streamed::in_file(inflated, sha256),
+            temp,
+            _held: None,
+        });
+    }
+    // What the fast paths do not vouch for is read by the zip reader, whose
+    // errors name what is wrong.
+    let mut entry = reading
+        .archive
+        .by_index(index)
+        .map_err(|e| zip_error(e.into()))?;
+    let streamed = stream_entry(&mut entry, declared, &temp, sha256).map_err(|err| match err {
+        StreamError::Read(source) => zip_error(source.into()),
+        StreamError::Stage(err) => IngestError::Other(err),
+    })?;
     Ok(EntryBytes {
         streamed,
         temp,
-        _held,
+        _held: None,
     })
 }
 
@@ -935,20 +943,13 @@ impl Streamed {
         }
     }
 
-    /// An entry inflated into its staging file, hashed through its mapping
-    /// (blake3 on several threads: the largest entries, hundreds of MB,
-    /// are the last of a cold install to finish).
+    /// An entry inflated into its staging file, hashed through its mapping.
     fn in_file(inflated: InflatedFile, mut sha256: EntrySha256<'_>) -> Self {
-        let bytes = inflated.bytes();
-        sha256.update(bytes);
-        let blake3 = *blake3::Hasher::new()
-            .update_rayon(bytes)
-            .finalize()
-            .as_bytes();
+        sha256.update(inflated.bytes());
         Self {
-            blake3,
+            blake3: inflated.blake3(),
             sha256: sha256.finish(),
-            size: bytes.len() as u64,
+            size: inflated.bytes().len() as u64,
             content: Content::Written(inflated.into_file()),
         }
     }
@@ -1458,14 +1459,22 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let wheel = inflate::tests::one_entry_wheel(zip::CompressionMethod::Deflated, &data);
-        // A tmpfs, where the blocks can be reserved, where there is one.
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let (dir, reserves) = crate::platform::reserving_tempdir();
         let path = dir.path().join("demo-1.0-py3-none-any.whl");
         std::fs::write(&path, &wheel).unwrap();
         let mapped = inflate::map_wheel(&path).expect("a wheel file maps");
+        // The zip reader reads a damaged copy: only the path that inflates
+        // from the whole archive's bytes gives the entry as it is.
+        let start = ZipArchive::new(Cursor::new(&wheel))
+            .unwrap()
+            .by_index_raw(0)
+            .unwrap()
+            .data_start() as usize;
+        let mut damaged = wheel.clone();
+        damaged[start + 100] ^= 0x55;
         static NONE: MemoryBudget = MemoryBudget::new(0);
         for (index, whole) in [&wheel[..], &mapped[..]].into_iter().enumerate() {
-            let mut archive = ZipArchive::new(Opened::Memory(Cursor::new(&wheel[..]))).unwrap();
+            let mut archive = ZipArchive::new(Opened::Memory(Cursor::new(&damaged[..]))).unwrap();
             let mut inflater = Inflater::new(&NONE);
             let mut reading = Reading {
                 archive: &mut archive,
@@ -1474,15 +1483,22 @@ mod tests {
             };
             let staging = dir.path().join(format!("staging-{index}"));
             std::fs::create_dir(&staging).unwrap();
-            let entry = hash_entry(
+            let hashed = hash_entry(
                 &demo_wheel(&wheel, false),
                 &mut reading,
                 0,
                 &staging,
                 &HashMap::new(),
                 "RECORD",
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            );
+            let entry = match hashed {
+                Ok(entry) => entry,
+                Err(err) if !reserves => {
+                    assert!(matches!(err, IngestError::Zip { .. }), "{err}");
+                    continue;
+                }
+                Err(err) => panic!("not inflated from the archive's bytes: {err}"),
+            };
             assert_eq!(entry.row.size, data.len() as u64);
             let sha256 = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&data));
             assert_eq!(entry.row.sha256, sha256);

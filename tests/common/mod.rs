@@ -378,6 +378,22 @@ pub fn write_pylock(path: &Path, packages: &[LockedPackage]) {
     fs_err::write(path, text).unwrap();
 }
 
+/// Drops the wheels' sizes from the lock at `lock`, as a lock may: tstore
+/// then downloads each wheel into a file, not into memory.
+pub fn drop_wheel_sizes(lock: &Path) {
+    let text = fs_err::read_to_string(lock).unwrap();
+    let without: String = text
+        .split(", size = ")
+        .enumerate()
+        .map(|(i, part)| match i {
+            0 => part,
+            _ => part.trim_start_matches(|c: char| c.is_ascii_digit()),
+        })
+        .collect();
+    assert!(!without.contains("size ="), "{without}");
+    fs_err::write(lock, without).unwrap();
+}
+
 /// A static file server on 127.0.0.1 that counts the requests it answers.
 pub struct FileServer {
     pub url: String,
