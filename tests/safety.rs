@@ -289,7 +289,8 @@ fn a_large_file_that_does_not_fit_is_a_clear_error_not_a_crash() {
         &[LockedPackage::served(&big, &server.url)],
     );
     // Held in memory as it downloads (the lock gives its size), then
-    // downloaded into a file, with its library inflated as it arrives.
+    // downloaded into a file, beside a worker that would inflate its
+    // library as soon as its bytes are in (its reservation fails too).
     for sizes in ["given", "dropped"] {
         if sizes == "dropped" {
             drop_wheel_sizes(&project.join("pylock.t.toml"));

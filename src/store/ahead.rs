@@ -519,22 +519,22 @@ mod tests {
     #[test]
     fn a_local_header_that_does_not_give_its_sizes_ends_the_reading_ahead() {
         let wheel = wheel_with(&library(5 << 20, 1), false);
-        let a_header = ZipArchive::new(Cursor::new(&wheel))
-            .unwrap()
-            .by_index_raw(1)
-            .unwrap()
-            .header_start() as usize;
-        // (what liba.so's local header is made to say, how many are inflated)
-        let cases: [(&str, usize, &[u8], usize); 5] = [
-            ("as written", 6, &[], 2),
-            ("sizes in a data descriptor", 6, &[0x08, 0x00], 0),
-            ("encrypted", 6, &[0x01, 0x00], 0),
-            ("ZIP64 compressed size", 18, &[0xff; 4], 0),
-            ("ZIP64 size", 22, &[0xff; 4], 0),
+        let mut archive = ZipArchive::new(Cursor::new(&wheel)).unwrap();
+        let mut header_of = |index| archive.by_index_raw(index).unwrap().header_start() as usize;
+        let (liba, stored) = (header_of(1), header_of(2));
+        // (what a local header is made to say, which header, where in it, the
+        // bytes, how many libraries are inflated)
+        let cases: [(&str, usize, usize, &[u8], usize); 5] = [
+            ("as written", liba, 6, &[], 2),
+            ("sizes in a data descriptor", liba, 6, &[0x08, 0x00], 0),
+            ("encrypted", liba, 6, &[0x01, 0x00], 0),
+            ("ZIP64 compressed size", liba, 18, &[0xff; 4], 0),
+            // Past it, libb.so would be inflated.
+            ("ZIP64 size", stored, 22, &[0xff; 4], 1),
         ];
-        for (what, offset, patch, inflated) in cases {
+        for (what, header, offset, patch, inflated) in cases {
             let mut patched = wheel.clone();
-            let at = a_header + offset;
+            let at = header + offset;
             patched[at..at + patch.len()].copy_from_slice(patch);
             let (dir, reserves) = crate::platform::reserving_tempdir();
             let path = dir.path().join("w.whl");

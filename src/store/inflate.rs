@@ -193,12 +193,12 @@ impl Inflater {
     }
 
     /// Inflates the deflate `stream` into a new file at `temp`,
-    /// preallocated and mapped. `None`, with `temp` emptied for the zip
-    /// reader to overwrite, when the blocks cannot be reserved (a full disk
-    /// among the reasons: the zip reader then names the real problem, which
-    /// for an entry that lies about its size is not the disk) or the stream
-    /// does not inflate to exactly `size` bytes with the CRC-32 `crc32`; an
-    /// error when `temp` cannot be made or emptied.
+    /// preallocated and mapped. `None`, with `temp` removed, when the
+    /// blocks cannot be reserved or mapped, for whatever reason (a full disk,
+    /// a quota, an entry that declares more than it holds: the zip reader
+    /// then meets and names the real problem), or the stream does not
+    /// inflate to exactly `size` bytes with the CRC-32 `crc32`. An error only
+    /// when `temp` cannot be created.
     pub fn inflate_stream_into_file(
         &mut self,
         stream: &[u8],
@@ -220,30 +220,26 @@ impl Inflater {
             .create(true)
             .truncate(true)
             .open(temp)?;
-        match platform::reserve_blocks(&file, size) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            // Blocks a failed fallocate got (ext4 keeps them) go now.
-            Err(err) => {
-                file.set_len(0)?;
-                return match err.kind() {
-                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge => Ok(None),
-                    _ => Err(err),
-                };
-            }
+        // Removed on the way out unless the entry inflates: with it go the
+        // blocks a failed fallocate got (ext4 keeps them).
+        let unused = || -> std::io::Result<Option<InflatedFile>> {
+            let _ = std::fs::remove_file(temp);
+            Ok(None)
+        };
+        if !platform::reserve_blocks(&file, size).unwrap_or(false) {
+            return unused();
         }
         // SAFETY: the file is new, in a staging directory only this process
         // writes, so nothing cuts it short while mapped, and its blocks are
         // reserved, so no write into the mapping meets a full disk.
-        let mut map = unsafe { MmapMut::map_mut(&file) }?;
+        let Ok(mut map) = (unsafe { MmapMut::map_mut(&file) }) else {
+            return unused();
+        };
         let inflated = self.decompressor.deflate_decompress(stream, &mut map);
         if matches!(inflated, Ok(n) if n == length) && crc32fast::hash(&map) == crc32 {
             return Ok(Some(InflatedFile { map, file }));
         }
-        // The blocks reserved for it go now, not with its folder.
-        drop(map);
-        file.set_len(0)?;
-        Ok(None)
+        unused()
     }
 }
 

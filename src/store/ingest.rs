@@ -327,8 +327,8 @@ pub fn stage_wheel(
     let staging = store.temp_path("ingest");
     fs_err::create_dir_all(&staging).context("cannot create a staging directory in the store")?;
     // Large entries inflate from the archive's bytes, not through a reader.
-    // Mapped only where its staging files can be mapped safely too: that
-    // rules out network and FUSE filesystems, where a failed read through a
+    // Mapped only on a filesystem where blocks can be reserved: that rules
+    // out network and FUSE filesystems, where a failed read through a
     // mapping is a SIGBUS.
     let mapped = match wheel.content {
         WheelContent::File(path) if platform::reserves_blocks(path) => inflate::map_wheel(path),
