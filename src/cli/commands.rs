@@ -174,7 +174,7 @@ pub fn print_synced(session: &Session<'_>, tier: &TierReport) {
             let figures = tier.fetched.clone().unwrap_or_default();
             let bytecode = match build.bytecode_after {
                 Some(after) => format!(
-                    " (usable after {:.1}s; then {} compiled and linked in {:.1}s)",
+                    " (usable after {:.2}s; then {} compiled and linked in {:.1}s)",
                     tier.elapsed.saturating_sub(after).as_secs_f64(),
                     plural(build.bytecode_compiled, "pyc"),
                     after.as_secs_f64()
