@@ -5,7 +5,10 @@
 #   benches/cold.sh DIR RUNS TIER [LABEL]
 #
 # DIR is on the filesystem under test (e.g. a loop-mounted ext4 or XFS image);
-# everything (stores, caches, venvs) goes under it. Needs uv, Python 3.11 and
+# everything (stores, caches, venvs) goes under it. Mount an image with
+# `-o loop,discard`: without discard, blocks freed inside it stay allocated in
+# the image file, which grows by several GB per run of tekton-ml until the
+# disk under it is full (that stopped a session's runs). Needs uv, Python 3.11 and
 # the lock pylock.TIER.toml in the current folder (`tstore lock TIER`).
 # TSTORE is the binary to measure (default: target/release/tstore);
 # TSTORE_BEFORE, when set, is measured too as `before`. APPROACHES picks among
