@@ -31,6 +31,7 @@ use uv_distribution_filename::{WheelFilename, WheelFilenameError};
 use zip::ZipArchive;
 
 use crate::budget::{MemoryBudget, Reserved};
+use crate::fsinfo;
 use crate::platform;
 
 use super::ahead::InflatedAhead;
@@ -1080,13 +1081,10 @@ fn write_staged(stage: &Stage, key: &ObjectKey, bytes: &[u8]) -> anyhow::Result<
 
 /// Creates `path` holding `bytes`, with `mode` whatever the umask.
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let file = File::create(path)
-        .and_then(|mut file| file.write_all(bytes).map(|()| file))
-        .with_context(|| format!("cannot stage an object at {}", path.display()))?;
-    // Set through the open file: a chmod by path after it is closed walked
-    // the path again, for each of the ~20,000 objects of a cold install.
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot make {} read-only", path.display()))
+    // The mode is set through the open file: a chmod by path after it is
+    // closed walked the path again, for each of the ~20,000 objects of a
+    // cold install.
+    fsinfo::write_with_mode(path, bytes, mode).context("cannot stage an object")
 }
 
 /// Moves a staged file into `objects/` as a read-only object.
