@@ -181,21 +181,15 @@ pub trait Watcher: Sync {
     fn restarting(&self);
 }
 
-/// [`download`], telling `watcher` of each write.
+/// [`download`], telling `watcher`, if any, of each write.
 pub fn download_watched(
     client: &reqwest::blocking::Client,
     origin: Origin<'_>,
     dest: &Path,
     progress: &dyn Progress,
-    watcher: &dyn Watcher,
+    watcher: Option<&dyn Watcher>,
 ) -> Result<Downloaded, DownloadError> {
-    download_into(
-        client,
-        origin,
-        &mut Sink::File(dest),
-        progress,
-        Some(watcher),
-    )
+    download_into(client, origin, &mut Sink::File(dest), progress, watcher)
 }
 
 /// Reads `origin`, which should hold `size` bytes, into memory, hashing as

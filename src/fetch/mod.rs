@@ -430,16 +430,13 @@ impl Fetcher<'_> {
         let temp = TempFile(self.store.temp_path("download"));
         let ahead = self.inflate_ahead(&temp.0);
         let watcher = ahead.as_ref().map(|ahead| ahead as &dyn http::Watcher);
-        let got = match watcher {
-            Some(watcher) => http::download_watched(
-                client,
-                pinned.location.origin(),
-                &temp.0,
-                self.progress,
-                watcher,
-            ),
-            None => http::download(client, pinned.location.origin(), &temp.0, self.progress),
-        }?;
+        let got = http::download_watched(
+            client,
+            pinned.location.origin(),
+            &temp.0,
+            self.progress,
+            watcher,
+        )?;
         self.verify_download(pinned, &got)?;
         let inflated = ahead.map(Ahead::finish);
         Ok((DownloadedWheel::File(temp, inflated), got.size))
