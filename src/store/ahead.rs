@@ -86,10 +86,12 @@ impl InflatedAhead {
     }
 
     /// How many entries are waiting to be taken.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -350,7 +352,7 @@ fn inflate_entry(
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Cursor, Write};
+    use std::io::{Cursor, Seek, Write};
     use std::time::{Duration, Instant};
 
     use zip::ZipArchive;
@@ -392,6 +394,17 @@ mod tests {
         zip.finish().unwrap().into_inner()
     }
 
+    /// A worker beside an empty wheel file, in a folder where blocks can be
+    /// reserved if there is one: the folder, whether they can, the file to
+    /// write the wheel into, and the worker.
+    fn started() -> (crate::platform::ScratchDir, bool, File, Ahead) {
+        let (dir, reserves) = crate::platform::reserving_tempdir();
+        let path = dir.path().join("w.whl");
+        let file = File::create(&path).unwrap();
+        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        (dir, reserves, file, ahead)
+    }
+
     /// Writes `bytes[from..to]` to `file`, telling `ahead` as a download does.
     fn download(file: &mut File, ahead: &Ahead, bytes: &[u8], from: usize, to: usize) {
         for start in (from..to).step_by(64 << 10) {
@@ -421,10 +434,7 @@ mod tests {
             let ends = a.data_start() + a.compressed_size();
             (a.header_start(), (a.data_start() + ends) / 2, ends as usize)
         };
-        let (dir, reserves) = crate::platform::reserving_tempdir();
-        let path = dir.path().join("w.whl");
-        let mut file = File::create(&path).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        let (dir, reserves, mut file, ahead) = started();
 
         download(&mut file, &ahead, &wheel, 0, a_middle as usize);
         assert!(
@@ -465,10 +475,8 @@ mod tests {
     fn entries_already_in_the_file_are_inflated_whole() {
         let liba = library(5 << 20, 1);
         let wheel = wheel_with(&liba, false);
-        let (dir, reserves) = crate::platform::reserving_tempdir();
-        let path = dir.path().join("w.whl");
-        std::fs::write(&path, &wheel).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        let (_dir, reserves, mut file, ahead) = started();
+        file.write_all(&wheel).unwrap();
         ahead.written(wheel.len() as u64);
         wait_for_inflated(&ahead, 2, reserves);
         let inflated = ahead.finish();
@@ -487,10 +495,7 @@ mod tests {
         let wheel = wheel_with(&library(5 << 20, 1), false);
         // The same layout, but liba.so's bytes (so its CRC-32) differ.
         let other = wheel_with(&library(5 << 20, 2), false);
-        let (dir, reserves) = crate::platform::reserving_tempdir();
-        let path = dir.path().join("w.whl");
-        let mut file = File::create(&path).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        let (_dir, reserves, mut file, ahead) = started();
         download(&mut file, &ahead, &wheel, 0, wheel.len());
         wait_for_inflated(&ahead, 2, reserves);
         let inflated = ahead.finish();
@@ -536,10 +541,8 @@ mod tests {
             let mut patched = wheel.clone();
             let at = header + offset;
             patched[at..at + patch.len()].copy_from_slice(patch);
-            let (dir, reserves) = crate::platform::reserving_tempdir();
-            let path = dir.path().join("w.whl");
-            std::fs::write(&path, &patched).unwrap();
-            let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+            let (_dir, reserves, mut file, ahead) = started();
+            file.write_all(&patched).unwrap();
             ahead.written(patched.len() as u64);
             wait_for_the_worker(&ahead);
             let expected = if reserves { inflated } else { 0 };
@@ -550,10 +553,7 @@ mod tests {
     #[test]
     fn a_download_started_over_keeps_nothing_inflated_before() {
         let wheel = wheel_with(&library(5 << 20, 1), false);
-        let (dir, reserves) = crate::platform::reserving_tempdir();
-        let path = dir.path().join("w.whl");
-        let mut file = File::create(&path).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        let (dir, reserves, mut file, ahead) = started();
         download(&mut file, &ahead, &wheel, 0, wheel.len() - 100);
         wait_for_inflated(&ahead, 2, reserves);
         let inflated_files = || std::fs::read_dir(dir.path().join("ahead")).unwrap().count();
@@ -561,7 +561,8 @@ mod tests {
         ahead.stop();
         assert_eq!(inflated_files(), 0, "their disk is given back at once");
         // A retry empties the file and writes it again; nothing reads it now.
-        let mut file = File::create(&path).unwrap();
+        file.set_len(0).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
         download(&mut file, &ahead, &wheel, 0, wheel.len());
         assert!(ahead.finish().is_empty());
     }
@@ -569,10 +570,7 @@ mod tests {
     #[test]
     fn a_download_cut_short_stops_the_worker() {
         let wheel = wheel_with(&library(5 << 20, 1), false);
-        let (dir, _) = crate::platform::reserving_tempdir();
-        let path = dir.path().join("w.whl");
-        let mut file = File::create(&path).unwrap();
-        let ahead = Ahead::start(&path, dir.path().join("ahead")).unwrap();
+        let (_dir, _, mut file, ahead) = started();
         download(&mut file, &ahead, &wheel, 0, 1000);
         // The server closed early: the worker must not wait for bytes that
         // never come.
