@@ -52,25 +52,27 @@ impl GarageCluster {
         self.nodes.iter().map(Node::endpoint).collect()
     }
 
-    /// Waits until every node is up and connected, as node 0 sees it
-    /// (after a start or a restart).
+    /// Waits until every running node sees every node up and connected
+    /// (after a start or a restart). One node's view is not enough: right
+    /// after a restart, node 0 lists the restarted node as healthy while
+    /// that node still has the other two as "never seen"; losing node 0
+    /// then would leave two nodes that are not a quorum together, and every
+    /// request would get 503 until they connect.
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let up = self
-            .nodes
-            .iter()
-            .position(|n| n.pid().is_some())
-            .expect("a node runs");
-        loop {
-            let status = self.nodes[up].cli(&["status"]);
-            if !status.to_lowercase().contains("failed") && self.all_listed(&status) {
-                return;
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            loop {
+                let status = node.cli(&["status"]);
+                if !status.to_lowercase().contains("failed") && self.all_listed(&status) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become healthy as {} sees it:\n{status}",
+                    node.endpoint()
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not become healthy:\n{status}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
