@@ -26,7 +26,7 @@
 # run; tstore's usable figure is its own `usable after` (when the tier's path
 # points at a complete venv that imports), the others' is their wall time.
 set -u
-DIR=$(realpath "$1"); RUNS=$2; TIER=$3; LABEL=${4:-cold}
+mkdir -p "$1" && DIR=$(realpath "$1") || exit 1; RUNS=$2; TIER=$3; LABEL=${4:-cold}
 TSTORE=${TSTORE:-$PWD/target/release/tstore}
 LOCK=$PWD/pylock.$TIER.toml
 FS=$(findmnt -n -o FSTYPE --target "$DIR")
