@@ -53,7 +53,8 @@ impl GarageCluster {
     }
 
     /// Waits until every running node sees every node up and connected
-    /// (after a start or a restart). One node's view is not enough: right
+    /// (after a start or a restart, with all three running: with one down
+    /// it would wait until its deadline). One node's view is not enough: right
     /// after a restart, node 0 lists the restarted node as healthy while
     /// that node still has the other two as "never seen"; losing node 0
     /// then would leave two nodes that are not a quorum together, and every
