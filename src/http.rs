@@ -169,7 +169,7 @@ pub fn download(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<Downloaded, DownloadError> {
-    download_into(client, origin, &mut Sink::File(dest), progress, None)
+    download_watched(client, origin, dest, progress, None)
 }
 
 /// Told how far a download into a file has got, by the thread writing it.

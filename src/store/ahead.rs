@@ -164,15 +164,15 @@ impl Ahead {
             changed: Condvar::new(),
             done: Mutex::new(HashMap::new()),
         });
-        let worker = {
-            let (shared, dir, dir_again) = (shared.clone(), dir.clone(), dir.clone());
+        let spawned = {
+            let (shared, dir) = (shared.clone(), dir.clone());
             std::thread::Builder::new()
                 .name("inflate-ahead".into())
                 .spawn(move || read_ahead(&file, &dir, &shared))
-                .inspect_err(|_| {
-                    let _ = std::fs::remove_dir_all(&dir_again);
-                })?
         };
+        let worker = spawned.inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
         Ok(Self {
             shared,
             worker: Mutex::new(Some(worker)),
